@@ -1,0 +1,6 @@
+//! Typed requests and responses, one module per API family.
+//!
+//! Each request is a struct serialised as `biz_content`, with optional fields as `Option`
+//! (skipped when `None`), and one `impl ApiRequest` naming its method and response type.
+
+pub mod trade;
