@@ -1,0 +1,54 @@
+//! The APIs the gateway serves, with Alipay's business rules. One module per family; each
+//! handler takes the checked call and the store, and returns the answer's fields or an error.
+
+pub mod fields;
+pub mod trade;
+
+use serde_json::{Map, Value};
+
+use crate::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::Params;
+use crate::model::{App, Millis};
+
+/// A checked call: the app, the method, its `biz_content` and the other parameters.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The calling app.
+    pub app: &'a App,
+    /// The method.
+    pub method: &'a str,
+    /// `biz_content`, parsed (empty when absent).
+    pub biz: Map<String, Value>,
+    /// Every parameter.
+    pub params: &'a Params,
+    /// `notify_url` of the call.
+    pub notify_url: Option<String>,
+    /// The sandbox time of the call.
+    pub now: Millis,
+}
+
+/// Every method the sandbox serves.
+pub const METHODS: &[&str] = &[
+    "alipay.trade.precreate",
+    "alipay.trade.create",
+    "alipay.trade.query",
+];
+
+/// True when the gateway serves `method`.
+pub fn is_known(method: &str) -> bool {
+    METHODS.contains(&method)
+}
+
+/// Runs one call.
+pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
+    let mut store = ctx.store();
+    let result = match call.method {
+        "alipay.trade.precreate" => trade::precreate(ctx, &mut store, call),
+        "alipay.trade.create" => trade::create(ctx, &mut store, call),
+        "alipay.trade.query" => trade::query(ctx, &mut store, call),
+        _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
+    };
+    store.flush();
+    result
+}

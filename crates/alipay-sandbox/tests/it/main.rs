@@ -1,0 +1,4 @@
+//! Integration tests: the real sandbox on port 0, driven over real HTTP by the `alipay` client.
+
+mod support;
+mod trade;
