@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-mod cli;
+use openvend::cli;
 
 use clap::Parser as _;
 

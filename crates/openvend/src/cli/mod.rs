@@ -1,7 +1,7 @@
 //! Subcommands.
 
-mod keygen;
-mod sandbox;
+pub mod keygen;
+pub mod sandbox;
 
 use clap::{Parser, Subcommand};
 
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "openvend", version, about)]
 pub struct Cli {
+    /// The subcommand.
     #[command(subcommand)]
     command: Command,
 }

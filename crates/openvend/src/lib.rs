@@ -1,0 +1,9 @@
+//! OpenVend: the operator platform for Alipay-paid vending machines.
+//!
+//! - [`domain`]: business rules without I/O (slots, orders and their state machines, royalty).
+//! - [`cli`]: the `openvend` subcommands.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod domain;
