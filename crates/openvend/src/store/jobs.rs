@@ -1,0 +1,123 @@
+//! The durable job queue: typed rows with a dedup key, a due time and a lease.
+//!
+//! A worker claims one due job by setting its lease in a single statement; on PostgreSQL the
+//! candidate row is picked `FOR UPDATE SKIP LOCKED`, so several instances share the queue
+//! without blocking one another. A job is deleted when done or rescheduled with back-off when
+//! it fails; a worker that dies leaves a lease that simply expires. Jobs must be idempotent:
+//! one may run again after a crash between its effect and its deletion.
+
+use sqlx::Row as _;
+
+use super::{Backend, Db, StoreError};
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// What to do (e.g. `resolve_payment`).
+    pub kind: String,
+    /// Unique key; a second enqueue with the same key is ignored.
+    pub dedup_key: String,
+    /// JSON arguments.
+    pub payload: String,
+    /// Attempts so far, including this one.
+    pub attempts: i64,
+}
+
+/// Adds a job unless one with the same dedup key exists. Returns true if added.
+pub async fn enqueue<'e, E>(
+    executor: E,
+    kind: &str,
+    dedup_key: &str,
+    payload: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) VALUES ($1, $2, $3, 0, $4, $5) \
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(kind)
+    .bind(dedup_key)
+    .bind(payload)
+    .bind(run_at)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Claims one due job for `lease_ms`, or `None` when nothing is due.
+pub async fn claim(db: &Db, now: i64, lease_ms: i64) -> Result<Option<Job>, StoreError> {
+    let pick = match db.backend {
+        Backend::Postgres => {
+            "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+             ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        }
+        // One writer at a time: the UPDATE with its sub-select is atomic.
+        Backend::Sqlite => {
+            "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+             ORDER BY run_at, id LIMIT 1"
+        }
+    };
+    let sql = format!(
+        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id = ({pick}) \
+         RETURNING id, kind, dedup_key, payload, attempts"
+    );
+    let row = sqlx::query(&sql)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| {
+        Ok(Job {
+            id: r.try_get(0)?,
+            kind: r.try_get(1)?,
+            dedup_key: r.try_get(2)?,
+            payload: r.try_get(3)?,
+            attempts: r
+                .try_get::<i64, _>(4)
+                .or_else(|_| r.try_get::<i32, _>(4).map(i64::from))?,
+        })
+    })
+    .transpose()
+    .map_err(StoreError::Sqlx)
+}
+
+/// Removes a finished job.
+pub async fn complete(db: &Db, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Releases a failed job to run again at `run_at`, recording why it failed.
+pub async fn retry_later(db: &Db, id: i64, error: &str, run_at: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = $3 WHERE id = $1")
+        .bind(id)
+        .bind(run_at)
+        .bind(error)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Exponential back-off for attempt `n` (1-based): 1 s, 2 s, 4 s … capped at 10 minutes.
+pub fn backoff_ms(attempt: i64) -> i64 {
+    let exp = attempt.clamp(1, 20) - 1;
+    (1_000i64 << exp).min(600_000)
+}
+
+/// Jobs waiting (due or not).
+pub async fn count(db: &Db) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.try_get(0)?)
+}

@@ -1,0 +1,118 @@
+//! Persistence on SQLite or PostgreSQL, chosen once from the URL.
+//!
+//! One code path serves both (sqlx's `Any` driver, `$n` placeholders, which both accept);
+//! where the engines differ (identity columns, `FOR UPDATE SKIP LOCKED`), [`Backend`] says
+//! which SQL to use. Migrations are embedded per backend and applied in order, each in a
+//! transaction, with a PostgreSQL advisory lock so several instances can start together.
+
+pub mod jobs;
+mod migrations;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
+
+/// Which engine a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path` — one instance, one worker.
+    Sqlite,
+    /// `postgres://…` — any number of instances.
+    Postgres,
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL's scheme is neither sqlite nor postgres.
+    #[error("database URL {0:?}: unknown scheme (use sqlite://PATH or postgres://…)")]
+    UnknownScheme(String),
+    /// A SQLite file that does not exist, named without asking to create it.
+    #[error("database file {0} does not exist (append ?mode=rwc to the URL to create it)")]
+    MissingFile(PathBuf),
+    /// The engine refused.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// The connection pool and its backend.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The pool.
+    pub pool: AnyPool,
+    /// The engine.
+    pub backend: Backend,
+}
+
+impl Backend {
+    /// The backend of a URL, or an error that names the URL.
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        let scheme = url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(StoreError::UnknownScheme(url.to_owned())),
+        }
+    }
+}
+
+impl Db {
+    /// Opens the database at `url`. A SQLite file must exist unless the URL says `mode=rwc`
+    /// or `create` is set (the embedded default data folder), so a typo never creates an
+    /// empty database silently.
+    pub async fn connect(url: &str, create: bool) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite {
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+            let path = rest.split('?').next().unwrap_or("");
+            let wants_create = url.contains("mode=rwc");
+            if path != ":memory:" && !path.is_empty() && !wants_create {
+                let p = PathBuf::from(path);
+                if !p.exists() {
+                    if !create {
+                        return Err(StoreError::MissingFile(p));
+                    }
+                    url.push_str(if url.contains('?') {
+                        "&mode=rwc"
+                    } else {
+                        "?mode=rwc"
+                    });
+                }
+            }
+        }
+        let options =
+            AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
+        let max = if backend == Backend::Sqlite { 4 } else { 16 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the writer; it is a property of the file.
+            pool.execute("PRAGMA journal_mode = WAL;").await?;
+        }
+        Ok(Db { pool, backend })
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::run(self).await
+    }
+}

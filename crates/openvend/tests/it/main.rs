@@ -1,0 +1,4 @@
+//! Integration tests of the platform. The store story runs on SQLite always, and on
+//! PostgreSQL in CI (`.ci/run` sets `OPENVEND_TEST_POSTGRES` and runs the ignored tests).
+
+mod store;

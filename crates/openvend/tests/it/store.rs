@@ -1,0 +1,194 @@
+//! The store "story": the same sequence of operations on SQLite and on PostgreSQL.
+
+use openvend::store::{Db, StoreError, jobs};
+use sqlx::Row as _;
+
+async fn sqlite_db() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/openvend.db", dir.path().display());
+    let db = Db::connect(&url, true).await.unwrap();
+    (db, dir)
+}
+
+/// A fresh schema in the PostgreSQL named by `OPENVEND_TEST_POSTGRES`.
+async fn postgres_db() -> Db {
+    let base = std::env::var("OPENVEND_TEST_POSTGRES")
+        .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL suite");
+    let schema = format!("t{}", std::process::id() as u64 * 1000 + rand_suffix());
+    let admin = Db::connect(&base, false).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Db::connect(
+        &format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        false,
+    )
+    .await
+    .unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            % 997)
+}
+
+#[tokio::test]
+async fn the_store_story_holds_on_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    story(&db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn the_store_story_holds_on_postgres() {
+    let db = postgres_db().await;
+    story(&db).await;
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_file_is_not_created_silently_and_unknown_schemes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/typo.db", dir.path().display());
+    assert!(matches!(
+        Db::connect(&url, false).await,
+        Err(StoreError::MissingFile(_))
+    ));
+    assert!(!dir.path().join("typo.db").exists());
+    let err = Db::connect("mysql://x", false).await.unwrap_err();
+    assert!(err.to_string().contains("unknown scheme"), "{err}");
+}
+
+async fn story(db: &Db) {
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap(); // a second run applies nothing
+
+    // The fleet.
+    let op: i64 = sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+        .bind("Demo")
+        .bind("2088000000000001")
+        .bind("collection")
+        .bind(1i64)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let machine: i64 = sqlx::query(
+        "INSERT INTO machines (operator_id, code, kind, terminal_id, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(op)
+    .bind("VM-0001")
+    .bind("vending")
+    .bind("VM0001")
+    .bind("s3cret")
+    .bind(1i64)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    let product: i64 = sqlx::query(
+        "INSERT INTO products (operator_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(op)
+    .bind("Cola")
+    .bind(1i64)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, 'A1', $2, 350, 10, 2)")
+        .bind(machine)
+        .bind(product)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    // Reserving is a conditional update: it cannot oversell.
+    let reserve = |qty: i32| {
+        sqlx::query(
+            "UPDATE slots SET reserved = reserved + $1 WHERE machine_id = $2 AND code = 'A1' AND enabled AND stock - reserved >= $1",
+        )
+        .bind(qty)
+        .bind(machine)
+        .execute(&db.pool)
+    };
+    assert_eq!(reserve(2).await.unwrap().rows_affected(), 1);
+    assert_eq!(
+        reserve(1).await.unwrap().rows_affected(),
+        0,
+        "no stock left to reserve"
+    );
+
+    // States are checked by the database too.
+    let bad = sqlx::query(
+        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at) \
+         VALUES ('o1', $1, $2, 'qr', 'PAID', 350, 1, 1, 2)",
+    )
+    .bind(op)
+    .bind(machine)
+    .execute(&db.pool)
+    .await;
+    assert!(bad.is_err(), "an unknown state is refused");
+    let over = sqlx::query(
+        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, refunded_fen, created_at, updated_at, expires_at) \
+         VALUES ('o2', $1, $2, 'qr', 'paid', 350, 351, 1, 1, 2)",
+    )
+    .bind(op)
+    .bind(machine)
+    .execute(&db.pool)
+    .await;
+    assert!(over.is_err(), "refunds above the total are refused");
+
+    // Jobs: deduplicated, claimed once, retried, completed.
+    assert!(
+        jobs::enqueue(&db.pool, "resolve_payment", "resolve:o1", "{}", 100, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !jobs::enqueue(&db.pool, "resolve_payment", "resolve:o1", "{}", 100, 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        jobs::claim(db, 99, 1000).await.unwrap(),
+        None,
+        "not due yet"
+    );
+    let job = jobs::claim(db, 100, 1000).await.unwrap().expect("due job");
+    assert_eq!((job.kind.as_str(), job.attempts), ("resolve_payment", 1));
+    assert_eq!(
+        jobs::claim(db, 500, 1000).await.unwrap(),
+        None,
+        "leased to the first worker"
+    );
+    jobs::retry_later(db, job.id, "gateway timeout", 2000)
+        .await
+        .unwrap();
+    assert_eq!(jobs::claim(db, 1999, 1000).await.unwrap(), None);
+    let again = jobs::claim(db, 2000, 1000)
+        .await
+        .unwrap()
+        .expect("retried job");
+    assert_eq!(again.attempts, 2);
+    jobs::complete(db, again.id).await.unwrap();
+    assert_eq!(jobs::count(db).await.unwrap(), 0);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    assert_eq!(jobs::backoff_ms(1), 1_000);
+    assert_eq!(jobs::backoff_ms(2), 2_000);
+    assert_eq!(jobs::backoff_ms(11), 600_000);
+    assert_eq!(jobs::backoff_ms(i64::MAX), 600_000);
+}
