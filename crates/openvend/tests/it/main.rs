@@ -1,4 +1,6 @@
 //! Integration tests of the platform. The store story runs on SQLite always, and on
 //! PostgreSQL in CI (`.ci/run` sets `OPENVEND_TEST_POSTGRES` and runs the ignored tests).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on setup errors
+
 mod store;
