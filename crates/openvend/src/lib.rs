@@ -6,5 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod store;

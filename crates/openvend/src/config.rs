@@ -1,0 +1,327 @@
+//! Typed, layered settings: built-in defaults, then a TOML file, then `OPENVEND_*` variables.
+//!
+//! With no file and no variables, everything is embedded: SQLite in `./openvend-data/`, the
+//! in-process MQTT broker, and the Alipay sandbox standing in for Alipay. Giving real Alipay
+//! credentials (`alipay.app_id` + key files + gateway) switches the sandbox off. Secrets are
+//! kept in [`Secret`], whose `Debug` never shows them. Bad settings stop start-up with a
+//! message naming the setting.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A value that must not be printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text. Call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Folder for the embedded defaults (SQLite file, sandbox state, keys).
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: String,
+    /// The public base URL (for `notify_url`, QR pages); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `sqlite://…` or `postgres://…`; defaults to SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// MQTT settings.
+    pub mqtt: MqttSettings,
+    /// Alipay settings; absent = the embedded sandbox.
+    pub alipay: Option<AlipaySettings>,
+    /// Token for the operator API.
+    pub api_token: Option<Secret>,
+}
+
+/// Device channel settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// `mqtt://host:port` of an external broker; absent = the embedded broker.
+    pub url: Option<String>,
+    /// Listen address of the embedded broker (not 1883, which an installed broker may hold).
+    pub embedded_listen: String,
+    /// Username for the external broker.
+    pub username: Option<String>,
+    /// Password for the external broker.
+    pub password: Option<Secret>,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            url: None,
+            embedded_listen: "127.0.0.1:18830".into(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// A real Alipay app.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlipaySettings {
+    /// The app id.
+    pub app_id: String,
+    /// File with the app private key (PEM or bare base64, PKCS#1 or PKCS#8).
+    pub private_key_file: PathBuf,
+    /// File with Alipay's public key.
+    pub alipay_public_key_file: PathBuf,
+    /// Gateway URL (production by default).
+    #[serde(default = "default_gateway")]
+    pub gateway_url: String,
+    /// The operator's seller PID (collection restriction `seller_id`).
+    pub seller_id: String,
+}
+
+fn default_gateway() -> String {
+    alipay::client::PRODUCTION_GATEWAY.to_owned()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./openvend-data"),
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            database_url: None,
+            mqtt: MqttSettings::default(),
+            alipay: None,
+            api_token: None,
+        }
+    }
+}
+
+/// A setting that is wrong, named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting `{setting}`: {problem}")]
+pub struct SettingError {
+    /// The setting's name as written in the file (dotted) or the variable.
+    pub setting: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn err(setting: &str, problem: impl Into<String>) -> SettingError {
+    SettingError {
+        setting: setting.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (if any), then the given environment variables.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingError> {
+        let mut s = match file {
+            None => Settings::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| err("--config", format!("{}: {e}", path.display())))?
+            }
+        };
+        for (key, value) in env {
+            s.apply_env(&key, value)?;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn apply_env(&mut self, key: &str, value: String) -> Result<(), SettingError> {
+        let Some(name) = key.strip_prefix("OPENVEND_") else {
+            return Ok(());
+        };
+        match name {
+            "DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "LISTEN" => self.listen = value,
+            "PUBLIC_URL" => self.public_url = Some(value),
+            "DATABASE_URL" => self.database_url = Some(Secret(value)),
+            "MQTT_URL" => self.mqtt.url = Some(value),
+            "MQTT_USERNAME" => self.mqtt.username = Some(value),
+            "MQTT_PASSWORD" => self.mqtt.password = Some(Secret(value)),
+            "API_TOKEN" => self.api_token = Some(Secret(value)),
+            "ALIPAY_APP_ID"
+            | "ALIPAY_PRIVATE_KEY_FILE"
+            | "ALIPAY_PUBLIC_KEY_FILE"
+            | "ALIPAY_GATEWAY_URL"
+            | "ALIPAY_SELLER_ID" => {
+                let a = self.alipay.get_or_insert_with(|| AlipaySettings {
+                    app_id: String::new(),
+                    private_key_file: PathBuf::new(),
+                    alipay_public_key_file: PathBuf::new(),
+                    gateway_url: default_gateway(),
+                    seller_id: String::new(),
+                });
+                match name {
+                    "ALIPAY_APP_ID" => a.app_id = value,
+                    "ALIPAY_PRIVATE_KEY_FILE" => a.private_key_file = PathBuf::from(value),
+                    "ALIPAY_PUBLIC_KEY_FILE" => a.alipay_public_key_file = PathBuf::from(value),
+                    "ALIPAY_GATEWAY_URL" => a.gateway_url = value,
+                    _ => a.seller_id = value,
+                }
+            }
+            // Variables of other tools (OPENVEND_LOG, test settings) are not settings.
+            "LOG" => {}
+            _ if name.starts_with("TEST_") || name.starts_with("SANDBOX_") => {}
+            other => return Err(err(key, format!("unknown setting OPENVEND_{other}"))),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), SettingError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.listen),
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            let scheme = url.expose().split_once("://").map(|(s, _)| s).unwrap_or("");
+            if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+                return Err(err(
+                    "database_url",
+                    "must start with sqlite:// or postgres://",
+                ));
+            }
+        }
+        if let Some(url) = &self.mqtt.url
+            && !(url.starts_with("mqtt://") || url.starts_with("tcp://"))
+        {
+            return Err(err("mqtt.url", format!("{url:?} must start with mqtt://")));
+        }
+        if let Some(a) = &self.alipay {
+            if a.app_id.is_empty() || !a.app_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("alipay.app_id", "must be the app's numeric id"));
+            }
+            if !alipay::types::is_user_id(&a.seller_id) {
+                return Err(err(
+                    "alipay.seller_id",
+                    "must be the operator's 16-digit 2088… PID",
+                ));
+            }
+            if a.private_key_file.as_os_str().is_empty() {
+                return Err(err(
+                    "alipay.private_key_file",
+                    "is required with real Alipay settings",
+                ));
+            }
+            if a.alipay_public_key_file.as_os_str().is_empty() {
+                return Err(err(
+                    "alipay.alipay_public_key_file",
+                    "is required with real Alipay settings",
+                ));
+            }
+            if !(a.gateway_url.starts_with("https://") || a.gateway_url.starts_with("http://")) {
+                return Err(err("alipay.gateway_url", "must be an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when no real Alipay app is configured: the embedded sandbox stands in.
+    pub fn uses_sandbox(&self) -> bool {
+        self.alipay.is_none()
+    }
+
+    /// The database URL, defaulting to SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("openvend.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let s = Settings::load(None, Vec::new()).unwrap();
+        assert!(s.uses_sandbox());
+        assert_eq!(s.database_url(), "sqlite://./openvend-data/openvend.db");
+        assert_eq!(s.mqtt.url, None);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openvend.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite:///tmp/x.db\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("OPENVEND_DATABASE_URL", "postgres://u:pw@h/db"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.database_url(), "postgres://u:pw@h/db");
+        assert!(!format!("{s:?}").contains("pw@"), "secrets must not print");
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("OPENVEND_LISTEN", "nope")], "listen"),
+            (&[("OPENVEND_DATABASE_URL", "mysql://x")], "database_url"),
+            (&[("OPENVEND_MQTT_URL", "http://x")], "mqtt.url"),
+            (&[("OPENVEND_ALIPAY_APP_ID", "2021")], "alipay.seller_id"),
+            (&[("OPENVEND_ALIPAY_APP_ID", "abc")], "alipay.app_id"),
+            (&[("OPENVEND_FROBNICATE", "1")], "OPENVEND_FROBNICATE"),
+        ];
+        for (vars, setting) in cases {
+            let e = Settings::load(None, env(vars)).unwrap_err();
+            assert_eq!(e.setting, *setting, "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let e = Settings::load(Some(&file), Vec::new()).unwrap_err();
+        assert!(e.problem.contains("lisen"), "{e}");
+    }
+}
