@@ -892,6 +892,9 @@ impl ApiRequest for Pay {
             royalty_info: self.royalty_info.as_ref(),
         })?;
         validate_buyer(self.buyer_id.as_deref(), self.buyer_open_id.as_deref())?;
+        if self.auth_code.is_none() && self.scene.is_some() {
+            return Err("scene is only used with auth_code (code or face payments)".into());
+        }
         let product = self.product_code.as_deref();
         let modes = [
             self.auth_code.is_some(),
@@ -914,8 +917,6 @@ impl ApiRequest for Pay {
                     validate_ftoken("auth_code for scene security_code", code)?
                 }
             }
-        } else if self.scene.is_some() {
-            return Err("scene is only used with auth_code (code or face payments)".into());
         }
         if let Some(auth_no) = &self.auth_no {
             if auth_no.is_empty() || auth_no.len() > 64 {
