@@ -55,8 +55,14 @@ pub struct CannedServer {
 
 impl CannedServer {
     pub async fn start(answers: Vec<Canned>) -> Self {
+        Self::start_with(|_| answers).await
+    }
+
+    /// Like [`CannedServer::start`], with answers that may name the server (`http://addr`).
+    pub async fn start_with(answers: impl FnOnce(&str) -> Vec<Canned>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let answers = answers(&format!("http://{addr}"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
         tokio::spawn(async move {
@@ -137,7 +143,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Received> {
     })
 }
 
-fn config(url: &str) -> Config {
+pub fn config(url: &str) -> Config {
     let mut c = Config::new(APP_ID);
     c.gateway_url = url.to_owned();
     c.timeout = Duration::from_millis(500);
