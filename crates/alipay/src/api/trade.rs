@@ -61,6 +61,25 @@ pub struct Precreate {
     /// Echoed in the notification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passback_params: Option<String>,
+    /// Part of the amount open to discounts; with `undiscountable_amount` they sum to
+    /// `total_amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discountable_amount: Option<Amount>,
+    /// Part of the amount closed to discounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undiscountable_amount: Option<Amount>,
+    /// Channels to exclude (comma list); exclusive with `enable_pay_channels`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_pay_channels: Option<String>,
+    /// Channels to allow (comma list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_pay_channels: Option<String>,
+    /// Our original order number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_order_no: Option<String>,
+    /// Extra answer sections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_options: Option<Vec<String>>,
 }
 
 impl Precreate {
@@ -159,6 +178,10 @@ impl ApiRequest for Precreate {
             seller_id: self.seller_id.as_deref(),
             goods_detail: self.goods_detail.as_deref(),
             royalty_info: self.royalty_info.as_ref(),
+            discountable_amount: self.discountable_amount,
+            undiscountable_amount: self.undiscountable_amount,
+            disable_pay_channels: self.disable_pay_channels.as_deref(),
+            enable_pay_channels: self.enable_pay_channels.as_deref(),
         })
     }
 }
@@ -412,6 +435,10 @@ struct OrderFields<'a> {
     seller_id: Option<&'a str>,
     goods_detail: Option<&'a [GoodsDetail]>,
     royalty_info: Option<&'a RoyaltyInfo>,
+    discountable_amount: Option<Amount>,
+    undiscountable_amount: Option<Amount>,
+    disable_pay_channels: Option<&'a str>,
+    enable_pay_channels: Option<&'a str>,
 }
 
 /// The §3.0 rules on the fields every order carries.
@@ -453,7 +480,22 @@ fn validate_order(o: &OrderFields<'_>) -> Result<(), String> {
     if let Some(r) = o.royalty_info {
         r.validate(o.total_amount)?;
     }
-    Ok(())
+    match (o.discountable_amount, o.undiscountable_amount) {
+        (Some(d), Some(u)) if d.checked_add(u) != Some(o.total_amount) => {
+            return Err(format!(
+                "discountable_amount {d} + undiscountable_amount {u} must equal total_amount {}",
+                o.total_amount
+            ));
+        }
+        (Some(part), None) | (None, Some(part)) if part > o.total_amount => {
+            return Err(format!(
+                "discountable/undiscountable amount {part} exceeds total_amount {}",
+                o.total_amount
+            ));
+        }
+        _ => {}
+    }
+    validate_channels(o.disable_pay_channels, o.enable_pay_channels)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +570,13 @@ pub struct Create {
     /// Merchant's original order number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant_order_no: Option<String>,
+    /// Part of the amount open to discounts; with `undiscountable_amount` they sum to
+    /// `total_amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discountable_amount: Option<Amount>,
+    /// Part of the amount closed to discounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undiscountable_amount: Option<Amount>,
 }
 
 impl Create {
@@ -595,6 +644,10 @@ impl ApiRequest for Create {
             seller_id: self.seller_id.as_deref(),
             goods_detail: self.goods_detail.as_deref(),
             royalty_info: self.royalty_info.as_ref(),
+            discountable_amount: self.discountable_amount,
+            undiscountable_amount: self.undiscountable_amount,
+            disable_pay_channels: self.disable_pay_channels.as_deref(),
+            enable_pay_channels: self.enable_pay_channels.as_deref(),
         })?;
         validate_buyer(self.buyer_id.as_deref(), self.buyer_open_id.as_deref())?;
         if self.buyer_id.is_none()
@@ -606,10 +659,7 @@ impl ApiRequest for Create {
         if self.buyer_id.is_some() && self.buyer_id == self.seller_id {
             return Err("buyer_id and seller_id must differ".into());
         }
-        validate_channels(
-            self.disable_pay_channels.as_deref(),
-            self.enable_pay_channels.as_deref(),
-        )
+        Ok(())
     }
 }
 
@@ -737,6 +787,19 @@ pub struct Pay {
     /// Echoed in the notification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passback_params: Option<String>,
+    /// Part of the amount open to discounts; with `undiscountable_amount` they sum to
+    /// `total_amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discountable_amount: Option<Amount>,
+    /// Part of the amount closed to discounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undiscountable_amount: Option<Amount>,
+    /// Channels to exclude (comma list); exclusive with `enable_pay_channels`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_pay_channels: Option<String>,
+    /// Channels to allow (comma list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_pay_channels: Option<String>,
     /// Extra answer sections (e.g. `fund_bill_list`, `voucher_detail_list`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_options: Option<Vec<String>>,
@@ -890,6 +953,10 @@ impl ApiRequest for Pay {
             seller_id: self.seller_id.as_deref(),
             goods_detail: self.goods_detail.as_deref(),
             royalty_info: self.royalty_info.as_ref(),
+            discountable_amount: self.discountable_amount,
+            undiscountable_amount: self.undiscountable_amount,
+            disable_pay_channels: self.disable_pay_channels.as_deref(),
+            enable_pay_channels: self.enable_pay_channels.as_deref(),
         })?;
         validate_buyer(self.buyer_id.as_deref(), self.buyer_open_id.as_deref())?;
         if self.auth_code.is_none() && self.scene.is_some() {

@@ -608,3 +608,25 @@ async fn a_wrong_typed_field_is_malformed_and_named() {
         matches!(out, Outcome::Unknown(Unknown::Malformed(ref m)) if m.contains("fund_change"))
     );
 }
+
+#[test]
+fn discountable_parts_must_add_up_and_channel_lists_exclude_each_other() {
+    let mut p = Precreate::new("order-1", yuan("10"), "可乐");
+    p.discountable_amount = Some(yuan("6"));
+    p.undiscountable_amount = Some(yuan("4"));
+    assert!(p.validate().is_ok());
+    assert_eq!(
+        biz_content(&p),
+        r#"{"out_trade_no":"order-1","total_amount":"10.00","subject":"可乐","discountable_amount":"6.00","undiscountable_amount":"4.00"}"#
+    );
+    p.undiscountable_amount = Some(yuan("5"));
+    assert!(refusal(&p).contains("must equal total_amount 10.00"));
+    p.undiscountable_amount = None;
+    p.discountable_amount = Some(yuan("11"));
+    assert!(refusal(&p).contains("exceeds total_amount"));
+    let mut pay = Pay::bar_code("order-2", yuan("1"), "可乐", "283745920139457320");
+    pay.disable_pay_channels = Some("pcredit".into());
+    assert!(pay.validate().is_ok());
+    pay.enable_pay_channels = Some("balance".into());
+    assert!(refusal(&pay).contains("mutually exclusive"));
+}
