@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::trade::{
-    validate_max_chars, validate_merchant_no, validate_trade_amount, validate_user_id,
+    validate_max_chars, validate_merchant_no, validate_timeout_express, validate_trade_amount,
+    validate_user_id,
 };
 use crate::money::Amount;
 use crate::request::ApiRequest;
@@ -113,6 +114,14 @@ impl ApiRequest for AppFreeze {
             self.enable_pay_channels.as_deref(),
             self.disable_pay_channels.as_deref(),
         )?;
+        for (field, value) in [
+            ("pay_timeout", &self.pay_timeout),
+            ("timeout_express", &self.timeout_express),
+        ] {
+            if let Some(v) = value {
+                validate_timeout_express(field, v)?;
+            }
+        }
         if !matches!(
             self.product_code.as_str(),
             "PRE_AUTH_ONLINE" | "PREAUTH_PAY"
@@ -234,6 +243,14 @@ impl ApiRequest for VoucherCreate {
             self.enable_pay_channels.as_deref(),
             self.disable_pay_channels.as_deref(),
         )?;
+        for (field, value) in [
+            ("pay_timeout", &self.pay_timeout),
+            ("timeout_express", &self.timeout_express),
+        ] {
+            if let Some(v) = value {
+                validate_timeout_express(field, v)?;
+            }
+        }
         if self.product_code != "PRE_AUTH" {
             return Err("product_code must be PRE_AUTH".into());
         }

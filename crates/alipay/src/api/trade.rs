@@ -167,6 +167,9 @@ impl ApiRequest for Precreate {
         Some(&self.out_trade_no)
     }
     fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.qr_code_timeout_express {
+            validate_timeout_express("qr_code_timeout_express", t)?;
+        }
         validate_order(&OrderFields {
             out_trade_no: &self.out_trade_no,
             total_amount: self.total_amount,
@@ -182,6 +185,8 @@ impl ApiRequest for Precreate {
             undiscountable_amount: self.undiscountable_amount,
             disable_pay_channels: self.disable_pay_channels.as_deref(),
             enable_pay_channels: self.enable_pay_channels.as_deref(),
+            timeout_express: self.timeout_express.as_deref(),
+            time_expire: self.time_expire.as_deref(),
         })
     }
 }
@@ -439,6 +444,8 @@ struct OrderFields<'a> {
     undiscountable_amount: Option<Amount>,
     disable_pay_channels: Option<&'a str>,
     enable_pay_channels: Option<&'a str>,
+    timeout_express: Option<&'a str>,
+    time_expire: Option<&'a str>,
 }
 
 /// The §3.0 rules on the fields every order carries.
@@ -495,7 +502,46 @@ fn validate_order(o: &OrderFields<'_>) -> Result<(), String> {
         }
         _ => {}
     }
+    if let Some(t) = o.timeout_express {
+        validate_timeout_express("timeout_express", t)?;
+    }
+    if let Some(t) = o.time_expire
+        && crate::time::parse_timestamp(t).is_none()
+    {
+        return Err(format!(
+            "time_expire must be yyyy-MM-dd HH:mm:ss, not {t:?}"
+        ));
+    }
     validate_channels(o.disable_pay_channels, o.enable_pay_channels)
+}
+
+/// Checks a relative timeout: an integer with unit `m`, `h` or `d` between 1m and 15d, or
+/// `1c` (closes at midnight). Fractions are refused (`1.5h` must be written `90m`).
+pub fn validate_timeout_express(field: &str, value: &str) -> Result<(), String> {
+    let err = || {
+        format!(
+            "{field} must be an integer with unit m, h or d between 1m and 15d, or 1c; not {value:?}"
+        )
+    };
+    if value == "1c" {
+        return Ok(());
+    }
+    let split = value.len().checked_sub(1).ok_or_else(err)?;
+    let (number, unit) = value.split_at(split);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    let n: u32 = number.parse().map_err(|_| err())?;
+    let max = match unit {
+        "m" => 15 * 24 * 60,
+        "h" => 15 * 24,
+        "d" => 15,
+        _ => return Err(err()),
+    };
+    if n == 0 || n > max {
+        return Err(err());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,6 +694,8 @@ impl ApiRequest for Create {
             undiscountable_amount: self.undiscountable_amount,
             disable_pay_channels: self.disable_pay_channels.as_deref(),
             enable_pay_channels: self.enable_pay_channels.as_deref(),
+            timeout_express: self.timeout_express.as_deref(),
+            time_expire: self.time_expire.as_deref(),
         })?;
         validate_buyer(self.buyer_id.as_deref(), self.buyer_open_id.as_deref())?;
         if self.buyer_id.is_none()
@@ -957,6 +1005,8 @@ impl ApiRequest for Pay {
             undiscountable_amount: self.undiscountable_amount,
             disable_pay_channels: self.disable_pay_channels.as_deref(),
             enable_pay_channels: self.enable_pay_channels.as_deref(),
+            timeout_express: self.timeout_express.as_deref(),
+            time_expire: None,
         })?;
         validate_buyer(self.buyer_id.as_deref(), self.buyer_open_id.as_deref())?;
         if self.auth_code.is_none() && self.scene.is_some() {

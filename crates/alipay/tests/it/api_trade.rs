@@ -630,3 +630,27 @@ fn discountable_parts_must_add_up_and_channel_lists_exclude_each_other() {
     pay.enable_pay_channels = Some("balance".into());
     assert!(refusal(&pay).contains("mutually exclusive"));
 }
+
+#[test]
+fn timeouts_follow_the_documented_syntax() {
+    let with = |t: &str| Precreate::new("order-1", yuan("1"), "可乐").timeout_express(t);
+    for ok in ["1m", "90m", "3h", "15d", "1c", "21600m"] {
+        assert!(with(ok).validate().is_ok(), "{ok}");
+    }
+    for bad in ["1.5h", "0m", "16d", "21601m", "5s", "m", "", "2c", "-1h"] {
+        let msg = refusal(&with(bad));
+        assert!(
+            msg.contains("timeout_express must be an integer"),
+            "{bad}: {msg}"
+        );
+    }
+    let mut p = Precreate::new("order-1", yuan("1"), "可乐");
+    p.time_expire = Some("2026-11-28T12:00:00".into());
+    assert!(refusal(&p).contains("time_expire must be yyyy-MM-dd HH:mm:ss"));
+    p.time_expire = Some("2026-11-28 12:00:00".into());
+    p.qr_code_timeout_express = Some("3x".into());
+    assert!(refusal(&p).contains("qr_code_timeout_express"));
+    let mut v = alipay::api::fund_auth::VoucherCreate::new("f1", "f1-1", "押金", yuan("1"));
+    v.pay_timeout = Some("1.5h".into());
+    assert!(refusal(&v).contains("pay_timeout"));
+}
