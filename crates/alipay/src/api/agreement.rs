@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::trade::{validate_max_chars, validate_user_id};
+use super::checks::{validate_max_chars, validate_user_id};
 use crate::money::Amount;
 use crate::request::ApiRequest;
 

@@ -3,20 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::validate_ftoken;
 use crate::request::ApiRequest;
-
-/// Checks a face token: `fp` followed by 33 more characters (35 in all), letters and digits.
-pub fn validate_ftoken(field: &str, token: &str) -> Result<(), String> {
-    if token.len() != 35
-        || !token.starts_with("fp")
-        || !token.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(format!(
-            "{field} must be a face token: `fp` followed by 33 letters or digits (35 characters)"
-        ));
-    }
-    Ok(())
-}
 
 /// `ext_info` of the initialise call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::trade::{
+use super::checks::{
     validate_max_chars, validate_merchant_no, validate_timeout_express, validate_trade_amount,
     validate_user_id,
 };

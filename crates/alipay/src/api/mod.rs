@@ -5,6 +5,7 @@
 
 pub mod agreement;
 pub mod bill;
+pub mod checks;
 pub mod face;
 pub mod fund_auth;
 pub mod oauth;

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::trade::{validate_max_chars, validate_merchant_no, validate_user_id};
+use super::checks::{
+    validate_max_chars, validate_merchant_no, validate_trade_no, validate_user_id,
+};
 use super::wire;
 use crate::money::Amount;
 use crate::request::ApiRequest;
@@ -648,14 +650,6 @@ impl ApiRequest for Settle {
         }
         Ok(())
     }
-}
-
-/// Checks an Alipay trade number: 1–64 digits (28 in practice).
-pub fn validate_trade_no(trade_no: &str) -> Result<(), String> {
-    if trade_no.is_empty() || trade_no.len() > 64 || !trade_no.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("trade_no must be Alipay's numeric trade number".into());
-    }
-    Ok(())
 }
 
 /// Answer to `alipay.trade.order.settle`.
