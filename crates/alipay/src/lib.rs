@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bill;
 pub mod cert;
 pub mod client;
 pub mod envelope;
