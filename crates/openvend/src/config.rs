@@ -57,6 +57,8 @@ pub struct Settings {
     pub alipay: Option<AlipaySettings>,
     /// Token for the operator API.
     pub api_token: Option<Secret>,
+    /// Listen address of the embedded Alipay sandbox (used only without real Alipay settings).
+    pub sandbox_listen: String,
 }
 
 /// Device channel settings.
@@ -115,6 +117,7 @@ impl Default for Settings {
             mqtt: MqttSettings::default(),
             alipay: None,
             api_token: None,
+            sandbox_listen: "127.0.0.1:8081".into(),
         }
     }
 }
@@ -171,6 +174,7 @@ impl Settings {
             "MQTT_USERNAME" => self.mqtt.username = Some(value),
             "MQTT_PASSWORD" => self.mqtt.password = Some(Secret(value)),
             "API_TOKEN" => self.api_token = Some(Secret(value)),
+            "SANDBOX_LISTEN" => self.sandbox_listen = value,
             "ALIPAY_APP_ID"
             | "ALIPAY_PRIVATE_KEY_FILE"
             | "ALIPAY_PUBLIC_KEY_FILE"
@@ -193,7 +197,7 @@ impl Settings {
             }
             // Variables of other tools (OPENVEND_LOG, test settings) are not settings.
             "LOG" => {}
-            _ if name.starts_with("TEST_") || name.starts_with("SANDBOX_") => {}
+            _ if name.starts_with("TEST_") => {}
             other => return Err(err(key, format!("unknown setting OPENVEND_{other}"))),
         }
         Ok(())
@@ -204,6 +208,15 @@ impl Settings {
             return Err(err(
                 "listen",
                 format!("{:?} is not an address like 127.0.0.1:8080", self.listen),
+            ));
+        }
+        if self.sandbox_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "sandbox_listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8081",
+                    self.sandbox_listen
+                ),
             ));
         }
         if let Some(url) = &self.database_url {

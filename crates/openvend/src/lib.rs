@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod store;

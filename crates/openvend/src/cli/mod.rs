@@ -2,6 +2,7 @@
 
 pub mod keygen;
 pub mod sandbox;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run OpenVend (embedded defaults: SQLite, the Alipay sandbox and a demo fleet).
+    Serve(serve::Args),
     /// Run the offline Alipay sandbox on its own.
     Sandbox(sandbox::Args),
     /// Generate an RSA-2048 app key pair in the formats Alipay's key tool writes.
@@ -25,7 +28,31 @@ enum Command {
 /// Runs the chosen subcommand.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Keygen(args) => keygen::run(args),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what service managers and CI send).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

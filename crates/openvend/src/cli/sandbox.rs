@@ -91,31 +91,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let token = sandbox.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         token.cancel();
     });
     sandbox.run_until_stopped().await
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what service managers and CI send).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

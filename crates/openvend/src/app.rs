@@ -1,0 +1,194 @@
+//! Start-up: builds every part from the settings, binds the listeners, and runs until stopped.
+//!
+//! `App::build` does all the work that can fail (database, migrations, keys, the embedded
+//! sandbox, the demo fleet) before anything serves, so a bad setting stops start-up with a
+//! message. Tests build the same `App` with port 0.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use alipay::{AppPrivateKey, Client, Config, Verification};
+use alipay_sandbox::Sandbox;
+use alipay_sandbox::config::SandboxConfig;
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::demo;
+use crate::store::Db;
+
+/// The app id OpenVend registers with its embedded sandbox.
+pub const SANDBOX_APP_ID: &str = "9021000000000001";
+
+/// A built OpenVend: listeners bound, database migrated, Alipay client ready.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    /// The store.
+    pub db: Db,
+    /// The Alipay client (real Alipay or the embedded sandbox).
+    pub alipay: Client,
+    sandbox: Option<Sandbox>,
+    sandbox_url: Option<String>,
+    /// The public base URL.
+    pub public_url: String,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Builds everything the settings describe.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| anyhow::anyhow!("data_dir {}: {e}", settings.data_dir.display()))?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("listen {}: {e}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_owned();
+
+        let db = Db::connect(&settings.database_url(), settings.database_url.is_none()).await?;
+        db.migrate().await?;
+
+        let (alipay, sandbox, seller_pid) = match &settings.alipay {
+            Some(real) => {
+                let key = load_key_file(&real.private_key_file, "alipay.private_key_file")?;
+                let alipay_key_text = std::fs::read_to_string(&real.alipay_public_key_file)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "alipay.alipay_public_key_file {}: {e}",
+                            real.alipay_public_key_file.display()
+                        )
+                    })?;
+                let alipay_key = alipay::PublicKey::alipay_from_text(&alipay_key_text)
+                    .map_err(|e| anyhow::anyhow!("alipay.alipay_public_key_file: {e}"))?;
+                let mut config = Config::new(&real.app_id);
+                config.gateway_url = real.gateway_url.clone();
+                config.notify_url = Some(format!("{public_url}/alipay/notify"));
+                let client = Client::new(config, key, Verification::PublicKey(alipay_key))?;
+                (client, None, real.seller_id.clone())
+            }
+            None => {
+                let (client, sandbox, pid) = embedded_sandbox(&settings, &public_url).await?;
+                (client, Some(sandbox), pid)
+            }
+        };
+        demo::seed_if_empty(&db, &seller_pid).await?;
+        let sandbox_url = sandbox.as_ref().map(|s| format!("http://{}", s.addr()));
+        Ok(App {
+            listener,
+            addr,
+            db,
+            alipay,
+            sandbox,
+            sandbox_url,
+            public_url,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The embedded sandbox's base URL, when it runs.
+    pub fn sandbox_url(&self) -> Option<&str> {
+        self.sandbox_url.as_deref()
+    }
+
+    /// A token that stops the app.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The HTTP routes.
+    fn router(&self) -> Router {
+        Router::new().route("/health", get(|| async { "ok" }))
+    }
+
+    /// Serves until the shutdown token is cancelled; reports which part stopped first.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let router = self.router();
+        let token = self.shutdown.clone();
+        let http = axum::serve(self.listener, router).with_graceful_shutdown({
+            let token = token.clone();
+            async move { token.cancelled().await }
+        });
+        let sandbox_task = self.sandbox.map(|s| {
+            let t = s.shutdown_token();
+            let stop = token.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    r = s.run_until_stopped() => r,
+                    _ = stop.cancelled() => { t.cancel(); Ok(()) }
+                }
+            })
+        });
+        let result = http.await.map_err(anyhow::Error::from);
+        token.cancel();
+        if let Some(task) = sandbox_task {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+fn load_key_file(path: &Path, setting: &str) -> anyhow::Result<AppPrivateKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
+    AppPrivateKey::from_text(&text).map_err(|e| anyhow::anyhow!("{setting}: {e}"))
+}
+
+/// Starts the embedded sandbox, registers OpenVend's app with it (keys kept in the data
+/// folder), and returns a client pointed at it with the operator's seller PID.
+async fn embedded_sandbox(
+    settings: &Settings,
+    public_url: &str,
+) -> anyhow::Result<(Client, Sandbox, String)> {
+    let dir = settings.data_dir.join("sandbox");
+    let config = SandboxConfig {
+        data_dir: Some(dir.clone()),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::build(config, &settings.sandbox_listen).await?;
+    let key_path = dir.join("openvend_app_private_key.pem");
+    let key = if key_path.exists() {
+        load_key_file(&key_path, "sandbox app key")?
+    } else {
+        let key = AppPrivateKey::generate()?;
+        std::fs::write(&key_path, key.to_pkcs8_pem()?)?;
+        key
+    };
+    let notify_url = format!("{public_url}/alipay/notify");
+    let app = alipay_sandbox::control::register_app_config(
+        &sandbox.ctx(),
+        alipay_sandbox::AppConfig {
+            app_id: SANDBOX_APP_ID.into(),
+            public_key: key.public_key().to_spki_base64(),
+            seller_pid: None,
+            allowed_seller_ids: Vec::new(),
+            notify_url: Some(notify_url.clone()),
+            gateway_notify_url: Some(notify_url.clone()),
+            redirect_uris: Vec::new(),
+            id_mode: Default::default(),
+        },
+    )?;
+    let mut config = Config::new(SANDBOX_APP_ID);
+    config.gateway_url = sandbox.gateway_url();
+    config.authorize_url = format!("http://{}/oauth2/publicAppAuthorize.htm", sandbox.addr());
+    config.notify_url = Some(notify_url);
+    let client = Client::new(
+        config,
+        key,
+        Verification::PublicKey(sandbox.ctx().public_key.clone()),
+    )?;
+    Ok((client, sandbox, app.seller_pid))
+}

@@ -1,0 +1,38 @@
+//! `openvend serve`: the main job.
+
+use std::path::PathBuf;
+
+use crate::app::App;
+use crate::config::Settings;
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A TOML settings file; `OPENVEND_*` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Builds the app from defaults, the file and the environment, prints where things are, and
+/// serves until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    let data_dir = settings.data_dir.clone();
+    let app = App::build(settings).await?;
+    println!("OpenVend is running");
+    println!("  HTTP              {}", app.public_url);
+    println!("  data folder       {}", data_dir.display());
+    match app.sandbox_url() {
+        Some(url) => {
+            println!("  Alipay            embedded sandbox at {url} (gateway {url}/gateway.do)");
+            println!("  sandbox control   {url}/control/info");
+        }
+        None => println!("  Alipay            {}", app.alipay.config().gateway_url),
+    }
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        token.cancel();
+    });
+    app.run_until_stopped().await
+}

@@ -1,0 +1,87 @@
+//! The demo fleet seeded into an empty database: one operator, one machine of each kind,
+//! a few products in stocked slots, so `openvend serve` can sell something at once.
+
+use sqlx::Row as _;
+
+use crate::store::{Db, StoreError};
+
+/// One demo machine: code, kind, terminal id, site.
+const MACHINES: &[(&str, &str, &str, &str)] = &[
+    ("VM-0001", "vending", "VM0001", "Lobby, Building A"),
+    ("FM-0001", "face", "FM0001", "Canteen"),
+    ("CB-0001", "cabinet", "CB0001", "Gym"),
+];
+
+/// Products: name and price in fen.
+const PRODUCTS: &[(&str, i64)] = &[
+    ("可口可乐 Coca-Cola 330ml", 350),
+    ("农夫山泉 Spring water 550ml", 200),
+    ("乐事薯片 Lay's chips", 650),
+];
+
+/// Seeds the demo fleet if there is no operator yet. Returns true when it seeded.
+pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM operators")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    if count > 0 {
+        return Ok(false);
+    }
+    let now = now_ms();
+    let op: i64 = sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
+        .bind("Demo Operator")
+        .bind(seller_pid)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let mut products = Vec::new();
+    for (name, price) in PRODUCTS {
+        let id: i64 = sqlx::query(
+            "INSERT INTO products (operator_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(op)
+        .bind(*name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        products.push((id, *price));
+    }
+    for (code, kind, terminal_id, site) in MACHINES {
+        let secret = alipay_sandbox::ids::random_hex(32);
+        let machine: i64 = sqlx::query(
+            "INSERT INTO machines (operator_id, code, kind, terminal_id, site, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(op)
+        .bind(*code)
+        .bind(*kind)
+        .bind(*terminal_id)
+        .bind(*site)
+        .bind(secret)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        for (i, (product, price)) in products.iter().enumerate() {
+            sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, 10, 8)")
+                .bind(machine)
+                .bind(format!("A{}", i + 1))
+                .bind(*product)
+                .bind(*price)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
