@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use alipay::{AppPrivateKey, Client, Config, Verification};
 use alipay_sandbox::Sandbox;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::demo;
+use crate::services::Services;
 use crate::store::Db;
 
 /// The app id OpenVend registers with its embedded sandbox.
@@ -31,6 +33,8 @@ pub struct App {
     pub db: Db,
     /// The Alipay client (real Alipay or the embedded sandbox).
     pub alipay: Client,
+    /// What handlers and jobs share.
+    pub services: Arc<Services>,
     sandbox: Option<Sandbox>,
     sandbox_url: Option<String>,
     /// The public base URL.
@@ -57,7 +61,7 @@ impl App {
         let db = Db::connect(&settings.database_url(), settings.database_url.is_none()).await?;
         db.migrate().await?;
 
-        let (alipay, sandbox, seller_pid) = match &settings.alipay {
+        let (alipay, alipay_key, sandbox, seller_pid) = match &settings.alipay {
             Some(real) => {
                 let key = load_key_file(&real.private_key_file, "alipay.private_key_file")?;
                 let alipay_key_text = std::fs::read_to_string(&real.alipay_public_key_file)
@@ -72,21 +76,30 @@ impl App {
                 let mut config = Config::new(&real.app_id);
                 config.gateway_url = real.gateway_url.clone();
                 config.notify_url = Some(format!("{public_url}/alipay/notify"));
-                let client = Client::new(config, key, Verification::PublicKey(alipay_key))?;
-                (client, None, real.seller_id.clone())
+                let client = Client::new(config, key, Verification::PublicKey(alipay_key.clone()))?;
+                (client, alipay_key, None, real.seller_id.clone())
             }
             None => {
                 let (client, sandbox, pid) = embedded_sandbox(&settings, &public_url).await?;
-                (client, Some(sandbox), pid)
+                let key = sandbox.ctx().public_key.clone();
+                (client, key, Some(sandbox), pid)
             }
         };
         demo::seed_if_empty(&db, &seller_pid).await?;
         let sandbox_url = sandbox.as_ref().map(|s| format!("http://{}", s.addr()));
+        let services = Arc::new(Services {
+            db: db.clone(),
+            alipay: alipay.clone(),
+            alipay_key,
+            app_id: alipay.config().app_id.clone(),
+            pay_timeout_minutes: 5,
+        });
         Ok(App {
             listener,
             addr,
             db,
             alipay,
+            services,
             sandbox,
             sandbox_url,
             public_url,
@@ -104,6 +117,11 @@ impl App {
         self.sandbox_url.as_deref()
     }
 
+    /// The embedded sandbox's state (tests and the demo drive it as the buyer).
+    pub fn sandbox_ctx(&self) -> Option<Arc<alipay_sandbox::Ctx>> {
+        self.sandbox.as_ref().map(|s| s.ctx())
+    }
+
     /// A token that stops the app.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -111,7 +129,9 @@ impl App {
 
     /// The HTTP routes.
     fn router(&self) -> Router {
-        Router::new().route("/health", get(|| async { "ok" }))
+        Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .merge(crate::web::notify::router().with_state(self.services.clone()))
     }
 
     /// Serves until the shutdown token is cancelled; reports which part stopped first.

@@ -51,7 +51,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
         products.push((id, *price));
     }
     for (code, kind, terminal_id, site) in MACHINES {
-        let secret = alipay_sandbox::ids::random_hex(32);
+        let secret = crate::ids::random_hex(32);
         let machine: i64 = sqlx::query(
             "INSERT INTO machines (operator_id, code, kind, terminal_id, site, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )

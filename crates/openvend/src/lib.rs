@@ -10,4 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod ids;
+pub mod pay;
+pub mod services;
 pub mod store;
+pub mod web;

@@ -7,6 +7,7 @@
 
 pub mod jobs;
 mod migrations;
+pub mod orders;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -115,4 +116,12 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrations::run(self).await
     }
+}
+
+/// Reads an integer column whatever its width: SQLite hands back 64-bit integers, PostgreSQL
+/// `INTEGER` columns are 32-bit.
+pub fn get_int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    use sqlx::Row as _;
+    row.try_get::<i64, _>(column)
+        .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))
 }

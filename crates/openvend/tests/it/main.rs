@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on setup errors
 
 mod app;
+mod sale;
 mod store;

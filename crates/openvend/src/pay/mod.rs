@@ -1,0 +1,4 @@
+//! Payment flows over the `alipay` crate. Each flow writes its intent to the store first,
+//! calls Alipay after the transaction commits, and records the verified answer.
+
+pub mod sale;

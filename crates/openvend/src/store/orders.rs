@@ -1,0 +1,282 @@
+//! Orders in the store: created with their stock reservations in one transaction, moved only
+//! through the domain state machine with a conditional update (so two writers cannot both
+//! move the same order), and a timeline of everything that happened to them.
+
+use sqlx::{Any, Row as _};
+
+use super::{Db, StoreError};
+use crate::domain::fen::Fen;
+use crate::domain::order::{IllegalTransition, OrderEvent, OrderLine, OrderState};
+
+/// A new order to write.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// The merchant trade number.
+    pub out_trade_no: String,
+    /// The operator.
+    pub operator_id: i64,
+    /// The machine.
+    pub machine_id: i64,
+    /// `qr`, `jsapi`, `face` or `cabinet`.
+    pub channel: &'static str,
+    /// The lines, priced by the server.
+    pub lines: Vec<OrderLine>,
+    /// Total of the lines.
+    pub total: Fen,
+    /// When the buyer's time is up.
+    pub expires_at: i64,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Row id.
+    pub id: i64,
+    /// The merchant trade number.
+    pub out_trade_no: String,
+    /// The operator.
+    pub operator_id: i64,
+    /// The machine.
+    pub machine_id: i64,
+    /// Current state.
+    pub state: OrderState,
+    /// Total.
+    pub total: Fen,
+    /// Refunded so far.
+    pub refunded: Fen,
+    /// Alipay's trade number, once known.
+    pub trade_no: Option<String>,
+    /// The QR code shown, for QR sales.
+    pub qr_code: Option<String>,
+    /// When unpaid orders close.
+    pub expires_at: i64,
+}
+
+/// Why an order operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// A slot cannot sell (disabled, empty, unknown): nothing was written.
+    #[error("slot {0} cannot sell the quantity asked (unknown, disabled or out of stock)")]
+    SlotUnavailable(String),
+    /// The state machine refused.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// Another writer moved the order first.
+    #[error("order {0} changed concurrently; reload and retry")]
+    Concurrent(i64),
+    /// No such order.
+    #[error("order not found")]
+    NotFound,
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for OrderError {
+    fn from(e: sqlx::Error) -> Self {
+        OrderError::Store(StoreError::Sqlx(e))
+    }
+}
+
+/// Writes an order and reserves its stock atomically: either every slot is reserved and the
+/// order exists, or nothing changed.
+pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64, OrderError> {
+    let mut tx = db.pool.begin().await?;
+    for line in &order.lines {
+        let reserved = sqlx::query(
+            "UPDATE slots SET reserved = reserved + $1 \
+             WHERE machine_id = $2 AND code = $3 AND enabled AND product_id = $4 AND stock - reserved >= $1",
+        )
+        .bind(i64::from(line.qty))
+        .bind(order.machine_id)
+        .bind(&line.slot)
+        .bind(line.product_id)
+        .execute(&mut *tx)
+        .await?;
+        if reserved.rows_affected() != 1 {
+            // Dropping the transaction rolls back the reservations made so far.
+            return Err(OrderError::SlotUnavailable(line.slot.clone()));
+        }
+    }
+    let id: i64 = sqlx::query(
+        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING id",
+    )
+    .bind(&order.out_trade_no)
+    .bind(order.operator_id)
+    .bind(order.machine_id)
+    .bind(order.channel)
+    .bind(OrderState::AwaitingPayment.as_str())
+    .bind(order.total.0)
+    .bind(now)
+    .bind(order.expires_at)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
+    for (i, line) in order.lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, slot_code, product_id, qty, unit_price_fen) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(i as i64 + 1)
+        .bind(&line.slot)
+        .bind(line.product_id)
+        .bind(i64::from(line.qty))
+        .bind(line.unit_price.0)
+        .execute(&mut *tx)
+        .await?;
+    }
+    add_event(
+        &mut *tx,
+        id,
+        now,
+        "system",
+        "created",
+        &format!("total {} in {} line(s)", order.total, order.lines.len()),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn row_to_order(r: &sqlx::any::AnyRow) -> Result<Order, OrderError> {
+    let state: String = r.try_get("state")?;
+    Ok(Order {
+        id: r.try_get("id")?,
+        out_trade_no: r.try_get("out_trade_no")?,
+        operator_id: r.try_get("operator_id")?,
+        machine_id: r.try_get("machine_id")?,
+        state: OrderState::parse(&state).ok_or(OrderError::NotFound)?,
+        total: Fen(r.try_get("total_fen")?),
+        refunded: Fen(r.try_get("refunded_fen")?),
+        trade_no: r.try_get("trade_no")?,
+        qr_code: r.try_get("qr_code")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+const ORDER_COLUMNS: &str = "id, out_trade_no, operator_id, machine_id, state, total_fen, refunded_fen, trade_no, qr_code, expires_at";
+
+/// The order with this merchant trade number.
+pub async fn by_out_trade_no(db: &Db, out_trade_no: &str) -> Result<Option<Order>, OrderError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE out_trade_no = $1"
+    ))
+    .bind(out_trade_no)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.as_ref().map(row_to_order).transpose()
+}
+
+/// The order with this id.
+pub async fn by_id(db: &Db, id: i64) -> Result<Option<Order>, OrderError> {
+    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(row_to_order).transpose()
+}
+
+/// Moves an order from `from` on `event`, only if it is still in `from`. Returns the new state.
+pub async fn transition<'c, E>(
+    executor: E,
+    id: i64,
+    from: OrderState,
+    event: OrderEvent,
+    now: i64,
+) -> Result<OrderState, OrderError>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    let to = from.apply(event)?;
+    if to == from {
+        return Ok(to);
+    }
+    let done =
+        sqlx::query("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(executor)
+            .await?;
+    if done.rows_affected() != 1 {
+        return Err(OrderError::Concurrent(id));
+    }
+    Ok(to)
+}
+
+/// Records the QR code and (when known) the trade number of an order.
+pub async fn set_payment_refs(
+    db: &Db,
+    id: i64,
+    qr_code: Option<&str>,
+    trade_no: Option<&str>,
+) -> Result<(), OrderError> {
+    sqlx::query("UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) WHERE id = $3")
+        .bind(qr_code)
+        .bind(trade_no)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Gives back the stock reserved by an order's lines (the order ended unpaid).
+pub async fn release_reservations<'c, E>(executor: E, id: i64) -> Result<(), OrderError>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    sqlx::query(
+        "UPDATE slots SET reserved = reserved - (SELECT SUM(l.qty) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+           WHERE l.order_id = $1 AND l.slot_code = slots.code AND o.machine_id = slots.machine_id) \
+         WHERE EXISTS (SELECT 1 FROM order_lines l JOIN orders o ON o.id = l.order_id \
+           WHERE l.order_id = $1 AND l.slot_code = slots.code AND o.machine_id = slots.machine_id)",
+    )
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Appends to an order's timeline.
+pub async fn add_event<'c, E>(
+    executor: E,
+    order_id: i64,
+    at: i64,
+    source: &str,
+    kind: &str,
+    detail: &str,
+) -> Result<(), OrderError>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    sqlx::query(
+        "INSERT INTO order_events (order_id, at, source, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(order_id)
+    .bind(at)
+    .bind(source)
+    .bind(kind)
+    .bind(detail)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// An order's timeline, oldest first: (at, source, kind, detail).
+pub async fn timeline(
+    db: &Db,
+    order_id: i64,
+) -> Result<Vec<(i64, String, String, String)>, OrderError> {
+    let rows = sqlx::query(
+        "SELECT at, source, kind, detail FROM order_events WHERE order_id = $1 ORDER BY at, id",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(OrderError::from)
+}

@@ -1,0 +1,3 @@
+//! HTTP surfaces. One router per feature; handlers extract, parse, call a service, map.
+
+pub mod notify;

@@ -1,0 +1,200 @@
+//! `POST /alipay/notify`: Alipay's asynchronous notifications.
+//!
+//! Every check of Alipay's merchant rules, in order: signature (on the raw bytes), `app_id`,
+//! `out_trade_no` known, `total_amount` equal to the order's, `seller_id` the operator's. Only
+//! `TRADE_SUCCESS`/`TRADE_FINISHED` mean paid. The answer is `success` only after the new state
+//! is committed; a repeat (same `notify_id` and status) answers `success` and changes nothing.
+//! Anything that fails a check answers 400 with the reason and changes nothing.
+
+use std::sync::Arc;
+
+use alipay::TradeStatus;
+use alipay::notify::{Notification, TradeNotification};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sqlx::Row as _;
+
+use crate::domain::order::{OrderEvent, OrderState};
+use crate::services::{Services, now_ms};
+use crate::store::jobs;
+use crate::store::orders::{self, OrderError};
+
+/// Notifications are small; anything larger is refused before it is read.
+pub const MAX_NOTIFY_BYTES: usize = 64 * 1024;
+
+/// The notification route.
+pub fn router() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/alipay/notify", post(receive_notification))
+        .layer(DefaultBodyLimit::max(MAX_NOTIFY_BYTES))
+}
+
+fn refuse(reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    tracing::warn!(%reason, "notification refused");
+    (StatusCode::BAD_REQUEST, reason).into_response()
+}
+
+#[tracing::instrument(skip_all)]
+async fn receive_notification(State(svc): State<Arc<Services>>, body: Bytes) -> Response {
+    let notification = match alipay::notify::parse(&body, &svc.alipay_key) {
+        Ok(n) => n,
+        Err(e) => return refuse(format!("notification rejected: {e}")),
+    };
+    let Notification::Trade(n) = notification else {
+        // Other kinds (pre-auth, agreements, settlement messages) belong to flows not built yet:
+        // acknowledged after verification so Alipay stops retrying, and logged.
+        tracing::info!("verified non-trade notification acknowledged");
+        return "success".into_response();
+    };
+    match handle_trade(&svc, &n).await {
+        Ok(()) => "success".into_response(),
+        Err(NotifyFailure::Refused(reason)) => refuse(reason),
+        Err(NotifyFailure::Internal(e)) => {
+            tracing::error!(error = %e, out_trade_no = %n.out_trade_no, "notification not stored");
+            (StatusCode::INTERNAL_SERVER_ERROR, "fail").into_response()
+        }
+    }
+}
+
+enum NotifyFailure {
+    Refused(String),
+    Internal(String),
+}
+
+impl From<OrderError> for NotifyFailure {
+    fn from(e: OrderError) -> Self {
+        NotifyFailure::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for NotifyFailure {
+    fn from(e: sqlx::Error) -> Self {
+        NotifyFailure::Internal(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for NotifyFailure {
+    fn from(e: crate::store::StoreError) -> Self {
+        NotifyFailure::Internal(e.to_string())
+    }
+}
+
+async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), NotifyFailure> {
+    if n.app_id != svc.app_id {
+        return Err(NotifyFailure::Refused(format!(
+            "app_id {} is not ours",
+            n.app_id
+        )));
+    }
+    let order = orders::by_out_trade_no(&svc.db, &n.out_trade_no)
+        .await?
+        .ok_or_else(|| {
+            NotifyFailure::Refused(format!("unknown out_trade_no {}", n.out_trade_no))
+        })?;
+    if n.total_amount.fen() != order.total.0 {
+        return Err(NotifyFailure::Refused(format!(
+            "total_amount {} differs from the order's {}",
+            n.total_amount, order.total
+        )));
+    }
+    let seller_pid: String = sqlx::query("SELECT seller_pid FROM operators WHERE id = $1")
+        .bind(order.operator_id)
+        .fetch_one(&svc.db.pool)
+        .await?
+        .try_get(0)?;
+    if n.seller_id.as_deref() != Some(seller_pid.as_str()) {
+        return Err(NotifyFailure::Refused(
+            "seller_id is not the order's receiving account".into(),
+        ));
+    }
+    let now = now_ms();
+    let mut tx = svc.db.pool.begin().await?;
+    let first = sqlx::query(
+        "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (notify_id, trade_status) DO NOTHING",
+    )
+    .bind(&n.notify_id)
+    .bind(n.trade_status.as_str())
+    .bind(&n.out_trade_no)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        return Ok(()); // already acted on; answering success again stops the retries
+    }
+    let detail = format!("{} notify_id={}", n.trade_status, n.notify_id);
+    orders::add_event(&mut *tx, order.id, now, "alipay", "notified", &detail).await?;
+    match n.trade_status {
+        TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
+            if matches!(
+                order.state,
+                OrderState::AwaitingPayment | OrderState::PaymentUnknown
+            ) {
+                orders::transition(
+                    &mut *tx,
+                    order.id,
+                    order.state,
+                    OrderEvent::PaymentConfirmed,
+                    now,
+                )
+                .await?;
+                sqlx::query("UPDATE orders SET trade_no = $1, buyer_id = $2 WHERE id = $3")
+                    .bind(&n.trade_no)
+                    .bind(n.buyer.as_ref().map(|b| b.as_str().to_owned()))
+                    .bind(order.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let payload = serde_json::json!({ "order_id": order.id }).to_string();
+                jobs::enqueue(
+                    &mut *tx,
+                    "dispense",
+                    &format!("dispense:{}", order.id),
+                    &payload,
+                    now,
+                    now,
+                )
+                .await?;
+            } else if order.state == OrderState::Closed {
+                // Paid after we closed it: money arrived for an order we will not serve.
+                let payload =
+                    serde_json::json!({ "order_id": order.id, "reason": "paid after close" })
+                        .to_string();
+                jobs::enqueue(
+                    &mut *tx,
+                    "refund_late_payment",
+                    &format!("late:{}", order.id),
+                    &payload,
+                    now,
+                    now,
+                )
+                .await?;
+            }
+        }
+        TradeStatus::TradeClosed => {
+            if matches!(
+                order.state,
+                OrderState::AwaitingPayment | OrderState::PaymentUnknown
+            ) {
+                orders::transition(
+                    &mut *tx,
+                    order.id,
+                    order.state,
+                    OrderEvent::ClosedUnpaid,
+                    now,
+                )
+                .await?;
+                orders::release_reservations(&mut *tx, order.id).await?;
+            }
+        }
+        TradeStatus::WaitBuyerPay => {}
+    }
+    tx.commit().await?;
+    Ok(())
+}

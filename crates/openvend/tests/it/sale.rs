@@ -1,0 +1,278 @@
+//! The QR sale over real HTTP with the embedded sandbox: precreate, the buyer pays, the
+//! verified notification marks the order paid once; forged and altered notifications change
+//! nothing.
+
+use std::time::Duration;
+
+use openvend::app::App;
+use openvend::config::Settings;
+use openvend::domain::order::OrderState;
+use openvend::pay::sale::{SaleError, SaleItem, SaleRequest, start_qr_sale};
+use openvend::services::now_ms;
+use openvend::store::orders;
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+struct Running {
+    app_services: std::sync::Arc<openvend::services::Services>,
+    sandbox: std::sync::Arc<alipay_sandbox::Ctx>,
+    sandbox_url: String,
+    http_url: String,
+    token: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        sandbox_listen: "127.0.0.1:0".into(),
+        ..Settings::default()
+    };
+    let app = App::build(settings).await.unwrap();
+    let running = Running {
+        app_services: app.services.clone(),
+        sandbox: app.sandbox_ctx().unwrap(),
+        sandbox_url: app.sandbox_url().unwrap().to_owned(),
+        http_url: app.public_url.clone(),
+        token: app.shutdown_token(),
+        _dir: dir,
+    };
+    tokio::spawn(app.run_until_stopped());
+    running
+}
+
+fn sale(slot: &str, qty: u32) -> SaleRequest {
+    SaleRequest {
+        machine: "VM-0001".into(),
+        items: vec![SaleItem {
+            slot: slot.into(),
+            qty,
+        }],
+    }
+}
+
+async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -> orders::Order {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = orders::by_out_trade_no(&r.app_services.db, out_trade_no)
+            .await
+            .unwrap()
+            .unwrap();
+        if o.state == want {
+            return o;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order stuck in {:?}, wanted {want:?}",
+            o.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn control(r: &Running, path: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}{path}", r.sandbox_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 2), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        started.amount_fen, 700,
+        "priced from the catalogue: 2 × 3.50"
+    );
+
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    assert_eq!(paid["trade_status"], "TRADE_SUCCESS");
+
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    assert!(order.trade_no.is_some());
+    let db = &r.app_services.db;
+    let dispense_jobs: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(dispense_jobs, 1);
+
+    // The sandbox saw `success` and stopped.
+    let notes = reqwest::get(format!("{}/control/notifications", r.sandbox_url))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let note = &notes["notifications"][0];
+    assert_eq!(note["acknowledged"], true);
+
+    // A replay of the same notification answers success and changes nothing.
+    let params: Vec<(String, String)> = note["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let body = alipay_sandbox::notify::signed_body(&r.sandbox, &params);
+    let resp = post_notify(&r, body).await;
+    assert_eq!(resp, (200, "success".to_owned()));
+    let processed: i64 = sqlx::query("SELECT COUNT(*) FROM processed_notifications")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(processed, 1);
+    let timeline = orders::timeline(db, order.id).await.unwrap();
+    assert_eq!(
+        timeline.iter().filter(|e| e.2 == "notified").count(),
+        1,
+        "{timeline:?}"
+    );
+}
+
+async fn post_notify(r: &Running, body: String) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/alipay/notify", r.http_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn forged_or_altered_notifications_are_refused_and_change_nothing() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
+        .await
+        .unwrap();
+    let order = orders::by_out_trade_no(&r.app_services.db, &started.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    let base = |total: &str, seller: &str, app: &str| -> Vec<(String, String)> {
+        [
+            ("notify_type", "trade_status_sync"),
+            ("notify_id", "n-forged-1"),
+            ("notify_time", "2026-11-28 10:00:00"),
+            ("charset", "utf-8"),
+            ("version", "1.0"),
+            ("sign_type", "RSA2"),
+            ("app_id", app),
+            ("trade_no", "2026112822001000000000000001"),
+            ("out_trade_no", started.out_trade_no.as_str()),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("total_amount", total),
+            ("seller_id", seller),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let seller: String = sqlx::query("SELECT seller_pid FROM operators")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let app_id = openvend::app::SANDBOX_APP_ID;
+
+    // Signed by the real key but with the amount off by 0.01, another seller, another app.
+    for (params, why) in [
+        (base("1.99", &seller, app_id), "total_amount"),
+        (base("2.00", "2088999999999999", app_id), "seller_id"),
+        (base("2.00", &seller, "2021000000000999"), "app_id"),
+    ] {
+        let (status, text) =
+            post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &params)).await;
+        assert_eq!(status, 400, "{why}: {text}");
+        assert!(text.contains(why), "{why}: {text}");
+    }
+    // Signed by another key.
+    let other = alipay::AppPrivateKey::generate().unwrap();
+    let params = base("2.00", &seller, app_id);
+    let to_sign = alipay::sign::string_to_sign(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        alipay::sign::SignScope::Notification,
+    );
+    let mut body = alipay::form::encode(params.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    body.push_str(&format!(
+        "&sign={}",
+        alipay::form::encode_component(other.sign(to_sign.as_bytes()).as_bytes())
+    ));
+    let (status, text) = post_notify(&r, body).await;
+    assert_eq!(status, 400, "{text}");
+    // Oversize bodies are refused before they are read.
+    let (status, _) = post_notify(&r, "a=".to_owned() + &"x".repeat(70 * 1024)).await;
+    assert_eq!(status, 413);
+
+    let after = orders::by_out_trade_no(&r.app_services.db, &started.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, order, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_sale_of_an_empty_or_unknown_slot_is_refused_at_once_with_the_reason() {
+    let r = start().await;
+    let err = start_qr_sale(&r.app_services, &sale("A1", 9), now_ms())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SaleError::Slot(ref s, _) if s == "A1"),
+        "{err}"
+    );
+    let err = start_qr_sale(&r.app_services, &sale("Z9", 1), now_ms())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no such slot"), "{err}");
+    let err = start_qr_sale(
+        &r.app_services,
+        &SaleRequest {
+            machine: "nope".into(),
+            items: vec![],
+        },
+        now_ms(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SaleError::BadItems), "{err}");
+    let orders: i64 = sqlx::query("SELECT COUNT(*) FROM orders")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(orders, 0);
+}
