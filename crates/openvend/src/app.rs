@@ -93,6 +93,9 @@ impl App {
             alipay_key,
             app_id: alipay.config().app_id.clone(),
             pay_timeout_minutes: 5,
+            poll_interval_secs: 10,
+            clock: Default::default(),
+            jobs_ready: tokio::sync::Notify::new(),
         });
         Ok(App {
             listener,
@@ -152,8 +155,13 @@ impl App {
                 }
             })
         });
+        let worker = tokio::spawn(crate::jobs::run_worker(
+            self.services.clone(),
+            token.clone(),
+        ));
         let result = http.await.map_err(anyhow::Error::from);
         token.cancel();
+        let _ = worker.await;
         if let Some(task) = sandbox_task {
             let _ = task.await;
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod ids;
+pub mod jobs;
 pub mod pay;
 pub mod services;
 pub mod store;

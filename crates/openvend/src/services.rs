@@ -18,6 +18,38 @@ pub struct Services {
     pub app_id: String,
     /// Minutes a buyer has to pay a QR order.
     pub pay_timeout_minutes: u32,
+    /// Seconds between payment queries while a buyer may still pay (the notification's fallback).
+    pub poll_interval_secs: u32,
+    /// The clock every business time is read from.
+    pub clock: Clock,
+    /// Wakes the job worker when a job is due now.
+    pub jobs_ready: tokio::sync::Notify,
+}
+
+impl Services {
+    /// Now on the service clock, in ms since the epoch.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// System time plus an offset tests can move forward, so timeouts run without waiting.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    /// Now, in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.offset_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, ms: i64) {
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Now, in ms since the epoch.

@@ -19,7 +19,7 @@ use axum::routing::post;
 use sqlx::Row as _;
 
 use crate::domain::order::{OrderEvent, OrderState};
-use crate::services::{Services, now_ms};
+use crate::services::Services;
 use crate::store::jobs;
 use crate::store::orders::{self, OrderError};
 
@@ -112,7 +112,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
             "seller_id is not the order's receiving account".into(),
         ));
     }
-    let now = now_ms();
+    let now = svc.now();
     let mut tx = svc.db.pool.begin().await?;
     let first = sqlx::query(
         "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
@@ -196,5 +196,6 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         TradeStatus::WaitBuyerPay => {}
     }
     tx.commit().await?;
+    svc.jobs_ready.notify_one();
     Ok(())
 }

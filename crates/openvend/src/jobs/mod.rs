@@ -1,0 +1,78 @@
+//! The job worker: claims due jobs from the store and runs them, one at a time per worker.
+//!
+//! Each job kind is an idempotent function of its payload and the store; it answers
+//! [`Next::Done`] (the row is deleted) or [`Next::At`] (run again later, e.g. the next poll).
+//! An error reschedules with exponential back-off. Several instances on PostgreSQL share the
+//! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
+
+pub mod payment;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::services::Services;
+use crate::store::jobs::{self, Job};
+
+/// What a job wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Finished; delete it.
+    Done,
+    /// Run again at this time (ms).
+    At(i64),
+}
+
+/// How long a claimed job is reserved for its worker.
+const LEASE_MS: i64 = 60_000;
+
+/// Runs one due job, if any. Returns true when it ran one.
+pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
+    let now = svc.now();
+    let Some(job) = jobs::claim(&svc.db, now, LEASE_MS).await? else {
+        return Ok(false);
+    };
+    let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
+    let _guard = span.enter();
+    match dispatch(svc, &job).await {
+        Ok(Next::Done) => jobs::complete(&svc.db, job.id).await?,
+        Ok(Next::At(at)) => jobs::retry_later(&svc.db, job.id, "", at).await?,
+        Err(e) => {
+            let at = svc.now() + jobs::backoff_ms(job.attempts);
+            tracing::warn!(error = %e, "job failed; will retry");
+            jobs::retry_later(&svc.db, job.id, &e.to_string(), at).await?;
+        }
+    }
+    Ok(true)
+}
+
+async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
+    let payload: serde_json::Value = serde_json::from_str(&job.payload)?;
+    let order_id = payload.get("order_id").and_then(serde_json::Value::as_i64);
+    match (job.kind.as_str(), order_id) {
+        ("resolve_payment", Some(id)) => payment::resolve(svc, id).await,
+        // Dispensing and refunds of failed vends arrive with the device channel; until a worker
+        // can run them they wait in the queue, visible to operators.
+        (kind, _) => {
+            tracing::debug!(kind, "no runner for this job kind yet");
+            Ok(Next::At(svc.now() + 60_000))
+        }
+    }
+}
+
+/// Runs jobs until shut down: drains what is due, then waits for a wake-up or a short tick.
+pub async fn run_worker(svc: Arc<Services>, shutdown: CancellationToken) {
+    loop {
+        match run_one(&svc).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "job queue unavailable"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = svc.jobs_ready.notified() => {},
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+        }
+    }
+}

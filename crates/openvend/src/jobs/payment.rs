@@ -1,0 +1,180 @@
+//! Resolving a payment whose outcome is not yet known, as Alipay prescribes: query; while
+//! the buyer may still pay, query again later; when their time is up, cancel (which closes an
+//! unpaid trade, or refunds one that was paid at the last second). Never guess.
+
+use alipay::api::trade::{Cancel, CancelAction, Query};
+use alipay::{CallOptions, Outcome, TradeStatus};
+
+use super::Next;
+use crate::domain::order::{OrderEvent, OrderState};
+use crate::services::Services;
+use crate::store::jobs;
+use crate::store::orders::{self, Order};
+
+/// One step of resolving order `order_id`.
+pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
+    let Some(order) = orders::by_id(&svc.db, order_id).await? else {
+        return Ok(Next::Done);
+    };
+    if !matches!(
+        order.state,
+        OrderState::AwaitingPayment | OrderState::PaymentUnknown
+    ) {
+        return Ok(Next::Done);
+    }
+    let now = svc.now();
+    // Without a QR code on the machine's screen (precreate's answer was lost) nobody can pay:
+    // resolve at once instead of waiting out the buyer's time.
+    let can_still_pay = order.qr_code.is_some() && now < order.expires_at;
+    let poll_again = Next::At(
+        (now + i64::from(svc.poll_interval_secs) * 1000).min(order.expires_at.max(now + 1000)),
+    );
+    match svc
+        .alipay
+        .execute(
+            &Query::by_out_trade_no(&order.out_trade_no),
+            &CallOptions::default(),
+        )
+        .await
+    {
+        Outcome::Success(q) => match q.trade_status {
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
+                confirm_paid(svc, &order, &q.trade_no, "query").await?;
+                Ok(Next::Done)
+            }
+            TradeStatus::TradeClosed => {
+                close_unpaid(svc, &order, "query says TRADE_CLOSED").await?;
+                Ok(Next::Done)
+            }
+            TradeStatus::WaitBuyerPay if can_still_pay => Ok(poll_again),
+            TradeStatus::WaitBuyerPay => cancel(svc, &order).await,
+        },
+        // Before the buyer scans a precreated code, Alipay does not know the trade yet.
+        Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
+            if can_still_pay {
+                Ok(poll_again)
+            } else {
+                cancel(svc, &order).await
+            }
+        }
+        Outcome::Failure(f) => anyhow::bail!("query refused: {f}"),
+        Outcome::Unknown(u) => anyhow::bail!("query result unknown: {u}"),
+    }
+}
+
+async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+    match svc
+        .alipay
+        .execute(
+            &Cancel::by_out_trade_no(&order.out_trade_no),
+            &CallOptions::default(),
+        )
+        .await
+    {
+        Outcome::Success(c) => {
+            if c.retry_flag == Some(true) {
+                return Ok(Next::At(svc.now() + 3_000));
+            }
+            match c.action {
+                Some(CancelAction::Refund) => {
+                    let now = svc.now();
+                    let mut tx = svc.db.pool.begin().await?;
+                    orders::transition(
+                        &mut *tx,
+                        order.id,
+                        order.state,
+                        OrderEvent::CancelledWithRefund,
+                        now,
+                    )
+                    .await?;
+                    orders::release_reservations(&mut *tx, order.id).await?;
+                    sqlx::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
+                        .bind(order.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    orders::add_event(
+                        &mut *tx,
+                        order.id,
+                        now,
+                        "alipay",
+                        "cancelled",
+                        "paid at the last moment; cancel refunded it in full",
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                _ => close_unpaid(svc, order, "cancelled after the buyer's time ran out").await?,
+            }
+            Ok(Next::Done)
+        }
+        // Nothing to cancel: the code was never scanned, so no trade and no money exist.
+        Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
+            close_unpaid(svc, order, "never scanned").await?;
+            Ok(Next::Done)
+        }
+        Outcome::Failure(f) => anyhow::bail!("cancel refused: {f}"),
+        Outcome::Unknown(u) => anyhow::bail!("cancel result unknown: {u}"),
+    }
+}
+
+async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
+    let now = svc.now();
+    let mut tx = svc.db.pool.begin().await?;
+    orders::transition(
+        &mut *tx,
+        order.id,
+        order.state,
+        OrderEvent::ClosedUnpaid,
+        now,
+    )
+    .await?;
+    orders::release_reservations(&mut *tx, order.id).await?;
+    orders::add_event(&mut *tx, order.id, now, "system", "closed", why).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks an order paid (from a query), and queues its dispense.
+pub async fn confirm_paid(
+    svc: &Services,
+    order: &Order,
+    trade_no: &str,
+    source: &str,
+) -> anyhow::Result<()> {
+    let now = svc.now();
+    let mut tx = svc.db.pool.begin().await?;
+    orders::transition(
+        &mut *tx,
+        order.id,
+        order.state,
+        OrderEvent::PaymentConfirmed,
+        now,
+    )
+    .await?;
+    sqlx::query("UPDATE orders SET trade_no = $1 WHERE id = $2")
+        .bind(trade_no)
+        .bind(order.id)
+        .execute(&mut *tx)
+        .await?;
+    orders::add_event(
+        &mut *tx,
+        order.id,
+        now,
+        "alipay",
+        "paid",
+        &format!("confirmed by {source}"),
+    )
+    .await?;
+    let payload = serde_json::json!({ "order_id": order.id }).to_string();
+    jobs::enqueue(
+        &mut *tx,
+        "dispense",
+        &format!("dispense:{}", order.id),
+        &payload,
+        now,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
