@@ -49,12 +49,13 @@ pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
 
 async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
     let payload: serde_json::Value = serde_json::from_str(&job.payload)?;
-    let order_id = payload.get("order_id").and_then(serde_json::Value::as_i64);
-    match (job.kind.as_str(), order_id) {
-        ("resolve_payment", Some(id)) => payment::resolve(svc, id).await,
+    let id_of = |name: &str| payload.get(name).and_then(serde_json::Value::as_i64);
+    match (job.kind.as_str(), id_of("order_id"), id_of("refund_id")) {
+        ("resolve_payment", Some(id), _) => payment::resolve(svc, id).await,
+        ("refund", _, Some(id)) => crate::pay::refund::run(svc, id).await,
         // Dispensing and refunds of failed vends arrive with the device channel; until a worker
         // can run them they wait in the queue, visible to operators.
-        (kind, _) => {
+        (kind, _, _) => {
             tracing::debug!(kind, "no runner for this job kind yet");
             Ok(Next::At(svc.now() + 60_000))
         }

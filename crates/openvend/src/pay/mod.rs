@@ -1,4 +1,5 @@
 //! Payment flows over the `alipay` crate. Each flow writes its intent to the store first,
 //! calls Alipay after the transaction commits, and records the verified answer.
 
+pub mod refund;
 pub mod sale;

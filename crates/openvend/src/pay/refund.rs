@@ -1,0 +1,353 @@
+//! Refunds, exactly once. A refund is first written down with its `out_request_no` (the
+//! idempotency key Alipay honours), then sent by a job. Every retry reuses the same number and
+//! amount; a `fund_change` of `Y` or a refund query's `REFUND_SUCCESS` is the only proof of
+//! success. The order's refunded total moves in the same transaction as the refund's state,
+//! and the database refuses a total above the order's.
+
+use alipay::api::trade::{Refund as RefundCall, RefundQuery};
+use alipay::{Amount, CallOptions, Outcome};
+use sqlx::Row as _;
+
+use crate::domain::fen::Fen;
+use crate::domain::order::RefundState;
+use crate::jobs::Next;
+use crate::services::Services;
+use crate::store::orders::{self, OrderError};
+use crate::store::{StoreError, jobs};
+
+/// Why a refund was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    /// Amount of zero or less.
+    #[error("a refund must be at least 0.01")]
+    NotPositive,
+    /// More than what is left to refund.
+    #[error("refund of {asked} exceeds the {left} still refundable")]
+    TooMuch {
+        /// Asked.
+        asked: Fen,
+        /// Left.
+        left: Fen,
+    },
+    /// The order was never paid.
+    #[error("order {0} is not paid")]
+    NotPaid(i64),
+    /// The same key was used for a different amount.
+    #[error("refund {0} exists with another amount")]
+    KeyReused(String),
+    /// Unknown order.
+    #[error("order not found")]
+    NotFound,
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] OrderError),
+}
+
+impl From<sqlx::Error> for RefundError {
+    fn from(e: sqlx::Error) -> Self {
+        RefundError::Store(OrderError::from(e))
+    }
+}
+
+impl From<StoreError> for RefundError {
+    fn from(e: StoreError) -> Self {
+        RefundError::Store(OrderError::Store(e))
+    }
+}
+
+/// A refund as written down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefundRecord {
+    /// Row id.
+    pub id: i64,
+    /// The idempotency key sent to Alipay.
+    pub out_request_no: String,
+    /// Amount.
+    pub amount_fen: i64,
+    /// State name.
+    pub state: String,
+}
+
+/// Writes a refund of `amount` for `order_id` under `out_request_no` and queues it. Calling
+/// again with the same number and amount returns the same refund; another amount is refused.
+pub async fn request(
+    svc: &Services,
+    order_id: i64,
+    out_request_no: &str,
+    amount: Fen,
+    reason: &str,
+    actor: &str,
+) -> Result<RefundRecord, RefundError> {
+    if !amount.is_positive() {
+        return Err(RefundError::NotPositive);
+    }
+    let now = svc.now();
+    let mut tx = svc.db.pool.begin().await?;
+    if let Some(existing) =
+        sqlx::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
+            .bind(out_request_no)
+            .fetch_optional(&mut *tx)
+            .await?
+    {
+        let amount_fen: i64 = existing.try_get(1)?;
+        if amount_fen != amount.0 {
+            return Err(RefundError::KeyReused(out_request_no.to_owned()));
+        }
+        return Ok(RefundRecord {
+            id: existing.try_get(0)?,
+            out_request_no: out_request_no.to_owned(),
+            amount_fen,
+            state: existing.try_get(2)?,
+        });
+    }
+    let order = sqlx::query("SELECT state, total_fen FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(RefundError::NotFound)?;
+    let state: String = order.try_get(0)?;
+    let paid = crate::domain::order::OrderState::parse(&state).is_some_and(|s| s.is_paid());
+    if !paid {
+        return Err(RefundError::NotPaid(order_id));
+    }
+    let total: i64 = order.try_get(1)?;
+    // Everything not definitively failed counts against what can still be refunded.
+    // SUM of BIGINT is NUMERIC on PostgreSQL: cast it back so both engines return an integer.
+    let committed: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND state <> 'failed'")
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let left = Fen(total - committed);
+    if amount > left {
+        return Err(RefundError::TooMuch {
+            asked: amount,
+            left,
+        });
+    }
+    let id: i64 = sqlx::query(
+        "INSERT INTO refunds (order_id, out_request_no, amount_fen, state, reason, created_at, updated_at) VALUES ($1, $2, $3, 'requested', $4, $5, $5) RETURNING id",
+    )
+    .bind(order_id)
+    .bind(out_request_no)
+    .bind(amount.0)
+    .bind(reason)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
+    orders::add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "system",
+        "refund_requested",
+        &format!("{out_request_no}: {amount} ({reason})"),
+    )
+    .await?;
+    sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'refund_requested', $3, $4)")
+        .bind(now)
+        .bind(actor)
+        .bind(format!("order:{order_id}"))
+        .bind(format!("{out_request_no} {amount} {reason}"))
+        .execute(&mut *tx)
+        .await?;
+    let payload = serde_json::json!({ "refund_id": id }).to_string();
+    jobs::enqueue(
+        &mut *tx,
+        "refund",
+        &format!("refund:{id}"),
+        &payload,
+        now,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    svc.jobs_ready.notify_one();
+    Ok(RefundRecord {
+        id,
+        out_request_no: out_request_no.to_owned(),
+        amount_fen: amount.0,
+        state: "requested".into(),
+    })
+}
+
+/// One step of the refund job: send (or re-send) the refund, or query it.
+pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
+    let Some(row) = sqlx::query(
+        "SELECT r.order_id, r.out_request_no, r.amount_fen, r.state, r.reason, o.out_trade_no FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.id = $1",
+    )
+    .bind(refund_id)
+    .fetch_optional(&svc.db.pool)
+    .await?
+    else {
+        return Ok(Next::Done);
+    };
+    let order_id: i64 = row.try_get(0)?;
+    let out_request_no: String = row.try_get(1)?;
+    let amount_fen: i64 = row.try_get(2)?;
+    let state = match row.try_get::<String, _>(3)?.as_str() {
+        "requested" => RefundState::Requested,
+        "unknown" => RefundState::Unknown,
+        _ => return Ok(Next::Done),
+    };
+    let reason: String = row.try_get(4)?;
+    let out_trade_no: String = row.try_get(5)?;
+    let amount = Amount::from_fen(amount_fen)?;
+    let call = RefundCall::new(&out_trade_no, amount, &out_request_no).reason(reason);
+    match svc.alipay.execute(&call, &CallOptions::default()).await {
+        Outcome::Success(r) if r.fund_change == Some(true) => {
+            settle(
+                svc,
+                refund_id,
+                order_id,
+                amount_fen,
+                state,
+                RefundState::Succeeded,
+                "fund_change=Y",
+            )
+            .await?;
+            Ok(Next::Done)
+        }
+        // `10000` without `fund_change=Y` (e.g. a repeat): only the refund query can tell.
+        Outcome::Success(_) => {
+            confirm_by_query(
+                svc,
+                refund_id,
+                order_id,
+                amount_fen,
+                state,
+                &out_trade_no,
+                &out_request_no,
+            )
+            .await
+        }
+        Outcome::Failure(f) => {
+            settle(
+                svc,
+                refund_id,
+                order_id,
+                amount_fen,
+                state,
+                RefundState::Failed,
+                &f.to_string(),
+            )
+            .await?;
+            tracing::error!(refund_id, failure = %f, "refund refused by Alipay; needs a person");
+            Ok(Next::Done)
+        }
+        Outcome::Unknown(u) => {
+            mark(svc, refund_id, state, RefundState::Unknown).await?;
+            anyhow::bail!("refund result unknown ({u}); retrying with the same out_request_no")
+        }
+    }
+}
+
+async fn confirm_by_query(
+    svc: &Services,
+    refund_id: i64,
+    order_id: i64,
+    amount_fen: i64,
+    state: RefundState,
+    out_trade_no: &str,
+    out_request_no: &str,
+) -> anyhow::Result<Next> {
+    match svc
+        .alipay
+        .execute(
+            &RefundQuery::new(out_trade_no, out_request_no),
+            &CallOptions::default(),
+        )
+        .await
+    {
+        Outcome::Success(q) if q.refund_status.as_deref() == Some("REFUND_SUCCESS") => {
+            settle(
+                svc,
+                refund_id,
+                order_id,
+                amount_fen,
+                state,
+                RefundState::Succeeded,
+                "REFUND_SUCCESS",
+            )
+            .await?;
+            Ok(Next::Done)
+        }
+        // Not (yet) refunded: send again with the same number after a pause.
+        _ => {
+            mark(svc, refund_id, state, RefundState::Unknown).await?;
+            Ok(Next::At(svc.now() + 10_000))
+        }
+    }
+}
+
+async fn mark(
+    svc: &Services,
+    refund_id: i64,
+    from: RefundState,
+    to: RefundState,
+) -> anyhow::Result<()> {
+    let to = from.on(to).map_err(anyhow::Error::msg)?;
+    sqlx::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3")
+        .bind(state_name(to))
+        .bind(svc.now())
+        .bind(refund_id)
+        .execute(&svc.db.pool)
+        .await?;
+    Ok(())
+}
+
+async fn settle(
+    svc: &Services,
+    refund_id: i64,
+    order_id: i64,
+    amount_fen: i64,
+    from: RefundState,
+    to: RefundState,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let to = from.on(to).map_err(anyhow::Error::msg)?;
+    let now = svc.now();
+    let mut tx = svc.db.pool.begin().await?;
+    let moved = sqlx::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
+        .bind(state_name(to))
+        .bind(now)
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if moved == 1 && to == RefundState::Succeeded {
+        sqlx::query(
+            "UPDATE orders SET refunded_fen = refunded_fen + $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(amount_fen)
+        .bind(now)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    orders::add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "alipay",
+        if to == RefundState::Succeeded {
+            "refunded"
+        } else {
+            "refund_failed"
+        },
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn state_name(s: RefundState) -> &'static str {
+    match s {
+        RefundState::Requested => "requested",
+        RefundState::Unknown => "unknown",
+        RefundState::Succeeded => "succeeded",
+        RefundState::Failed => "failed",
+    }
+}
