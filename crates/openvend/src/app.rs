@@ -87,7 +87,12 @@ impl App {
         };
         demo::seed_if_empty(&db, &seller_pid).await?;
         let sandbox_url = sandbox.as_ref().map(|s| format!("http://{}", s.addr()));
+        let api_token = match &settings.api_token {
+            Some(t) => t.clone(),
+            None => embedded_api_token(&settings.data_dir)?,
+        };
         let services = Arc::new(Services {
+            api_token,
             db: db.clone(),
             alipay: alipay.clone(),
             alipay_key,
@@ -135,6 +140,7 @@ impl App {
         Router::new()
             .route("/health", get(|| async { "ok" }))
             .merge(crate::web::notify::router().with_state(self.services.clone()))
+            .merge(crate::web::api::router().with_state(self.services.clone()))
     }
 
     /// Serves until the shutdown token is cancelled; reports which part stopped first.
@@ -169,6 +175,34 @@ impl App {
     }
 }
 
+/// The operator API token of an install without one configured: made once, kept in the data
+/// folder (readable by the owner only), printed at start.
+fn embedded_api_token(dir: &Path) -> anyhow::Result<crate::config::Secret> {
+    let path = dir.join("api_token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let t = text.trim();
+        if !t.is_empty() {
+            return Ok(t.into());
+        }
+    }
+    let token = crate::ids::random_hex(40);
+    write_owner_only(&path, &token)?;
+    Ok(token.into())
+}
+
+fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 fn load_key_file(path: &Path, setting: &str) -> anyhow::Result<AppPrivateKey> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
@@ -192,7 +226,7 @@ async fn embedded_sandbox(
         load_key_file(&key_path, "sandbox app key")?
     } else {
         let key = AppPrivateKey::generate()?;
-        std::fs::write(&key_path, key.to_pkcs8_pem()?)?;
+        write_owner_only(&key_path, &key.to_pkcs8_pem()?)?;
         key
     };
     let notify_url = format!("{public_url}/alipay/notify");

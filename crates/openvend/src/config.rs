@@ -33,6 +33,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
         Secret(s.to_owned())

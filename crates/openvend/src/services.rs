@@ -16,6 +16,8 @@ pub struct Services {
     pub alipay_key: PublicKey,
     /// OpenVend's Alipay app id (notifications must name it).
     pub app_id: String,
+    /// The operator API's bearer token.
+    pub api_token: crate::config::Secret,
     /// Minutes a buyer has to pay a QR order.
     pub pay_timeout_minutes: u32,
     /// Seconds between payment queries while a buyer may still pay (the notification's fallback).

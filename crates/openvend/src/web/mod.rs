@@ -1,3 +1,4 @@
 //! HTTP surfaces. One router per feature; handlers extract, parse, call a service, map.
 
+pub mod api;
 pub mod notify;
