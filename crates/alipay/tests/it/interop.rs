@@ -333,3 +333,74 @@ fn the_node_sdk_signs_empty_values_but_the_crate_never_sends_one() {
         assert!(!v.is_empty(), "the crate sent an empty `{k}`");
     }
 }
+
+/// Asks the Node SDK's `checkNotifySignV2` about a notification body.
+fn node_accepts_notification(alipay_public_pem: &str, body: &[u8]) -> bool {
+    use std::io::Write as _;
+    let dir = node_dir();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(
+        tmp.path(),
+        "alipay_public.pem",
+        alipay_public_pem.as_bytes(),
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("verify-notify.js"))
+        .arg(tmp.path().join("alipay_public.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`node` must be installed (.ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(body)
+        .expect("write body to node");
+    let out = child.wait_with_output().expect("node runs");
+    assert!(
+        out.status.success(),
+        "verify-notify.js failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("verify-notify.js prints JSON");
+    answer["check_notify_sign_v2"]
+        .as_bool()
+        .expect("a boolean answer")
+}
+
+#[test]
+fn the_official_node_sdk_accepts_the_notifications_these_tests_build_and_so_does_the_crate() {
+    use crate::support::{alipay_private_key, signed_notification};
+    let params: Vec<(&str, &[u8])> = vec![
+        ("notify_type", b"trade_status_sync"),
+        ("notify_id", b"2024051300222174930046880512345678"),
+        ("notify_time", b"2024-05-13 17:49:31"),
+        ("charset", b"utf-8"),
+        ("version", b"1.0"),
+        ("app_id", APP_ID.as_bytes()),
+        ("trade_no", b"2024051322001446880512345678"),
+        ("out_trade_no", b"VM-0001_20240513174920_42"),
+        ("trade_status", b"TRADE_SUCCESS"),
+        ("total_amount", b"3.50"),
+        ("subject", "可口可乐 330ml".as_bytes()),
+        ("passback_params", br#"{"note":"a+b = c & d/e %"}"#),
+        (
+            "fund_bill_list",
+            br#"[{"amount":"3.50","fundChannel":"ALIPAYACCOUNT"}]"#,
+        ),
+    ];
+    let alipay = alipay_private_key();
+    let pem = alipay.public_key().to_spki_pem();
+    let body = signed_notification(&params, alipay);
+    assert!(node_accepts_notification(&pem, &body));
+    assert!(alipay::notify::parse(&body, &alipay_public_key()).is_ok());
+
+    let text = String::from_utf8(body).expect("ASCII body");
+    let forged = text.replacen("total_amount=3.50", "total_amount=0.01", 1);
+    assert_ne!(forged, text);
+    assert!(!node_accepts_notification(&pem, forged.as_bytes()));
+    assert!(alipay::notify::parse(forged.as_bytes(), &alipay_public_key()).is_err());
+}
