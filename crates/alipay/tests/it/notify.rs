@@ -463,6 +463,19 @@ fn a_plus_in_the_signature_sent_unescaped_survives() {
     ));
 }
 
+#[test]
+fn spaces_sent_as_percent_20_instead_of_plus_verify_the_same() {
+    let body = signed(&trade_params());
+    // Only spaces are written `+` here: the signature's own `+` is escaped as `%2B`.
+    let text = String::from_utf8(body).expect("ASCII body");
+    assert!(text.contains('+'));
+    let with_20 = text.replace('+', "%20");
+    assert!(matches!(
+        parse(with_20.as_bytes(), &alipay_public_key()),
+        Ok(Notification::Trade(t)) if t.subject.as_deref() == Some("可口可乐 330ml")
+    ));
+}
+
 fn assert_field_error(result: Result<Notification, NotifyError>, field: &str, what: &str) {
     match result {
         Err(NotifyError::Field { field: f, problem }) => {
