@@ -160,6 +160,15 @@ fn benches(c: &mut Criterion) {
             alipay::notify::parse(black_box(&f.notification), &f.alipay_public).expect("valid")
         })
     });
+    // The parts of the notification path, to see where its time goes.
+    g.bench_function("notification_part_form_decode", |b| {
+        b.iter(|| alipay::form::decode_unique(black_box(&f.notification)).expect("valid"))
+    });
+    g.bench_function("notification_part_verify_untyped", |b| {
+        b.iter(|| {
+            alipay::notify::verify(black_box(&f.notification), &f.alipay_public).expect("valid")
+        })
+    });
     g.bench_function("precreate_answer_verify_and_decode", |b| {
         b.iter(|| {
             match runtime.block_on(
