@@ -112,10 +112,7 @@ pub fn verify(body: &[u8], alipay_key: &PublicKey) -> Result<VerifiedParams, Not
         .filter(|s| !s.is_empty())
         .ok_or(NotifyError::MissingSignature)?;
     // base64 has no spaces: a space is a `+` that a sender did not escape.
-    let sign: String = String::from_utf8_lossy(sign)
-        .chars()
-        .map(|c| if c == ' ' { '+' } else { c })
-        .collect();
+    let sign = String::from_utf8_lossy(sign).replace(' ', "+");
     let sign_type = match find("sign_type") {
         None => return Err(NotifyError::SignType("missing".into())),
         Some(t) => String::from_utf8_lossy(t)
