@@ -56,9 +56,17 @@ fn unescape(input: &[u8], base: usize) -> Result<Vec<u8>, FormError> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
+        // Copy the run of plain bytes before the next `+` or `%` in one go.
+        let run = input[i..]
+            .iter()
+            .position(|b| matches!(b, b'+' | b'%'))
+            .unwrap_or(input.len() - i);
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
+        match input.get(i) {
+            None => break,
+            Some(b'+') => out.push(b' '),
+            Some(_) => {
                 let hi = input.get(i + 1).and_then(|b| hex(*b));
                 let lo = input.get(i + 2).and_then(|b| hex(*b));
                 match (hi, lo) {
@@ -67,7 +75,6 @@ fn unescape(input: &[u8], base: usize) -> Result<Vec<u8>, FormError> {
                 }
                 i += 2;
             }
-            b => out.push(b),
         }
         i += 1;
     }

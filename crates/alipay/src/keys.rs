@@ -110,6 +110,21 @@ fn looks_like_spki(der: &[u8]) -> bool {
     has_oid && !has_version
 }
 
+/// aws-lc refuses RSA keys under 2048 bits before we can measure them; say so plainly.
+fn too_small(role: KeyRole, e: &aws_lc_rs::error::KeyRejected) -> Option<KeyError> {
+    (e.to_string() == "TooSmall").then(|| {
+        KeyError::new(
+            role,
+            "RSA key of fewer than 2048 bits; Alipay requires at least 2048",
+        )
+    })
+}
+
+/// True when `der` is an X.509 certificate (given where a bare key was expected).
+fn is_certificate(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok()
+}
+
 /// The app's RSA private key, used to sign requests (RSA2 = SHA256withRSA, PKCS#1 v1.5).
 pub struct AppPrivateKey {
     pair: KeyPair,
@@ -125,13 +140,17 @@ impl AppPrivateKey {
         let pair = match decode_text(role, text)? {
             Decoded::Pem { label, der } => match label.as_str() {
                 "PRIVATE KEY" => KeyPair::from_pkcs8(&der).map_err(|e| {
-                    KeyError::new(
-                        role,
-                        format!("PKCS#8 key rejected ({e}); truncated or not RSA?"),
-                    )
+                    too_small(role, &e).unwrap_or_else(|| {
+                        KeyError::new(
+                            role,
+                            format!("PKCS#8 key rejected ({e}); truncated or not RSA?"),
+                        )
+                    })
                 })?,
                 "RSA PRIVATE KEY" => KeyPair::from_der(&der).map_err(|e| {
-                    KeyError::new(role, format!("PKCS#1 key rejected ({e}); truncated?"))
+                    too_small(role, &e).unwrap_or_else(|| {
+                        KeyError::new(role, format!("PKCS#1 key rejected ({e}); truncated?"))
+                    })
                 })?,
                 "PUBLIC KEY" | "RSA PUBLIC KEY" => {
                     return Err(KeyError::new(
@@ -159,11 +178,22 @@ impl AppPrivateKey {
 
     fn parse_der(der: &[u8]) -> Result<KeyPair, KeyError> {
         let role = KeyRole::AppPrivateKey;
-        if let Ok(pair) = KeyPair::from_pkcs8(der) {
-            return Ok(pair);
+        let pkcs8 = match KeyPair::from_pkcs8(der) {
+            Ok(pair) => return Ok(pair),
+            Err(e) => e,
+        };
+        let pkcs1 = match KeyPair::from_der(der) {
+            Ok(pair) => return Ok(pair),
+            Err(e) => e,
+        };
+        if let Some(e) = too_small(role, &pkcs8).or_else(|| too_small(role, &pkcs1)) {
+            return Err(e);
         }
-        if let Ok(pair) = KeyPair::from_der(der) {
-            return Ok(pair);
+        if is_certificate(der) {
+            return Err(KeyError::new(
+                role,
+                "this is a certificate; the app private key is needed here",
+            ));
         }
         if looks_like_spki(der) {
             return Err(KeyError::new(
@@ -310,6 +340,11 @@ impl PublicKey {
         let parsed = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| {
             if KeyPair::from_pkcs8(der).is_ok() || KeyPair::from_der(der).is_ok() {
                 KeyError::new(role, "this is a private key; a public key is needed here")
+            } else if is_certificate(der) {
+                KeyError::new(
+                    role,
+                    "this is a certificate; use certificate mode, or give the public key",
+                )
             } else {
                 KeyError::new(
                     role,

@@ -72,12 +72,17 @@ impl VerifiedParams {
 
     /// Deserializes the parameters into a typed value; errors name the field.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, NotifyError> {
-        let de = FormMap {
+        let de = || FormMap {
             pairs: &self.pairs,
             next: 0,
             value: None,
         };
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        // Path tracking costs about as much as the rest of the typing: skip it for the
+        // common, valid case and decode again with it only to name the field of an error.
+        if let Ok(value) = T::deserialize(de()) {
+            return Ok(value);
+        }
+        serde_path_to_error::deserialize(de()).map_err(|e| {
             let field = e.path().to_string();
             NotifyError::Field {
                 field,
@@ -107,10 +112,7 @@ pub fn verify(body: &[u8], alipay_key: &PublicKey) -> Result<VerifiedParams, Not
         .filter(|s| !s.is_empty())
         .ok_or(NotifyError::MissingSignature)?;
     // base64 has no spaces: a space is a `+` that a sender did not escape.
-    let sign: String = String::from_utf8_lossy(sign)
-        .chars()
-        .map(|c| if c == ' ' { '+' } else { c })
-        .collect();
+    let sign = String::from_utf8_lossy(sign).replace(' ', "+");
     let sign_type = match find("sign_type") {
         None => return Err(NotifyError::SignType("missing".into())),
         Some(t) => String::from_utf8_lossy(t)
@@ -129,15 +131,18 @@ pub fn verify(body: &[u8], alipay_key: &PublicKey) -> Result<VerifiedParams, Not
         return Err(NotifyError::BadSignature);
     }
     let mut decoded = Vec::with_capacity(raw.len());
-    for (k, v) in &raw {
+    for (k, v) in raw {
         if k == b"sign" {
             continue;
         }
-        let key = String::from_utf8_lossy(k).into_owned();
-        let value = charset
-            .decode(v)
-            .map_err(|_| NotifyError::Encoding(key.clone(), charset))?
-            .into_owned();
+        // The decoded bytes are moved into the strings, not copied.
+        let key = String::from_utf8(k)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let value = match charset {
+            Charset::Utf8 => String::from_utf8(v).ok(),
+            Charset::Gbk => charset.decode(&v).ok().map(|t| t.into_owned()),
+        }
+        .ok_or_else(|| NotifyError::Encoding(key.clone(), charset))?;
         decoded.push((key, value));
     }
     Ok(VerifiedParams {
