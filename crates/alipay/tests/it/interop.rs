@@ -149,13 +149,38 @@ fn a_legacy_sha1_signature_by_openssl_verifies_as_sign_type_rsa_and_not_as_rsa2(
 fn node_dir() -> PathBuf {
     let dir = repo_root().join("interop/node");
     let sdk = dir.join("node_modules/alipay-sdk/package.json");
+    if !sdk.is_file() {
+        install_node_sdk(&dir);
+    }
     assert!(
         sdk.is_file(),
-        "the official Node SDK is not installed at {}: run `npm ci --prefix interop/node` \
-         from the repository root (CI does this in its tools step)",
+        "the official Node SDK is still missing at {} after `npm ci`",
         sdk.display()
     );
     dir
+}
+
+/// Installs the pinned SDK from `package-lock.json` once, so `cargo test` alone works on a
+/// fresh checkout (Node.js and npm must be installed). Tests run in parallel: a lock file
+/// keeps two of them from running `npm ci` at the same time.
+fn install_node_sdk(dir: &std::path::Path) {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    if dir.join("node_modules/alipay-sdk/package.json").is_file() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run npm (install Node.js and npm) to fetch the official Alipay SDK: {e}")
+        });
+    assert!(
+        status.success(),
+        "`npm ci --prefix {}` failed",
+        dir.display()
+    );
 }
 
 /// What `interop/node/sign.js` printed.

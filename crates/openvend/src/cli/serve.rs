@@ -22,7 +22,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("OpenVend is running");
     println!("  HTTP              {}", app.public_url);
     println!("  data folder       {}", data_dir.display());
-    println!("  operator API      {}/api/v1 (token in {})", app.public_url, data_dir.join("api_token").display());
+    println!(
+        "  operator API      {}/api/v1 (token in {})",
+        app.public_url,
+        data_dir.join("api_token").display()
+    );
     match app.sandbox_url() {
         Some(url) => {
             println!("  Alipay            embedded sandbox at {url} (gateway {url}/gateway.do)");

@@ -69,7 +69,10 @@ pub struct Operator;
 
 impl FromRequestParts<Arc<Services>> for Operator {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, svc: &Arc<Services>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        svc: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -77,17 +80,28 @@ impl FromRequestParts<Arc<Services>> for Operator {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         let expected = svc.api_token.expose();
-        let ok = !expected.is_empty() && aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), expected.as_bytes()).is_ok();
+        let ok = !expected.is_empty()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                presented.as_bytes(),
+                expected.as_bytes(),
+            )
+            .is_ok();
         if !ok {
             tracing::debug!("operator API: missing or wrong token");
-            return Err(ApiError(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required".into()));
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer <token>` is required".into(),
+            ));
         }
         Ok(Operator)
     }
 }
 
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
@@ -111,11 +125,20 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
 }
 
 async fn machine_id(svc: &Services, code: &str) -> ApiResult<i64> {
-    let row = sqlx::query("SELECT id FROM machines WHERE code = $1").bind(code).fetch_optional(&svc.db.pool).await?;
-    row.map(|r| r.try_get(0)).transpose()?.ok_or_else(|| not_found("machine"))
+    let row = sqlx::query("SELECT id FROM machines WHERE code = $1")
+        .bind(code)
+        .fetch_optional(&svc.db.pool)
+        .await?;
+    row.map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or_else(|| not_found("machine"))
 }
 
-async fn list_slots(_: Operator, State(svc): State<Arc<Services>>, Path(code): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_slots(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = machine_id(&svc, &code).await?;
     let rows = sqlx::query(
         "SELECT s.code, s.product_id, p.name, s.price_fen, s.capacity, s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
@@ -124,7 +147,10 @@ async fn list_slots(_: Operator, State(svc): State<Arc<Services>>, Path(code): P
     .bind(id)
     .fetch_all(&svc.db.pool)
     .await?;
-    let slots = rows.iter().map(slot_json).collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let slots = rows
+        .iter()
+        .map(slot_json)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(Json(json!({ "machine": code, "slots": slots })))
 }
 
@@ -156,32 +182,58 @@ async fn update_slot(
 ) -> ApiResult<Json<Value>> {
     let Json(u) = body?;
     let id = machine_id(&svc, &code).await?;
-    if u.price_fen.is_some_and(|p| !(0..=100_000_000_00).contains(&p)) {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "price_fen must be between 0 and 10000000000".into()));
+    if u.price_fen
+        .is_some_and(|p| !(0..=100_000_000_00).contains(&p))
+    {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "price_fen must be between 0 and 10000000000".into(),
+        ));
     }
-    if u.stock.is_some_and(|s| !(0..=10_000).contains(&s)) || u.capacity.is_some_and(|c| !(0..=10_000).contains(&c)) {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "stock and capacity must be between 0 and 10000".into()));
+    if u.stock.is_some_and(|s| !(0..=10_000).contains(&s))
+        || u.capacity.is_some_and(|c| !(0..=10_000).contains(&c))
+    {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "stock and capacity must be between 0 and 10000".into(),
+        ));
     }
     let mut tx = svc.db.pool.begin().await?;
-    let current = sqlx::query("SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2")
-        .bind(id)
-        .bind(&slot)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| not_found("slot"))?;
+    let current = sqlx::query(
+        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2",
+    )
+    .bind(id)
+    .bind(&slot)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found("slot"))?;
     let capacity = u.capacity.unwrap_or(get_int(&current, "capacity")?);
     let stock = u.stock.unwrap_or(get_int(&current, "stock")?);
     let reserved = get_int(&current, "reserved")?;
     if stock > capacity {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("stock {stock} exceeds capacity {capacity}")));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("stock {stock} exceeds capacity {capacity}"),
+        ));
     }
     if stock < reserved {
-        return Err(ApiError(StatusCode::CONFLICT, format!("{reserved} item(s) are reserved by orders in flight; stock cannot go below that")));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "{reserved} item(s) are reserved by orders in flight; stock cannot go below that"
+            ),
+        ));
     }
     if let Some(p) = u.product_id {
-        let exists = sqlx::query("SELECT 1 FROM products WHERE id = $1").bind(p).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM products WHERE id = $1")
+            .bind(p)
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_none() {
-            return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("product {p} does not exist")));
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("product {p} does not exist"),
+            ));
         }
     }
     sqlx::query(
@@ -208,7 +260,9 @@ async fn update_slot(
 }
 
 async fn list_products(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
-    let rows = sqlx::query("SELECT id, name FROM products ORDER BY id").fetch_all(&svc.db.pool).await?;
+    let rows = sqlx::query("SELECT id, name FROM products ORDER BY id")
+        .fetch_all(&svc.db.pool)
+        .await?;
     let products = rows
         .iter()
         .map(|r| Ok(json!({ "id": r.try_get::<i64, _>(0)?, "name": r.try_get::<String, _>(1)? })))
@@ -223,20 +277,38 @@ struct OrderFilter {
     limit: Option<i64>,
 }
 
-async fn list_orders(_: Operator, State(svc): State<Arc<Services>>, Query(f): Query<OrderFilter>) -> ApiResult<Json<Value>> {
+async fn list_orders(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Query(f): Query<OrderFilter>,
+) -> ApiResult<Json<Value>> {
     if let Some(s) = &f.state
         && crate::domain::order::OrderState::parse(s).is_none()
     {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("unknown state {s:?}")));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("unknown state {s:?}"),
+        ));
     }
     let limit = f.limit.unwrap_or(50).clamp(1, 500);
     let base = "SELECT o.id, o.out_trade_no, m.code, o.channel, o.state, o.total_fen, o.refunded_fen, o.trade_no, o.created_at \
                 FROM orders o JOIN machines m ON m.id = o.machine_id";
     let rows = match f.state {
         Some(state) => {
-            sqlx::query(&format!("{base} WHERE o.state = $1 ORDER BY o.id DESC LIMIT $2")).bind(state).bind(limit).fetch_all(&svc.db.pool).await?
+            sqlx::query(&format!(
+                "{base} WHERE o.state = $1 ORDER BY o.id DESC LIMIT $2"
+            ))
+            .bind(state)
+            .bind(limit)
+            .fetch_all(&svc.db.pool)
+            .await?
         }
-        None => sqlx::query(&format!("{base} ORDER BY o.id DESC LIMIT $1")).bind(limit).fetch_all(&svc.db.pool).await?,
+        None => {
+            sqlx::query(&format!("{base} ORDER BY o.id DESC LIMIT $1"))
+                .bind(limit)
+                .fetch_all(&svc.db.pool)
+                .await?
+        }
     };
     let list = rows
         .iter()
@@ -251,8 +323,15 @@ async fn list_orders(_: Operator, State(svc): State<Arc<Services>>, Query(f): Qu
     Ok(Json(json!({ "orders": list })))
 }
 
-async fn get_order(_: Operator, State(svc): State<Arc<Services>>, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
-    let order = orders::by_id(&svc.db, id).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.ok_or_else(|| not_found("order"))?;
+async fn get_order(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let order = orders::by_id(&svc.db, id)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| not_found("order"))?;
     let lines = sqlx::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
         .bind(id)
         .fetch_all(&svc.db.pool)
@@ -302,21 +381,47 @@ async fn create_refund(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(r) = body?;
     if r.idempotency_key.is_empty() || r.idempotency_key.len() > 64 {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key must be 1 to 64 characters".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key must be 1 to 64 characters".into(),
+        ));
     }
     if r.reason.trim().is_empty() || r.reason.chars().count() > 200 {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "reason must be 1 to 200 characters".into()));
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason must be 1 to 200 characters".into(),
+        ));
     }
     // A stable refund number from the key: the same key always maps to the same Alipay refund.
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{id}:{}", r.idempotency_key).as_bytes());
-    let hex: String = digest.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect();
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{id}:{}", r.idempotency_key).as_bytes(),
+    );
+    let hex: String = digest.as_ref()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let out_request_no = format!("RF{id}M{hex}");
-    match refund::request(&svc, id, &out_request_no, Fen(r.amount_fen), r.reason.trim(), "operator-api").await {
-        Ok(rec) => Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(rec).unwrap_or(Value::Null)))),
+    match refund::request(
+        &svc,
+        id,
+        &out_request_no,
+        Fen(r.amount_fen),
+        r.reason.trim(),
+        "operator-api",
+    )
+    .await
+    {
+        Ok(rec) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::to_value(rec).unwrap_or(Value::Null)),
+        )),
         Err(e) => {
             let status = match &e {
                 RefundError::NotFound => StatusCode::NOT_FOUND,
-                RefundError::NotPositive | RefundError::TooMuch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                RefundError::NotPositive | RefundError::TooMuch { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 RefundError::NotPaid(_) | RefundError::KeyReused(_) => StatusCode::CONFLICT,
                 RefundError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
