@@ -1,0 +1,191 @@
+//! The operator API over real HTTP: token required, slots edited with checks, orders with
+//! their timeline, manual refunds once per idempotency key.
+
+use serde_json::{Value, json};
+
+use openvend::app::App;
+use openvend::config::Settings;
+
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+    stop: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        sandbox_listen: "127.0.0.1:0".into(),
+        api_token: Some("test-token-123".into()),
+        ..Settings::default()
+    };
+    let app = App::build(settings).await.unwrap();
+    let api = Api {
+        url: app.public_url.clone(),
+        token: "test-token-123".into(),
+        http: reqwest::Client::new(),
+        stop: app.shutdown_token(),
+        _dir: dir,
+    };
+    tokio::spawn(app.run_until_stopped());
+    api
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn every_route_needs_the_token() {
+    let api = start().await;
+    for path in [
+        "/api/v1/machines",
+        "/api/v1/orders",
+        "/api/v1/products",
+        "/api/v1/machines/VM-0001/slots",
+    ] {
+        let resp = api
+            .http
+            .get(format!("{}{path}", api.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let wrong = api
+            .http
+            .get(format!("{}{path}", api.url))
+            .bearer_auth("test-token-124")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+    }
+    let doc = api
+        .http
+        .get(format!("{}/api/v1/openapi.json", api.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn slots_are_listed_and_edited_within_their_rules() {
+    let api = start().await;
+    let (status, machines) = api
+        .call(reqwest::Method::GET, "/api/v1/machines", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(machines["machines"].as_array().unwrap().len(), 3);
+
+    let (status, slots) = api
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/machines/VM-0001/slots/A1",
+            Some(json!({ "price_fen": 400, "stock": 10 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{slots}");
+    let a1 = slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["code"] == "A1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (a1["price_fen"].as_i64(), a1["stock"].as_i64()),
+        (Some(400), Some(10))
+    );
+
+    for (body, want) in [
+        (json!({ "stock": 11 }), 422),
+        (json!({ "price_fen": -1 }), 422),
+        (json!({ "reserved": 0 }), 422),
+        (json!({ "product_id": 999 }), 422),
+        (json!({ "stock": "ten" }), 422),
+    ] {
+        let (status, err) = api
+            .call(
+                reqwest::Method::PATCH,
+                "/api/v1/machines/VM-0001/slots/A1",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, want, "{body} → {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body} has a reason"
+        );
+    }
+    let (status, _) = api
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/machines/VM-0001/slots/Z9",
+            Some(json!({ "stock": 1 })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/api/v1/machines/NOPE/slots", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn orders_can_be_filtered_and_unknown_ones_are_404() {
+    let api = start().await;
+    let (status, list) = api
+        .call(reqwest::Method::GET, "/api/v1/orders?state=paid", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["orders"], json!([]));
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/api/v1/orders?state=PAID", None)
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/api/v1/orders/424242", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/orders/424242/refunds",
+            Some(json!({ "amount_fen": 1, "reason": "x", "idempotency_key": "k" })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/orders/1/refunds",
+            Some(json!({ "amount_fen": 1, "reason": "x" })),
+        )
+        .await;
+    assert_eq!(status, 422, "idempotency_key is required");
+}
