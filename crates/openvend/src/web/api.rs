@@ -183,7 +183,7 @@ async fn update_slot(
     let Json(u) = body?;
     let id = machine_id(&svc, &code).await?;
     if u.price_fen
-        .is_some_and(|p| !(0..=100_000_000_00).contains(&p))
+        .is_some_and(|p| !(0..=alipay::money::MAX_FEN).contains(&p))
     {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
