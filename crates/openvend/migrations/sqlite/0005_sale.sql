@@ -9,3 +9,14 @@ CREATE TABLE processed_notifications (
     received_at   BIGINT NOT NULL,
     PRIMARY KEY (notify_id, trade_status)
 );
+
+-- What each unit of each line did at the machine: at most one result per unit, never changed.
+CREATE TABLE vend_results (
+    order_id  BIGINT  NOT NULL REFERENCES orders (id),
+    line_no   INTEGER NOT NULL,
+    unit_no   INTEGER NOT NULL,
+    state     TEXT    NOT NULL CHECK (state IN ('dispensed', 'failed', 'indeterminate')),
+    reason    TEXT,
+    at        BIGINT  NOT NULL,
+    PRIMARY KEY (order_id, line_no, unit_no)
+);

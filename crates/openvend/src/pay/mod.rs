@@ -3,3 +3,4 @@
 
 pub mod refund;
 pub mod sale;
+pub mod vend;

@@ -78,11 +78,36 @@ pub async fn request(
     reason: &str,
     actor: &str,
 ) -> Result<RefundRecord, RefundError> {
+    let mut tx = svc.db.pool.begin().await?;
+    let record = request_in(
+        &mut tx,
+        svc.now(),
+        order_id,
+        out_request_no,
+        amount,
+        reason,
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    svc.jobs_ready.notify_one();
+    Ok(record)
+}
+
+/// [`request`] inside the caller's transaction, so a refund can be written in the same
+/// commit as the state change that makes it due (a failed vend).
+pub async fn request_in(
+    tx: &mut sqlx::AnyConnection,
+    now: i64,
+    order_id: i64,
+    out_request_no: &str,
+    amount: Fen,
+    reason: &str,
+    actor: &str,
+) -> Result<RefundRecord, RefundError> {
     if !amount.is_positive() {
         return Err(RefundError::NotPositive);
     }
-    let now = svc.now();
-    let mut tx = svc.db.pool.begin().await?;
     if let Some(existing) =
         sqlx::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
             .bind(out_request_no)
@@ -162,8 +187,6 @@ pub async fn request(
         now,
     )
     .await?;
-    tx.commit().await?;
-    svc.jobs_ready.notify_one();
     Ok(RefundRecord {
         id,
         out_request_no: out_request_no.to_owned(),

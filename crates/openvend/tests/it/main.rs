@@ -7,3 +7,4 @@ mod api;
 mod app;
 mod sale;
 mod store;
+mod vend;

@@ -13,11 +13,11 @@ use openvend::store::orders;
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
-struct Running {
-    app_services: std::sync::Arc<openvend::services::Services>,
-    sandbox: std::sync::Arc<alipay_sandbox::Ctx>,
-    sandbox_url: String,
-    http_url: String,
+pub struct Running {
+    pub app_services: std::sync::Arc<openvend::services::Services>,
+    pub sandbox: std::sync::Arc<alipay_sandbox::Ctx>,
+    pub sandbox_url: String,
+    pub http_url: String,
     token: tokio_util::sync::CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -28,7 +28,7 @@ impl Drop for Running {
     }
 }
 
-async fn start() -> Running {
+pub async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         data_dir: dir.path().to_path_buf(),
@@ -49,7 +49,7 @@ async fn start() -> Running {
     running
 }
 
-fn sale(slot: &str, qty: u32) -> SaleRequest {
+pub fn sale(slot: &str, qty: u32) -> SaleRequest {
     SaleRequest {
         machine: "VM-0001".into(),
         items: vec![SaleItem {
@@ -59,7 +59,7 @@ fn sale(slot: &str, qty: u32) -> SaleRequest {
     }
 }
 
-async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -> orders::Order {
+pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -> orders::Order {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let o = orders::by_out_trade_no(&r.app_services.db, out_trade_no)
@@ -78,7 +78,7 @@ async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -> or
     }
 }
 
-async fn control(r: &Running, path: &str, body: Value) -> Value {
+pub async fn control(r: &Running, path: &str, body: Value) -> Value {
     reqwest::Client::new()
         .post(format!("{}{path}", r.sandbox_url))
         .json(&body)

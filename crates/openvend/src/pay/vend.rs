@@ -1,0 +1,243 @@
+//! Vend results: what each unit of a paid order did at the machine, and what follows from it
+//! in one transaction — stock corrected, the order finished, and the value of every unit that
+//! did not come out refunded (once: the refund number is derived from the order).
+
+use sqlx::Row as _;
+
+use crate::domain::fen::Fen;
+use crate::domain::order::{OrderEvent, OrderLine, OrderState, VendState, refund_due};
+use crate::pay::refund::{self, RefundError};
+use crate::services::Services;
+use crate::store::get_int;
+use crate::store::orders::{self, OrderError};
+
+/// One unit's result as the machine reported it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitResult {
+    /// The slot it came from.
+    pub slot: String,
+    /// `dispensed`, `failed` or `indeterminate`.
+    pub result: ReportedVend,
+    /// Why it failed (`jam`, `empty`, `sensor`, …).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A reported result (the machine never reports `pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedVend {
+    /// It came out.
+    Dispensed,
+    /// It did not.
+    Failed,
+    /// Unknown (power loss mid-vend).
+    Indeterminate,
+}
+
+impl From<ReportedVend> for VendState {
+    fn from(r: ReportedVend) -> Self {
+        match r {
+            ReportedVend::Dispensed => VendState::Dispensed,
+            ReportedVend::Failed => VendState::Failed,
+            ReportedVend::Indeterminate => VendState::Indeterminate,
+        }
+    }
+}
+
+fn state_name(s: VendState) -> &'static str {
+    match s {
+        VendState::Dispensed => "dispensed",
+        VendState::Failed => "failed",
+        VendState::Indeterminate | VendState::Pending => "indeterminate",
+    }
+}
+
+/// What recording the results decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendOutcome {
+    /// The order's state afterwards.
+    pub state: OrderState,
+    /// Value refunded for units that did not come out.
+    pub refund: Fen,
+}
+
+/// Why results were not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum VendError {
+    /// The order is not waiting for a vend (unpaid, or already finished: a late or repeated
+    /// report changes nothing).
+    #[error("order {0} is {1}, not waiting for vend results")]
+    NotVending(i64, OrderState),
+    /// No such order.
+    #[error("order not found")]
+    NotFound,
+    /// Store or state machine.
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    /// The refund could not be written.
+    #[error(transparent)]
+    Refund(#[from] RefundError),
+}
+
+impl From<sqlx::Error> for VendError {
+    fn from(e: sqlx::Error) -> Self {
+        VendError::Order(OrderError::from(e))
+    }
+}
+
+/// Failure reasons after which the slot must not sell again until someone looks at it.
+const DISABLING_REASONS: &[&str] = &["jam", "empty", "sensor", "motor"];
+
+/// Records a final report for every unit of the order. Units the report does not mention did
+/// not come out. Extra entries beyond what was ordered are ignored: at most one vend per unit.
+pub async fn record_results(
+    svc: &Services,
+    order_id: i64,
+    report: &[UnitResult],
+) -> Result<VendOutcome, VendError> {
+    let now = svc.now();
+    let mut tx = svc.db.pool.begin().await?;
+    let order = sqlx::query("SELECT state, machine_id, out_trade_no FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(VendError::NotFound)?;
+    let state = OrderState::parse(&order.try_get::<String, _>(0)?).ok_or(VendError::NotFound)?;
+    if !matches!(state, OrderState::Paid | OrderState::Dispensing) {
+        return Err(VendError::NotVending(order_id, state));
+    }
+    let machine_id: i64 = order.try_get(1)?;
+    let out_trade_no: String = order.try_get(2)?;
+    let lines: Vec<(i64, OrderLine)> = sqlx::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+        .bind(order_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                get_int(r, "line_no")?,
+                OrderLine {
+                    slot: r.try_get("slot_code")?,
+                    product_id: r.try_get("product_id")?,
+                    qty: u32::try_from(get_int(r, "qty")?).unwrap_or(0),
+                    unit_price: Fen(r.try_get("unit_price_fen")?),
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+
+    // Match reports to units, slot by slot, in order.
+    let mut remaining: Vec<&UnitResult> = report.iter().collect();
+    let mut per_line: Vec<(OrderLine, Vec<VendState>)> = Vec::new();
+    for (line_no, line) in &lines {
+        let mut states = Vec::new();
+        for unit in 0..line.qty {
+            let (state, reason) = match remaining.iter().position(|r| r.slot == line.slot) {
+                Some(i) => {
+                    let r = remaining.remove(i);
+                    (VendState::from(r.result), r.reason.clone())
+                }
+                None => (VendState::Failed, Some("not reported".to_owned())),
+            };
+            sqlx::query("INSERT INTO vend_results (order_id, line_no, unit_no, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(order_id)
+                .bind(*line_no)
+                .bind(i64::from(unit) + 1)
+                .bind(state_name(state))
+                .bind(reason.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            correct_stock(&mut tx, machine_id, &line.slot, state, reason.as_deref()).await?;
+            states.push(state);
+        }
+        per_line.push((line.clone(), states));
+    }
+    if !remaining.is_empty() {
+        tracing::warn!(
+            order_id,
+            extra = remaining.len(),
+            "machine reported more units than were ordered; ignored"
+        );
+    }
+    let dispensed_any = per_line
+        .iter()
+        .any(|(_, s)| s.contains(&VendState::Dispensed));
+    let next = orders::transition(
+        &mut *tx,
+        order_id,
+        state,
+        OrderEvent::VendFinished { dispensed_any },
+        now,
+    )
+    .await?;
+    let due = refund_due(&per_line, Fen::ZERO).unwrap_or(Fen::ZERO);
+    let summary: Vec<String> = per_line
+        .iter()
+        .map(|(l, s)| format!("{}: {:?}", l.slot, s))
+        .collect();
+    orders::add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "device",
+        "vend_finished",
+        &summary.join("; "),
+    )
+    .await?;
+    if due.is_positive() {
+        // One refund per order for vend failures: its number is fixed, so a replay cannot
+        // refund twice.
+        let out_request_no = format!("{out_trade_no}V");
+        refund::request_in(
+            &mut tx,
+            now,
+            order_id,
+            &out_request_no,
+            due,
+            "vend failed",
+            "system",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    svc.jobs_ready.notify_one();
+    Ok(VendOutcome {
+        state: next,
+        refund: due,
+    })
+}
+
+async fn correct_stock(
+    tx: &mut sqlx::AnyConnection,
+    machine_id: i64,
+    slot: &str,
+    state: VendState,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    // The item left (or may have left): the reservation becomes a sale. It did not: the
+    // reservation is released; a jam or an empty slot also disables the slot.
+    let sql = match state {
+        VendState::Dispensed | VendState::Indeterminate => {
+            "UPDATE slots SET reserved = reserved - 1, stock = stock - 1 WHERE machine_id = $1 AND code = $2 AND reserved > 0 AND stock > 0"
+        }
+        VendState::Failed | VendState::Pending => {
+            "UPDATE slots SET reserved = reserved - 1 WHERE machine_id = $1 AND code = $2 AND reserved > 0"
+        }
+    };
+    sqlx::query(sql)
+        .bind(machine_id)
+        .bind(slot)
+        .execute(&mut *tx)
+        .await?;
+    if state == VendState::Failed && reason.is_some_and(|r| DISABLING_REASONS.contains(&r)) {
+        sqlx::query("UPDATE slots SET enabled = FALSE WHERE machine_id = $1 AND code = $2")
+            .bind(machine_id)
+            .bind(slot)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
