@@ -1,7 +1,15 @@
 //! The APIs the gateway serves, with Alipay's business rules. One module per family; each
 //! handler takes the checked call and the store, and returns the answer's fields or an error.
 
+pub mod agreement;
+pub mod cancel;
+pub mod codes;
+pub mod control_routes;
+pub mod face;
 pub mod fields;
+pub mod fund_auth;
+pub mod pay;
+pub mod refund;
 pub mod trade;
 
 use serde_json::{Map, Value};
@@ -33,6 +41,11 @@ pub const METHODS: &[&str] = &[
     "alipay.trade.precreate",
     "alipay.trade.create",
     "alipay.trade.query",
+    "alipay.trade.pay",
+    "alipay.trade.cancel",
+    "alipay.trade.close",
+    "alipay.trade.refund",
+    "alipay.trade.fastpay.refund.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -47,6 +60,11 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.trade.precreate" => trade::precreate(ctx, &mut store, call),
         "alipay.trade.create" => trade::create(ctx, &mut store, call),
         "alipay.trade.query" => trade::query(ctx, &mut store, call),
+        "alipay.trade.pay" => pay::pay(ctx, &mut store, call),
+        "alipay.trade.cancel" => cancel::cancel(ctx, &mut store, call),
+        "alipay.trade.close" => cancel::close(ctx, &mut store, call),
+        "alipay.trade.refund" => refund::refund(ctx, &mut store, call),
+        "alipay.trade.fastpay.refund.query" => refund::refund_query(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

@@ -1,0 +1,84 @@
+//! Control endpoints for the buyer-side steps of the APIs in this module: issuing a payment
+//! code, consenting to OAuth, agreeing to a freeze, signing an agreement, passing the face
+//! step. Each is a thin wrapper over a pub fn of its family, which buyer pages reuse.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{codes, face};
+use crate::Ctx;
+use crate::clock::fmt_ms;
+use crate::store::Store;
+
+/// The routes.
+pub fn router() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route(
+            "/control/buyers/{user_id}/payment_code",
+            post(issue_payment_code),
+        )
+        .route("/control/face/token", post(face_token))
+}
+
+/// A refused control call: the status and a reason, as the other control endpoints answer.
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, Refused>;
+
+fn unprocessable(msg: impl Into<String>) -> Refused {
+    Refused(StatusCode::UNPROCESSABLE_ENTITY, msg.into())
+}
+
+/// Runs `f` on the store, flushes, and wakes the notifier for anything it queued.
+fn with_store<T>(ctx: &Ctx, f: impl FnOnce(&mut Store, i64) -> T) -> T {
+    let now = ctx.clock.now_ms();
+    let out = {
+        let mut store = ctx.store();
+        let out = f(&mut store, now);
+        store.flush();
+        out
+    };
+    ctx.wake_notifier();
+    out
+}
+
+async fn issue_payment_code(
+    State(ctx): State<Arc<Ctx>>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
+    let code = with_store(&ctx, |store, now| {
+        codes::issue_payment_code(store, &user_id, now)
+    })
+    .map_err(|e| Refused(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(json!({
+        "auth_code": code.code, "user_id": code.user_id,
+        "expires_at": fmt_ms(code.expires_at), "expires_at_ms": code.expires_at,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct FaceReq {
+    buyer_id: String,
+}
+
+async fn face_token(State(ctx): State<Arc<Ctx>>, Json(req): Json<FaceReq>) -> Result<Json<Value>> {
+    let ftoken = with_store(&ctx, |store, now| {
+        face::issue_ftoken(&ctx, store, &req.buyer_id, now)
+    })
+    .map_err(|e| unprocessable(format!("{}: {}", e.sub_code, e.sub_msg)))?;
+    Ok(Json(json!({ "ftoken": ftoken })))
+}
