@@ -10,6 +10,8 @@ pub mod fields;
 pub mod fund_auth;
 pub mod pay;
 pub mod refund;
+pub mod royalty;
+pub mod settle;
 pub mod trade;
 
 use serde_json::{Map, Value};
@@ -46,6 +48,12 @@ pub const METHODS: &[&str] = &[
     "alipay.trade.close",
     "alipay.trade.refund",
     "alipay.trade.fastpay.refund.query",
+    "alipay.trade.royalty.relation.bind",
+    "alipay.trade.royalty.relation.unbind",
+    "alipay.trade.royalty.relation.batchquery",
+    "alipay.trade.order.settle",
+    "alipay.trade.order.settle.query",
+    "alipay.trade.order.onsettle.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -65,6 +73,12 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.trade.close" => cancel::close(ctx, &mut store, call),
         "alipay.trade.refund" => refund::refund(ctx, &mut store, call),
         "alipay.trade.fastpay.refund.query" => refund::refund_query(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.bind" => royalty::bind(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.unbind" => royalty::unbind(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.batchquery" => royalty::batch_query(ctx, &mut store, call),
+        "alipay.trade.order.settle" => settle::settle(ctx, &mut store, call),
+        "alipay.trade.order.settle.query" => settle::settle_query(ctx, &mut store, call),
+        "alipay.trade.order.onsettle.query" => settle::onsettle_query(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

@@ -2,5 +2,6 @@
 
 mod pay;
 mod refund;
+mod royalty;
 mod support;
 mod trade;
