@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{codes, face};
+use super::{codes, face, oauth};
 use crate::Ctx;
 use crate::clock::fmt_ms;
 use crate::store::Store;
@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<Ctx>> {
             "/control/buyers/{user_id}/payment_code",
             post(issue_payment_code),
         )
+        .route("/control/oauth/authorize", post(authorize))
         .route("/control/face/token", post(face_token))
 }
 
@@ -68,6 +69,60 @@ async fn issue_payment_code(
         "auth_code": code.code, "user_id": code.user_id,
         "expires_at": fmt_ms(code.expires_at), "expires_at_ms": code.expires_at,
     })))
+}
+
+#[derive(Debug, Deserialize)]
+struct Authorize {
+    app_id: String,
+    buyer_id: String,
+    scope: String,
+    redirect_uri: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn authorize(State(ctx): State<Arc<Ctx>>, Json(req): Json<Authorize>) -> Result<Json<Value>> {
+    let code = with_store(&ctx, |store, now| {
+        oauth::check_authorize(
+            store,
+            &req.app_id,
+            &req.buyer_id,
+            &req.scope,
+            &req.redirect_uri,
+        )?;
+        Ok::<_, String>(oauth::issue_code(
+            &ctx,
+            store,
+            &req.app_id,
+            &req.buyer_id,
+            &req.scope,
+            now,
+        ))
+    })
+    .map_err(unprocessable)?;
+    let redirect = callback_url(&req, &code);
+    Ok(Json(json!({ "auth_code": code, "redirect_url": redirect })))
+}
+
+/// The callback Alipay redirects the browser to after consent (§5.2).
+fn callback_url(req: &Authorize, code: &str) -> String {
+    let enc = |s: &str| alipay::form::encode_component(s.as_bytes());
+    let sep = if req.redirect_uri.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let mut url = format!(
+        "{}{sep}app_id={}&source=alipay_wallet&scope={}&auth_code={}",
+        req.redirect_uri,
+        enc(&req.app_id),
+        enc(&req.scope),
+        enc(code)
+    );
+    if let Some(state) = &req.state {
+        url.push_str(&format!("&state={}", enc(state)));
+    }
+    url
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ pub mod control_routes;
 pub mod face;
 pub mod fields;
 pub mod fund_auth;
+pub mod oauth;
 pub mod pay;
 pub mod refund;
 pub mod royalty;
@@ -54,6 +55,8 @@ pub const METHODS: &[&str] = &[
     "alipay.trade.order.settle",
     "alipay.trade.order.settle.query",
     "alipay.trade.order.onsettle.query",
+    "alipay.system.oauth.token",
+    "alipay.user.info.share",
 ];
 
 /// True when the gateway serves `method`.
@@ -79,6 +82,8 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.trade.order.settle" => settle::settle(ctx, &mut store, call),
         "alipay.trade.order.settle.query" => settle::settle_query(ctx, &mut store, call),
         "alipay.trade.order.onsettle.query" => settle::onsettle_query(ctx, &mut store, call),
+        "alipay.system.oauth.token" => oauth::token(ctx, &mut store, call),
+        "alipay.user.info.share" => oauth::user_info(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

@@ -1,5 +1,6 @@
 //! Integration tests: the real sandbox on port 0, driven over real HTTP by the `alipay` client.
 
+mod oauth;
 mod pay;
 mod refund;
 mod royalty;
