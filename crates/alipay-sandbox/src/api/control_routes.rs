@@ -12,8 +12,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::agreement::{self, SignRequest};
+use super::fund_auth::{self, FreezeKey};
 use super::{codes, face, oauth};
 use crate::Ctx;
+use crate::api::fields::yuan;
 use crate::clock::fmt_ms;
 use crate::store::Store;
 
@@ -25,6 +28,8 @@ pub fn router() -> Router<Arc<Ctx>> {
             post(issue_payment_code),
         )
         .route("/control/oauth/authorize", post(authorize))
+        .route("/control/fund_auth/freeze", post(freeze))
+        .route("/control/agreements/sign", post(sign_agreement))
         .route("/control/face/token", post(face_token))
 }
 
@@ -123,6 +128,71 @@ fn callback_url(req: &Authorize, code: &str) -> String {
         url.push_str(&format!("&state={}", enc(state)));
     }
     url
+}
+
+#[derive(Debug, Deserialize)]
+struct FreezeReq {
+    app_id: String,
+    #[serde(default)]
+    auth_no: Option<String>,
+    #[serde(default)]
+    out_order_no: Option<String>,
+    buyer_id: String,
+}
+
+async fn freeze(State(ctx): State<Arc<Ctx>>, Json(req): Json<FreezeReq>) -> Result<Json<Value>> {
+    let key = match (&req.auth_no, &req.out_order_no) {
+        (Some(a), _) => FreezeKey::AuthNo(a),
+        (None, Some(o)) => FreezeKey::OutOrderNo(o),
+        (None, None) => return Err(unprocessable("auth_no or out_order_no is required")),
+    };
+    let f = with_store(&ctx, |store, now| {
+        fund_auth::complete_freeze(&ctx, store, &req.app_id, key, &req.buyer_id, now)
+    })
+    .map_err(|e| {
+        Refused(
+            StatusCode::CONFLICT,
+            format!("{}: {}", e.sub_code, e.sub_msg),
+        )
+    })?;
+    Ok(Json(json!({
+        "auth_no": f.auth_no, "out_order_no": f.out_order_no, "order_status": f.order_status,
+        "amount": yuan(f.total_freeze_fen), "rest_amount": yuan(f.rest_fen()),
+        "payer_user_id": f.payer_user_id,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SignReq {
+    app_id: String,
+    buyer_id: String,
+    #[serde(default)]
+    external_agreement_no: Option<String>,
+    personal_product_code: String,
+    #[serde(default)]
+    sign_scene: Option<String>,
+    #[serde(default)]
+    notify_url: Option<String>,
+}
+
+async fn sign_agreement(
+    State(ctx): State<Arc<Ctx>>,
+    Json(req): Json<SignReq>,
+) -> Result<Json<Value>> {
+    let sign = SignRequest {
+        app_id: req.app_id,
+        user_id: req.buyer_id,
+        external_agreement_no: req.external_agreement_no.filter(|s| !s.is_empty()),
+        personal_product_code: req.personal_product_code,
+        sign_scene: req.sign_scene.unwrap_or_else(|| "DEFAULT|DEFAULT".into()),
+        notify_url: req.notify_url,
+    };
+    let a = with_store(&ctx, |store, now| agreement::sign(&ctx, store, sign, now))
+        .map_err(unprocessable)?;
+    Ok(Json(json!({
+        "agreement_no": a.agreement_no, "external_agreement_no": a.external_agreement_no,
+        "status": a.status, "sign_time": fmt_ms(a.signed_at),
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,11 @@ pub const METHODS: &[&str] = &[
     "alipay.trade.order.onsettle.query",
     "alipay.system.oauth.token",
     "alipay.user.info.share",
+    "alipay.fund.auth.order.voucher.create",
+    "alipay.fund.auth.order.app.freeze",
+    "alipay.fund.auth.order.unfreeze",
+    "alipay.fund.auth.operation.detail.query",
+    "alipay.user.agreement.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -84,6 +89,11 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.trade.order.onsettle.query" => settle::onsettle_query(ctx, &mut store, call),
         "alipay.system.oauth.token" => oauth::token(ctx, &mut store, call),
         "alipay.user.info.share" => oauth::user_info(ctx, &mut store, call),
+        "alipay.fund.auth.order.voucher.create" => fund_auth::voucher_create(ctx, &mut store, call),
+        "alipay.fund.auth.order.app.freeze" => fund_auth::app_freeze(ctx, &mut store, call),
+        "alipay.fund.auth.order.unfreeze" => fund_auth::unfreeze(ctx, &mut store, call),
+        "alipay.fund.auth.operation.detail.query" => fund_auth::detail_query(ctx, &mut store, call),
+        "alipay.user.agreement.query" => agreement::query(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();
