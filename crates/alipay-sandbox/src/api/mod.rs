@@ -62,6 +62,8 @@ pub const METHODS: &[&str] = &[
     "alipay.fund.auth.order.unfreeze",
     "alipay.fund.auth.operation.detail.query",
     "alipay.user.agreement.query",
+    "zoloz.authentication.smilepay.initialize",
+    "zoloz.authentication.customer.ftoken.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -94,6 +96,8 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.fund.auth.order.unfreeze" => fund_auth::unfreeze(ctx, &mut store, call),
         "alipay.fund.auth.operation.detail.query" => fund_auth::detail_query(ctx, &mut store, call),
         "alipay.user.agreement.query" => agreement::query(ctx, &mut store, call),
+        "zoloz.authentication.smilepay.initialize" => face::initialize(ctx, &mut store, call),
+        "zoloz.authentication.customer.ftoken.query" => face::ftoken_query(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();
