@@ -161,10 +161,7 @@ pub fn settle(ctx: &Ctx, store: &mut Store, call: &Call<'_>) -> ApiResult {
         return Ok(settle_answer(s));
     }
     let mut t = settle_trade(store, call, &trade_no)?;
-    let finish = truthy(
-        biz.get("extend_params")
-            .and_then(|e| e.get("royalty_finish")),
-    );
+    let (finish, finish_fen) = read_finish(biz)?;
     let lines = read_lines(store, call, &t)?;
     if lines.is_empty() && !finish {
         return Err(ApiError::bad_param("缺少必选参数royalty_parameters"));
@@ -176,9 +173,15 @@ pub fn settle(ctx: &Ctx, store: &mut Store, call: &Call<'_>) -> ApiResult {
     if t.unsettled_fen == 0 {
         return Err(settle_err("交易已无待结算金额"));
     }
+    let left = t.unsettled_fen - sum;
+    let still_frozen = match (finish, finish_fen) {
+        (false, _) => left,
+        (true, None) => 0,
+        (true, Some(fen)) if fen <= left => left - fen,
+        (true, Some(_)) => return Err(settle_err("royalty_finish_amount超过分账后剩余冻结金额")),
+    };
     credit_receivers(store, &lines);
-    // royalty_finish releases whatever is still frozen to the seller.
-    t.unsettled_fen = if finish { 0 } else { t.unsettled_fen - sum };
+    t.unsettled_fen = still_frozen;
     store.put_trade(t.clone());
     let seq = store.next_seq();
     let settlement = Settlement {
@@ -195,6 +198,26 @@ pub fn settle(ctx: &Ctx, store: &mut Store, call: &Call<'_>) -> ApiResult {
         queue_settle_message(ctx, store, call, &settlement);
     }
     Ok(settle_answer(&settlement))
+}
+
+/// `extend_params.royalty_finish` releases what is still frozen to the seller after this
+/// split; `royalty_finish_amount` limits the release to that much.
+fn read_finish(biz: &Map<String, Value>) -> Result<(bool, Option<i64>), ApiError> {
+    let ext = biz.get("extend_params");
+    let finish = truthy(ext.and_then(|e| e.get("royalty_finish")));
+    let amount = match ext.and_then(|e| e.get("royalty_finish_amount")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(parse_amount("royalty_finish_amount", s)?),
+        Some(Value::Number(n)) => Some(parse_amount("royalty_finish_amount", &n.to_string())?),
+        Some(_) => return Err(ApiError::bad_param("royalty_finish_amount格式错误")),
+    };
+    if amount.is_some() && !finish {
+        return Err(ApiError::bad_param(
+            "royalty_finish_amount需要royalty_finish=true",
+        ));
+    }
+    Ok((finish, amount))
 }
 
 /// Receivers that are sandbox buyers see the money arrive in their balance.

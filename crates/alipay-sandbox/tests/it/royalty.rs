@@ -197,3 +197,41 @@ async fn per_trade_royalty_info_is_checked_on_pay() {
     }));
     assert_eq!(app.fails(&over).await, "ACQ.ROYALTY_AMOUNT_EXCEED");
 }
+
+#[tokio::test]
+async fn royalty_finish_amount_releases_only_that_much() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000305").await;
+    let receiver = sandbox.buyer("0.00").await;
+    app.ok(&bind(&[&receiver])).await;
+    let trade_no = frozen_trade(&sandbox, &app, "s5", "10.00").await;
+    let finish = |no: &str, amount: &str| {
+        OrderSettle(json!({
+            "out_request_no": no, "trade_no": trade_no,
+            "royalty_parameters": [{ "trans_in": receiver, "amount": "1.00" }],
+            "extend_params": { "royalty_finish": "true", "royalty_finish_amount": amount },
+        }))
+    };
+
+    assert_eq!(
+        app.fails(&finish("f0", "9.01")).await,
+        "ACQ.TRADE_SETTLE_ERROR",
+        "only 9.00 is left after the split"
+    );
+    app.ok(&finish("f1", "4.00")).await;
+
+    let on = app
+        .ok(&OnSettleQuery(json!({ "trade_no": trade_no })))
+        .await;
+    assert_eq!(on["unsettled_amount"], "5.00");
+    assert_eq!(sandbox.balance_fen(&receiver).await, 100);
+    assert_eq!(
+        app.fails(&OrderSettle(json!({
+            "out_request_no": "f2", "trade_no": trade_no,
+            "extend_params": { "royalty_finish_amount": "1.00" },
+        })))
+        .await,
+        "ACQ.INVALID_PARAMETER",
+        "royalty_finish_amount needs royalty_finish"
+    );
+}
