@@ -162,3 +162,54 @@ async fn a_face_token_pays_once() {
         "ACQ.PAYMENT_AUTH_CODE_INVALID"
     );
 }
+
+#[tokio::test]
+async fn a_waiting_payment_cancelled_after_polling_can_no_longer_be_confirmed() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000106").await;
+    let buyer = sandbox.buyer("5000.00").await;
+    let code = sandbox.payment_code(&buyer).await;
+    let answer = app.call(&bar_code("big2", "2500.00", &code)).await;
+    assert!(matches!(
+        answer,
+        Outcome::Unknown(Unknown::InProcess { .. })
+    ));
+
+    // The merchant polls, gives up, and cancels right after the last query.
+    let q = app.ok(&TradeQuery(json!({ "out_trade_no": "big2" }))).await;
+    assert_eq!(q["trade_status"], "WAIT_BUYER_PAY");
+    let cancelled = app
+        .ok(&crate::support::TradeCancel(
+            json!({ "out_trade_no": "big2" }),
+        ))
+        .await;
+    assert_eq!(cancelled["action"], "close");
+
+    let (status, _) = sandbox
+        .post_status(
+            "/control/trades/pay",
+            json!({ "app_id": app.app_id, "out_trade_no": "big2", "buyer_id": buyer }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(sandbox.balance_fen(&buyer).await, 500_000);
+}
+
+#[tokio::test]
+async fn payment_codes_survive_a_restart_of_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = alipay_sandbox::config::SandboxConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let sandbox = crate::support::spawn_sandbox_with(config).await;
+    let buyer = sandbox.buyer("1.00").await;
+    let code = sandbox.payment_code(&buyer).await;
+    drop(sandbox);
+
+    let store = alipay_sandbox::store::Store::open(dir.path()).unwrap();
+
+    let saved = store.data.payment_codes.get(&code).expect("code persisted");
+    assert_eq!(saved.user_id, buyer);
+    assert!(!saved.used);
+}
