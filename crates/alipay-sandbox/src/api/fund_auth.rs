@@ -88,7 +88,10 @@ fn read_freeze_request(call: &Call<'_>, products: &[&str]) -> Result<FreezeReque
     let order_title = req_str(biz, "order_title")?.to_owned();
     check_len("order_title", &order_title, 100)?;
     let amount_fen = req_amount(biz, "amount")?;
-    let product_code = opt_str(biz, "product_code")?.unwrap_or(products[0]);
+    // The first accepted product is the default.
+    let product_code = opt_str(biz, "product_code")?
+        .or(products.first().copied())
+        .unwrap_or_default();
     if !products.contains(&product_code) {
         return Err(ApiError::bad_param(format!(
             "product_code取值{}",
