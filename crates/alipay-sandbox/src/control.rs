@@ -36,6 +36,7 @@ pub fn router() -> Router<Arc<Ctx>> {
             "/control/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .merge(crate::api::control_routes::router())
 }
 
 /// A control API error: 4xx with a reason.

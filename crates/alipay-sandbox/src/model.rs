@@ -405,6 +405,19 @@ pub struct FaceToken {
     pub used: bool,
 }
 
+/// A payment code (付款码) a buyer shows at a till, for `trade.pay` with `scene=bar_code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCode {
+    /// The `auth_code`: 18 digits starting `28`.
+    pub code: String,
+    /// The buyer it pays from.
+    pub user_id: String,
+    /// Expiry.
+    pub expires_at: Millis,
+    /// Single use.
+    pub used: bool,
+}
+
 /// A notification and its deliveries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
@@ -467,6 +480,9 @@ pub struct Data {
     pub face_tokens: BTreeMap<String, FaceToken>,
     /// Notifications by notify_id.
     pub notifications: BTreeMap<String, Notification>,
+    /// Payment codes by code.
+    #[serde(default)]
+    pub payment_codes: BTreeMap<String, PaymentCode>,
     /// Counters for ids.
     pub sequence: u64,
     /// Clock offset set through the control API, ms.

@@ -31,6 +31,7 @@ enum Record {
     Grant(OAuthGrant),
     FaceToken(FaceToken),
     Notification(Box<Notification>),
+    PaymentCode(PaymentCode),
     Sequence(u64),
     ClockOffset(i64),
 }
@@ -126,6 +127,9 @@ impl Store {
             for v in d.notifications.values() {
                 put(&Record::Notification(Box::new(v.clone())))?;
             }
+            for v in d.payment_codes.values() {
+                put(&Record::PaymentCode(v.clone()))?;
+            }
             put(&Record::Sequence(d.sequence))?;
             put(&Record::ClockOffset(d.clock_offset_ms))?;
             w.flush()?;
@@ -182,6 +186,9 @@ impl Store {
             }
             Record::Notification(v) => {
                 d.notifications.insert(v.notify_id.clone(), *v);
+            }
+            Record::PaymentCode(v) => {
+                d.payment_codes.insert(v.code.clone(), v);
             }
             Record::Sequence(n) => d.sequence = d.sequence.max(n),
             Record::ClockOffset(ms) => d.clock_offset_ms = ms,
@@ -267,6 +274,11 @@ impl Store {
     /// Saves a notification.
     pub fn put_notification(&mut self, v: Notification) {
         self.record(Record::Notification(Box::new(v)));
+    }
+
+    /// Saves a payment code.
+    pub fn put_payment_code(&mut self, v: PaymentCode) {
+        self.record(Record::PaymentCode(v));
     }
 
     /// The trade of an app by `out_trade_no`.

@@ -1,7 +1,18 @@
 //! The APIs the gateway serves, with Alipay's business rules. One module per family; each
 //! handler takes the checked call and the store, and returns the answer's fields or an error.
 
+pub mod agreement;
+pub mod cancel;
+pub mod codes;
+pub mod control_routes;
+pub mod face;
 pub mod fields;
+pub mod fund_auth;
+pub mod oauth;
+pub mod pay;
+pub mod refund;
+pub mod royalty;
+pub mod settle;
 pub mod trade;
 
 use serde_json::{Map, Value};
@@ -33,6 +44,26 @@ pub const METHODS: &[&str] = &[
     "alipay.trade.precreate",
     "alipay.trade.create",
     "alipay.trade.query",
+    "alipay.trade.pay",
+    "alipay.trade.cancel",
+    "alipay.trade.close",
+    "alipay.trade.refund",
+    "alipay.trade.fastpay.refund.query",
+    "alipay.trade.royalty.relation.bind",
+    "alipay.trade.royalty.relation.unbind",
+    "alipay.trade.royalty.relation.batchquery",
+    "alipay.trade.order.settle",
+    "alipay.trade.order.settle.query",
+    "alipay.trade.order.onsettle.query",
+    "alipay.system.oauth.token",
+    "alipay.user.info.share",
+    "alipay.fund.auth.order.voucher.create",
+    "alipay.fund.auth.order.app.freeze",
+    "alipay.fund.auth.order.unfreeze",
+    "alipay.fund.auth.operation.detail.query",
+    "alipay.user.agreement.query",
+    "zoloz.authentication.smilepay.initialize",
+    "zoloz.authentication.customer.ftoken.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -47,6 +78,26 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.trade.precreate" => trade::precreate(ctx, &mut store, call),
         "alipay.trade.create" => trade::create(ctx, &mut store, call),
         "alipay.trade.query" => trade::query(ctx, &mut store, call),
+        "alipay.trade.pay" => pay::pay(ctx, &mut store, call),
+        "alipay.trade.cancel" => cancel::cancel(ctx, &mut store, call),
+        "alipay.trade.close" => cancel::close(ctx, &mut store, call),
+        "alipay.trade.refund" => refund::refund(ctx, &mut store, call),
+        "alipay.trade.fastpay.refund.query" => refund::refund_query(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.bind" => royalty::bind(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.unbind" => royalty::unbind(ctx, &mut store, call),
+        "alipay.trade.royalty.relation.batchquery" => royalty::batch_query(ctx, &mut store, call),
+        "alipay.trade.order.settle" => settle::settle(ctx, &mut store, call),
+        "alipay.trade.order.settle.query" => settle::settle_query(ctx, &mut store, call),
+        "alipay.trade.order.onsettle.query" => settle::onsettle_query(ctx, &mut store, call),
+        "alipay.system.oauth.token" => oauth::token(ctx, &mut store, call),
+        "alipay.user.info.share" => oauth::user_info(ctx, &mut store, call),
+        "alipay.fund.auth.order.voucher.create" => fund_auth::voucher_create(ctx, &mut store, call),
+        "alipay.fund.auth.order.app.freeze" => fund_auth::app_freeze(ctx, &mut store, call),
+        "alipay.fund.auth.order.unfreeze" => fund_auth::unfreeze(ctx, &mut store, call),
+        "alipay.fund.auth.operation.detail.query" => fund_auth::detail_query(ctx, &mut store, call),
+        "alipay.user.agreement.query" => agreement::query(ctx, &mut store, call),
+        "zoloz.authentication.smilepay.initialize" => face::initialize(ctx, &mut store, call),
+        "zoloz.authentication.customer.ftoken.query" => face::ftoken_query(ctx, &mut store, call),
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

@@ -242,7 +242,7 @@ pub fn refresh_expiry(ctx: &Ctx, store: &mut Store, trade_no: &str, now: Millis)
 }
 
 /// Checks whether a repeat of a creating call is the same request.
-fn existing(
+pub(crate) fn existing(
     ctx: &Ctx,
     store: &mut Store,
     call: &Call<'_>,
@@ -276,7 +276,7 @@ fn existing(
     }
 }
 
-fn new_trade(
+pub(crate) fn new_trade(
     store: &mut Store,
     call: &Call<'_>,
     req: TradeRequest,
@@ -552,7 +552,7 @@ pub fn pay(
     now: Millis,
 ) -> Result<Trade, ApiError> {
     refresh_expiry(ctx, store, trade_no, now);
-    let mut trade = store
+    let trade = store
         .data
         .trades
         .get(trade_no)
@@ -581,20 +581,38 @@ pub fn pay(
         .get(buyer_user_id)
         .cloned()
         .ok_or_else(|| ApiError::bad_param("买家不存在"))?;
-    if buyer.user_id == trade.seller_id {
+    check_buyer_can_pay(&buyer, &trade.seller_id, trade.total_fen)?;
+    buyer.balance_fen -= trade.total_fen;
+    store.put_buyer(buyer);
+    Ok(mark_paid(ctx, store, trade, buyer_user_id, now))
+}
+
+/// The buyer-side checks of a balance payment (the sandbox pays from balance only).
+pub fn check_buyer_can_pay(buyer: &Buyer, seller_id: &str, total_fen: i64) -> Result<(), ApiError> {
+    if buyer.user_id == seller_id {
         return Err(ApiError::business(
             "ACQ.BUYER_SELLER_EQUAL",
             "买卖家不能相同",
         ));
     }
-    if buyer.balance_fen < trade.total_fen {
+    if buyer.balance_fen < total_fen {
         return Err(ApiError::business(
             "ACQ.BUYER_BALANCE_NOT_ENOUGH",
             "买家余额不足",
         ));
     }
-    buyer.balance_fen -= trade.total_fen;
-    store.put_buyer(buyer);
+    Ok(())
+}
+
+/// Records a trade as paid by `buyer_user_id` (the money has already moved) and queues the
+/// `TRADE_SUCCESS` notification.
+pub fn mark_paid(
+    ctx: &Ctx,
+    store: &mut Store,
+    mut trade: Trade,
+    buyer_user_id: &str,
+    now: Millis,
+) -> Trade {
     trade.state = TradeState::TradeSuccess;
     trade.buyer_user_id = Some(buyer_user_id.to_owned());
     trade.paid_at = Some(now);
@@ -603,5 +621,5 @@ pub fn pay(
     }
     store.put_trade(trade.clone());
     notify::trade_status(ctx, store, &trade, now, None);
-    Ok(trade)
+    trade
 }
