@@ -147,6 +147,20 @@ pub async fn start_qr_sale(
                 "QR code issued",
             )
             .await?;
+            // The notification normally settles the order; querying is the fallback, and at
+            // the end of the buyer's time the same job cancels the trade.
+            let payload = serde_json::json!({ "order_id": order_id }).to_string();
+            let first_poll = now + i64::from(svc.poll_interval_secs) * 1000;
+            let key = format!("resolve_payment:{order_id}");
+            jobs::enqueue(
+                &svc.db.pool,
+                "resolve_payment",
+                &key,
+                &payload,
+                first_poll,
+                now,
+            )
+            .await?;
             Ok(SaleStarted {
                 order_id,
                 out_trade_no,

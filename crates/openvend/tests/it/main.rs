@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod resolve;
 mod sale;
 mod store;
 mod vend;

@@ -18,6 +18,7 @@ pub struct Running {
     pub sandbox: std::sync::Arc<alipay_sandbox::Ctx>,
     pub sandbox_url: String,
     pub http_url: String,
+    pub data_dir: std::path::PathBuf,
     token: tokio_util::sync::CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -42,6 +43,7 @@ pub async fn start() -> Running {
         sandbox: app.sandbox_ctx().unwrap(),
         sandbox_url: app.sandbox_url().unwrap().to_owned(),
         http_url: app.public_url.clone(),
+        data_dir: dir.path().to_path_buf(),
         token: app.shutdown_token(),
         _dir: dir,
     };
@@ -69,11 +71,27 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
         if o.state == want {
             return o;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "order stuck in {:?}, wanted {want:?}",
-            o.state
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let jobs: Vec<String> = sqlx::query("SELECT kind, run_at, last_error FROM jobs")
+                .fetch_all(&r.app_services.db.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{} at {:?}: {:?}",
+                        j.get::<String, _>(0),
+                        j.try_get::<i64, _>(1).ok(),
+                        j.try_get::<Option<String>, _>(2).ok()
+                    )
+                })
+                .collect();
+            panic!(
+                "order stuck in {:?}, wanted {want:?}; now {}; jobs: {jobs:?}",
+                o.state,
+                r.app_services.now()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

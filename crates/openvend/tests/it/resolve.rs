@@ -1,0 +1,131 @@
+//! Unknown and unpaid outcomes are resolved by asking Alipay, never by guessing: an unpaid
+//! QR is cancelled when the buyer's time is up and its stock released; a manual refund over
+//! the operator API happens once however often it is sent.
+
+use std::time::Duration;
+
+use openvend::domain::order::OrderState;
+use openvend::pay::sale::start_qr_sale;
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+use crate::sale::{control, sale, start, wait_for_state};
+
+#[tokio::test]
+async fn an_unpaid_qr_order_is_cancelled_when_time_is_up_and_its_stock_released() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A3", 2), r.app_services.now())
+        .await
+        .unwrap();
+    let reserved = || async {
+        let row = sqlx::query("SELECT reserved FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = 'VM-0001' AND s.code = 'A3'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        row.try_get::<i64, _>(0)
+            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+            .unwrap()
+    };
+    assert_eq!(reserved().await, 2);
+
+    // Six minutes later (the buyer had five), the resolver queries, then cancels.
+    r.app_services.clock.advance(6 * 60_000);
+    r.app_services.jobs_ready.notify_one();
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Closed).await;
+    assert_eq!(reserved().await, 0);
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    assert!(timeline.iter().any(|e| e.2 == "closed"), "{timeline:?}");
+
+    // Alipay's side agrees: the trade is closed, nobody can pay it any more.
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/control/qr/pay", r.sandbox_url))
+        .json(&json!({ "qr_code": started.qr_code, "buyer_id": buyer }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+}
+
+#[tokio::test]
+async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let http = reqwest::Client::new();
+    let refund = |amount: i64| {
+        http.post(format!("{}/api/v1/orders/{}/refunds", r.http_url, order.id))
+            .bearer_auth(token.trim())
+            .json(&json!({ "amount_fen": amount, "reason": "customer complaint", "idempotency_key": "ticket-42" }))
+            .send()
+    };
+    let first = refund(100).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let second = refund(100).await.unwrap();
+    assert_eq!(second.status(), 202);
+    let other_amount = refund(150).await.unwrap();
+    assert_eq!(
+        other_amount.status(),
+        409,
+        "a key reused for another amount is refused"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let t = trades["trades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["out_trade_no"] == started.out_trade_no.as_str())
+            .unwrap()
+            .clone();
+        if t["refunded_fen"] == 100 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refund not done: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refunds: i64 = sqlx::query("SELECT COUNT(*) FROM refunds")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(refunds, 1);
+    let too_much = http
+        .post(format!("{}/api/v1/orders/{}/refunds", r.http_url, order.id))
+        .bearer_auth(token.trim())
+        .json(&json!({ "amount_fen": 251, "reason": "x", "idempotency_key": "ticket-43" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_much.status(), 422, "only 2.50 is left to refund");
+}
