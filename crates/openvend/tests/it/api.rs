@@ -29,6 +29,10 @@ async fn start() -> Api {
         api_token: Some("test-token-123".into()),
         ..Settings::default()
     };
+    let settings = Settings {
+        database_url: crate::store::postgres_url_if_asked().await.map(Into::into),
+        ..settings
+    };
     let app = App::build(settings).await.unwrap();
     let api = Api {
         url: app.public_url.clone(),

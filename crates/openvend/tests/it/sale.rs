@@ -37,6 +37,10 @@ pub async fn start() -> Running {
         sandbox_listen: "127.0.0.1:0".into(),
         ..Settings::default()
     };
+    let settings = Settings {
+        database_url: crate::store::postgres_url_if_asked().await.map(Into::into),
+        ..settings
+    };
     let app = App::build(settings).await.unwrap();
     let running = Running {
         app_services: app.services.clone(),

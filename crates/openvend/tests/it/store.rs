@@ -10,6 +10,20 @@ async fn sqlite_db() -> (Db, tempfile::TempDir) {
     (db, dir)
 }
 
+/// When `OPENVEND_TEST_POSTGRES` is set, the flow tests run on a fresh schema of that
+/// PostgreSQL instead of SQLite (`.ci/run.d/30-postgres.sh` does this): the URL of that schema.
+pub async fn postgres_url_if_asked() -> Option<String> {
+    let base = std::env::var("OPENVEND_TEST_POSTGRES").ok()?;
+    let schema = format!("t{}", std::process::id() as u64 * 1000 + rand_suffix());
+    let admin = Db::connect(&base, false).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
 /// A fresh schema in the PostgreSQL named by `OPENVEND_TEST_POSTGRES`.
 async fn postgres_db() -> Db {
     let base = std::env::var("OPENVEND_TEST_POSTGRES")
