@@ -209,7 +209,7 @@ impl Sandbox {
             key,
             public_key,
             clock,
-            faults: Faults::default(),
+            faults: Faults::with_seed(config.seed),
             base_url,
             app_keys: RwLock::new(HashMap::new()),
             notifier: tokio::sync::Notify::new(),
