@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod ids;
 pub mod model;
 pub mod notify;
+pub mod pages;
 pub mod store;
 
 use std::collections::HashMap;
@@ -254,6 +255,7 @@ impl Sandbox {
             .route("/gateway.do", any(gateway::handle))
             .route("/health", get(|| async { "ok" }))
             .merge(control::router())
+            .merge(pages::router())
             .with_state(ctx)
     }
 

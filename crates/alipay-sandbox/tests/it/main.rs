@@ -2,6 +2,7 @@
 
 mod faults;
 mod notifications;
+mod pages;
 mod receiver;
 mod support;
 mod trade;
