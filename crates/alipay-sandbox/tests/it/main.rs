@@ -3,6 +3,7 @@
 mod faults;
 mod notifications;
 mod pages;
+mod persistence;
 mod receiver;
 mod support;
 mod trade;
