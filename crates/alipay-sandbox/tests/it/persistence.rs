@@ -203,3 +203,19 @@ async fn a_restarted_sandbox_finds_everything_in_its_data_folder() {
     assert!(!again.qr_code.contains(&trade_no));
     second.stop().await;
 }
+
+#[test]
+fn the_config_file_example_in_the_docs_parses() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/sandbox.md"
+    ))
+    .unwrap();
+    let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let config: SandboxConfig = toml::from_str(&doc[start..end]).unwrap();
+    assert_eq!(config.notify_schedule_secs.len(), 8);
+    assert_eq!(config.apps.len(), 1);
+    assert_eq!(config.apps[0].redirect_uris.len(), 1);
+    assert!(!config.notify.refunds);
+}
