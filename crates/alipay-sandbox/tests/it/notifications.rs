@@ -411,3 +411,101 @@ async fn a_bad_fault_rule_is_refused_and_gateway_rules_keep_their_shape() {
     let all = sandbox.get("/control/faults").await;
     assert!(all["gateway"].as_array().unwrap().is_empty());
 }
+
+async fn closed_after_scan(sandbox: &TestSandbox, app: &TestApp, no: &str) {
+    let pre = app
+        .client
+        .execute(
+            &Precreate::new(no, "1.00".parse().unwrap(), "水").timeout_express("5m"),
+            &CallOptions::default(),
+        )
+        .await
+        .success()
+        .unwrap();
+    // The buyer scans (opens the QR page) but never pays.
+    let scan = reqwest::get(&pre.qr_code).await.unwrap();
+    assert_eq!(scan.status().as_u16(), 200);
+    sandbox
+        .post("/control/clock/advance", json!({ "seconds": 360 }))
+        .await;
+    let q = app
+        .client
+        .execute(
+            &alipay::api::trade::Query::by_out_trade_no(no),
+            &CallOptions::default(),
+        )
+        .await
+        .success()
+        .unwrap();
+    assert_eq!(q.trade_status, TradeStatus::TradeClosed);
+}
+
+#[tokio::test]
+async fn a_closed_trade_is_notified_only_when_the_policy_says_so() {
+    let quiet = spawn_sandbox_with(SandboxConfig::default()).await;
+    let receiver = Receiver::ok().await;
+    let app = app_notifying(&quiet, "2021000000000113", &receiver.url).await;
+    closed_after_scan(&quiet, &app, "n_close_quiet").await;
+    assert!(
+        notifications(&quiet, &app.app_id).await.is_empty(),
+        "Alipay's default: no TRADE_CLOSED notification"
+    );
+
+    let loud = spawn_sandbox_with(SandboxConfig {
+        notify: alipay_sandbox::config::NotifyPolicy {
+            trade_closed: true,
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let app = app_notifying(&loud, "2021000000000114", &receiver.url).await;
+    closed_after_scan(&loud, &app, "n_close_loud").await;
+    let bodies = wait_bodies(&receiver, 1).await;
+    let t = verify(&loud, &bodies[0]);
+    assert_eq!(t.trade_status, TradeStatus::TradeClosed);
+    assert_eq!(t.out_trade_no, "n_close_loud");
+    assert!(t.gmt_close.is_some());
+}
+
+async fn dropped_with_seed(seed: u64) -> Vec<String> {
+    let sandbox = spawn_sandbox_with(SandboxConfig {
+        seed,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let receiver = Receiver::ok().await;
+    let app = app_notifying(&sandbox, "2021000000000115", &receiver.url).await;
+    sandbox
+        .post(
+            "/control/faults",
+            json!({ "app_id": app.app_id, "notification": { "kind": "drop" }, "probability": 0.5 }),
+        )
+        .await;
+    let mut dropped = Vec::new();
+    for i in 0..12 {
+        let no = format!("n_chaos_{i}");
+        pay_new_trade(&sandbox, &app, &no).await;
+        // Each notification's fate is decided at its first attempt; wait for it.
+        let n = crate::receiver::eventually("the first attempt", || async {
+            let list = sandbox
+                .get(&format!("/control/notifications?out_trade_no={no}"))
+                .await;
+            let n = list["notifications"][0].clone();
+            (n["attempts"].as_u64().unwrap_or(0) >= 1).then_some(n)
+        })
+        .await;
+        if n["deliveries"][0]["fault"] == "drop" {
+            dropped.push(no);
+        }
+    }
+    dropped
+}
+
+#[tokio::test]
+async fn probabilistic_notification_faults_repeat_with_the_seed() {
+    let a = dropped_with_seed(99).await;
+    let b = dropped_with_seed(99).await;
+    assert_eq!(a, b, "same seed, same notifications dropped");
+    assert!(!a.is_empty() && a.len() < 12, "{a:?}");
+}
