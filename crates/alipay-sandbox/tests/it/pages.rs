@@ -653,3 +653,95 @@ async fn the_face_step_issues_an_ftoken_unless_the_light_is_weak() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// `alipay.trade.create` (the `alipay` crate does not type it yet).
+#[derive(serde::Serialize)]
+struct Create {
+    out_trade_no: String,
+    total_amount: String,
+    subject: String,
+    buyer_id: String,
+}
+
+impl alipay::ApiRequest for Create {
+    const METHOD: &'static str = "alipay.trade.create";
+    type Response = serde_json::Value;
+}
+
+#[tokio::test]
+async fn the_jsapi_flow_authorises_creates_and_pays_in_the_cashier_as_the_trades_buyer() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000312").await;
+    let buyer = sandbox.buyer("30.00").await;
+    let other = sandbox.buyer("30.00").await;
+
+    // 1. Silent login gives the page an auth_code for this buyer.
+    let page = get_page(
+        &sandbox,
+        &authorize_path(
+            &app.app_id,
+            "auth_base",
+            "https://m.example.com/h5",
+            "vm9",
+            Some(&buyer),
+        ),
+    )
+    .await;
+    let q = query_of(page.location.as_deref().unwrap());
+    let code = param(&q, "auth_code").unwrap().to_owned();
+    let user_id = sandbox.ctx.store().data.grants[&code].user_id.clone();
+    assert_eq!(user_id, buyer);
+
+    // 2. The merchant creates the trade for that buyer.
+    let created = app
+        .client
+        .execute(
+            &Create {
+                out_trade_no: "p_jsapi".into(),
+                total_amount: "7.00".into(),
+                subject: "果汁".into(),
+                buyer_id: user_id,
+            },
+            &CallOptions::default(),
+        )
+        .await
+        .success()
+        .expect("trade.create");
+    let trade_no = created["trade_no"].as_str().unwrap().to_owned();
+
+    // 3. tradePay opens the cashier: it shows the trade's buyer, no picker.
+    let cashier = get_page(&sandbox, &format!("/cashier?embed=1&trade_no={trade_no}")).await;
+    assert_eq!(cashier.status, 200);
+    assert!(cashier.body.contains(&format!("value=\"{buyer}\"")));
+    assert!(!cashier.body.contains("value=\"new\""));
+
+    // A forged buyer_id in the form does not change who pays.
+    let paid = post_form(
+        &sandbox,
+        "/cashier/pay",
+        &[
+            ("trade_no", &trade_no),
+            ("embed", "1"),
+            ("buyer_id", &other),
+            ("decision", "pay"),
+        ],
+    )
+    .await;
+    assert!(
+        paid.body.contains("data-result-code=\"9000\""),
+        "{}",
+        paid.body
+    );
+    let q = app
+        .client
+        .execute(&Query::by_out_trade_no("p_jsapi"), &CallOptions::default())
+        .await
+        .success()
+        .unwrap();
+    assert_eq!(q.trade_status, TradeStatus::TradeSuccess);
+    assert_eq!(q.buyer_user_id.as_deref(), Some(buyer.as_str()));
+    assert_eq!(
+        sandbox.get(&format!("/control/buyers/{other}")).await["balance_fen"],
+        3000
+    );
+}
