@@ -21,7 +21,14 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let concurrency: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
 
-    let sandbox = Sandbox::build(SandboxConfig { demo_buyers: 1, ..SandboxConfig::default() }, "127.0.0.1:0").await?;
+    let sandbox = Sandbox::build(
+        SandboxConfig {
+            demo_buyers: 1,
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await?;
     let ctx = sandbox.ctx();
     let key = AppPrivateKey::generate()?;
     alipay_sandbox::control::register_app_config(
@@ -46,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
 
     // One trade to query; precreates make new ones as the load runs.
     let seed = Precreate::new("load_seed", "1.00".parse()?, "load");
-    if !client.execute(&seed, &CallOptions::default()).await.is_success() {
+    if !client
+        .execute(&seed, &CallOptions::default())
+        .await
+        .is_success()
+    {
         anyhow::bail!("seed precreate failed");
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -63,11 +74,26 @@ async fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 // Four queries for every precreate, roughly a vending workload's mix.
                 let ok = if n % 5 == 0 {
-                    let p = Precreate::new(format!("load_{worker}_{n}"), "3.50".parse().unwrap_or_default(), "load");
-                    client.execute(&p, &CallOptions::default()).await.is_success()
+                    let p = Precreate::new(
+                        format!("load_{worker}_{n}"),
+                        "3.50".parse().unwrap_or_default(),
+                        "load",
+                    );
+                    client
+                        .execute(&p, &CallOptions::default())
+                        .await
+                        .is_success()
                 } else {
                     // Not scanned yet: a definite, signed ACQ.TRADE_NOT_EXIST answer.
-                    !matches!(client.execute(&Query::by_out_trade_no("load_seed"), &CallOptions::default()).await, Outcome::Unknown(_))
+                    !matches!(
+                        client
+                            .execute(
+                                &Query::by_out_trade_no("load_seed"),
+                                &CallOptions::default()
+                            )
+                            .await,
+                        Outcome::Unknown(_)
+                    )
                 };
                 latencies.push(t.elapsed());
                 if !ok {
@@ -89,15 +115,33 @@ async fn main() -> anyhow::Result<()> {
     let cpu = cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     stop.cancel();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
-    println!("gateway load: {seconds}s, {concurrency} concurrent clients, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "gateway load: {seconds}s, {concurrency} concurrent clients, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("  calls          {}", all.len());
     println!("  failures       {failures}");
     println!("  calls/s        {:.0}", all.len() as f64 / elapsed);
-    println!("  latency p50    {:.2} ms", pct(0.50).as_secs_f64() * 1000.0);
-    println!("  latency p99    {:.2} ms", pct(0.99).as_secs_f64() * 1000.0);
+    println!(
+        "  latency p50    {:.2} ms",
+        pct(0.50).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  latency p99    {:.2} ms",
+        pct(0.99).as_secs_f64() * 1000.0
+    );
     if let Some(cpu) = cpu {
-        println!("  CPU            {cpu:.1} s for client and sandbox together ({:.3} ms per call)", cpu * 1000.0 / all.len().max(1) as f64);
+        println!(
+            "  CPU            {cpu:.1} s for client and sandbox together ({:.3} ms per call)",
+            cpu * 1000.0 / all.len().max(1) as f64
+        );
     }
     Ok(())
 }

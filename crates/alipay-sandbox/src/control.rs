@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::api::fields::yuan;
 use crate::api::trade;
 use crate::config::AppConfig;
-use crate::fault::GatewayRule;
+use crate::fault::Rule;
 use crate::ids;
 use crate::model::{App, Buyer, KeyMode};
 use crate::{Ctx, gateway};
@@ -32,6 +32,11 @@ pub fn router() -> Router<Arc<Ctx>> {
         .route("/control/clock", get(get_clock))
         .route("/control/clock/advance", post(advance_clock))
         .route("/control/notifications", get(list_notifications))
+        .route("/control/notifications/{notify_id}", get(get_notification))
+        .route(
+            "/control/notifications/{notify_id}/resend",
+            post(resend_notification),
+        )
         .route(
             "/control/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -345,37 +350,109 @@ async fn advance_clock(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+struct NotificationFilter {
+    app_id: Option<String>,
+    out_trade_no: Option<String>,
+    trade_no: Option<String>,
+}
+
+fn notification_json(ctx: &Ctx, n: &crate::model::Notification) -> Value {
+    let params: serde_json::Map<String, Value> = n
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "notify_id": n.notify_id, "app_id": n.app_id, "url": n.url, "params": params,
+        "created_at": n.created_at, "acknowledged": n.acknowledged, "attempts": n.attempts,
+        "max_attempts": ctx.config.notify_schedule_secs.len(),
+        "next_attempt_at": n.next_attempt_at, "deliveries": n.deliveries,
+    })
+}
+
 async fn list_notifications(
     State(ctx): State<Arc<Ctx>>,
-    Query(f): Query<AppFilter>,
+    Query(f): Query<NotificationFilter>,
 ) -> Json<Value> {
-    let store = ctx.store();
-    let list: Vec<Value> = store
-        .data
-        .notifications
-        .values()
-        .filter(|n| f.app_id.as_ref().is_none_or(|a| *a == n.app_id))
-        .map(|n| {
-            let params: serde_json::Map<String, Value> = n.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-            json!({
-                "notify_id": n.notify_id, "app_id": n.app_id, "url": n.url, "params": params,
-                "acknowledged": n.acknowledged, "next_attempt_at": n.next_attempt_at, "deliveries": n.deliveries,
+    let param = |n: &crate::model::Notification, k: &str| {
+        n.params
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    };
+    let mut list: Vec<crate::model::Notification> = {
+        let store = ctx.store();
+        store
+            .data
+            .notifications
+            .values()
+            .filter(|n| f.app_id.as_ref().is_none_or(|a| *a == n.app_id))
+            .filter(|n| {
+                f.out_trade_no
+                    .as_ref()
+                    .is_none_or(|o| param(n, "out_trade_no").as_ref() == Some(o))
             })
-        })
-        .collect();
+            .filter(|n| {
+                f.trade_no
+                    .as_ref()
+                    .is_none_or(|t| param(n, "trade_no").as_ref() == Some(t))
+            })
+            .cloned()
+            .collect()
+    };
+    list.sort_by_key(|n| (n.seq, n.created_at));
+    let list: Vec<Value> = list.iter().map(|n| notification_json(&ctx, n)).collect();
     Json(json!({ "notifications": list }))
 }
 
-async fn list_faults(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
-    Json(json!({ "gateway": ctx.faults.gateway_rules() }))
+async fn get_notification(
+    State(ctx): State<Arc<Ctx>>,
+    Path(notify_id): Path<String>,
+) -> Result<Json<Value>> {
+    let n = ctx
+        .store()
+        .data
+        .notifications
+        .get(&notify_id)
+        .cloned()
+        .ok_or_else(|| not_found("no such notification"))?;
+    Ok(Json(notification_json(&ctx, &n)))
 }
 
-async fn add_fault(State(ctx): State<Arc<Ctx>>, Json(rule): Json<GatewayRule>) -> Json<Value> {
-    ctx.faults.add_gateway_rule(rule);
-    Json(json!({ "gateway": ctx.faults.gateway_rules() }))
+async fn resend_notification(
+    State(ctx): State<Arc<Ctx>>,
+    Path(notify_id): Path<String>,
+) -> Result<Json<Value>> {
+    if !crate::notify::resend(&ctx, &notify_id) {
+        return Err(not_found("no such notification"));
+    }
+    Ok(Json(json!({ "notify_id": notify_id, "resend": true })))
+}
+
+fn faults_json(ctx: &Ctx) -> Value {
+    json!({
+        "gateway": ctx.faults.gateway_rules(),
+        "notification": ctx.faults.notification_rules(),
+        "face": ctx.faults.face_rules(),
+        "seed": ctx.config.seed,
+    })
+}
+
+async fn list_faults(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    Json(faults_json(&ctx))
+}
+
+async fn add_fault(State(ctx): State<Arc<Ctx>>, Json(rule): Json<Value>) -> Result<Json<Value>> {
+    let rule = Rule::from_json(rule).map_err(bad)?;
+    ctx.faults.add(rule);
+    ctx.wake_notifier();
+    Ok(Json(faults_json(&ctx)))
 }
 
 async fn clear_faults(State(ctx): State<Arc<Ctx>>) -> StatusCode {
     ctx.faults.clear();
+    // Notifications held for an out-of-order batch are released.
+    ctx.wake_notifier();
     StatusCode::NO_CONTENT
 }

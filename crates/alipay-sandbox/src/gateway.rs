@@ -170,7 +170,7 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
     if let Some(delay) = fault.delay() {
         tokio::time::sleep(delay).await;
     }
-    if matches!(fault, GatewayFault::UnknownBefore(_)) {
+    if matches!(fault, GatewayFault::UnknownBefore { .. }) {
         return ctx.answer(&key, Err(fault.unknown_error()), charset);
     }
     let biz = match parse_biz(&params) {
@@ -189,10 +189,10 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
     let result = api::dispatch(&ctx, &call);
     ctx.wake_notifier();
     match fault {
-        GatewayFault::UnknownAfter(_) => ctx.answer(&key, Err(fault.unknown_error()), charset),
-        GatewayFault::NoAnswer(hold) => {
+        GatewayFault::UnknownAfter { .. } => ctx.answer(&key, Err(fault.unknown_error()), charset),
+        GatewayFault::NoAnswer { ms } => {
             // The operation happened; the caller never hears about it.
-            tokio::time::sleep(hold).await;
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             (StatusCode::GATEWAY_TIMEOUT, "").into_response()
         }
         _ => ctx.answer(&key, result, charset),

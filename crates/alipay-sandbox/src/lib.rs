@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod ids;
 pub mod model;
 pub mod notify;
+pub mod pages;
 pub mod store;
 
 use std::collections::HashMap;
@@ -209,7 +210,7 @@ impl Sandbox {
             key,
             public_key,
             clock,
-            faults: Faults::default(),
+            faults: Faults::with_seed(config.seed),
             base_url,
             app_keys: RwLock::new(HashMap::new()),
             notifier: tokio::sync::Notify::new(),
@@ -254,6 +255,7 @@ impl Sandbox {
             .route("/gateway.do", any(gateway::handle))
             .route("/health", get(|| async { "ok" }))
             .merge(control::router())
+            .merge(pages::router())
             .with_state(ctx)
     }
 

@@ -440,6 +440,12 @@ pub struct Notification {
     /// True once the merchant answered `success`.
     #[serde(default)]
     pub acknowledged: bool,
+    /// Attempts made (a duplicated attempt counts once; a dropped one counts).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Creation order among notifications.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One delivery attempt.
@@ -453,6 +459,13 @@ pub struct Delivery {
     pub answer: String,
     /// True if the answer was exactly `success`.
     pub success: bool,
+    /// Which attempt (0-based) this delivery belongs to.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The injected fault that shaped it (`drop`, `duplicate`, `delay`, `out_of_order`,
+    /// `bad_signature`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 /// Everything the sandbox keeps, by key.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::agreement::{self, SignRequest};
 use super::fund_auth::{self, FreezeKey};
-use super::{codes, face, oauth};
+use super::{codes, oauth};
 use crate::Ctx;
 use crate::api::fields::yuan;
 use crate::clock::fmt_ms;
@@ -30,7 +30,8 @@ pub fn router() -> Router<Arc<Ctx>> {
         .route("/control/oauth/authorize", post(authorize))
         .route("/control/fund_auth/freeze", post(freeze))
         .route("/control/agreements/sign", post(sign_agreement))
-        .route("/control/face/token", post(face_token))
+    // `POST /control/face/token` is served by the face page module, which also honours
+    // face-capture faults.
 }
 
 /// A refused control call: the status and a reason, as the other control endpoints answer.
@@ -193,17 +194,4 @@ async fn sign_agreement(
         "agreement_no": a.agreement_no, "external_agreement_no": a.external_agreement_no,
         "status": a.status, "sign_time": fmt_ms(a.signed_at),
     })))
-}
-
-#[derive(Debug, Deserialize)]
-struct FaceReq {
-    buyer_id: String,
-}
-
-async fn face_token(State(ctx): State<Arc<Ctx>>, Json(req): Json<FaceReq>) -> Result<Json<Value>> {
-    let ftoken = with_store(&ctx, |store, now| {
-        face::issue_ftoken(&ctx, store, &req.buyer_id, now)
-    })
-    .map_err(|e| unprocessable(format!("{}: {}", e.sub_code, e.sub_msg)))?;
-    Ok(Json(json!({ "ftoken": ftoken })))
 }

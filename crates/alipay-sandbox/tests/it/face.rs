@@ -58,5 +58,5 @@ async fn an_ftoken_names_its_buyer_until_it_expires() {
             json!({ "buyer_id": "2088000000000000" }),
         )
         .await;
-    assert_eq!(status, 422);
+    assert_eq!(status, 404, "an unknown buyer is not found");
 }

@@ -1,11 +1,17 @@
 //! Integration tests: the real sandbox on port 0, driven over real HTTP by the `alipay` client.
 
+mod receiver;
+mod support;
+
 mod agreement;
 mod face;
+mod faults;
 mod fund_auth;
+mod notifications;
 mod oauth;
+mod pages;
 mod pay;
+mod persistence;
 mod refund;
 mod royalty;
-mod support;
 mod trade;
