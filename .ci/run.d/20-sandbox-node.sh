@@ -2,9 +2,8 @@
 # Interop: the official Node SDK (alipay-sdk) against the Alipay sandbox.
 # Starts a sandbox on a free port with a fresh data folder and a fresh app key, runs
 # interop/sandbox-node/interop.mjs, stops the sandbox. Any failure fails the step.
-#
-# The sandbox runs from the `serve` example until `openvend sandbox --listen ADDR --data DIR`
-# exists; then replace SANDBOX_CMD with: cargo run --release -p openvend -- sandbox ...
+# (The `serve` example prints machine-readable lines; `openvend sandbox` prints the same
+# facts for people.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -59,10 +58,8 @@ gateway_url="$(sed -n 's/^gateway_url=//p' "$work/sandbox.out")"
 key_file="$(sed -n 's/^alipay_public_key_file=//p' "$work/sandbox.out")"
 
 echo "--> interop script"
-# refund/close come with the business-API branch; until then they are reported SKIPPED.
 SANDBOX_GATEWAY_URL="$gateway_url" \
 SANDBOX_APP_ID="$app_id" \
 SANDBOX_APP_PRIVATE_KEY_FILE="$work/app_private_key.pem" \
 SANDBOX_ALIPAY_PUBLIC_KEY_FILE="$key_file" \
-INTEROP_ALLOW_MISSING_METHODS=1 \
   node interop/sandbox-node/interop.mjs
