@@ -129,3 +129,93 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
         .unwrap();
     assert_eq!(too_much.status(), 422, "only 2.50 is left to refund");
 }
+
+#[tokio::test]
+async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
+    let r = start().await;
+    // Alipay creates the trade but answers "unknown" (F: gateway 20000 after performing).
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap_err();
+    let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
+        panic!("expected an unknown result, got {err}")
+    };
+    // No QR code reached the machine, so nobody can pay: the resolver asks, then cancels.
+    let order = wait_for_state(&r, &out_trade_no, OrderState::Closed).await;
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.2.as_str()).collect();
+    assert!(
+        kinds.contains(&"precreate_unknown") && kinds.contains(&"closed"),
+        "{kinds:?}"
+    );
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_trade_no"] == out_trade_no.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        t["trade_status"], "TRADE_CLOSED",
+        "Alipay's side is closed too: {t}"
+    );
+}
+
+#[tokio::test]
+async fn a_payment_whose_notification_is_lost_is_found_by_query() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "notification": { "kind": "drop" } }),
+    )
+    .await;
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+
+    // The notification never comes; the next poll (10 s later) asks Alipay and finds it paid.
+    r.app_services.clock.advance(11_000);
+    r.app_services.jobs_ready.notify_one();
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "paid" && e.3.contains("query")),
+        "{timeline:?}"
+    );
+    let dispense: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(dispense, 1);
+}
