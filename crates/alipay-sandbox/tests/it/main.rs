@@ -1,5 +1,7 @@
 //! Integration tests: the real sandbox on port 0, driven over real HTTP by the `alipay` client.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on setup errors
+
 mod receiver;
 mod support;
 
@@ -15,3 +17,4 @@ mod persistence;
 mod refund;
 mod royalty;
 mod trade;
+mod typed_client;
