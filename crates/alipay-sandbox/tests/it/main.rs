@@ -9,6 +9,7 @@ mod agreement;
 mod face;
 mod faults;
 mod fund_auth;
+mod gateway;
 mod notifications;
 mod oauth;
 mod pages;
