@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
+type Params = Vec<(String, String)>;
+
 /// Signed parameters for `method` with `biz`, by the app's key; `tweak` edits them before signing.
 fn signed(
     app: &TestApp,
@@ -151,7 +153,7 @@ async fn requests_are_checked_in_alipays_order_with_its_codes() {
                 .unwrap()
         }
     };
-    let cases: Vec<(Vec<(String, String)>, &str, &str, bool)> = vec![
+    let cases: Vec<(Params, &str, &str, bool)> = vec![
         (
             signed(&app, method, biz, |p| p.retain(|(k, _)| k != "app_id")),
             "40001",
