@@ -8,7 +8,6 @@ use alipay::{CallOptions, Outcome, TradeStatus};
 use super::Next;
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::services::Services;
-use crate::store::jobs;
 use crate::store::orders::{self, Order};
 
 /// One step of resolving order `order_id`.
@@ -141,40 +140,18 @@ pub async fn confirm_paid(
     trade_no: &str,
     source: &str,
 ) -> anyhow::Result<()> {
-    let now = svc.now();
     let mut tx = svc.db.pool.begin().await?;
-    orders::transition(
-        &mut *tx,
+    orders::mark_paid(
+        &mut tx,
         order.id,
         order.state,
-        OrderEvent::PaymentConfirmed,
-        now,
-    )
-    .await?;
-    sqlx::query("UPDATE orders SET trade_no = $1 WHERE id = $2")
-        .bind(trade_no)
-        .bind(order.id)
-        .execute(&mut *tx)
-        .await?;
-    orders::add_event(
-        &mut *tx,
-        order.id,
-        now,
-        "alipay",
-        "paid",
-        &format!("confirmed by {source}"),
-    )
-    .await?;
-    let payload = serde_json::json!({ "order_id": order.id }).to_string();
-    jobs::enqueue(
-        &mut *tx,
-        "dispense",
-        &format!("dispense:{}", order.id),
-        &payload,
-        now,
-        now,
+        trade_no,
+        None,
+        svc.now(),
+        source,
     )
     .await?;
     tx.commit().await?;
+    svc.jobs_ready.notify_one();
     Ok(())
 }

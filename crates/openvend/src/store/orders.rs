@@ -280,3 +280,44 @@ pub async fn timeline(
         .collect::<Result<_, sqlx::Error>>()
         .map_err(OrderError::from)
 }
+
+/// Marks an order paid from `from` (a verified notification or query), records Alipay's trade
+/// number and the buyer, and queues its dispense — all in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn mark_paid(
+    tx: &mut sqlx::AnyConnection,
+    order_id: i64,
+    from: OrderState,
+    trade_no: &str,
+    buyer_id: Option<&str>,
+    now: i64,
+    source: &str,
+) -> Result<(), OrderError> {
+    transition(&mut *tx, order_id, from, OrderEvent::PaymentConfirmed, now).await?;
+    sqlx::query("UPDATE orders SET trade_no = $1, buyer_id = COALESCE($2, buyer_id) WHERE id = $3")
+        .bind(trade_no)
+        .bind(buyer_id)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "alipay",
+        "paid",
+        &format!("confirmed by {source}"),
+    )
+    .await?;
+    let payload = serde_json::json!({ "order_id": order_id }).to_string();
+    super::jobs::enqueue(
+        &mut *tx,
+        "dispense",
+        &format!("dispense:{order_id}"),
+        &payload,
+        now,
+        now,
+    )
+    .await?;
+    Ok(())
+}

@@ -20,7 +20,6 @@ use sqlx::Row as _;
 
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::services::Services;
-use crate::store::jobs;
 use crate::store::orders::{self, OrderError};
 
 /// Notifications are small; anything larger is refused before it is read.
@@ -137,42 +136,28 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
             ) {
-                orders::transition(
-                    &mut *tx,
+                let buyer = n.buyer.as_ref().map(|b| b.as_str().to_owned());
+                orders::mark_paid(
+                    &mut tx,
                     order.id,
                     order.state,
-                    OrderEvent::PaymentConfirmed,
+                    &n.trade_no,
+                    buyer.as_deref(),
                     now,
-                )
-                .await?;
-                sqlx::query("UPDATE orders SET trade_no = $1, buyer_id = $2 WHERE id = $3")
-                    .bind(&n.trade_no)
-                    .bind(n.buyer.as_ref().map(|b| b.as_str().to_owned()))
-                    .bind(order.id)
-                    .execute(&mut *tx)
-                    .await?;
-                let payload = serde_json::json!({ "order_id": order.id }).to_string();
-                jobs::enqueue(
-                    &mut *tx,
-                    "dispense",
-                    &format!("dispense:{}", order.id),
-                    &payload,
-                    now,
-                    now,
+                    "notification",
                 )
                 .await?;
             } else if order.state == OrderState::Closed {
-                // Paid after we closed it: money arrived for an order we will not serve.
-                let payload =
-                    serde_json::json!({ "order_id": order.id, "reason": "paid after close" })
-                        .to_string();
-                jobs::enqueue(
+                // We close an order only after Alipay confirmed the trade closed, so a payment
+                // now is an anomaly for a person to look at, never something to guess about.
+                tracing::error!(out_trade_no = %n.out_trade_no, "payment notified for an order closed as unpaid");
+                orders::add_event(
                     &mut *tx,
-                    "refund_late_payment",
-                    &format!("late:{}", order.id),
-                    &payload,
+                    order.id,
                     now,
-                    now,
+                    "alipay",
+                    "paid_after_close",
+                    "needs a person: refund or serve",
                 )
                 .await?;
             }
