@@ -9,7 +9,13 @@
 //! - [`http`]: the HTTP fallback for machines without MQTT.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
+pub mod ledger;
+pub mod mqtt;
 pub mod protocol;
 pub mod signing;
 
+pub use ledger::{
+    Clock, CommandRecord, DeviceChannel, DeviceError, DeviceEvent, ManualClock, PendingCommand,
+    SystemClock,
+};
 pub use protocol::{Command, Event, Rejection};
