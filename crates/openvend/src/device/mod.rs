@@ -9,6 +9,8 @@
 //! - [`http`]: the HTTP fallback for machines without MQTT.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
+
+pub mod http;
 pub mod ledger;
 pub mod mqtt;
 pub mod protocol;
