@@ -3,4 +3,5 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on setup errors
 
+mod device;
 mod store;
