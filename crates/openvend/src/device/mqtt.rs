@@ -63,6 +63,10 @@ pub struct LinkSettings {
     pub username: Option<String>,
     /// Server password.
     pub password: Option<Secret>,
+    /// Ask the broker to keep the session (subscription and queued QoS 1 events) while the
+    /// server is away. True in production; tests on a shared broker turn it off so they
+    /// leave no sessions behind.
+    pub persistent_session: bool,
 }
 
 impl LinkSettings {
@@ -99,6 +103,7 @@ impl LinkSettings {
             client_id: "openvend-server".into(),
             username: s.username.clone(),
             password: s.password.clone(),
+            persistent_session: true,
         })
     }
 }
@@ -114,7 +119,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
         settings.port,
     );
     opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(false);
+    opts.set_clean_session(!settings.persistent_session);
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
     if let Some(user) = &settings.username {
         let pass = settings

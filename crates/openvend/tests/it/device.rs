@@ -309,6 +309,7 @@ fn the_worked_signing_example_in_the_protocol_document_holds() {
 struct Machine {
     client: AsyncClient,
     cmds: mpsc::UnboundedReceiver<Envelope>,
+    pubacks: mpsc::UnboundedReceiver<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -327,6 +328,7 @@ async fn machine(port: u16, code: &str, password: Option<&str>) -> Machine {
     }
     let (client, mut el) = AsyncClient::new(opts, 64);
     let (tx, cmds) = mpsc::unbounded_channel();
+    let (ack_tx, pubacks) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let sub = client.clone();
     let topic = mqtt::cmd_topic(code);
@@ -345,13 +347,21 @@ async fn machine(port: u16, code: &str, password: Option<&str>) -> Machine {
                 Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                     let _ = tx.send(serde_json::from_slice(&p.payload).unwrap());
                 }
+                Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) => {
+                    let _ = ack_tx.send(());
+                }
                 Ok(_) => {}
                 Err(e) => panic!("machine connection failed: {e}"),
             }
         }
     });
     tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
-    Machine { client, cmds, task }
+    Machine {
+        client,
+        cmds,
+        pubacks,
+        task,
+    }
 }
 
 impl Machine {
@@ -380,6 +390,20 @@ async fn wait_link_up(channel: &DeviceChannel) {
 
 /// The whole MQTT story against a broker at `port`; `server` are the link's credentials.
 async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&str>)) {
+    let (m1, m2) = (f.m1.clone(), f.m2.clone());
+    let pw = |s: &'static str| if server.1.is_some() { Some(s) } else { None };
+    let mut vm = machine(port, &m1, pw(SECRET_1)).await;
+    let evt = mqtt::evt_topic(&m1);
+
+    // A genuine but retained event, waiting on the broker before the server subscribes: it
+    // must be ignored (were it accepted, it would be the first event below, not the ack).
+    let retained = f.event(&m1, SECRET_1, "r-1", "heartbeat", r#"{"fw":"retained"}"#);
+    vm.publish(evt.clone(), retained, true).await;
+    tokio::time::timeout(WAIT, vm.pubacks.recv())
+        .await
+        .unwrap()
+        .unwrap(); // stored by the broker
+
     let shutdown = CancellationToken::new();
     let link = tokio::spawn(mqtt::run_link(
         f.channel.clone(),
@@ -389,13 +413,14 @@ async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&
             client_id: unique("srv"),
             username: server.0,
             password: server.1.map(Into::into),
+            persistent_session: false,
         },
         shutdown.clone(),
     ));
     wait_link_up(&f.channel).await;
-    let (m1, m2) = (f.m1.clone(), f.m2.clone());
-    let pw = |s: &'static str| if server.1.is_some() { Some(s) } else { None };
-    let mut vm = machine(port, &m1, pw(SECRET_1)).await;
+    // Clear the retained message (an empty retained publish; the server ignores it as
+    // malformed).
+    vm.publish(evt.clone(), Vec::new(), true).await;
 
     // Arrange: the server sends a dispense command.
     let command_id = f.dispense(&m1).await;
@@ -418,7 +443,6 @@ async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&
     );
 
     // It acks (twice, a QoS 1 style duplicate), then reports the result.
-    let evt = mqtt::evt_topic(&m1);
     let a = f.event(&m1, SECRET_1, "q-1", "ack", &ack(&command_id, "accepted"));
     vm.publish(evt.clone(), a.clone(), false).await;
     vm.publish(evt.clone(), a, false).await;
@@ -500,8 +524,6 @@ async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&
     vm.publish(mqtt::evt_topic(&m2), m1_on_m2, false).await;
     let m1_env_on_m2 = f.event(&m1, SECRET_1, "q-10", "heartbeat", hb);
     vm.publish(mqtt::evt_topic(&m2), m1_env_on_m2, false).await;
-    // A retained message is ignored even if genuine (only Mosquitto retains; harmless on
-    // rumqttd). Cleared afterwards so later subscribers do not see it.
     let sentinel = f.event(
         &m1,
         SECRET_1,
@@ -767,8 +789,9 @@ async fn a_long_poll_wakes_when_a_command_is_recorded() {
         vec![],
     );
     let send = async {
-        // Yield a few times so the poll is likely registered; correctness does not depend
-        // on it (a command recorded first is returned by the first look).
+        // Usually the poll is already waiting when the command is recorded; if not, the
+        // poll's first look finds it. Either way the answer must be this command (the
+        // "registered before send" case is not forced here: there is no hook to await it).
         tokio::task::yield_now().await;
         f.dispense(&f.m1).await
     };
