@@ -163,7 +163,9 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                 if let Err(e) = client.try_subscribe(EVT_FILTER, QoS::AtLeastOnce) {
                     tracing::warn!(error = %e, "could not queue the subscription");
                 }
-                let _ = work_tx.send(Work::RedeliverAll);
+                if work_tx.send(Work::RedeliverAll).is_err() {
+                    tracing::error!("MQTT worker stopped; pending commands not re-delivered");
+                }
             }
             Ok(MqttEvent::Incoming(Packet::SubAck(_))) => channel.set_link_up(true),
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -175,10 +177,13 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                     tracing::warn!(topic = %p.topic, "message on an unknown topic ignored");
                     continue;
                 };
-                let _ = work_tx.send(Work::Message {
+                let work = Work::Message {
                     machine: machine.to_owned(),
                     payload: p.payload.to_vec(),
-                });
+                };
+                if work_tx.send(work).is_err() {
+                    tracing::error!(topic = %p.topic, "MQTT worker stopped; event dropped");
+                }
             }
             Ok(_) => {}
             Err(e) => {
