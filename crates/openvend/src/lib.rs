@@ -1,6 +1,7 @@
 //! OpenVend: the operator platform for Alipay-paid vending machines.
 //!
 //! - [`domain`]: business rules without I/O (slots, orders and their state machines, royalty).
+//! - [`device`]: the device channel (MQTT and HTTP) to the machines.
 //! - [`cli`]: the `openvend` subcommands.
 
 #![forbid(unsafe_code)]
@@ -9,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod device;
 pub mod domain;
 pub mod ids;
 pub mod jobs;

@@ -26,6 +26,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_core"),
     migration!(2, "0002_orders"),
     migration!(3, "0003_jobs"),
+    migration!(4, "0004_device"),
     migration!(5, "0005_sale"),
 ];
 

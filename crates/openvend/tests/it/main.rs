@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod device;
 mod resolve;
 mod sale;
 mod store;

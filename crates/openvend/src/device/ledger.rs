@@ -1,0 +1,661 @@
+//! The command ledger and the event pipeline: [`DeviceChannel`], the one handle the order
+//! flow holds.
+//!
+//! Lifecycle of a command: [`DeviceChannel::send`] writes the intent row (`pending`) and
+//! commits, *then* publishes (F9: no network call inside a transaction, no publish without a
+//! record). A successful hand-over to the transport makes it `sent`; only the machine's own
+//! `ack` makes it `acknowledged` or `rejected`, and its `dispense_result` makes it `done`. A
+//! command not acknowledged before `expires_at` (server clock) is `expired` and never
+//! re-sent; anything the machine says about it afterwards is refused.
+//!
+//! Lifecycle of an event: [`DeviceChannel::receive`] verifies it ([`super::protocol`]),
+//! then in one transaction checks the `msg_id` is new, checks an ack/result against the
+//! ledger, applies it and records the event; after commit, the event goes to the stream.
+//! A refused or duplicate event rolls back: nothing is recorded, nothing changes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Row as _;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::protocol::{AckStatus, Command, Envelope, Event, Rejection, Verified, open_envelope};
+use crate::store::Db;
+
+/// Default time a command may wait for its machine's ack.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// The server's clock, injectable so tests never sleep.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now, Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock reading `now_ms`.
+    pub fn new(now_ms: i64) -> ManualClock {
+        ManualClock(AtomicI64::new(now_ms))
+    }
+    /// Moves the clock forward.
+    pub fn advance(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A machine as the device channel knows it.
+#[derive(Clone)]
+pub struct MachineAuth {
+    /// Row id.
+    pub id: i64,
+    /// Machine code (MQTT username, topic segment, envelope `machine`).
+    pub code: String,
+    secret: String,
+}
+
+impl MachineAuth {
+    /// The machine secret's bytes (HMAC key, MQTT password).
+    pub fn secret(&self) -> &[u8] {
+        self.secret.as_bytes()
+    }
+}
+
+impl fmt::Debug for MachineAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MachineAuth")
+            .field("id", &self.id)
+            .field("code", &self.code)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A verified, first-seen event, as the order flow receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEvent {
+    /// The machine's row id.
+    pub machine_id: i64,
+    /// The machine code.
+    pub machine: String,
+    /// The envelope's `msg_id`.
+    pub msg_id: String,
+    /// The machine's clock when it sent the event.
+    pub ts: i64,
+    /// The server's clock when it was accepted.
+    pub received_at: i64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// A command still waiting for its machine, as it is (re-)delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCommand {
+    /// The command id (= the envelope's `msg_id`).
+    pub command_id: String,
+    /// The signed envelope JSON, identical on every delivery.
+    pub payload: String,
+    /// Server-clock expiry, Unix ms.
+    pub expires_at: i64,
+}
+
+/// A command's ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// The command id.
+    pub command_id: String,
+    /// The machine's row id.
+    pub machine_id: i64,
+    /// `dispense`, `show_qr`, …
+    pub kind: String,
+    /// The order, if any.
+    pub order_id: Option<String>,
+    /// `pending`, `sent`, `acknowledged`, `rejected`, `done` or `expired`.
+    pub state: String,
+    /// The ack reason or the result body.
+    pub result: Option<String>,
+}
+
+/// Why a command could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// No machine has this code.
+    #[error("unknown machine {0:?}")]
+    UnknownMachine(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// Where commands are published once recorded (the MQTT link).
+pub(super) type Publisher = rumqttc::AsyncClient;
+
+/// The device channel: send commands, receive verified events. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DeviceChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    ttl_ms: i64,
+    events: mpsc::Sender<DeviceEvent>,
+    mqtt: Mutex<Option<Publisher>>,
+    /// Woken whenever a command is recorded, for HTTP long-polls.
+    new_command: Notify,
+    /// Whether the MQTT link is connected and subscribed (health checks, tests).
+    link_up: watch::Sender<bool>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceChannel")
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceChannel {
+    /// A channel over `db`, and the stream of verified, deduplicated events. The stream is
+    /// bounded: if nobody reads it, receiving blocks (events are durable in `device_events`
+    /// either way).
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        ttl: Duration,
+    ) -> (DeviceChannel, mpsc::Receiver<DeviceEvent>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let inner = Inner {
+            db,
+            clock,
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            events: tx,
+            mqtt: Mutex::new(None),
+            new_command: Notify::new(),
+            link_up: watch::Sender::new(false),
+        };
+        (
+            DeviceChannel {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
+    }
+
+    /// The server clock reading.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub(super) fn attach_mqtt(&self, client: Option<Publisher>) {
+        if let Ok(mut slot) = self.inner.mqtt.lock() {
+            *slot = client;
+        }
+    }
+
+    pub(super) fn set_link_up(&self, up: bool) {
+        self.inner.link_up.send_replace(up);
+    }
+
+    /// Watches whether the MQTT link is connected and subscribed to the event topics.
+    pub fn link_up(&self) -> watch::Receiver<bool> {
+        self.inner.link_up.subscribe()
+    }
+
+    fn mqtt(&self) -> Option<Publisher> {
+        self.inner.mqtt.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(super) fn new_command(&self) -> &Notify {
+        &self.inner.new_command
+    }
+
+    /// Looks a machine up by code.
+    pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, code, secret FROM machines WHERE code = $1")
+            .bind(code)
+            .fetch_optional(&self.inner.db.pool)
+            .await?;
+        row.map(|r| {
+            Ok(MachineAuth {
+                id: r.try_get(0)?,
+                code: r.try_get(1)?,
+                secret: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records `command` for `machine` (the intent), then publishes it. Returns the command
+    /// id the machine will echo. A failed publish leaves the command `pending`; it is
+    /// re-delivered when the machine or the link comes back, until it expires.
+    pub async fn send(&self, machine: &str, command: Command) -> Result<String, DeviceError> {
+        let m = self
+            .machine(machine)
+            .await?
+            .ok_or_else(|| DeviceError::UnknownMachine(machine.to_owned()))?;
+        let command_id = new_command_id();
+        let now = self.now_ms();
+        let expires_at = now.saturating_add(self.inner.ttl_ms);
+        let envelope = Envelope::seal(
+            &m.code,
+            m.secret(),
+            &command_id,
+            now,
+            command.kind(),
+            command.body_json(),
+        );
+        let payload = String::from_utf8(envelope.to_bytes()).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO device_commands (machine_id, command_id, kind, order_id, payload, state, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+        )
+        .bind(m.id)
+        .bind(&command_id)
+        .bind(command.kind())
+        .bind(command.order_id())
+        .bind(&payload)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.inner.db.pool)
+        .await?;
+        self.inner.new_command.notify_waiters();
+        tracing::info!(machine = %m.code, command.id = %command_id, kind = command.kind(), "device command recorded");
+        self.publish(
+            &m.code,
+            &PendingCommand {
+                command_id: command_id.clone(),
+                payload,
+                expires_at,
+            },
+        )
+        .await;
+        Ok(command_id)
+    }
+
+    /// Hands a recorded command to the MQTT link, if there is one, and marks it `sent`.
+    async fn publish(&self, machine: &str, cmd: &PendingCommand) {
+        let Some(client) = self.mqtt() else {
+            return;
+        };
+        let topic = super::mqtt::cmd_topic(machine);
+        match client
+            .publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                cmd.payload.clone().into_bytes(),
+            )
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = self.mark_sent(&cmd.command_id).await {
+                    tracing::warn!(command.id = %cmd.command_id, error = %e, "could not mark command sent");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(command.id = %cmd.command_id, error = %e, "publish failed; command stays pending")
+            }
+        }
+    }
+
+    pub(super) async fn mark_sent(&self, command_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE device_commands SET state = 'sent', sent_at = $2 WHERE command_id = $1 AND state = 'pending'",
+        )
+        .bind(command_id)
+        .bind(self.now_ms())
+        .execute(&self.inner.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Commands for `machine` that still wait for its ack and are within their TTL, oldest
+    /// first.
+    pub async fn pending_for(&self, machine: &str) -> Result<Vec<PendingCommand>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.command_id, c.payload, c.expires_at FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+             WHERE m.code = $1 AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
+        )
+        .bind(machine)
+        .bind(self.now_ms())
+        .fetch_all(&self.inner.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingCommand {
+                    command_id: r.try_get(0)?,
+                    payload: r.try_get(1)?,
+                    expires_at: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Re-publishes `machine`'s pending commands (same id, same bytes: the machine executes
+    /// each id once).
+    pub async fn redeliver(&self, machine: &str) {
+        match self.pending_for(machine).await {
+            Ok(cmds) => {
+                for c in &cmds {
+                    self.publish(machine, c).await;
+                }
+            }
+            Err(e) => tracing::warn!(machine, error = %e, "could not list pending commands"),
+        }
+    }
+
+    /// Re-publishes every machine's pending commands (after the MQTT link reconnects).
+    pub async fn redeliver_all(&self) {
+        let machines = sqlx::query(
+            "SELECT DISTINCT m.code FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+             WHERE c.state IN ('pending', 'sent') AND c.expires_at > $1",
+        )
+        .bind(self.now_ms())
+        .fetch_all(&self.inner.db.pool)
+        .await;
+        match machines {
+            Ok(rows) => {
+                for r in rows {
+                    if let Ok(code) = r.try_get::<String, _>(0) {
+                        self.redeliver(&code).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list pending commands"),
+        }
+    }
+
+    /// Marks commands past their TTL and never acknowledged as `expired`; returns how many.
+    /// The order flow calls this (or a job does) and refunds their orders.
+    pub async fn expire_due(&self) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
+        )
+        .bind(self.now_ms())
+        .execute(&self.inner.db.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The ledger row of a command.
+    pub async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT command_id, machine_id, kind, order_id, state, result FROM device_commands WHERE command_id = $1",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.inner.db.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CommandRecord {
+                command_id: r.try_get(0)?,
+                machine_id: r.try_get(1)?,
+                kind: r.try_get(2)?,
+                order_id: r.try_get(3)?,
+                state: r.try_get(4)?,
+                result: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The full incoming pipeline for one raw message from the machine the transport
+    /// authenticated as `authenticated`: verify, deduplicate, apply, record, then forward to
+    /// the event stream. A rejection is logged with its reason and changes nothing.
+    pub async fn receive(&self, authenticated: &str, raw: &[u8]) -> Result<DeviceEvent, Rejection> {
+        let result = self.receive_inner(authenticated, raw).await;
+        match &result {
+            Ok(ev) => {
+                tracing::debug!(machine = %ev.machine, msg_id = %ev.msg_id, kind = ev.event.kind(), "device event accepted");
+                if matches!(ev.event, Event::Heartbeat { .. }) {
+                    self.redeliver(&ev.machine).await;
+                }
+                if self.inner.events.send(ev.clone()).await.is_err() {
+                    tracing::warn!(machine = %ev.machine, msg_id = %ev.msg_id, "event stream closed; event is stored only");
+                }
+            }
+            Err(Rejection::Duplicate) => {
+                tracing::debug!(machine = authenticated, "duplicate device message ignored")
+            }
+            Err(reason) => {
+                tracing::warn!(machine = authenticated, %reason, "device message ignored")
+            }
+        }
+        result
+    }
+
+    async fn receive_inner(
+        &self,
+        authenticated: &str,
+        raw: &[u8],
+    ) -> Result<DeviceEvent, Rejection> {
+        let m = self
+            .machine(authenticated)
+            .await
+            .map_err(internal)?
+            .ok_or(Rejection::UnknownMachine)?;
+        let now = self.now_ms();
+        let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
+        let mut tx = self.inner.db.pool.begin().await.map_err(internal)?;
+        let seen = sqlx::query("SELECT 1 FROM device_events WHERE machine_id = $1 AND msg_id = $2")
+            .bind(m.id)
+            .bind(&envelope.msg_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+        if seen.is_some() {
+            return Err(Rejection::Duplicate);
+        }
+        match &event {
+            Event::Ack {
+                command_id,
+                status,
+                reason,
+            } => apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now).await?,
+            Event::DispenseResult {
+                command_id,
+                order_id,
+                ..
+            } => apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?,
+            Event::Heartbeat { .. } => {
+                sqlx::query(
+                    "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
+                )
+                .bind(m.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+            }
+            _ => {}
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(m.id)
+        .bind(&envelope.msg_id)
+        .bind(&envelope.kind)
+        .bind(now)
+        .bind(&envelope.body)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            // A concurrent copy of the same message won the race.
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
+                return Err(Rejection::Duplicate);
+            }
+            return Err(internal(e));
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(DeviceEvent {
+            machine_id: m.id,
+            machine: m.code,
+            msg_id: envelope.msg_id,
+            ts: envelope.ts,
+            received_at: now,
+            event,
+        })
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+struct OpenCommand {
+    kind: String,
+    order_id: Option<String>,
+    state: String,
+    expires_at: i64,
+}
+
+/// The command, if it exists *and* belongs to this machine; one answer for both cases so a
+/// machine cannot probe other machines' command ids.
+async fn load_command(
+    tx: &mut Tx<'_>,
+    machine_id: i64,
+    command_id: &str,
+) -> Result<OpenCommand, Rejection> {
+    let row = sqlx::query(
+        "SELECT kind, order_id, state, expires_at FROM device_commands WHERE command_id = $1 AND machine_id = $2",
+    )
+    .bind(command_id)
+    .bind(machine_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| Rejection::Refused("no such command for this machine".into()))?;
+    Ok(OpenCommand {
+        kind: row.try_get(0).map_err(internal)?,
+        order_id: row.try_get(1).map_err(internal)?,
+        state: row.try_get(2).map_err(internal)?,
+        expires_at: row.try_get(3).map_err(internal)?,
+    })
+}
+
+fn is_expired(c: &OpenCommand, now: i64) -> bool {
+    c.state == "expired" || (matches!(c.state.as_str(), "pending" | "sent") && c.expires_at <= now)
+}
+
+async fn apply_ack(
+    tx: &mut Tx<'_>,
+    machine_id: i64,
+    command_id: &str,
+    status: AckStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), Rejection> {
+    let c = load_command(tx, machine_id, command_id).await?;
+    if is_expired(&c, now) {
+        return Err(Rejection::Refused(
+            "command expired before it was acknowledged".into(),
+        ));
+    }
+    if !matches!(c.state.as_str(), "pending" | "sent") {
+        return Err(Rejection::Refused(format!("command already {}", c.state)));
+    }
+    let new_state = match status {
+        AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
+        AckStatus::Rejected => "rejected",
+    };
+    sqlx::query(
+        "UPDATE device_commands SET state = $2, acked_at = $3, result = $4 WHERE command_id = $1",
+    )
+    .bind(command_id)
+    .bind(new_state)
+    .bind(now)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await
+    .map_err(internal)?;
+    Ok(())
+}
+
+async fn apply_result(
+    tx: &mut Tx<'_>,
+    machine_id: i64,
+    command_id: &str,
+    order_id: &str,
+    body: &str,
+    now: i64,
+) -> Result<(), Rejection> {
+    let c = load_command(tx, machine_id, command_id).await?;
+    if c.kind != "dispense" {
+        return Err(Rejection::Refused("command is not a dispense".into()));
+    }
+    if c.order_id.as_deref() != Some(order_id) {
+        return Err(Rejection::Refused(
+            "order_id does not match the command".into(),
+        ));
+    }
+    if is_expired(&c, now) {
+        return Err(Rejection::Refused(
+            "command expired before it was acknowledged".into(),
+        ));
+    }
+    if !matches!(c.state.as_str(), "pending" | "sent" | "acknowledged") {
+        return Err(Rejection::Refused(format!("command already {}", c.state)));
+    }
+    sqlx::query(
+        "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3 WHERE command_id = $1",
+    )
+    .bind(command_id)
+    .bind(now)
+    .bind(body)
+    .execute(&mut **tx)
+    .await
+    .map_err(internal)?;
+    Ok(())
+}
+
+fn internal(e: sqlx::Error) -> Rejection {
+    // The machine will retry with the same msg_id; nothing was recorded.
+    tracing::error!(error = %e, "store error while handling a device message");
+    Rejection::Unavailable
+}
+
+/// A fresh command id: `c-` and 32 hex digits of randomness.
+fn new_command_id() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The system RNG failing is unrecoverable in practice; fall back to time + counter
+        // so ids stay unique within this process.
+        static N: AtomicI64 = AtomicI64::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        return format!("c-{}-{n}", SystemClock.now_ms());
+    }
+    let mut id = String::from("c-");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}

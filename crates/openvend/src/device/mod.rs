@@ -1,0 +1,23 @@
+//! The device channel: how the server talks to vending machines.
+//!
+//! - [`protocol`]: the signed envelope, commands, events, and the checks on every message.
+//! - [`signing`]: HMAC-SHA256 signing and constant-time verification (pure).
+//! - [`ledger`]: [`DeviceChannel`], the handle the order flow uses: `send` a command (intent
+//!   recorded before publishing), the stream of verified, deduplicated events,
+//!   `pending_for` / re-delivery within the TTL.
+//! - [`mqtt`]: the server's supervised MQTT link and the embedded broker.
+//! - [`http`]: the HTTP fallback for machines without MQTT.
+//!
+//! The protocol, for device makers, is in `docs/device-protocol.md`.
+
+pub mod http;
+pub mod ledger;
+pub mod mqtt;
+pub mod protocol;
+pub mod signing;
+
+pub use ledger::{
+    Clock, CommandRecord, DeviceChannel, DeviceError, DeviceEvent, ManualClock, PendingCommand,
+    SystemClock,
+};
+pub use protocol::{Command, Event, Rejection};
