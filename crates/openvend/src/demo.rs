@@ -29,7 +29,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
     if count > 0 {
         return Ok(false);
     }
-    let now = now_ms();
+    let now = crate::services::now_ms();
     let op: i64 = sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
         .bind("Demo Operator")
         .bind(seller_pid)
@@ -77,11 +77,4 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
     }
     tx.commit().await?;
     Ok(true)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

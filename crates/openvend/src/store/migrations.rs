@@ -72,18 +72,11 @@ async fn apply_pending(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<(), St
         )
         .bind(m.version)
         .bind(m.name)
-        .bind(now_ms())
+        .bind(crate::services::now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         tracing::info!(version = m.version, name = m.name, "migration applied");
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
