@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::demo;
+use crate::device::mqtt::LinkSettings;
+use crate::device::{DeviceChannel, DeviceEvent};
 use crate::services::Services;
-use crate::store::Db;
+use crate::store::{Backend, Db};
 
 /// The app id OpenVend registers with its embedded sandbox.
 pub const SANDBOX_APP_ID: &str = "9021000000000001";
@@ -39,6 +41,12 @@ pub struct App {
     sandbox_url: Option<String>,
     /// The public base URL.
     pub public_url: String,
+    /// Where the server's MQTT link connects (the embedded broker or the configured one).
+    pub mqtt: LinkSettings,
+    /// Whether the broker is the embedded one.
+    pub mqtt_embedded: bool,
+    events: tokio::sync::mpsc::Receiver<DeviceEvent>,
+    job_workers: usize,
     shutdown: CancellationToken,
 }
 
@@ -60,6 +68,13 @@ impl App {
 
         let db = Db::connect(&settings.database_url(), settings.database_url.is_none()).await?;
         db.migrate().await?;
+        if db.backend == Backend::Sqlite {
+            // SQLite is one instance's store: a lease left by a killed process is not another
+            // live worker's, so its jobs are resumed at once instead of after the lease.
+            sqlx::query("UPDATE jobs SET locked_until = NULL")
+                .execute(&db.pool)
+                .await?;
+        }
 
         let (alipay, alipay_key, sandbox, seller_pid) = match &settings.alipay {
             Some(real) => {
@@ -91,6 +106,10 @@ impl App {
             Some(t) => t.clone(),
             None => embedded_api_token(&settings.data_dir)?,
         };
+        let clock = Arc::new(crate::services::Clock::default());
+        let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);
+        let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl);
+        let (mqtt, mqtt_embedded) = start_mqtt(&settings, &device).await?;
         let services = Arc::new(Services {
             api_token,
             db: db.clone(),
@@ -99,8 +118,11 @@ impl App {
             app_id: alipay.config().app_id.clone(),
             pay_timeout_minutes: 5,
             poll_interval_secs: 10,
-            clock: Default::default(),
+            clock,
             jobs_ready: tokio::sync::Notify::new(),
+            device,
+            device_settings: settings.device.clone(),
+            mqtt_url: format!("mqtt://{}:{}", mqtt.host, mqtt.port),
         });
         Ok(App {
             listener,
@@ -111,6 +133,10 @@ impl App {
             sandbox,
             sandbox_url,
             public_url,
+            mqtt,
+            mqtt_embedded,
+            events,
+            job_workers: settings.job_workers,
             shutdown: CancellationToken::new(),
         })
     }
@@ -141,6 +167,7 @@ impl App {
             .route("/health", get(|| async { "ok" }))
             .merge(crate::web::notify::router().with_state(self.services.clone()))
             .merge(crate::web::api::router().with_state(self.services.clone()))
+            .merge(crate::device::http::routes(self.services.device.clone()))
     }
 
     /// Serves until the shutdown token is cancelled; reports which part stopped first.
@@ -161,18 +188,99 @@ impl App {
                 }
             })
         });
-        let worker = tokio::spawn(crate::jobs::run_worker(
+        let link = tokio::spawn(crate::device::mqtt::run_link(
+            self.services.device.clone(),
+            self.mqtt.clone(),
+            token.clone(),
+        ));
+        let wake = tokio::spawn(wake_on_events(
+            self.events,
             self.services.clone(),
             token.clone(),
         ));
+        let workers: Vec<_> = (0..self.job_workers)
+            .map(|_| {
+                tokio::spawn(crate::jobs::run_worker(
+                    self.services.clone(),
+                    token.clone(),
+                ))
+            })
+            .collect();
         let result = http.await.map_err(anyhow::Error::from);
         token.cancel();
-        let _ = worker.await;
+        for w in workers {
+            let _ = w.await;
+        }
+        let _ = link.await;
+        let _ = wake.await;
         if let Some(task) = sandbox_task {
             let _ = task.await;
         }
         result
     }
+}
+
+/// Every accepted device event has queued its job in the store; this only wakes a worker at
+/// once (instead of at its next tick), and keeps the channel's stream drained. It also expires
+/// unacknowledged commands now and then so the ledger shows them as such.
+async fn wake_on_events(
+    mut events: tokio::sync::mpsc::Receiver<DeviceEvent>,
+    svc: Arc<Services>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = events.recv() => match ev {
+                Some(ev) if ev.event.needs_business_handling() => svc.jobs_ready.notify_one(),
+                Some(_) => {}
+                None => return,
+            },
+            _ = tick.tick() => {
+                if let Err(e) = svc.device.expire_due().await {
+                    tracing::warn!(error = %e, "could not expire device commands");
+                }
+            }
+        }
+    }
+}
+
+/// The MQTT side: the embedded broker (machines log in with code + secret, the server with a
+/// password made for this run), or the configured external broker.
+async fn start_mqtt(
+    settings: &Settings,
+    device: &DeviceChannel,
+) -> anyhow::Result<(LinkSettings, bool)> {
+    let mut link =
+        LinkSettings::from_settings(&settings.mqtt).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if settings.mqtt.url.is_some() {
+        return Ok((link, false));
+    }
+    let mut addr: SocketAddr = settings
+        .mqtt
+        .embedded_listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen: {e}"))?;
+    if addr.port() == 0 {
+        // rumqttd binds by itself and does not report the port: pick a free one first.
+        let probe = std::net::TcpListener::bind(addr)?;
+        addr = probe.local_addr()?;
+    }
+    let password: crate::config::Secret = crate::ids::random_hex(32).into();
+    crate::device::mqtt::start_embedded(
+        addr,
+        device.clone(),
+        link.client_id.clone(),
+        password.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen {addr}: {e}"))?;
+    link.host = addr.ip().to_string();
+    link.port = addr.port();
+    link.username = Some(link.client_id.clone());
+    link.password = Some(password);
+    Ok((link, true))
 }
 
 /// The operator API token of an install without one configured: made once, kept in the data

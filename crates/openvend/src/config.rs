@@ -65,6 +65,34 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// Listen address of the embedded Alipay sandbox (used only without real Alipay settings).
     pub sandbox_listen: String,
+    /// How the server treats machines.
+    pub device: DeviceSettings,
+    /// Job workers in this instance (payment resolution, dispensing, refunds, device events).
+    pub job_workers: usize,
+}
+
+/// Timings of the device channel.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// How long a command waits for its machine's ack. A paid order whose machine does not
+    /// acknowledge the dispense in this time (offline, powered off) is refunded in full.
+    pub command_ttl_secs: u64,
+    /// A machine without a heartbeat for this long is offline: new sales are refused.
+    pub offline_after_secs: u64,
+    /// How long an acknowledged dispense may take to report its result before the order is
+    /// handed to a person (never refunded or completed by guessing).
+    pub result_wait_secs: u64,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            command_ttl_secs: 60,
+            offline_after_secs: 90,
+            result_wait_secs: 600,
+        }
+    }
 }
 
 /// Device channel settings.
@@ -124,6 +152,8 @@ impl Default for Settings {
             alipay: None,
             api_token: None,
             sandbox_listen: "127.0.0.1:8081".into(),
+            device: DeviceSettings::default(),
+            job_workers: 4,
         }
     }
 }
@@ -181,6 +211,12 @@ impl Settings {
             "MQTT_PASSWORD" => self.mqtt.password = Some(Secret(value)),
             "API_TOKEN" => self.api_token = Some(Secret(value)),
             "SANDBOX_LISTEN" => self.sandbox_listen = value,
+            "JOB_WORKERS" => self.job_workers = parse_number(key, &value)?,
+            "DEVICE_COMMAND_TTL_SECS" => self.device.command_ttl_secs = parse_number(key, &value)?,
+            "DEVICE_OFFLINE_AFTER_SECS" => {
+                self.device.offline_after_secs = parse_number(key, &value)?
+            }
+            "DEVICE_RESULT_WAIT_SECS" => self.device.result_wait_secs = parse_number(key, &value)?,
             "ALIPAY_APP_ID"
             | "ALIPAY_PRIVATE_KEY_FILE"
             | "ALIPAY_PUBLIC_KEY_FILE"
@@ -210,6 +246,21 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingError> {
+        if !(1..=64).contains(&self.job_workers) {
+            return Err(err("job_workers", "must be 1 to 64"));
+        }
+        if !(5..=3600).contains(&self.device.command_ttl_secs) {
+            return Err(err("device.command_ttl_secs", "must be 5 to 3600 seconds"));
+        }
+        if !(10..=86_400).contains(&self.device.offline_after_secs) {
+            return Err(err(
+                "device.offline_after_secs",
+                "must be 10 to 86400 seconds",
+            ));
+        }
+        if !(10..=86_400).contains(&self.device.result_wait_secs) {
+            return Err(err("device.result_wait_secs", "must be 10 to 86400 seconds"));
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
                 "listen",
@@ -282,6 +333,13 @@ impl Settings {
     }
 }
 
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, SettingError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| err(key, format!("{value:?} is not a whole number")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +390,12 @@ mod tests {
             (&[("OPENVEND_ALIPAY_APP_ID", "2021")], "alipay.seller_id"),
             (&[("OPENVEND_ALIPAY_APP_ID", "abc")], "alipay.app_id"),
             (&[("OPENVEND_FROBNICATE", "1")], "OPENVEND_FROBNICATE"),
+            (&[("OPENVEND_JOB_WORKERS", "many")], "OPENVEND_JOB_WORKERS"),
+            (&[("OPENVEND_JOB_WORKERS", "0")], "job_workers"),
+            (
+                &[("OPENVEND_DEVICE_COMMAND_TTL_SECS", "1")],
+                "device.command_ttl_secs",
+            ),
         ];
         for (vars, setting) in cases {
             let e = Settings::load(None, env(vars)).unwrap_err();

@@ -16,5 +16,6 @@ pub mod ids;
 pub mod jobs;
 pub mod pay;
 pub mod services;
+pub mod sim;
 pub mod store;
 pub mod web;

@@ -1,5 +1,5 @@
-//! What request handlers and jobs share: the store, the Alipay client and the facts about
-//! OpenVend's Alipay app. Built once by `App::build`, passed around as `Arc<Services>`.
+//! What request handlers and jobs share: the store, the Alipay client, the facts about
+//! OpenVend's Alipay app and the device channel. Built once by `App::build`, passed around as `Arc<Services>`.
 
 use alipay::{Client, PublicKey};
 
@@ -22,10 +22,16 @@ pub struct Services {
     pub pay_timeout_minutes: u32,
     /// Seconds between payment queries while a buyer may still pay (the notification's fallback).
     pub poll_interval_secs: u32,
-    /// The clock every business time is read from.
-    pub clock: Clock,
-    /// Wakes the job worker when a job is due now.
+    /// The clock every business time is read from (shared with the device channel).
+    pub clock: std::sync::Arc<Clock>,
+    /// Wakes the job workers when a job is due now.
     pub jobs_ready: tokio::sync::Notify,
+    /// Commands to machines and their acknowledgements.
+    pub device: crate::device::DeviceChannel,
+    /// Device timings.
+    pub device_settings: crate::config::DeviceSettings,
+    /// The MQTT broker machines connect to, as `mqtt://host:port`.
+    pub mqtt_url: String,
 }
 
 impl Services {
@@ -51,6 +57,12 @@ impl Clock {
     pub fn advance(&self, ms: i64) {
         self.offset_ms
             .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::device::Clock for Clock {
+    fn now_ms(&self) -> i64 {
+        Clock::now_ms(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands.
 
 pub mod keygen;
+pub mod machine_sim;
 pub mod sandbox;
 pub mod serve;
 
@@ -23,6 +24,8 @@ enum Command {
     Sandbox(sandbox::Args),
     /// Generate an RSA-2048 app key pair in the formats Alipay's key tool writes.
     Keygen(keygen::Args),
+    /// Run a simulated vending machine against a running OpenVend.
+    MachineSim(machine_sim::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -31,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Keygen(args) => keygen::run(args),
+        Command::MachineSim(args) => machine_sim::run(args).await,
     }
 }
 

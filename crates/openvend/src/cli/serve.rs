@@ -34,6 +34,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => println!("  Alipay            {}", app.alipay.config().gateway_url),
     }
+    println!(
+        "  machines (MQTT)   {}{}",
+        app.services.mqtt_url,
+        if app.mqtt_embedded {
+            " (embedded broker; a machine logs in with its code and secret)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  machines (HTTP)   {}{}",
+        app.public_url,
+        crate::device::http::EVENTS_PATH
+    );
+    if app.sandbox_url().is_some() {
+        println!();
+        println!("Buy something from the demo machine, in another terminal:");
+        println!(
+            "  cargo run --release -- machine-sim --server {} --token-file {} --machine VM-0001 --buy A1 --pay",
+            app.public_url,
+            data_dir.join("api_token").display()
+        );
+    }
     let token = app.shutdown_token();
     tokio::spawn(async move {
         super::shutdown_signal().await;

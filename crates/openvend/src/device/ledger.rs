@@ -517,6 +517,27 @@ impl DeviceChannel {
             }
             return Err(internal(e));
         }
+        // What the event means for orders and stock is decided by a job queued in the same
+        // transaction: a crash after this commit cannot lose the event's consequences.
+        if event.needs_business_handling() {
+            let payload = serde_json::json!({ "machine_id": m.id, "msg_id": envelope.msg_id });
+            crate::store::jobs::enqueue(
+                &mut *tx,
+                "device_event",
+                &format!("device_event:{}:{}", m.id, envelope.msg_id),
+                &payload.to_string(),
+                now,
+                now,
+            )
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Sqlx(e) => internal(e),
+                other => {
+                    tracing::error!(error = %other, "could not queue a device event");
+                    Rejection::Unavailable
+                }
+            })?;
+        }
         tx.commit().await.map_err(internal)?;
         Ok(DeviceEvent {
             machine_id: m.id,

@@ -123,6 +123,13 @@ pub enum Command {
         /// Server time, Unix ms.
         server_ts: i64,
     },
+    /// The answer to a `buy_request` that cannot be sold (slot empty, machine faulty, …).
+    SaleRefused {
+        /// The machine's request id.
+        request_id: String,
+        /// Why, for the screen.
+        reason: String,
+    },
 }
 
 impl Command {
@@ -134,6 +141,7 @@ impl Command {
             Command::UnlockDoor { .. } => "unlock_door",
             Command::Cancel { .. } => "cancel",
             Command::SyncTime { .. } => "sync_time",
+            Command::SaleRefused { .. } => "sale_refused",
         }
     }
 
@@ -143,7 +151,9 @@ impl Command {
             Command::ShowQr { order_id, .. }
             | Command::Dispense { order_id, .. }
             | Command::Cancel { order_id } => Some(order_id),
-            Command::UnlockDoor { .. } | Command::SyncTime { .. } => None,
+            Command::UnlockDoor { .. }
+            | Command::SyncTime { .. }
+            | Command::SaleRefused { .. } => None,
         }
     }
 
@@ -290,6 +300,12 @@ impl Event {
             serde_json::from_value(tagged).map_err(|e| Rejection::BadBody(e.to_string()))?;
         event.check()?;
         Ok(event)
+    }
+
+    /// True when the event changes orders, stock or the machine's state beyond its liveness
+    /// (the heartbeat's effect is applied by the ledger itself).
+    pub fn needs_business_handling(&self) -> bool {
+        !matches!(self, Event::Heartbeat { .. })
     }
 
     /// The `kind` string of the event.

@@ -5,6 +5,8 @@
 //! An error reschedules with exponential back-off. Several instances on PostgreSQL share the
 //! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
 
+pub mod device_event;
+pub mod dispense;
 pub mod payment;
 
 use std::sync::Arc;
@@ -53,10 +55,19 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
     match (job.kind.as_str(), id_of("order_id"), id_of("refund_id")) {
         ("resolve_payment", Some(id), _) => payment::resolve(svc, id).await,
         ("refund", _, Some(id)) => crate::pay::refund::run(svc, id).await,
-        // Dispensing and refunds of failed vends arrive with the device channel; until a worker
-        // can run them they wait in the queue, visible to operators.
+        ("dispense", Some(id), _) => dispense::run(svc, id).await,
+        ("device_event", _, _) => {
+            let machine_id = id_of("machine_id");
+            let msg_id = payload.get("msg_id").and_then(serde_json::Value::as_str);
+            match (machine_id, msg_id) {
+                (Some(m), Some(msg)) => device_event::run(svc, m, msg).await,
+                _ => anyhow::bail!("device_event job without machine_id and msg_id"),
+            }
+        }
+        // A job this version does not know (written by a newer one): leave it for that one,
+        // visible to operators.
         (kind, _, _) => {
-            tracing::debug!(kind, "no runner for this job kind yet");
+            tracing::warn!(kind, "no runner for this job kind");
             Ok(Next::At(svc.now() + 60_000))
         }
     }

@@ -101,6 +101,7 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
                     )
                     .await?;
                     tx.commit().await?;
+                    stop_showing(svc, order).await;
                 }
                 _ => close_unpaid(svc, order, "cancelled after the buyer's time ran out").await?,
             }
@@ -130,7 +131,30 @@ async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Resul
     orders::release_reservations(&mut *tx, order.id).await?;
     orders::add_event(&mut *tx, order.id, now, "system", "closed", why).await?;
     tx.commit().await?;
+    stop_showing(svc, order).await;
     Ok(())
+}
+
+/// Tells the machine to take the order's QR code off its screen. Best effort: a machine that
+/// misses it shows a code that can no longer be paid, and stops at the code's expiry anyway.
+async fn stop_showing(svc: &Services, order: &Order) {
+    if order.qr_code.is_none() {
+        return;
+    }
+    let machine = match orders::machine_code(&svc.db, order.id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(order_id = order.id, error = %e, "could not look up the machine");
+            return;
+        }
+    };
+    let cancel = crate::device::Command::Cancel {
+        order_id: order.out_trade_no.clone(),
+    };
+    if let Err(e) = svc.device.send(&machine, cancel).await {
+        tracing::warn!(order_id = order.id, error = %e, "could not tell the machine to cancel");
+    }
 }
 
 /// Marks an order paid (from a query), and queues its dispense.

@@ -56,6 +56,12 @@ pub enum SaleError {
     /// The machine reports a fault.
     #[error("machine {0} is faulty: {1}")]
     MachineFaulty(String, String),
+    /// No heartbeat from the machine lately: it could not show the code nor dispense.
+    #[error("machine {0} is offline")]
+    MachineOffline(String),
+    /// The machine asked for this sale before and it is no longer waiting for payment.
+    #[error("request {0} was already handled (order {1})")]
+    RequestHandled(String, String),
     /// Nothing asked, or too much.
     #[error("a sale needs 1 to 10 lines, each with a quantity of 1 to 10")]
     BadItems,
@@ -98,13 +104,78 @@ pub async fn start_qr_sale(
     req: &SaleRequest,
     now: i64,
 ) -> Result<SaleStarted, SaleError> {
+    start(svc, req, None, now).await
+}
+
+/// Starts the QR sale a machine asked for with `buy_request`. The request id makes it
+/// idempotent: asking again (a repeated or re-sent request) returns the same order and code
+/// while it can still be paid, and never creates a second order.
+pub async fn start_machine_sale(
+    svc: &Services,
+    req: &SaleRequest,
+    request_id: &str,
+    now: i64,
+) -> Result<SaleStarted, SaleError> {
+    if let Some(started) = existing_request(svc, &req.machine, request_id).await? {
+        return started;
+    }
+    match start(svc, req, Some(request_id), now).await {
+        Err(SaleError::Order(OrderError::DuplicateRequest)) => {
+            // A concurrent copy of the same request won the race.
+            match existing_request(svc, &req.machine, request_id).await? {
+                Some(started) => started,
+                None => Err(SaleError::Order(OrderError::DuplicateRequest)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The order an earlier copy of this request made, as the machine should see it.
+async fn existing_request(
+    svc: &Services,
+    machine: &str,
+    request_id: &str,
+) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
+    let row = sqlx::query(
+        "SELECT o.id, o.out_trade_no, o.qr_code, o.total_fen, o.expires_at, o.state FROM orders o \
+         JOIN machines m ON m.id = o.machine_id WHERE m.code = $1 AND o.request_id = $2",
+    )
+    .bind(machine)
+    .bind(request_id)
+    .fetch_optional(&svc.db.pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let out_trade_no: String = row.try_get("out_trade_no")?;
+    let state: String = row.try_get("state")?;
+    let qr_code: Option<String> = row.try_get("qr_code")?;
+    Ok(Some(match (state.as_str(), qr_code) {
+        ("awaiting_payment", Some(qr_code)) => Ok(SaleStarted {
+            order_id: row.try_get("id")?,
+            out_trade_no,
+            qr_code,
+            amount_fen: row.try_get("total_fen")?,
+            expires_at: row.try_get("expires_at")?,
+        }),
+        _ => Err(SaleError::RequestHandled(request_id.to_owned(), out_trade_no)),
+    }))
+}
+
+async fn start(
+    svc: &Services,
+    req: &SaleRequest,
+    request_id: Option<&str>,
+    now: i64,
+) -> Result<SaleStarted, SaleError> {
     if req.items.is_empty()
         || req.items.len() > 10
         || req.items.iter().any(|i| i.qty == 0 || i.qty > 10)
     {
         return Err(SaleError::BadItems);
     }
-    let machine = machine_facts(svc, &req.machine).await?;
+    let machine = machine_facts(svc, &req.machine, now).await?;
     let (lines, names) = price_lines(svc, machine.id, &req.items).await?;
     let total = order_total(&lines).ok_or(SaleError::BadItems)?;
     let amount = Amount::from_fen(total.0).map_err(|_| SaleError::BadItems)?;
@@ -118,6 +189,7 @@ pub async fn start_qr_sale(
         lines,
         total,
         expires_at,
+        request_id: request_id.map(str::to_owned),
     };
     let order_id = orders::create_reserving(&svc.db, &order, now)
         .await
@@ -227,9 +299,9 @@ pub async fn start_qr_sale(
     }
 }
 
-async fn machine_facts(svc: &Services, code: &str) -> Result<MachineFacts, SaleError> {
+async fn machine_facts(svc: &Services, code: &str, now: i64) -> Result<MachineFacts, SaleError> {
     let row = sqlx::query(
-        "SELECT m.id, m.operator_id, m.terminal_id, m.fault, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
+        "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
     )
     .bind(code)
     .fetch_optional(&svc.db.pool)
@@ -237,6 +309,11 @@ async fn machine_facts(svc: &Services, code: &str) -> Result<MachineFacts, SaleE
     .ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
     if let Some(fault) = row.try_get::<Option<String>, _>("fault")? {
         return Err(SaleError::MachineFaulty(code.to_owned(), fault));
+    }
+    let last_heartbeat: Option<i64> = row.try_get("last_heartbeat_at")?;
+    let window = i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
+    if !last_heartbeat.is_some_and(|at| now.saturating_sub(at) <= window) {
+        return Err(SaleError::MachineOffline(code.to_owned()));
     }
     Ok(MachineFacts {
         id: row.try_get("id")?,

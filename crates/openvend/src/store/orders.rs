@@ -25,6 +25,8 @@ pub struct NewOrder {
     pub total: Fen,
     /// When the buyer's time is up.
     pub expires_at: i64,
+    /// The machine's request id, for sales the machine asked for (one order per request).
+    pub request_id: Option<String>,
 }
 
 /// An order as stored.
@@ -55,6 +57,9 @@ pub struct Order {
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
+    /// The machine already has an order for this request id: nothing was written.
+    #[error("this machine already asked for this sale (same request id)")]
+    DuplicateRequest,
     /// A slot cannot sell (disabled, empty, unknown): nothing was written.
     #[error("slot {0} cannot sell the quantity asked (unknown, disabled or out of stock)")]
     SlotUnavailable(String),
@@ -99,8 +104,8 @@ pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64
         }
     }
     let id: i64 = sqlx::query(
-        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING id",
+        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING id",
     )
     .bind(&order.out_trade_no)
     .bind(order.operator_id)
@@ -110,8 +115,19 @@ pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64
     .bind(order.total.0)
     .bind(now)
     .bind(order.expires_at)
+    .bind(order.request_id.as_deref())
     .fetch_one(&mut *tx)
-    .await?
+    .await
+    .map_err(|e| {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+            && order.request_id.is_some()
+        {
+            OrderError::DuplicateRequest
+        } else {
+            OrderError::from(e)
+        }
+    })?
     .try_get(0)?;
     for (i, line) in order.lines.iter().enumerate() {
         sqlx::query(
@@ -320,4 +336,36 @@ pub async fn mark_paid(
     )
     .await?;
     Ok(())
+}
+
+/// The lines of an order, in order.
+pub async fn lines(db: &Db, order_id: i64) -> Result<Vec<OrderLine>, OrderError> {
+    let rows = sqlx::query(
+        "SELECT slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OrderLine {
+                slot: r.try_get("slot_code")?,
+                product_id: r.try_get("product_id")?,
+                qty: u32::try_from(super::get_int(r, "qty")?).unwrap_or(0),
+                unit_price: crate::domain::fen::Fen(r.try_get("unit_price_fen")?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(OrderError::from)
+}
+
+/// The code of the machine an order belongs to.
+pub async fn machine_code(db: &Db, order_id: i64) -> Result<Option<String>, OrderError> {
+    let row = sqlx::query(
+        "SELECT m.code FROM machines m JOIN orders o ON o.machine_id = m.id WHERE o.id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }

@@ -32,11 +32,12 @@ pub fn router() -> Router<Arc<Services>> {
         .route("/api/v1/orders", get(list_orders))
         .route("/api/v1/orders/{id}", get(get_order))
         .route("/api/v1/orders/{id}/refunds", post(create_refund))
+        .merge(super::machines::router())
 }
 
 /// An API error: a status and a reason, as `{"error": "…"}`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -57,7 +58,7 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
@@ -106,17 +107,21 @@ async fn openapi() -> impl IntoResponse {
 
 async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
     let rows = sqlx::query(
-        "SELECT code, kind, terminal_id, site, CAST(CASE WHEN online THEN 1 ELSE 0 END AS BIGINT) AS online, last_heartbeat_at, fault FROM machines ORDER BY code",
+        "SELECT code, kind, terminal_id, site, last_heartbeat_at, fault FROM machines ORDER BY code",
     )
     .fetch_all(&svc.db.pool)
     .await?;
+    // Online = a heartbeat within the offline window, on the server clock.
+    let window = i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
+    let now = svc.now();
     let machines = rows
         .iter()
         .map(|r| {
             Ok(json!({
                 "code": r.try_get::<String, _>("code")?, "kind": r.try_get::<String, _>("kind")?,
                 "terminal_id": r.try_get::<String, _>("terminal_id")?, "site": r.try_get::<Option<String>, _>("site")?,
-                "online": get_int(r, "online")? != 0, "last_heartbeat_at": r.try_get::<Option<i64>, _>("last_heartbeat_at")?,
+                "online": r.try_get::<Option<i64>, _>("last_heartbeat_at")?.is_some_and(|at| now.saturating_sub(at) <= window),
+                "last_heartbeat_at": r.try_get::<Option<i64>, _>("last_heartbeat_at")?,
                 "fault": r.try_get::<Option<String>, _>("fault")?,
             }))
         })

@@ -1,4 +1,5 @@
 //! HTTP surfaces. One router per feature; handlers extract, parse, call a service, map.
 
 pub mod api;
+pub mod machines;
 pub mod notify;

@@ -1,0 +1,197 @@
+//! What a machine's event means for orders, stock and the machine. The ledger has already
+//! verified, deduplicated and stored the event and queued this job in the same transaction;
+//! every branch here is idempotent, because a crash can run it twice.
+
+use sqlx::Row as _;
+
+use super::Next;
+use super::dispense;
+use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line, VendOutcome};
+use crate::domain::order::{OrderEvent, OrderState};
+use crate::pay::sale::{self, SaleError, SaleItem, SaleRequest};
+use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
+use crate::services::Services;
+use crate::store::orders::{self, OrderError};
+
+/// Handles the stored event `msg_id` of machine `machine_id`.
+pub async fn run(svc: &Services, machine_id: i64, msg_id: &str) -> anyhow::Result<Next> {
+    let Some(row) = sqlx::query(
+        "SELECT e.kind, e.body, m.code FROM device_events e JOIN machines m ON m.id = e.machine_id \
+         WHERE e.machine_id = $1 AND e.msg_id = $2",
+    )
+    .bind(machine_id)
+    .bind(msg_id)
+    .fetch_optional(&svc.db.pool)
+    .await?
+    else {
+        return Ok(Next::Done);
+    };
+    let kind: String = row.try_get(0)?;
+    let body: String = row.try_get(1)?;
+    let machine: String = row.try_get(2)?;
+    // The ledger accepted it, so it parses; a failure here is a bug worth a log, not a retry.
+    let event = match Event::parse(&kind, &body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(machine, msg_id, error = %e, "stored device event does not parse");
+            return Ok(Next::Done);
+        }
+    };
+    match event {
+        Event::Ack {
+            command_id,
+            status,
+            reason,
+        } => on_ack(svc, &command_id, status, reason.as_deref()).await?,
+        Event::DispenseResult {
+            order_id, items, ..
+        } => on_result(svc, &machine, &order_id, &items).await?,
+        Event::BuyRequest { request_id, items } => {
+            on_buy_request(svc, &machine, &request_id, &items).await?
+        }
+        Event::Fault { code, detail } => on_fault(svc, machine_id, &code, &detail).await?,
+        Event::Heartbeat { .. } => {}
+        Event::DoorClosed { .. } | Event::FaceToken { .. } => {
+            tracing::info!(machine, kind, "event kind not used by this machine's sale flow");
+        }
+    }
+    Ok(Next::Done)
+}
+
+async fn on_ack(
+    svc: &Services,
+    command_id: &str,
+    status: AckStatus,
+    reason: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(command) = svc.device.command(command_id).await? else {
+        return Ok(());
+    };
+    let Some(order_ref) = command.order_id.as_deref() else {
+        return Ok(());
+    };
+    let Some(order) = orders::by_out_trade_no(&svc.db, order_ref).await? else {
+        return Ok(());
+    };
+    let now = svc.now();
+    match (command.kind.as_str(), status) {
+        ("dispense", AckStatus::Accepted | AckStatus::AlreadyDone) => {
+            if order.state == OrderState::Paid {
+                let mut tx = svc.db.pool.begin().await?;
+                orders::transition(
+                    &mut *tx,
+                    order.id,
+                    OrderState::Paid,
+                    OrderEvent::DispenseAcknowledged,
+                    now,
+                )
+                .await?;
+                orders::add_event(
+                    &mut *tx,
+                    order.id,
+                    now,
+                    "device",
+                    "dispense_acknowledged",
+                    command_id,
+                )
+                .await?;
+                tx.commit().await?;
+            }
+        }
+        ("dispense", AckStatus::Rejected) => {
+            let why = format!("the machine refused: {}", reason.unwrap_or("no reason given"));
+            dispense::refund_undelivered(svc, &order, &why).await?;
+        }
+        (kind, status) => {
+            let detail = match reason {
+                Some(r) => format!("{kind} {status:?}: {r}"),
+                None => format!("{kind} {status:?}"),
+            };
+            orders::add_event(&svc.db.pool, order.id, now, "device", "ack", &detail).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn on_result(
+    svc: &Services,
+    machine: &str,
+    order_ref: &str,
+    items: &[ItemResult],
+) -> anyhow::Result<()> {
+    let Some(order) = orders::by_out_trade_no(&svc.db, order_ref).await? else {
+        return Ok(());
+    };
+    let units: Vec<UnitResult> = items
+        .iter()
+        .map(|i| UnitResult {
+            slot: i.slot.clone(),
+            result: match i.result {
+                VendOutcome::Dispensed => ReportedVend::Dispensed,
+                VendOutcome::Failed => ReportedVend::Failed,
+                VendOutcome::Indeterminate => ReportedVend::Indeterminate,
+            },
+            reason: i.reason.clone(),
+        })
+        .collect();
+    match vend::record_results(svc, order.id, &units).await {
+        Ok(outcome) => {
+            tracing::info!(machine, order_id = order.id, state = %outcome.state, refund_fen = outcome.refund.0, "vend recorded");
+            Ok(())
+        }
+        // A late or repeated report for a finished order changes nothing.
+        Err(VendError::NotVending(..)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn on_buy_request(
+    svc: &Services,
+    machine: &str,
+    request_id: &str,
+    items: &[Line],
+) -> anyhow::Result<()> {
+    let req = SaleRequest {
+        machine: machine.to_owned(),
+        items: items
+            .iter()
+            .map(|l| SaleItem {
+                slot: l.slot.clone(),
+                qty: l.qty,
+            })
+            .collect(),
+    };
+    let now = svc.now();
+    let command = match sale::start_machine_sale(svc, &req, request_id, now).await {
+        Ok(started) => Command::ShowQr {
+            order_id: started.out_trade_no,
+            qr_code: started.qr_code,
+            amount_fen: started.amount_fen,
+            expires_at: started.expires_at,
+        },
+        // The store failing is not the buyer's problem: try again.
+        Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
+            return Err(e.into());
+        }
+        Err(refused) => {
+            tracing::info!(machine, request_id, reason = %refused, "sale refused");
+            Command::SaleRefused {
+                request_id: request_id.to_owned(),
+                reason: refused.to_string(),
+            }
+        }
+    };
+    svc.device.send(machine, command).await?;
+    Ok(())
+}
+
+async fn on_fault(svc: &Services, machine_id: i64, code: &str, detail: &str) -> anyhow::Result<()> {
+    let text: String = format!("{code}: {detail}").chars().take(500).collect();
+    sqlx::query("UPDATE machines SET fault = $2 WHERE id = $1")
+        .bind(machine_id)
+        .bind(&text)
+        .execute(&svc.db.pool)
+        .await?;
+    tracing::warn!(machine_id, fault = %text, "machine reports a fault; its sales are stopped");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Dispensing a paid order: send the `dispense` command, then watch it.
+//!
+//! - Not acknowledged within the command's TTL (the machine is offline or powered off) or
+//!   refused by the machine: nothing left it, so every unit is refunded (once).
+//! - Acknowledged: the machine's `dispense_result` finishes the order (the device-event job).
+//!   No result long after the ack: the order goes to `dispute` for a person, because the
+//!   goods may or may not have come out and guessing either way loses money.
+//!
+//! The job is queued with the payment in one transaction (`orders::mark_paid`), so a crash
+//! anywhere here is resumed by the next run: the command row is the memory of what was sent.
+
+use sqlx::Row as _;
+
+use super::Next;
+use crate::device::protocol::{Command, Line};
+use crate::domain::order::{OrderEvent, OrderState};
+use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
+use crate::services::Services;
+use crate::store::orders::{self, Order};
+
+/// One step of dispensing order `order_id`.
+pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
+    let Some(order) = orders::by_id(&svc.db, order_id).await? else {
+        return Ok(Next::Done);
+    };
+    let now = svc.now();
+    match order.state {
+        OrderState::Paid => {}
+        OrderState::Dispensing => return watch_result(svc, &order, now).await,
+        _ => return Ok(Next::Done),
+    }
+    let Some(command) = latest_dispense(svc, &order.out_trade_no).await? else {
+        return send(svc, &order).await;
+    };
+    match command.state.as_str() {
+        "pending" | "sent" if command.expires_at > now => Ok(Next::At(command.expires_at)),
+        "pending" | "sent" | "expired" => {
+            svc.device.expire_due().await?;
+            refund_undelivered(
+                svc,
+                &order,
+                "the machine did not acknowledge the dispense in time",
+            )
+            .await?;
+            Ok(Next::Done)
+        }
+        "rejected" => {
+            let why = command.result.unwrap_or_else(|| "no reason given".into());
+            refund_undelivered(svc, &order, &format!("the machine refused: {why}")).await?;
+            Ok(Next::Done)
+        }
+        // Acknowledged or done: the device-event job is moving the order on; look again.
+        _ => Ok(Next::At(now + 1_000)),
+    }
+}
+
+async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+    let machine = orders::machine_code(&svc.db, order.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
+    let items = orders::lines(&svc.db, order.id)
+        .await?
+        .into_iter()
+        .map(|l| Line {
+            slot: l.slot,
+            qty: l.qty,
+        })
+        .collect();
+    let command_id = svc
+        .device
+        .send(
+            &machine,
+            Command::Dispense {
+                order_id: order.out_trade_no.clone(),
+                items,
+            },
+        )
+        .await?;
+    let now = svc.now();
+    orders::add_event(
+        &svc.db.pool,
+        order.id,
+        now,
+        "device",
+        "dispense_sent",
+        &format!("command {command_id} to {machine}"),
+    )
+    .await?;
+    let expires_at = latest_dispense(svc, &order.out_trade_no)
+        .await?
+        .map_or(now + 1_000, |c| c.expires_at);
+    Ok(Next::At(expires_at))
+}
+
+/// An acknowledged dispense waits for its result until the result window closes.
+async fn watch_result(svc: &Services, order: &Order, now: i64) -> anyhow::Result<Next> {
+    let acked_at = latest_dispense(svc, &order.out_trade_no)
+        .await?
+        .and_then(|c| c.acked_at)
+        .unwrap_or(now);
+    let window = i64::try_from(svc.device_settings.result_wait_secs).unwrap_or(i64::MAX) * 1000;
+    let deadline = acked_at.saturating_add(window);
+    if now < deadline {
+        return Ok(Next::At(deadline));
+    }
+    let mut tx = svc.db.pool.begin().await?;
+    orders::transition(
+        &mut *tx,
+        order.id,
+        OrderState::Dispensing,
+        OrderEvent::EvidenceConflict,
+        now,
+    )
+    .await?;
+    orders::add_event(
+        &mut *tx,
+        order.id,
+        now,
+        "system",
+        "dispute",
+        "the machine acknowledged the dispense but never reported a result; a person must check",
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::warn!(order_id = order.id, "dispense result missing; order needs a person");
+    Ok(Next::Done)
+}
+
+/// Refunds every unit of a paid order that never reached the machine (or that the machine
+/// refused), releasing its stock reservations. Safe to call twice: the second call finds the
+/// order finished and changes nothing.
+pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
+    orders::add_event(
+        &svc.db.pool,
+        order.id,
+        svc.now(),
+        "device",
+        "dispense_undelivered",
+        why,
+    )
+    .await?;
+    let units: Vec<UnitResult> = orders::lines(&svc.db, order.id)
+        .await?
+        .into_iter()
+        .flat_map(|l| {
+            std::iter::repeat_n(
+                UnitResult {
+                    slot: l.slot,
+                    result: ReportedVend::Failed,
+                    reason: Some("undelivered".into()),
+                },
+                l.qty as usize,
+            )
+        })
+        .collect();
+    match vend::record_results(svc, order.id, &units).await {
+        Ok(_) | Err(VendError::NotVending(..)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The order's latest dispense command, as the ledger has it.
+pub(crate) struct DispenseCommand {
+    pub(crate) state: String,
+    pub(crate) expires_at: i64,
+    pub(crate) acked_at: Option<i64>,
+    pub(crate) result: Option<String>,
+}
+
+pub(crate) async fn latest_dispense(
+    svc: &Services,
+    out_trade_no: &str,
+) -> anyhow::Result<Option<DispenseCommand>> {
+    let row = sqlx::query(
+        "SELECT state, expires_at, acked_at, result FROM device_commands \
+         WHERE order_id = $1 AND kind = 'dispense' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(out_trade_no)
+    .fetch_optional(&svc.db.pool)
+    .await?;
+    row.map(|r| {
+        Ok(DispenseCommand {
+            state: r.try_get(0)?,
+            expires_at: r.try_get(1)?,
+            acked_at: r.try_get(2)?,
+            result: r.try_get(3)?,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,499 @@
+//! A simulated vending machine that speaks the device protocol over MQTT exactly as a real
+//! one must (docs/device-protocol.md): it verifies every command's signature, executes each
+//! command id once (a repeat is answered `already_done` with the same result), discards
+//! commands older than the TTL, acknowledges before acting, reports one result per unit, and
+//! can go offline and come back. `openvend machine-sim`, the end-to-end tests and the load
+//! benchmark all drive machines through it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::device::mqtt::{cmd_topic, evt_topic};
+use crate::device::protocol::{
+    AckStatus, Command, Envelope, Event, ItemResult, Line, SlotState, VendOutcome,
+};
+use crate::device::signing;
+
+/// How a simulated machine connects and behaves.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    /// The machine code (MQTT username and client id).
+    pub machine: String,
+    /// The machine secret (MQTT password and signing key).
+    pub secret: String,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Share of units that fail to drop, 0.0..=1.0.
+    pub fail_rate: f64,
+    /// The reason reported for a failed unit (`jam` also disables the slot at the server).
+    pub fail_reason: String,
+    /// Seed of the failure draws, so a run can be repeated.
+    pub seed: u64,
+    /// Time the motor takes per unit.
+    pub vend_time: Duration,
+    /// Heartbeat period.
+    pub heartbeat_every: Duration,
+    /// Keep the broker session (queued commands) while offline, as a real machine should.
+    pub persistent_session: bool,
+    /// Answer `dispense` commands with a rejection instead of vending.
+    pub reject_dispense: bool,
+}
+
+impl SimSettings {
+    /// Defaults for a machine at `host:port`.
+    pub fn new(machine: &str, secret: &str, host: &str, port: u16) -> SimSettings {
+        SimSettings {
+            machine: machine.to_owned(),
+            secret: secret.to_owned(),
+            host: host.to_owned(),
+            port,
+            fail_rate: 0.0,
+            fail_reason: "jam".into(),
+            seed: 1,
+            vend_time: Duration::ZERO,
+            heartbeat_every: Duration::from_secs(30),
+            persistent_session: true,
+            reject_dispense: false,
+        }
+    }
+}
+
+/// What the simulated machine saw or did, for its user (the CLI prints, tests assert).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    /// Connected and subscribed.
+    Online,
+    /// The server asked to show a QR code.
+    ShowQr {
+        /// The order.
+        order_id: String,
+        /// The code content.
+        qr_code: String,
+        /// Amount in fen.
+        amount_fen: i64,
+    },
+    /// The server refused a buy request.
+    SaleRefused {
+        /// The machine's request id.
+        request_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dispense finished and its result was reported.
+    Dispensed {
+        /// The order.
+        order_id: String,
+        /// One result per unit.
+        items: Vec<ItemResult>,
+    },
+    /// The server cancelled an order (unpaid at timeout).
+    Cancelled {
+        /// The order.
+        order_id: String,
+    },
+    /// A command was refused by the machine (bad signature, expired, rejected on request).
+    Refused {
+        /// The command id.
+        command_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running simulated machine. Dropping it stops it.
+pub struct MachineSim {
+    shared: Arc<Shared>,
+    link: Mutex<Option<Link>>,
+    events_tx: mpsc::UnboundedSender<SimEvent>,
+}
+
+impl std::fmt::Debug for MachineSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineSim")
+            .field("machine", &self.shared.settings.machine)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Link {
+    client: AsyncClient,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Shared {
+    settings: SimSettings,
+    /// Command ids executed, with the result body sent for dispenses (the journal a real
+    /// machine persists before it starts the motor).
+    journal: Mutex<HashMap<String, Option<String>>>,
+    next_id: AtomicU64,
+    rng: Mutex<u64>,
+}
+
+impl MachineSim {
+    /// Connects the machine and starts answering commands. Returns the machine and the stream
+    /// of what it does.
+    pub async fn start(
+        settings: SimSettings,
+    ) -> anyhow::Result<(MachineSim, mpsc::UnboundedReceiver<SimEvent>)> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let seed = settings.seed;
+        let sim = MachineSim {
+            shared: Arc::new(Shared {
+                settings,
+                journal: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                rng: Mutex::new(seed),
+            }),
+            link: Mutex::new(None),
+            events_tx,
+        };
+        sim.go_online().await?;
+        Ok((sim, events_rx))
+    }
+
+    /// The machine code.
+    pub fn machine(&self) -> &str {
+        &self.shared.settings.machine
+    }
+
+    /// Connects (again): subscribes to the command topic and sends a heartbeat, which makes
+    /// the server re-deliver what is still pending.
+    pub async fn go_online(&self) -> anyhow::Result<()> {
+        let s = &self.shared.settings;
+        let mut opts = MqttOptions::new(s.machine.clone(), s.host.clone(), s.port);
+        opts.set_credentials(s.machine.clone(), s.secret.clone());
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_session(!s.persistent_session);
+        opts.set_max_packet_size(64 * 1024, 64 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let topic = cmd_topic(&s.machine);
+        let sub_client = client.clone();
+        // The event loop only moves bytes; commands are handled on another task, because
+        // publishing from the polling task can stall it when the request queue is full.
+        let poll = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                        if sub_client
+                            .subscribe(topic.clone(), QoS::AtLeastOnce)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        if p.topic == topic && !p.retain {
+                            let _ = cmd_tx.send(p.payload.to_vec());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        let handler = {
+            let shared = self.shared.clone();
+            let client = client.clone();
+            let events = self.events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(raw) = cmd_rx.recv().await {
+                    let shared = shared.clone();
+                    let client = client.clone();
+                    let events = events.clone();
+                    // Commands run concurrently: a slow vend does not hold up the next QR.
+                    tokio::spawn(async move { handle(&shared, &client, &events, &raw).await });
+                }
+            })
+        };
+        let heartbeat = {
+            let shared = self.shared.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(shared.settings.heartbeat_every);
+                loop {
+                    tick.tick().await;
+                    let ev = Event::Heartbeat {
+                        slots: None,
+                        fw: Some("sim-1".into()),
+                    };
+                    if publish(&shared, &client, &ev).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let tasks = vec![poll, handler, heartbeat];
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => anyhow::bail!("machine {} could not connect: {e}", s.machine),
+            _ => anyhow::bail!("machine {} could not connect in 10 s", s.machine),
+        }
+        if let Ok(mut link) = self.link.lock() {
+            *link = Some(Link { client, tasks });
+        }
+        let _ = self.events_tx.send(SimEvent::Online);
+        Ok(())
+    }
+
+    /// Disconnects, as a machine losing power or network does.
+    pub async fn go_offline(&self) {
+        let link = self.link.lock().ok().and_then(|mut l| l.take());
+        if let Some(link) = link {
+            let _ = link.client.disconnect().await;
+            // Give the disconnect a moment to leave before the tasks are stopped.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(link);
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<AsyncClient> {
+        self.link
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|l| l.client.clone()))
+            .ok_or_else(|| anyhow::anyhow!("machine is offline"))
+    }
+
+    /// Asks to sell `items` (slot, quantity); returns the request id. The server answers
+    /// with `show_qr` or `sale_refused`.
+    pub async fn buy(&self, items: &[(&str, u32)]) -> anyhow::Result<String> {
+        let request_id = self.shared.new_id("r");
+        self.buy_with_id(&request_id, items).await?;
+        Ok(request_id)
+    }
+
+    /// Asks to sell under a given request id (repeating a request must not sell twice).
+    pub async fn buy_with_id(&self, request_id: &str, items: &[(&str, u32)]) -> anyhow::Result<()> {
+        let ev = Event::BuyRequest {
+            request_id: request_id.to_owned(),
+            items: items
+                .iter()
+                .map(|(slot, qty)| Line {
+                    slot: (*slot).to_owned(),
+                    qty: *qty,
+                })
+                .collect(),
+        };
+        publish(&self.shared, &self.client()?, &ev).await
+    }
+
+    /// Sends a heartbeat now, with the given slot counts.
+    pub async fn heartbeat(&self, slots: Option<Vec<SlotState>>) -> anyhow::Result<()> {
+        let ev = Event::Heartbeat {
+            slots,
+            fw: Some("sim-1".into()),
+        };
+        publish(&self.shared, &self.client()?, &ev).await
+    }
+
+    /// Reports a fault.
+    pub async fn fault(&self, code: &str, detail: &str) -> anyhow::Result<()> {
+        let ev = Event::Fault {
+            code: code.to_owned(),
+            detail: detail.to_owned(),
+        };
+        publish(&self.shared, &self.client()?, &ev).await
+    }
+}
+
+impl Shared {
+    fn new_id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        format!("{prefix}-{}-{}-{n}", self.settings.machine, crate::ids::random_hex(8))
+    }
+
+    /// A deterministic draw in 0..1 (splitmix64).
+    fn draw(&self) -> f64 {
+        let mut state = self.rng.lock().map(|g| *g).unwrap_or(0);
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if let Ok(mut g) = self.rng.lock() {
+            *g = state;
+        }
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+async fn publish(shared: &Shared, client: &AsyncClient, event: &Event) -> anyhow::Result<()> {
+    let body = serde_json::to_value(event)?
+        .get("body")
+        .map(|b| b.to_string())
+        .unwrap_or_else(|| "{}".into());
+    let s = &shared.settings;
+    let envelope = Envelope::seal(
+        &s.machine,
+        s.secret.as_bytes(),
+        &shared.new_id("e"),
+        crate::services::now_ms(),
+        event.kind(),
+        body,
+    );
+    client
+        .publish(
+            evt_topic(&s.machine),
+            QoS::AtLeastOnce,
+            false,
+            envelope.to_bytes(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The TTL a machine applies to commands by its own clock (the protocol's 60 s).
+const COMMAND_TTL_MS: i64 = 60_000;
+
+async fn handle(
+    shared: &Shared,
+    client: &AsyncClient,
+    events: &mpsc::UnboundedSender<SimEvent>,
+    raw: &[u8],
+) {
+    let s = &shared.settings;
+    let Ok(env) = serde_json::from_slice::<Envelope>(raw) else {
+        tracing::warn!(machine = %s.machine, "command is not an envelope; ignored");
+        return;
+    };
+    let signed = signing::envelope_string(&env.machine, &env.msg_id, env.ts, &env.kind, &env.body);
+    if env.machine != s.machine || !signing::verify(s.secret.as_bytes(), signed.as_bytes(), &env.sig)
+    {
+        // Not from the server: no answer at all (an ack would tell a forger something).
+        let _ = events.send(SimEvent::Refused {
+            command_id: env.msg_id,
+            reason: "bad signature".into(),
+        });
+        return;
+    }
+    let command_id = env.msg_id.clone();
+    let ack = |status: AckStatus, reason: Option<&str>| Event::Ack {
+        command_id: command_id.clone(),
+        status,
+        reason: reason.map(str::to_owned),
+    };
+    // Executed before: answer already_done and repeat the result. Checked and recorded under
+    // one lock, so two copies arriving together run once.
+    let seen = shared.journal.lock().ok().and_then(|mut j| {
+        let previous = j.get(&command_id).cloned();
+        if previous.is_none() {
+            j.insert(command_id.clone(), None);
+        }
+        previous
+    });
+    if let Some(previous) = seen {
+        let _ = publish(shared, client, &ack(AckStatus::AlreadyDone, None)).await;
+        if let Some(result) = previous.and_then(|b| Event::parse("dispense_result", &b).ok()) {
+            let _ = publish(shared, client, &result).await;
+        }
+        return;
+    }
+    if crate::services::now_ms().saturating_sub(env.ts) > COMMAND_TTL_MS {
+        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("expired"))).await;
+        let _ = events.send(SimEvent::Refused {
+            command_id,
+            reason: "expired".into(),
+        });
+        return;
+    }
+    let tagged = serde_json::json!({
+        "kind": env.kind,
+        "body": serde_json::from_str::<serde_json::Value>(&env.body).unwrap_or_default(),
+    });
+    let Ok(command) = serde_json::from_value::<Command>(tagged) else {
+        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("unknown command"))).await;
+        return;
+    };
+    if s.reject_dispense && matches!(command, Command::Dispense { .. }) {
+        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("door open"))).await;
+        let _ = events.send(SimEvent::Refused {
+            command_id,
+            reason: "door open".into(),
+        });
+        return;
+    }
+    let _ = publish(shared, client, &ack(AckStatus::Accepted, None)).await;
+    match command {
+        Command::ShowQr {
+            order_id,
+            qr_code,
+            amount_fen,
+            ..
+        } => {
+            let _ = events.send(SimEvent::ShowQr {
+                order_id,
+                qr_code,
+                amount_fen,
+            });
+        }
+        Command::Dispense { order_id, items } => {
+            let mut results = Vec::new();
+            for line in &items {
+                for _ in 0..line.qty {
+                    tokio::time::sleep(s.vend_time).await;
+                    let failed = s.fail_rate > 0.0 && shared.draw() < s.fail_rate;
+                    results.push(ItemResult {
+                        slot: line.slot.clone(),
+                        result: if failed {
+                            VendOutcome::Failed
+                        } else {
+                            VendOutcome::Dispensed
+                        },
+                        reason: failed.then(|| s.fail_reason.clone()),
+                    });
+                }
+            }
+            let result = Event::DispenseResult {
+                command_id: command_id.clone(),
+                order_id: order_id.clone(),
+                items: results.clone(),
+            };
+            if let (Ok(mut j), Ok(v)) = (shared.journal.lock(), serde_json::to_value(&result)) {
+                j.insert(command_id, v.get("body").map(|b| b.to_string()));
+            }
+            let _ = publish(shared, client, &result).await;
+            let _ = events.send(SimEvent::Dispensed {
+                order_id,
+                items: results,
+            });
+        }
+        Command::Cancel { order_id } => {
+            let _ = events.send(SimEvent::Cancelled { order_id });
+        }
+        Command::SaleRefused { request_id, reason } => {
+            let _ = events.send(SimEvent::SaleRefused { request_id, reason });
+        }
+        Command::UnlockDoor { .. } | Command::SyncTime { .. } => {}
+    }
+}

@@ -1,0 +1,209 @@
+//! Operator API for the fleet itself: add a machine (with its slots), read the credentials a
+//! machine is provisioned with, and clear a fault once someone has fixed the machine.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+use super::api::{ApiError, ApiResult, Operator};
+use crate::device::protocol::is_valid_id;
+use crate::services::Services;
+
+/// The routes, merged into the operator API.
+pub fn router() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/api/v1/machines", post(create_machine))
+        .route("/api/v1/machines/{code}/credentials", get(credentials))
+        .route("/api/v1/machines/{code}/clear-fault", post(clear_fault))
+}
+
+/// A machine to add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMachine {
+    code: String,
+    kind: String,
+    terminal_id: String,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    slots: Vec<NewSlot>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSlot {
+    code: String,
+    product_id: i64,
+    price_fen: i64,
+    capacity: i64,
+    stock: i64,
+}
+
+fn unprocessable(why: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, why.into())
+}
+
+fn check(m: &NewMachine) -> ApiResult<()> {
+    if !is_valid_id(&m.code) {
+        return Err(unprocessable(
+            "code: 1-64 characters of A-Z a-z 0-9 _ - . :",
+        ));
+    }
+    if !matches!(m.kind.as_str(), "vending" | "face" | "cabinet") {
+        return Err(unprocessable("kind: vending, face or cabinet"));
+    }
+    // Alipay's terminal_id: letters, digits, `_` and `-`, at most 32.
+    if m.terminal_id.is_empty()
+        || m.terminal_id.len() > 32
+        || !m
+            .terminal_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(unprocessable(
+            "terminal_id: 1-32 letters, digits, _ or -",
+        ));
+    }
+    if m.slots.len() > 256 {
+        return Err(unprocessable("at most 256 slots"));
+    }
+    for s in &m.slots {
+        if !is_valid_id(&s.code) {
+            return Err(unprocessable(format!("slot {:?}: bad code", s.code)));
+        }
+        if !(1..=100_000_000).contains(&s.price_fen) {
+            return Err(unprocessable(format!("slot {}: price_fen 1..=100000000", s.code)));
+        }
+        if !(0..=1000).contains(&s.capacity) || !(0..=s.capacity).contains(&s.stock) {
+            return Err(unprocessable(format!(
+                "slot {}: need 0 <= stock <= capacity <= 1000",
+                s.code
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn create_machine(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    body: Result<Json<NewMachine>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(m) = body?;
+    check(&m)?;
+    let now = svc.now();
+    let secret = crate::ids::random_hex(32);
+    let mut tx = svc.db.pool.begin().await?;
+    let operator: i64 = sqlx::query("SELECT id FROM operators ORDER BY id LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::CONFLICT, "no operator is set up".into()))?
+        .try_get(0)?;
+    let inserted = sqlx::query(
+        "INSERT INTO machines (operator_id, code, kind, terminal_id, site, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(operator)
+    .bind(&m.code)
+    .bind(&m.kind)
+    .bind(&m.terminal_id)
+    .bind(&m.site)
+    .bind(&secret)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await;
+    let machine_id: i64 = match inserted {
+        Ok(row) => row.try_get(0)?,
+        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "a machine with this code or terminal_id exists".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for s in &m.slots {
+        let product = sqlx::query("SELECT id FROM products WHERE id = $1 AND operator_id = $2")
+            .bind(s.product_id)
+            .bind(operator)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if product.is_none() {
+            return Err(unprocessable(format!(
+                "slot {}: product {} not found",
+                s.code, s.product_id
+            )));
+        }
+        sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(machine_id)
+            .bind(&s.code)
+            .bind(s.product_id)
+            .bind(s.price_fen)
+            .bind(s.capacity)
+            .bind(s.stock)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                    ApiError(StatusCode::CONFLICT, format!("slot {} is listed twice", s.code))
+                } else {
+                    e.into()
+                }
+            })?;
+    }
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "code": m.code, "secret": secret, "device": endpoints(&svc) })),
+    ))
+}
+
+fn endpoints(svc: &Services) -> Value {
+    json!({
+        "mqtt_url": svc.mqtt_url,
+        "command_topic": crate::device::mqtt::cmd_topic("{code}"),
+        "event_topic": crate::device::mqtt::evt_topic("{code}"),
+        "http_events": crate::device::http::EVENTS_PATH,
+        "http_commands": crate::device::http::COMMANDS_PATH,
+    })
+}
+
+/// What a machine is provisioned with: its secret and where to connect.
+async fn credentials(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let machine = svc
+        .device
+        .machine(&code)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "machine not found".into()))?;
+    let secret = String::from_utf8_lossy(machine.secret()).into_owned();
+    Ok(Json(
+        json!({ "code": machine.code, "secret": secret, "device": endpoints(&svc) }),
+    ))
+}
+
+async fn clear_fault(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let done = sqlx::query("UPDATE machines SET fault = NULL WHERE code = $1")
+        .bind(&code)
+        .execute(&svc.db.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
+    }
+    tracing::info!(machine = %code, "fault cleared by the operator");
+    Ok(Json(json!({ "code": code, "fault": null })))
+}
