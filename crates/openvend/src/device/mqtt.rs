@@ -142,8 +142,19 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
         while let Some(work) = work_rx.recv().await {
             match work {
                 Work::Message { machine, payload } => {
-                    // The rejection is logged inside receive.
-                    let _ = worker_channel.receive(&machine, &payload).await;
+                    // The broker has already had its PUBACK, so the machine will not send
+                    // this again: a store hiccup is retried here rather than losing the event.
+                    // Other rejections are final and logged inside receive.
+                    let mut delay = Duration::from_millis(50);
+                    for _ in 0..6 {
+                        match worker_channel.receive(&machine, &payload).await {
+                            Err(super::Rejection::Unavailable) => {
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                            _ => break,
+                        }
+                    }
                 }
                 Work::RedeliverAll => worker_channel.redeliver_all().await,
             }

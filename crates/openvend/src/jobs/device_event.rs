@@ -181,7 +181,18 @@ async fn on_buy_request(
             }
         }
     };
-    svc.device.send(machine, command).await?;
+    let shown = match &command {
+        Command::ShowQr { order_id, .. } => Some(order_id.clone()),
+        _ => None,
+    };
+    let command_id = svc.device.send(machine, command).await?;
+    if let Some(order) = shown
+        && let Some(order) = orders::by_out_trade_no(&svc.db, &order).await?
+    {
+        let detail = format!("command {command_id} for request {request_id}");
+        orders::add_event(&svc.db.pool, order.id, svc.now(), "device", "show_qr_sent", &detail)
+            .await?;
+    }
     Ok(())
 }
 

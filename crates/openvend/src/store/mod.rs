@@ -91,7 +91,11 @@ impl Db {
         }
         let options =
             AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
-        let max = if backend == Backend::Sqlite { 4 } else { 16 };
+        // SQLite has one writer at a time, and a deferred transaction that read before it
+        // writes fails at once (SQLITE_BUSY_SNAPSHOT, which busy_timeout does not wait out)
+        // when another connection wrote meanwhile. One connection serialises the transactions
+        // instead; they are short, and no network call is ever made inside one.
+        let max = if backend == Backend::Sqlite { 1 } else { 16 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))

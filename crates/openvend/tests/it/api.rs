@@ -26,6 +26,10 @@ async fn start() -> Api {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         sandbox_listen: "127.0.0.1:0".into(),
+        mqtt: openvend::config::MqttSettings {
+            embedded_listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
         api_token: Some("test-token-123".into()),
         ..Settings::default()
     };

@@ -9,6 +9,10 @@ fn settings(dir: &std::path::Path) -> Settings {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".into(),
         sandbox_listen: "127.0.0.1:0".into(),
+        mqtt: openvend::config::MqttSettings {
+            embedded_listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

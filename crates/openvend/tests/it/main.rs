@@ -6,6 +6,8 @@
 mod api;
 mod app;
 mod device;
+mod flow;
+mod invariants;
 mod resolve;
 mod sale;
 mod store;

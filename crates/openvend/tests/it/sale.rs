@@ -35,6 +35,10 @@ pub async fn start() -> Running {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         sandbox_listen: "127.0.0.1:0".into(),
+        mqtt: openvend::config::MqttSettings {
+            embedded_listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let settings = Settings {
@@ -52,7 +56,17 @@ pub async fn start() -> Running {
         _dir: dir,
     };
     tokio::spawn(app.run_until_stopped());
+    mark_machines_online(&running).await;
     running
+}
+
+/// Sales need a machine that is online: record a heartbeat for every machine now.
+pub async fn mark_machines_online(r: &Running) {
+    sqlx::query("UPDATE machines SET online = TRUE, last_heartbeat_at = $1")
+        .bind(r.app_services.now())
+        .execute(&r.app_services.db.pool)
+        .await
+        .unwrap();
 }
 
 pub fn sale(slot: &str, qty: u32) -> SaleRequest {

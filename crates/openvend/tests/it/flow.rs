@@ -1,0 +1,392 @@
+//! The QR sale end to end over real HTTP and MQTT: the embedded broker, the embedded sandbox
+//! and simulated machines (`openvend::sim`) that speak the device protocol. Each test names
+//! the fault scenario of reliability.md §3.2 it covers and ends with the invariants check.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use openvend::domain::order::OrderState;
+use openvend::sim::{MachineSim, SimEvent, SimSettings};
+use serde_json::{Value, json};
+use sqlx::Row as _;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::invariants::{self, VendLog};
+use crate::sale::{Running, control, start, wait_for_state};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A simulated machine connected to the running server's broker.
+pub async fn machine(
+    r: &Running,
+    code: &str,
+    tweak: impl FnOnce(&mut SimSettings),
+) -> (MachineSim, UnboundedReceiver<SimEvent>) {
+    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = $1")
+        .bind(code)
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
+    let mut settings = SimSettings::new(code, &secret, &host, port);
+    settings.persistent_session = false;
+    tweak(&mut settings);
+    let (sim, mut events) = MachineSim::start(settings).await.unwrap();
+    assert_eq!(next(&mut events).await, SimEvent::Online);
+    (sim, events)
+}
+
+pub fn mqtt_addr(url: &str) -> (String, u16) {
+    let (host, port) = url.strip_prefix("mqtt://").unwrap().rsplit_once(':').unwrap();
+    (host.to_owned(), port.parse().unwrap())
+}
+
+pub async fn next(events: &mut UnboundedReceiver<SimEvent>) -> SimEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("the machine saw nothing in time")
+        .expect("the machine stopped")
+}
+
+/// The next event that is not a stray `Online`.
+pub async fn next_business(events: &mut UnboundedReceiver<SimEvent>) -> SimEvent {
+    loop {
+        match next(events).await {
+            SimEvent::Online => continue,
+            other => return other,
+        }
+    }
+}
+
+pub async fn expect_qr(events: &mut UnboundedReceiver<SimEvent>) -> (String, String, i64) {
+    match next_business(events).await {
+        SimEvent::ShowQr {
+            order_id,
+            qr_code,
+            amount_fen,
+        } => (order_id, qr_code, amount_fen),
+        other => panic!("expected a QR code, got {other:?}"),
+    }
+}
+
+pub async fn pay(r: &Running, qr_code: &str) {
+    let buyer = control(r, "/control/buyers", json!({ "balance": "500.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = control(
+        r,
+        "/control/qr/pay",
+        json!({ "qr_code": qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    assert!(paid["trade_no"].is_string(), "{paid}");
+}
+
+/// Counts what physically left the machine, per order.
+pub fn log_vend(log: &mut VendLog, ev: &SimEvent) {
+    if let SimEvent::Dispensed { order_id, items } = ev {
+        let out = items
+            .iter()
+            .filter(|i| i.result != openvend::device::protocol::VendOutcome::Failed)
+            .count() as u32;
+        *log.entry(order_id.clone()).or_default() += out;
+    }
+}
+
+pub async fn slot(r: &Running, machine: &str, code: &str) -> (i64, i64, bool) {
+    let row = sqlx::query(
+        "SELECT s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = $1 AND s.code = $2",
+    )
+    .bind(machine)
+    .bind(code)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    let int = |c: &str| openvend::store::get_int(&row, c).unwrap();
+    (int("stock"), int("reserved"), int("enabled") != 0)
+}
+
+pub async fn commands(r: &Running, out_trade_no: &str, kind: &str) -> Vec<String> {
+    sqlx::query("SELECT state FROM device_commands WHERE order_id = $1 AND kind = $2 ORDER BY id")
+        .bind(out_trade_no)
+        .bind(kind)
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Waits until no job is due within `horizon_ms` of the server clock (the flow has settled).
+pub async fn settle(r: &Running, horizon_ms: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let due: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE run_at <= $1")
+            .bind(r.app_services.now() + horizon_ms)
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap())
+            .unwrap();
+        if due == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{due} job(s) still due");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn check(r: &Running, log: Option<&VendLog>) {
+    invariants::check(&r.app_services.db, &r.sandbox_url, log).await;
+}
+
+#[tokio::test]
+async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 2), ("A2", 1)]).await.unwrap();
+    let (order, qr, amount) = expect_qr(&mut events).await;
+    assert_eq!(amount, 2 * 350 + 200);
+    let (_, reserved, _) = slot(&r, "VM-0001", "A1").await;
+    assert_eq!(reserved, 2, "stock is reserved while the buyer pays");
+    pay(&r, &qr).await;
+    let mut log = VendLog::new();
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    assert!(matches!(ev, SimEvent::Dispensed { ref order_id, ref items } if *order_id == order && items.len() == 3), "{ev:?}");
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (6, 0, true));
+    assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
+    assert_eq!(commands(&r, &order, "dispense").await, ["done"]);
+    // The timeline joins Alipay's and the machine's side.
+    let o = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<String> = openvend::store::orders::timeline(&r.app_services.db, o.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, kind, _)| kind)
+        .collect();
+    for want in ["precreated", "show_qr_sent", "paid", "dispense_sent", "dispense_acknowledged", "vend_finished"] {
+        assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
+    }
+    settle(&r, 0).await;
+    check(&r, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f11_f13_a_jammed_unit_is_refunded_once_and_its_slot_disabled() {
+    let r = start().await;
+    // Every unit fails with a jam.
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A3", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    let o = wait_for_state(&r, &order, OrderState::Refunded).await;
+    assert_eq!(slot(&r, "VM-0001", "A3").await, (8, 0, false), "stock kept, slot disabled");
+    // The refund reaches Alipay exactly once.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let refunded = openvend::store::orders::by_id(&r.app_services.db, o.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .refunded;
+        if refunded.0 == 650 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "refund not settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&r, 0).await;
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trade = trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_trade_no"] == order.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(trade["refunds"].as_array().unwrap().len(), 1, "{trade}");
+    check(&r, Some(&log)).await;
+    // The disabled slot refuses the next sale at once, with the reason.
+    sim.buy(&[("A3", 1)]).await.unwrap();
+    match next_business(&mut events).await {
+        SimEvent::SaleRefused { reason, .. } => assert!(reason.contains("A3"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_vends_late() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    sim.go_offline().await;
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Paid).await;
+    // The dispense is recorded and waits for the machine.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while commands(&r, &order, "dispense").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no dispense command");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.app_services.clock.advance(61_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    assert_eq!(commands(&r, &order, "dispense").await, ["expired"]);
+    // Back online: the expired command is not delivered; nothing comes out.
+    sim.go_online().await.unwrap();
+    sim.heartbeat(None).await.unwrap();
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (second, _, _) = expect_qr(&mut events).await;
+    assert_ne!(second, order, "the first event after return is the new sale, not a late vend");
+    settle(&r, 0).await;
+    assert_eq!(slot(&r, "VM-0001", "A2").await, (8, 0, true));
+}
+
+#[tokio::test]
+async fn f10_a_machine_back_within_the_ttl_gets_the_dispense_and_vends_once() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    sim.go_offline().await;
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Paid).await;
+    sim.go_online().await.unwrap();
+    // Its heartbeat makes the server re-deliver what is pending (F15: a second copy of the
+    // same command id would be answered already_done, never vended twice).
+    sim.heartbeat(None).await.unwrap();
+    let mut log = VendLog::new();
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    assert!(matches!(ev, SimEvent::Dispensed { .. }), "{ev:?}");
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    sim.heartbeat(None).await.unwrap();
+    settle(&r, 0).await;
+    assert_eq!(commands(&r, &order, "dispense").await, ["done"]);
+    check(&r, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f4_an_unpaid_code_is_closed_at_its_timeout_and_the_screen_cleared() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 3)]).await.unwrap();
+    let (order, _, _) = expect_qr(&mut events).await;
+    r.app_services.clock.advance(5 * 60_000 + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order, OrderState::Closed).await;
+    assert_eq!(next_business(&mut events).await, SimEvent::Cancelled { order_id: order });
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (8, 0, true));
+    settle(&r, 0).await;
+    check(&r, None).await;
+}
+
+#[tokio::test]
+async fn a_machine_that_refuses_the_dispense_gets_its_buyer_refunded() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.reject_dispense = true).await;
+    sim.buy(&[("A2", 2)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    assert!(matches!(next_business(&mut events).await, SimEvent::Refused { .. }));
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    settle(&r, 0).await;
+    check(&r, Some(&VendLog::new())).await;
+}
+
+#[tokio::test]
+async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_one_order() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    // Unknown slot, too many units.
+    sim.buy(&[("Z9", 1)]).await.unwrap();
+    match next_business(&mut events).await {
+        SimEvent::SaleRefused { reason, .. } => assert!(reason.contains("Z9"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    sim.buy(&[("A1", 9)]).await.unwrap();
+    match next_business(&mut events).await {
+        SimEvent::SaleRefused { reason, .. } => assert!(reason.contains("A1"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // The same request id twice: one order, the same code both times.
+    sim.buy_with_id("r-same-1", &[("A1", 1)]).await.unwrap();
+    let (first, qr1, _) = expect_qr(&mut events).await;
+    sim.buy_with_id("r-same-1", &[("A1", 1)]).await.unwrap();
+    let (again, qr2, _) = expect_qr(&mut events).await;
+    assert_eq!((first.as_str(), qr1.as_str()), (again.as_str(), qr2.as_str()));
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE request_id = 'r-same-1'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .map(|row| openvend::store::get_int(&row, "n").unwrap())
+        .unwrap();
+    assert_eq!(n, 1);
+    // A faulty machine sells nothing until the operator clears the fault.
+    sim.fault("MOTOR_A1", "motor current high").await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let fault: Option<String> = sqlx::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        if fault.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "fault not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    match next_business(&mut events).await {
+        SimEvent::SaleRefused { reason, .. } => assert!(reason.contains("faulty"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispenses_once() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    let mut log = VendLog::new();
+    // F5: every notification attempt lost; the query fallback marks the order paid.
+    control(&r, "/control/faults", json!({ "notification": { "kind": "drop" }, "count": 1 })).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    r.app_services.clock.advance(11_000);
+    r.app_services.jobs_ready.notify_one();
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    // F6: the notification of the next sale arrives 20 times at once.
+    control(&r, "/control/faults", json!({ "notification": { "kind": "duplicate", "times": 20 }, "count": 1 })).await;
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    let (order2, qr2, _) = expect_qr(&mut events).await;
+    pay(&r, &qr2).await;
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    wait_for_state(&r, &order2, OrderState::Completed).await;
+    settle(&r, 0).await;
+    assert_eq!(commands(&r, &order2, "dispense").await, ["done"]);
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for (k, v) in &log {
+        counts.insert(k.clone(), *v);
+    }
+    assert_eq!(counts.get(&order2), Some(&1));
+    check(&r, Some(&log)).await;
+}
