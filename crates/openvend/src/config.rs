@@ -207,6 +207,7 @@ impl Settings {
             "PUBLIC_URL" => self.public_url = Some(value),
             "DATABASE_URL" => self.database_url = Some(Secret(value)),
             "MQTT_URL" => self.mqtt.url = Some(value),
+            "MQTT_EMBEDDED_LISTEN" => self.mqtt.embedded_listen = value,
             "MQTT_USERNAME" => self.mqtt.username = Some(value),
             "MQTT_PASSWORD" => self.mqtt.password = Some(Secret(value)),
             "API_TOKEN" => self.api_token = Some(Secret(value)),

@@ -243,6 +243,7 @@ async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_ve
         assert!(tokio::time::Instant::now() < deadline, "no dispense command");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
     r.app_services.jobs_ready.notify_one();
     wait_for_state(&r, &order, OrderState::Refunded).await;
@@ -287,6 +288,8 @@ async fn f4_an_unpaid_code_is_closed_at_its_timeout_and_the_screen_cleared() {
     let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
     sim.buy(&[("A1", 3)]).await.unwrap();
     let (order, _, _) = expect_qr(&mut events).await;
+    // Let the job that answered the request finish before time jumps past its lease.
+    settle(&r, 0).await;
     r.app_services.clock.advance(5 * 60_000 + 1_000);
     r.app_services.jobs_ready.notify_one();
     wait_for_state(&r, &order, OrderState::Closed).await;
