@@ -277,6 +277,15 @@ impl Settings {
                 ),
             ));
         }
+        if self.mqtt.embedded_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "mqtt.embedded_listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:18830",
+                    self.mqtt.embedded_listen
+                ),
+            ));
+        }
         if let Some(url) = &self.database_url {
             let scheme = url.expose().split_once("://").map(|(s, _)| s).unwrap_or("");
             if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {

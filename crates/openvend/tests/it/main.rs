@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod crash;
 mod device;
 mod flow;
 mod invariants;
