@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod chaos;
 mod crash;
 mod device;
 mod flow;
