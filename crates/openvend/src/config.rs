@@ -260,7 +260,10 @@ impl Settings {
             ));
         }
         if !(10..=86_400).contains(&self.device.result_wait_secs) {
-            return Err(err("device.result_wait_secs", "must be 10 to 86400 seconds"));
+            return Err(err(
+                "device.result_wait_secs",
+                "must be 10 to 86400 seconds",
+            ));
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
@@ -277,7 +280,12 @@ impl Settings {
                 ),
             ));
         }
-        if self.mqtt.embedded_listen.parse::<std::net::SocketAddr>().is_err() {
+        if self
+            .mqtt
+            .embedded_listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
             return Err(err(
                 "mqtt.embedded_listen",
                 format!(

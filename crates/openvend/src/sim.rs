@@ -330,7 +330,11 @@ impl MachineSim {
 impl Shared {
     fn new_id(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::SeqCst);
-        format!("{prefix}-{}-{}-{n}", self.settings.machine, crate::ids::random_hex(8))
+        format!(
+            "{prefix}-{}-{}-{n}",
+            self.settings.machine,
+            crate::ids::random_hex(8)
+        )
     }
 
     /// A deterministic draw in 0..1 (splitmix64).
@@ -388,7 +392,8 @@ async fn handle(
         return;
     };
     let signed = signing::envelope_string(&env.machine, &env.msg_id, env.ts, &env.kind, &env.body);
-    if env.machine != s.machine || !signing::verify(s.secret.as_bytes(), signed.as_bytes(), &env.sig)
+    if env.machine != s.machine
+        || !signing::verify(s.secret.as_bytes(), signed.as_bytes(), &env.sig)
     {
         // Not from the server: no answer at all (an ack would tell a forger something).
         let _ = events.send(SimEvent::Refused {
@@ -432,7 +437,12 @@ async fn handle(
         "body": serde_json::from_str::<serde_json::Value>(&env.body).unwrap_or_default(),
     });
     let Ok(command) = serde_json::from_value::<Command>(tagged) else {
-        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("unknown command"))).await;
+        let _ = publish(
+            shared,
+            client,
+            &ack(AckStatus::Rejected, Some("unknown command")),
+        )
+        .await;
         return;
     };
     if s.reject_dispense && matches!(command, Command::Dispense { .. }) {

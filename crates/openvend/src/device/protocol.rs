@@ -151,9 +151,9 @@ impl Command {
             Command::ShowQr { order_id, .. }
             | Command::Dispense { order_id, .. }
             | Command::Cancel { order_id } => Some(order_id),
-            Command::UnlockDoor { .. }
-            | Command::SyncTime { .. }
-            | Command::SaleRefused { .. } => None,
+            Command::UnlockDoor { .. } | Command::SyncTime { .. } | Command::SaleRefused { .. } => {
+                None
+            }
         }
     }
 

@@ -52,7 +52,11 @@ pub async fn run(svc: &Services, machine_id: i64, msg_id: &str) -> anyhow::Resul
         Event::Fault { code, detail } => on_fault(svc, machine_id, &code, &detail).await?,
         Event::Heartbeat { .. } => {}
         Event::DoorClosed { .. } | Event::FaceToken { .. } => {
-            tracing::info!(machine, kind, "event kind not used by this machine's sale flow");
+            tracing::info!(
+                machine,
+                kind,
+                "event kind not used by this machine's sale flow"
+            );
         }
     }
     Ok(Next::Done)
@@ -99,7 +103,10 @@ async fn on_ack(
             }
         }
         ("dispense", AckStatus::Rejected) => {
-            let why = format!("the machine refused: {}", reason.unwrap_or("no reason given"));
+            let why = format!(
+                "the machine refused: {}",
+                reason.unwrap_or("no reason given")
+            );
             dispense::refund_undelivered(svc, &order, &why).await?;
         }
         (kind, status) => {
@@ -190,8 +197,15 @@ async fn on_buy_request(
         && let Some(order) = orders::by_out_trade_no(&svc.db, &order).await?
     {
         let detail = format!("command {command_id} for request {request_id}");
-        orders::add_event(&svc.db.pool, order.id, svc.now(), "device", "show_qr_sent", &detail)
-            .await?;
+        orders::add_event(
+            &svc.db.pool,
+            order.id,
+            svc.now(),
+            "device",
+            "show_qr_sent",
+            &detail,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -122,7 +122,10 @@ async fn watch_result(svc: &Services, order: &Order, now: i64) -> anyhow::Result
     )
     .await?;
     tx.commit().await?;
-    tracing::warn!(order_id = order.id, "dispense result missing; order needs a person");
+    tracing::warn!(
+        order_id = order.id,
+        "dispense result missing; order needs a person"
+    );
     Ok(Next::Done)
 }
 

@@ -159,7 +159,10 @@ async fn existing_request(
             amount_fen: row.try_get("total_fen")?,
             expires_at: row.try_get("expires_at")?,
         }),
-        _ => Err(SaleError::RequestHandled(request_id.to_owned(), out_trade_no)),
+        _ => Err(SaleError::RequestHandled(
+            request_id.to_owned(),
+            out_trade_no,
+        )),
     }))
 }
 

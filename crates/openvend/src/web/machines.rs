@@ -68,9 +68,7 @@ fn check(m: &NewMachine) -> ApiResult<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(unprocessable(
-            "terminal_id: 1-32 letters, digits, _ or -",
-        ));
+        return Err(unprocessable("terminal_id: 1-32 letters, digits, _ or -"));
     }
     if m.slots.len() > 256 {
         return Err(unprocessable("at most 256 slots"));
@@ -80,7 +78,10 @@ fn check(m: &NewMachine) -> ApiResult<()> {
             return Err(unprocessable(format!("slot {:?}: bad code", s.code)));
         }
         if !(1..=100_000_000).contains(&s.price_fen) {
-            return Err(unprocessable(format!("slot {}: price_fen 1..=100000000", s.code)));
+            return Err(unprocessable(format!(
+                "slot {}: price_fen 1..=100000000",
+                s.code
+            )));
         }
         if !(0..=1000).contains(&s.capacity) || !(0..=s.capacity).contains(&s.stock) {
             return Err(unprocessable(format!(
@@ -121,7 +122,10 @@ async fn create_machine(
     .await;
     let machine_id: i64 = match inserted {
         Ok(row) => row.try_get(0)?,
-        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 "a machine with this code or terminal_id exists".into(),

@@ -197,3 +197,95 @@ async fn orders_can_be_filtered_and_unknown_ones_are_404() {
         .await;
     assert_eq!(status, 422, "idempotency_key is required");
 }
+
+#[tokio::test]
+async fn machines_are_added_with_their_slots_and_bad_ones_are_refused_with_the_reason() {
+    use reqwest::Method;
+    let api = start().await;
+    let good = json!({ "code": "NEW-01", "kind": "vending", "terminal_id": "NEW01", "site": "Hall",
+        "slots": [{ "code": "B1", "product_id": 1, "price_fen": 300, "capacity": 10, "stock": 5 }] });
+    let (status, created) = api
+        .call(Method::POST, "/api/v1/machines", Some(good.clone()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 32);
+    assert!(
+        created["device"]["mqtt_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt://")
+    );
+    let (_, creds) = api
+        .call(Method::GET, "/api/v1/machines/NEW-01/credentials", None)
+        .await;
+    assert_eq!(creds["secret"], secret.as_str());
+    let (_, slots) = api
+        .call(Method::GET, "/api/v1/machines/NEW-01/slots", None)
+        .await;
+    assert_eq!(slots["slots"][0]["code"], "B1", "{slots}");
+
+    let (status, _) = api.call(Method::POST, "/api/v1/machines", Some(good)).await;
+    assert_eq!(status, 409, "a second machine with the same code");
+    let bad_cases = [
+        (
+            json!({ "code": "a/b", "kind": "vending", "terminal_id": "T1" }),
+            422,
+            "code",
+        ),
+        (
+            json!({ "code": "X1", "kind": "toaster", "terminal_id": "T1" }),
+            422,
+            "kind",
+        ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T 1" }),
+            422,
+            "terminal_id",
+        ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T1",
+            "slots": [{ "code": "B1", "product_id": 1, "price_fen": 0, "capacity": 10, "stock": 5 }] }),
+            422,
+            "price_fen",
+        ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T1",
+            "slots": [{ "code": "B1", "product_id": 1, "price_fen": 10, "capacity": 10, "stock": 11 }] }),
+            422,
+            "stock",
+        ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T1",
+            "slots": [{ "code": "B1", "product_id": 999, "price_fen": 10, "capacity": 10, "stock": 1 }] }),
+            422,
+            "product",
+        ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T1", "price": 1 }),
+            422,
+            "price",
+        ),
+    ];
+    for (body, want, word) in bad_cases {
+        let (status, answer) = api
+            .call(Method::POST, "/api/v1/machines", Some(body.clone()))
+            .await;
+        assert_eq!(status, want, "{body} -> {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(word),
+            "{body} -> {answer}"
+        );
+    }
+    // Nothing of the refused machines was written.
+    let (_, machines) = api.call(Method::GET, "/api/v1/machines", None).await;
+    assert!(!machines.to_string().contains("X1"), "{machines}");
+    let (status, _) = api
+        .call(Method::GET, "/api/v1/machines/NOPE/credentials", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, cleared) = api
+        .call(Method::POST, "/api/v1/machines/NEW-01/clear-fault", None)
+        .await;
+    assert_eq!((status, cleared["fault"].clone()), (200, Value::Null));
+}

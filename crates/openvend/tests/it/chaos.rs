@@ -185,7 +185,10 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
     .iter()
     .map(|row| sqlx::Row::get(row, 0))
     .collect();
-    println!("orders: {states:?}; units vended: {}", log.values().sum::<u32>());
+    println!(
+        "orders: {states:?}; units vended: {}",
+        log.values().sum::<u32>()
+    );
     invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
     let completed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE state = 'completed'")
         .fetch_one(&r.app_services.db.pool)

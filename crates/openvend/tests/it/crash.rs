@@ -85,7 +85,10 @@ impl Server {
             {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "server did not start");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -158,8 +161,7 @@ impl Drop for Server {
 async fn machine(server: &Server) -> (MachineSim, UnboundedReceiver<SimEvent>) {
     let creds = server.api("/machines/VM-0001/credentials").await;
     let (host, port) = mqtt_addr(creds["device"]["mqtt_url"].as_str().unwrap());
-    let mut settings =
-        SimSettings::new("VM-0001", creds["secret"].as_str().unwrap(), &host, port);
+    let mut settings = SimSettings::new("VM-0001", creds["secret"].as_str().unwrap(), &host, port);
     settings.persistent_session = false;
     settings.heartbeat_every = Duration::from_millis(500);
     let (sim, mut events) = MachineSim::start(settings).await.unwrap();

@@ -38,7 +38,11 @@ pub async fn machine(
 }
 
 pub fn mqtt_addr(url: &str) -> (String, u16) {
-    let (host, port) = url.strip_prefix("mqtt://").unwrap().rsplit_once(':').unwrap();
+    let (host, port) = url
+        .strip_prefix("mqtt://")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap();
     (host.to_owned(), port.parse().unwrap())
 }
 
@@ -133,7 +137,10 @@ pub async fn settle(r: &Running, horizon_ms: i64) {
         if due == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{due} job(s) still due");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{due} job(s) still due"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -155,7 +162,10 @@ async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
     let mut log = VendLog::new();
     let ev = next_business(&mut events).await;
     log_vend(&mut log, &ev);
-    assert!(matches!(ev, SimEvent::Dispensed { ref order_id, ref items } if *order_id == order && items.len() == 3), "{ev:?}");
+    assert!(
+        matches!(ev, SimEvent::Dispensed { ref order_id, ref items } if *order_id == order && items.len() == 3),
+        "{ev:?}"
+    );
     wait_for_state(&r, &order, OrderState::Completed).await;
     assert_eq!(slot(&r, "VM-0001", "A1").await, (6, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
@@ -171,8 +181,18 @@ async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
         .into_iter()
         .map(|(_, _, kind, _)| kind)
         .collect();
-    for want in ["precreated", "show_qr_sent", "paid", "dispense_sent", "dispense_acknowledged", "vend_finished"] {
-        assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
+    for want in [
+        "precreated",
+        "show_qr_sent",
+        "paid",
+        "dispense_sent",
+        "dispense_acknowledged",
+        "vend_finished",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
     }
     settle(&r, 0).await;
     check(&r, Some(&log)).await;
@@ -189,7 +209,11 @@ async fn f11_f13_a_jammed_unit_is_refunded_once_and_its_slot_disabled() {
     let mut log = VendLog::new();
     log_vend(&mut log, &next_business(&mut events).await);
     let o = wait_for_state(&r, &order, OrderState::Refunded).await;
-    assert_eq!(slot(&r, "VM-0001", "A3").await, (8, 0, false), "stock kept, slot disabled");
+    assert_eq!(
+        slot(&r, "VM-0001", "A3").await,
+        (8, 0, false),
+        "stock kept, slot disabled"
+    );
     // The refund reaches Alipay exactly once.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -240,7 +264,10 @@ async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_ve
     // The dispense is recorded and waits for the machine.
     let deadline = tokio::time::Instant::now() + WAIT;
     while commands(&r, &order, "dispense").await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no dispense command");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dispense command"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     settle(&r, 0).await;
@@ -253,7 +280,10 @@ async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_ve
     sim.heartbeat(None).await.unwrap();
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (second, _, _) = expect_qr(&mut events).await;
-    assert_ne!(second, order, "the first event after return is the new sale, not a late vend");
+    assert_ne!(
+        second, order,
+        "the first event after return is the new sale, not a late vend"
+    );
     settle(&r, 0).await;
     assert_eq!(slot(&r, "VM-0001", "A2").await, (8, 0, true));
 }
@@ -293,7 +323,10 @@ async fn f4_an_unpaid_code_is_closed_at_its_timeout_and_the_screen_cleared() {
     r.app_services.clock.advance(5 * 60_000 + 1_000);
     r.app_services.jobs_ready.notify_one();
     wait_for_state(&r, &order, OrderState::Closed).await;
-    assert_eq!(next_business(&mut events).await, SimEvent::Cancelled { order_id: order });
+    assert_eq!(
+        next_business(&mut events).await,
+        SimEvent::Cancelled { order_id: order }
+    );
     assert_eq!(slot(&r, "VM-0001", "A1").await, (8, 0, true));
     settle(&r, 0).await;
     check(&r, None).await;
@@ -306,7 +339,10 @@ async fn a_machine_that_refuses_the_dispense_gets_its_buyer_refunded() {
     sim.buy(&[("A2", 2)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
-    assert!(matches!(next_business(&mut events).await, SimEvent::Refused { .. }));
+    assert!(matches!(
+        next_business(&mut events).await,
+        SimEvent::Refused { .. }
+    ));
     wait_for_state(&r, &order, OrderState::Refunded).await;
     settle(&r, 0).await;
     check(&r, Some(&VendLog::new())).await;
@@ -332,7 +368,10 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
     let (first, qr1, _) = expect_qr(&mut events).await;
     sim.buy_with_id("r-same-1", &[("A1", 1)]).await.unwrap();
     let (again, qr2, _) = expect_qr(&mut events).await;
-    assert_eq!((first.as_str(), qr1.as_str()), (again.as_str(), qr2.as_str()));
+    assert_eq!(
+        (first.as_str(), qr1.as_str()),
+        (again.as_str(), qr2.as_str())
+    );
     let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE request_id = 'r-same-1'")
         .fetch_one(&r.app_services.db.pool)
         .await
@@ -343,11 +382,12 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
     sim.fault("MOTOR_A1", "motor current high").await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let fault: Option<String> = sqlx::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
-            .fetch_one(&r.app_services.db.pool)
-            .await
-            .unwrap()
-            .get(0);
+        let fault: Option<String> =
+            sqlx::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
+                .fetch_one(&r.app_services.db.pool)
+                .await
+                .unwrap()
+                .get(0);
         if fault.is_some() {
             break;
         }
@@ -367,7 +407,12 @@ async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispense
     let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
     let mut log = VendLog::new();
     // F5: every notification attempt lost; the query fallback marks the order paid.
-    control(&r, "/control/faults", json!({ "notification": { "kind": "drop" }, "count": 1 })).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "notification": { "kind": "drop" }, "count": 1 }),
+    )
+    .await;
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
@@ -377,7 +422,12 @@ async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispense
     log_vend(&mut log, &ev);
     wait_for_state(&r, &order, OrderState::Completed).await;
     // F6: the notification of the next sale arrives 20 times at once.
-    control(&r, "/control/faults", json!({ "notification": { "kind": "duplicate", "times": 20 }, "count": 1 })).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "notification": { "kind": "duplicate", "times": 20 }, "count": 1 }),
+    )
+    .await;
     sim.buy(&[("A2", 1)]).await.unwrap();
     let (order2, qr2, _) = expect_qr(&mut events).await;
     pay(&r, &qr2).await;

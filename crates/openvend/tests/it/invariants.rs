@@ -89,16 +89,22 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         }
         // 7. Refunded total <= paid total, and what we say was refunded is what Alipay refunded.
         if refunded > total || alipay_refunded > total {
-            bad(format!("refunded {refunded}/{alipay_refunded} > total {total}"));
+            bad(format!(
+                "refunded {refunded}/{alipay_refunded} > total {total}"
+            ));
         }
         if open_refunds > 0 {
             bad(format!("{open_refunds} refund(s) not settled"));
         }
         if succeeded != alipay_refunded && state != "refunded" {
-            bad(format!("our refunds {succeeded} != Alipay's {alipay_refunded}"));
+            bad(format!(
+                "our refunds {succeeded} != Alipay's {alipay_refunded}"
+            ));
         }
         if refunded != alipay_refunded {
-            bad(format!("order says refunded {refunded}, Alipay {alipay_refunded}"));
+            bad(format!(
+                "order says refunded {refunded}, Alipay {alipay_refunded}"
+            ));
         }
         // 2. No dispense without payment.
         if dispenses > 0 && !alipay_paid {
@@ -114,7 +120,9 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         if let Some(log) = vended {
             let physical = log.get(&out).copied().unwrap_or(0);
             if physical != out_units {
-                bad(format!("machine vended {physical}, server recorded {out_units}"));
+                bad(format!(
+                    "machine vended {physical}, server recorded {out_units}"
+                ));
             }
         }
         // 1 / 4. Conservation: paid and not dispensed => refunded; unpaid => nothing taken.
@@ -126,7 +134,9 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
             }
             "refunded" => {
                 if alipay_refunded != total {
-                    bad(format!("refunded but Alipay refunded {alipay_refunded} of {total}"));
+                    bad(format!(
+                        "refunded but Alipay refunded {alipay_refunded} of {total}"
+                    ));
                 }
                 if out_units > 0 {
                     bad("refunded in full but units came out".into());
@@ -159,7 +169,10 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         .await
         .unwrap();
     for s in &slots {
-        let (stock, reserved) = (get_int(s, "stock").unwrap(), get_int(s, "reserved").unwrap());
+        let (stock, reserved) = (
+            get_int(s, "stock").unwrap(),
+            get_int(s, "reserved").unwrap(),
+        );
         if stock < 0 || reserved != 0 {
             problems.push(format!(
                 "slot {}: stock {stock}, reserved {reserved}",
@@ -167,5 +180,9 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
             ));
         }
     }
-    assert!(problems.is_empty(), "invariants violated:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "invariants violated:\n{}",
+        problems.join("\n")
+    );
 }
