@@ -443,3 +443,118 @@ async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispense
     assert_eq!(counts.get(&order2), Some(&1));
     check(&r, Some(&log)).await;
 }
+
+/// A machine without MQTT: the same sale over the signed HTTP fallback.
+struct HttpMachine {
+    base: String,
+    code: String,
+    secret: String,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl HttpMachine {
+    fn id(&self, prefix: &str) -> String {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("{prefix}-{n}-{}", openvend::ids::random_hex(6))
+    }
+
+    async fn request(&self, method: &str, path_query: &str, body: Vec<u8>) -> Value {
+        use openvend::device::signing;
+        let path = path_query.split('?').next().unwrap();
+        let ts = openvend::services::now_ms();
+        let nonce = self.id("n");
+        let sig = signing::sign(
+            self.secret.as_bytes(),
+            signing::http_string(method, path, ts, &nonce, &body).as_bytes(),
+        );
+        let http = reqwest::Client::new();
+        let req = if method == "POST" {
+            http.post(format!("{}{path_query}", self.base))
+        } else {
+            http.get(format!("{}{path_query}", self.base))
+        };
+        let resp = req
+            .header("X-Machine", &self.code)
+            .header("X-Timestamp", ts.to_string())
+            .header("X-Nonce", nonce)
+            .header("X-Signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "{path_query}: {}",
+            resp.status()
+        );
+        resp.json().await.unwrap()
+    }
+
+    async fn event(&self, kind: &str, body: Value) {
+        let env = openvend::device::protocol::Envelope::seal(
+            &self.code,
+            self.secret.as_bytes(),
+            &self.id("e"),
+            openvend::services::now_ms(),
+            kind,
+            body.to_string(),
+        );
+        self.request("POST", "/device/v1/events", env.to_bytes())
+            .await;
+    }
+
+    /// Long-polls for the next command and acknowledges it.
+    async fn command(&self) -> (String, String, Value) {
+        let got = self
+            .request("GET", "/device/v1/commands?wait=20", Vec::new())
+            .await;
+        let env = &got["commands"][0];
+        let id = env["msg_id"].as_str().unwrap().to_owned();
+        let kind = env["kind"].as_str().unwrap().to_owned();
+        let body: Value = serde_json::from_str(env["body"].as_str().unwrap()).unwrap();
+        self.event("ack", json!({ "command_id": id, "status": "accepted" }))
+            .await;
+        (id, kind, body)
+    }
+}
+
+#[tokio::test]
+async fn a_machine_on_the_http_fallback_sells_the_same_way() {
+    let r = start().await;
+    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let m = HttpMachine {
+        base: r.http_url.clone(),
+        code: "FM-0001".into(),
+        secret,
+        n: Default::default(),
+    };
+    m.event("heartbeat", json!({})).await;
+    m.event(
+        "buy_request",
+        json!({ "request_id": "r-http-1", "items": [{ "slot": "A2", "qty": 1 }] }),
+    )
+    .await;
+    let (_, kind, body) = m.command().await;
+    assert_eq!(kind, "show_qr", "{body}");
+    let order = body["order_id"].as_str().unwrap().to_owned();
+    pay(&r, body["qr_code"].as_str().unwrap()).await;
+    let (command_id, kind, body) = m.command().await;
+    assert_eq!(
+        (kind.as_str(), body["order_id"].as_str()),
+        ("dispense", Some(order.as_str()))
+    );
+    m.event(
+        "dispense_result",
+        json!({ "command_id": command_id, "order_id": order, "items": [{ "slot": "A2", "result": "dispensed" }] }),
+    )
+    .await;
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    settle(&r, 0).await;
+    let mut log = VendLog::new();
+    log.insert(order, 1);
+    check(&r, Some(&log)).await;
+}
