@@ -45,6 +45,10 @@ pub struct SimSettings {
     pub persistent_session: bool,
     /// Answer `dispense` commands with a rejection instead of vending.
     pub reject_dispense: bool,
+    /// Slots whose units always fail (a jam that stays).
+    pub fail_slots: Vec<String>,
+    /// Slots whose units lose power mid-vend: reported `indeterminate`, never re-vended.
+    pub indeterminate_slots: Vec<String>,
 }
 
 impl SimSettings {
@@ -62,6 +66,8 @@ impl SimSettings {
             heartbeat_every: Duration::from_secs(30),
             persistent_session: true,
             reject_dispense: false,
+            fail_slots: Vec::new(),
+            indeterminate_slots: Vec::new(),
         }
     }
 }
@@ -472,15 +478,23 @@ async fn handle(
             for line in &items {
                 for _ in 0..line.qty {
                     tokio::time::sleep(s.vend_time).await;
-                    let failed = s.fail_rate > 0.0 && shared.draw() < s.fail_rate;
+                    let result = if s.indeterminate_slots.contains(&line.slot) {
+                        VendOutcome::Indeterminate
+                    } else if s.fail_slots.contains(&line.slot)
+                        || (s.fail_rate > 0.0 && shared.draw() < s.fail_rate)
+                    {
+                        VendOutcome::Failed
+                    } else {
+                        VendOutcome::Dispensed
+                    };
                     results.push(ItemResult {
                         slot: line.slot.clone(),
-                        result: if failed {
-                            VendOutcome::Failed
-                        } else {
-                            VendOutcome::Dispensed
+                        result,
+                        reason: match result {
+                            VendOutcome::Failed => Some(s.fail_reason.clone()),
+                            VendOutcome::Indeterminate => Some("power lost mid-vend".into()),
+                            VendOutcome::Dispensed => None,
                         },
-                        reason: failed.then(|| s.fail_reason.clone()),
                     });
                 }
             }

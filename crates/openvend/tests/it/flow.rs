@@ -93,7 +93,7 @@ pub fn log_vend(log: &mut VendLog, ev: &SimEvent) {
     if let SimEvent::Dispensed { order_id, items } = ev {
         let out = items
             .iter()
-            .filter(|i| i.result != openvend::device::protocol::VendOutcome::Failed)
+            .filter(|i| i.result == openvend::device::protocol::VendOutcome::Dispensed)
             .count() as u32;
         *log.entry(order_id.clone()).or_default() += out;
     }
@@ -556,5 +556,70 @@ async fn a_machine_on_the_http_fallback_sells_the_same_way() {
     settle(&r, 0).await;
     let mut log = VendLog::new();
     log.insert(order, 1);
+    check(&r, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f13_f14_a_partly_dispensed_order_refunds_exactly_the_missing_units() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| {
+        s.fail_slots = vec!["A2".into()];
+        s.indeterminate_slots = vec!["A3".into()];
+    })
+    .await;
+    sim.buy(&[("A1", 2), ("A2", 1), ("A3", 1)]).await.unwrap();
+    let (order, qr, amount) = expect_qr(&mut events).await;
+    assert_eq!(amount, 2 * 350 + 200 + 650);
+    pay(&r, &qr).await;
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    assert_eq!(log.get(&order), Some(&2));
+    let o = wait_for_state(&r, &order, OrderState::Completed).await;
+    settle(&r, 0).await;
+    // The jammed unit and the one lost to a power cut are refunded, once, under one number.
+    let refunds =
+        sqlx::query("SELECT out_request_no, amount_fen, state FROM refunds WHERE order_id = $1")
+            .bind(o.id)
+            .fetch_all(&r.app_services.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),
+        200 + 650
+    );
+    assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
+    // A1 sold 2; A2 jammed: kept, disabled; A3 may have left: counted out, still on sale.
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (6, 0, true));
+    assert_eq!(slot(&r, "VM-0001", "A2").await, (8, 0, false));
+    assert_eq!(slot(&r, "VM-0001", "A3").await, (7, 0, true));
+    check(&r, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f7_notifications_delivered_newest_first_settle_each_order_once() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "notification": { "kind": "out_of_order", "batch": 2 }, "count": 2 }),
+    )
+    .await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (first, qr1, _) = expect_qr(&mut events).await;
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    let (second, qr2, _) = expect_qr(&mut events).await;
+    pay(&r, &qr1).await;
+    pay(&r, &qr2).await;
+    let mut log = VendLog::new();
+    for _ in 0..2 {
+        log_vend(&mut log, &next_business(&mut events).await);
+    }
+    wait_for_state(&r, &first, OrderState::Completed).await;
+    wait_for_state(&r, &second, OrderState::Completed).await;
+    settle(&r, 0).await;
+    assert_eq!(commands(&r, &first, "dispense").await, ["done"]);
+    assert_eq!(commands(&r, &second, "dispense").await, ["done"]);
     check(&r, Some(&log)).await;
 }

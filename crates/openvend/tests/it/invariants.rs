@@ -70,9 +70,10 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
             .fetch_all(&db.pool)
             .await
             .unwrap();
+        // Indeterminate units are refunded by default (the buyer is not made to prove it).
         let out_units = units
             .iter()
-            .filter(|u| u.get::<String, _>(0) != "failed")
+            .filter(|u| u.get::<String, _>(0) == "dispensed")
             .count() as u32;
         let ordered: i64 = sqlx::query(
             "SELECT CAST(COALESCE(SUM(qty), 0) AS BIGINT) AS n FROM order_lines WHERE order_id = $1",
@@ -147,7 +148,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
                     bad("completed without payment".into());
                 }
                 let failed_value: i64 = sqlx::query(
-                    "SELECT CAST(COALESCE(SUM(l.unit_price_fen), 0) AS BIGINT) AS n FROM vend_results v JOIN order_lines l ON l.order_id = v.order_id AND l.line_no = v.line_no WHERE v.order_id = $1 AND v.state = 'failed'",
+                    "SELECT CAST(COALESCE(SUM(l.unit_price_fen), 0) AS BIGINT) AS n FROM vend_results v JOIN order_lines l ON l.order_id = v.order_id AND l.line_no = v.line_no WHERE v.order_id = $1 AND v.state IN ('failed', 'indeterminate')",
                 )
                 .bind(id)
                 .fetch_one(&db.pool)
