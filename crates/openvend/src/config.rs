@@ -153,7 +153,7 @@ impl Default for Settings {
             api_token: None,
             sandbox_listen: "127.0.0.1:8081".into(),
             device: DeviceSettings::default(),
-            job_workers: 4,
+            job_workers: 16,
         }
     }
 }

@@ -21,7 +21,7 @@ const PRODUCTS: &[(&str, i64)] = &[
 
 /// Seeds the demo fleet if there is no operator yet. Returns true when it seeded.
 pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let count: i64 = sqlx::query("SELECT COUNT(*) FROM operators")
         .fetch_one(&mut *tx)
         .await?

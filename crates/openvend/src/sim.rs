@@ -49,6 +49,9 @@ pub struct SimSettings {
     pub fail_slots: Vec<String>,
     /// Slots whose units lose power mid-vend: reported `indeterminate`, never re-vended.
     pub indeterminate_slots: Vec<String>,
+    /// The machine's clock, when it is kept in step with a server whose clock a test moves;
+    /// `None` = system time (a machine synchronised by NTP or `sync_time`).
+    pub clock: Option<Arc<crate::services::Clock>>,
 }
 
 impl SimSettings {
@@ -68,6 +71,7 @@ impl SimSettings {
             reject_dispense: false,
             fail_slots: Vec::new(),
             indeterminate_slots: Vec::new(),
+            clock: None,
         }
     }
 }
@@ -242,7 +246,7 @@ impl MachineSim {
                 }
             })
         };
-        let heartbeat = {
+        let heartbeat = || {
             let shared = self.shared.clone();
             let client = client.clone();
             tokio::spawn(async move {
@@ -259,12 +263,15 @@ impl MachineSim {
                 }
             })
         };
-        let tasks = vec![poll, handler, heartbeat];
         match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => anyhow::bail!("machine {} could not connect: {e}", s.machine),
             _ => anyhow::bail!("machine {} could not connect in 10 s", s.machine),
         }
+        // The first heartbeat makes the server re-deliver what is pending: send it only once
+        // the command topic is subscribed, or the re-delivery would find nobody listening.
+        let heartbeat = heartbeat();
+        let tasks = vec![poll, handler, heartbeat];
         if let Ok(mut link) = self.link.lock() {
             *link = Some(Link { client, tasks });
         }
@@ -334,6 +341,13 @@ impl MachineSim {
 }
 
 impl Shared {
+    fn now_ms(&self) -> i64 {
+        match &self.settings.clock {
+            Some(c) => c.now_ms(),
+            None => crate::services::now_ms(),
+        }
+    }
+
     fn new_id(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::SeqCst);
         format!(
@@ -368,7 +382,7 @@ async fn publish(shared: &Shared, client: &AsyncClient, event: &Event) -> anyhow
         &s.machine,
         s.secret.as_bytes(),
         &shared.new_id("e"),
-        crate::services::now_ms(),
+        shared.now_ms(),
         event.kind(),
         body,
     );
@@ -430,7 +444,7 @@ async fn handle(
         }
         return;
     }
-    if crate::services::now_ms().saturating_sub(env.ts) > COMMAND_TTL_MS {
+    if shared.now_ms().saturating_sub(env.ts) > COMMAND_TTL_MS {
         let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("expired"))).await;
         let _ = events.send(SimEvent::Refused {
             command_id,

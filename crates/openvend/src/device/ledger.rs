@@ -27,6 +27,11 @@ use crate::store::Db;
 /// Default time a command may wait for its machine's ack.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
+/// How long after `expires_at` an ack is still accepted. Machines discard commands older
+/// than the TTL by their own clock, so one acknowledged at the last moment may still be
+/// running; the server decides (and refunds) only after this grace for drift and transit.
+pub const ACK_GRACE_MS: i64 = 15_000;
+
 /// The server's clock, injectable so tests never sleep.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Now, Unix milliseconds.
@@ -401,7 +406,7 @@ impl DeviceChannel {
         let r = sqlx::query(
             "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
         )
-        .bind(self.now_ms())
+        .bind(self.now_ms().saturating_sub(ACK_GRACE_MS))
         .execute(&self.inner.db.pool)
         .await?;
         Ok(r.rows_affected())
@@ -465,7 +470,7 @@ impl DeviceChannel {
             .ok_or(Rejection::UnknownMachine)?;
         let now = self.now_ms();
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
-        let mut tx = self.inner.db.pool.begin().await.map_err(internal)?;
+        let mut tx = self.inner.db.begin().await.map_err(internal)?;
         let seen = sqlx::query("SELECT 1 FROM device_events WHERE machine_id = $1 AND msg_id = $2")
             .bind(m.id)
             .bind(&envelope.msg_id)
@@ -486,7 +491,9 @@ impl DeviceChannel {
                 order_id,
                 ..
             } => apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?,
-            Event::Heartbeat { .. } => {
+            // Any sign of life from the machine itself keeps it online; a buy request may
+            // arrive before the first heartbeat after a reconnect.
+            Event::Heartbeat { .. } | Event::BuyRequest { .. } => {
                 sqlx::query(
                     "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
                 )
@@ -584,7 +591,9 @@ async fn load_command(
 }
 
 fn is_expired(c: &OpenCommand, now: i64) -> bool {
-    c.state == "expired" || (matches!(c.state.as_str(), "pending" | "sent") && c.expires_at <= now)
+    c.state == "expired"
+        || (matches!(c.state.as_str(), "pending" | "sent")
+            && c.expires_at.saturating_add(ACK_GRACE_MS) <= now)
 }
 
 async fn apply_ack(

@@ -132,34 +132,19 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     channel.attach_mqtt(Some(client.clone()));
 
-    // Incoming messages are handled in order by one worker, apart from the event loop: the
-    // handler may publish (re-delivery), and publishing needs the event loop to be polled.
-    // Unbounded because the event loop must never wait on the worker; the broker's QoS 1
-    // in-flight window bounds it in practice.
-    let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
-    let worker_channel = channel.clone();
-    let worker = tokio::spawn(async move {
-        while let Some(work) = work_rx.recv().await {
-            match work {
-                Work::Message { machine, payload } => {
-                    // The broker has already had its PUBACK, so the machine will not send
-                    // this again: a store hiccup is retried here rather than losing the event.
-                    // Other rejections are final and logged inside receive.
-                    let mut delay = Duration::from_millis(50);
-                    for _ in 0..6 {
-                        match worker_channel.receive(&machine, &payload).await {
-                            Err(super::Rejection::Unavailable) => {
-                                tokio::time::sleep(delay).await;
-                                delay *= 2;
-                            }
-                            _ => break,
-                        }
-                    }
-                }
-                Work::RedeliverAll => worker_channel.redeliver_all().await,
-            }
-        }
-    });
+    // Incoming messages are handled apart from the event loop (the handler may publish, and
+    // publishing needs the event loop to be polled), by a few workers: each machine's messages
+    // always go to the same worker, so they are handled in the order they arrived, while
+    // different machines proceed in parallel. Unbounded because the event loop must never
+    // wait on a worker; the broker's QoS 1 in-flight window bounds it in practice.
+    let mut shards = Vec::with_capacity(INCOMING_WORKERS);
+    let mut workers = Vec::with_capacity(INCOMING_WORKERS);
+    for _ in 0..INCOMING_WORKERS {
+        let (tx, rx) = mpsc::unbounded_channel::<Work>();
+        shards.push(tx);
+        workers.push(tokio::spawn(incoming_worker(channel.clone(), rx)));
+    }
+    let work_tx = Shards(shards);
 
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -212,8 +197,56 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     channel.set_link_up(false);
     let _ = client.try_disconnect();
     drop(work_tx);
-    let _ = worker.await;
+    for w in workers {
+        let _ = w.await;
+    }
     tracing::info!("MQTT link stopped");
+}
+
+/// Workers handling incoming messages; a machine's messages always go to the same one.
+const INCOMING_WORKERS: usize = 8;
+
+struct Shards(Vec<mpsc::UnboundedSender<Work>>);
+
+impl Shards {
+    fn send(&self, work: Work) -> Result<(), ()> {
+        let i = match &work {
+            Work::Message { machine, .. } => {
+                let h = machine.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+                (h % self.0.len() as u64) as usize
+            }
+            Work::RedeliverAll => 0,
+        };
+        self.0.get(i).ok_or(())?.send(work).map_err(|_| ())
+    }
+}
+
+async fn incoming_worker(
+    worker_channel: DeviceChannel,
+    mut work_rx: mpsc::UnboundedReceiver<Work>,
+) {
+    while let Some(work) = work_rx.recv().await {
+        match work {
+            Work::Message { machine, payload } => {
+                // The broker has already had its PUBACK, so the machine will not send
+                // this again: a store hiccup is retried here rather than losing the event.
+                // Other rejections are final and logged inside receive.
+                let mut delay = Duration::from_millis(50);
+                for _ in 0..6 {
+                    match worker_channel.receive(&machine, &payload).await {
+                        Err(super::Rejection::Unavailable) => {
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Work::RedeliverAll => worker_channel.redeliver_all().await,
+        }
+    }
 }
 
 enum Work {

@@ -80,27 +80,33 @@ async fn on_ack(
     let now = svc.now();
     match (command.kind.as_str(), status) {
         ("dispense", AckStatus::Accepted | AckStatus::AlreadyDone) => {
+            // Events are handled in parallel: the result may have finished the order already.
+            let mut tx = svc.db.begin().await?;
             if order.state == OrderState::Paid {
-                let mut tx = svc.db.pool.begin().await?;
-                orders::transition(
+                match orders::transition(
                     &mut *tx,
                     order.id,
                     OrderState::Paid,
                     OrderEvent::DispenseAcknowledged,
                     now,
                 )
-                .await?;
-                orders::add_event(
-                    &mut *tx,
-                    order.id,
-                    now,
-                    "device",
-                    "dispense_acknowledged",
-                    command_id,
-                )
-                .await?;
-                tx.commit().await?;
+                .await
+                {
+                    // Moved on meanwhile (its result was recorded): nothing left to do.
+                    Ok(_) | Err(OrderError::Concurrent(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            orders::add_event(
+                &mut *tx,
+                order.id,
+                now,
+                "device",
+                "dispense_acknowledged",
+                command_id,
+            )
+            .await?;
+            tx.commit().await?;
         }
         ("dispense", AckStatus::Rejected) => {
             let why = format!(

@@ -12,6 +12,7 @@
 use sqlx::Row as _;
 
 use super::Next;
+use crate::device::ledger::ACK_GRACE_MS;
 use crate::device::protocol::{Command, Line};
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
@@ -32,8 +33,10 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
     let Some(command) = latest_dispense(svc, &order.out_trade_no).await? else {
         return send(svc, &order).await;
     };
+    // The machine may acknowledge until the grace after the TTL; decide only then.
+    let decide_at = command.expires_at.saturating_add(ACK_GRACE_MS);
     match command.state.as_str() {
-        "pending" | "sent" if command.expires_at > now => Ok(Next::At(command.expires_at)),
+        "pending" | "sent" if decide_at > now => Ok(Next::At(decide_at)),
         "pending" | "sent" | "expired" => {
             svc.device.expire_due().await?;
             refund_undelivered(
@@ -86,10 +89,10 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
         &format!("command {command_id} to {machine}"),
     )
     .await?;
-    let expires_at = latest_dispense(svc, &order.out_trade_no)
+    let decide_at = latest_dispense(svc, &order.out_trade_no)
         .await?
-        .map_or(now + 1_000, |c| c.expires_at);
-    Ok(Next::At(expires_at))
+        .map_or(now + 1_000, |c| c.expires_at.saturating_add(ACK_GRACE_MS));
+    Ok(Next::At(decide_at))
 }
 
 /// An acknowledged dispense waits for its result until the result window closes.
@@ -103,7 +106,7 @@ async fn watch_result(svc: &Services, order: &Order, now: i64) -> anyhow::Result
     if now < deadline {
         return Ok(Next::At(deadline));
     }
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     orders::transition(
         &mut *tx,
         order.id,

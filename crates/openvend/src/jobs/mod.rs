@@ -35,6 +35,8 @@ pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
     let Some(job) = jobs::claim(&svc.db, now, LEASE_MS).await? else {
         return Ok(false);
     };
+    // There may be more: wake another worker while this one runs.
+    svc.jobs_ready.notify_one();
     let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
     let _guard = span.enter();
     match dispatch(svc, &job).await {
@@ -73,18 +75,36 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
     }
 }
 
-/// Runs jobs until shut down: drains what is due, then waits for a wake-up or a short tick.
+/// Longest a worker sleeps without looking at the queue (jobs written by another instance,
+/// or a clock moved by a test, are seen within this).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// Runs jobs until shut down: drains what is due, then sleeps until the next job is due (at
+/// most [`MAX_IDLE`]) or until woken because a job was queued or claimed.
 pub async fn run_worker(svc: Arc<Services>, shutdown: CancellationToken) {
     loop {
-        match run_one(&svc).await {
+        let idle = match run_one(&svc).await {
             Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "job queue unavailable"),
-        }
+            Ok(false) => match jobs::next_run_at(&svc.db).await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at.saturating_sub(svc.now())).unwrap_or(0))
+                        .clamp(Duration::from_millis(5), MAX_IDLE)
+                }
+                Ok(None) => MAX_IDLE,
+                Err(e) => {
+                    tracing::error!(error = %e, "job queue unavailable");
+                    MAX_IDLE
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "job queue unavailable");
+                MAX_IDLE
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = svc.jobs_ready.notified() => {},
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+            _ = tokio::time::sleep(idle) => {},
         }
     }
 }

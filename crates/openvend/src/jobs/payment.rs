@@ -77,7 +77,7 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
             match c.action {
                 Some(CancelAction::Refund) => {
                     let now = svc.now();
-                    let mut tx = svc.db.pool.begin().await?;
+                    let mut tx = svc.db.begin().await?;
                     orders::transition(
                         &mut *tx,
                         order.id,
@@ -119,7 +119,7 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
 
 async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
     let now = svc.now();
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     orders::transition(
         &mut *tx,
         order.id,
@@ -164,7 +164,7 @@ pub async fn confirm_paid(
     trade_no: &str,
     source: &str,
 ) -> anyhow::Result<()> {
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     orders::mark_paid(
         &mut tx,
         order.id,

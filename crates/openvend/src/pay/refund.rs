@@ -78,7 +78,7 @@ pub async fn request(
     reason: &str,
     actor: &str,
 ) -> Result<RefundRecord, RefundError> {
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let record = request_in(
         &mut tx,
         svc.now(),
@@ -331,7 +331,7 @@ async fn settle(
 ) -> anyhow::Result<()> {
     let to = from.on(to).map_err(anyhow::Error::msg)?;
     let now = svc.now();
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let moved = sqlx::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
         .bind(state_name(to))
         .bind(now)

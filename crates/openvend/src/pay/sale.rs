@@ -245,7 +245,7 @@ async fn start(
             })
         }
         Outcome::Failure(f) => {
-            let mut tx = svc.db.pool.begin().await?;
+            let mut tx = svc.db.begin().await?;
             orders::transition(
                 &mut *tx,
                 order_id,
@@ -268,7 +268,7 @@ async fn start(
             Err(SaleError::Refused(f.to_string()))
         }
         Outcome::Unknown(u) => {
-            let mut tx = svc.db.pool.begin().await?;
+            let mut tx = svc.db.begin().await?;
             orders::transition(
                 &mut *tx,
                 order_id,

@@ -98,7 +98,7 @@ pub async fn record_results(
     report: &[UnitResult],
 ) -> Result<VendOutcome, VendError> {
     let now = svc.now();
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let order = sqlx::query("SELECT state, machine_id, out_trade_no FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_optional(&mut *tx)

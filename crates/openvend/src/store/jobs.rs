@@ -121,3 +121,11 @@ pub async fn count(db: &Db) -> Result<i64, StoreError> {
         .await?;
     Ok(row.try_get(0)?)
 }
+
+/// When the next job becomes due (unleased jobs only), if any.
+pub async fn next_run_at(db: &Db) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT MIN(CASE WHEN locked_until IS NULL OR locked_until < run_at THEN run_at ELSE locked_until END) AS at FROM jobs")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>("at")?)
+}

@@ -86,7 +86,7 @@ impl From<sqlx::Error> for OrderError {
 /// Writes an order and reserves its stock atomically: either every slot is reserved and the
 /// order exists, or nothing changed.
 pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64, OrderError> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     for line in &order.lines {
         let reserved = sqlx::query(
             "UPDATE slots SET reserved = reserved + $1 \

@@ -203,7 +203,7 @@ async fn update_slot(
             "stock and capacity must be between 0 and 10000".into(),
         ));
     }
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let current = sqlx::query(
         "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2",
     )

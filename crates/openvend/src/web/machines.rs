@@ -102,7 +102,7 @@ async fn create_machine(
     check(&m)?;
     let now = svc.now();
     let secret = crate::ids::random_hex(32);
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let operator: i64 = sqlx::query("SELECT id FROM operators ORDER BY id LIMIT 1")
         .fetch_optional(&mut *tx)
         .await?

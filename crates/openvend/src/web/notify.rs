@@ -112,7 +112,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         ));
     }
     let now = svc.now();
-    let mut tx = svc.db.pool.begin().await?;
+    let mut tx = svc.db.begin().await?;
     let first = sqlx::query(
         "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (notify_id, trade_status) DO NOTHING",

@@ -244,6 +244,10 @@ async fn ledger_story(mut f: Fixture) {
         f.channel.pending_for(&m1).await.unwrap().is_empty(),
         "an expired command is never re-sent"
     );
+    // Past the grace the server has decided (and refunded): late answers are refused.
+    f.clock.advance(Duration::from_millis(
+        openvend::device::ledger::ACK_GRACE_MS as u64,
+    ));
     let late = f.event(&m1, SECRET_1, "e-7", "dispense_result", &result(&c2));
     assert!(matches!(
         f.channel.receive(&m1, &late).await,
@@ -260,8 +264,20 @@ async fn ledger_story(mut f: Fixture) {
         "expired"
     );
 
-    // Only the two accepted events were recorded.
-    assert_eq!(f.count("device_events").await, 2);
+    // An ack sent at the last moment of the TTL and arriving within the grace still counts:
+    // the machine may already be vending.
+    let c3 = f.dispense(&m1).await;
+    f.clock.advance(DEFAULT_TTL + Duration::from_secs(1));
+    let just_late = f.event(&m1, SECRET_1, "e-9", "ack", &ack(&c3, "accepted"));
+    f.channel.receive(&m1, &just_late).await.unwrap();
+    assert_eq!(f.next_event().await.msg_id, "e-9");
+    assert_eq!(
+        f.channel.command(&c3).await.unwrap().unwrap().state,
+        "acknowledged"
+    );
+
+    // Only the three accepted events were recorded.
+    assert_eq!(f.count("device_events").await, 3);
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ pub async fn machine(
     let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
     let mut settings = SimSettings::new(code, &secret, &host, port);
     settings.persistent_session = false;
+    settings.clock = Some(r.app_services.clock.clone());
     tweak(&mut settings);
     let (sim, mut events) = MachineSim::start(settings).await.unwrap();
     assert_eq!(next(&mut events).await, SimEvent::Online);
@@ -170,6 +171,7 @@ async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
     assert_eq!(slot(&r, "VM-0001", "A1").await, (6, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
     assert_eq!(commands(&r, &order, "dispense").await, ["done"]);
+    settle(&r, 0).await;
     // The timeline joins Alipay's and the machine's side.
     let o = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
         .await

@@ -30,6 +30,13 @@ impl Drop for Running {
 }
 
 pub async fn start() -> Running {
+    // `OPENVEND_TEST_LOG=warn cargo test …` shows the server's log.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("OPENVEND_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         data_dir: dir.path().to_path_buf(),
