@@ -175,6 +175,8 @@ struct Inner {
     new_command: Notify,
     /// Whether the MQTT link is connected and subscribed (health checks, tests).
     link_up: watch::Sender<bool>,
+    /// Machines seen so far, by code.
+    machines: std::sync::RwLock<std::collections::HashMap<String, MachineAuth>>,
 }
 
 impl fmt::Debug for Inner {
@@ -203,6 +205,7 @@ impl DeviceChannel {
             mqtt: Mutex::new(None),
             new_command: Notify::new(),
             link_up: watch::Sender::new(false),
+            machines: Default::default(),
         };
         (
             DeviceChannel {
@@ -244,8 +247,26 @@ impl DeviceChannel {
         &self.inner.new_command
     }
 
-    /// Looks a machine up by code.
+    /// Looks a machine up by code (cached: every message needs it, and a machine's code and
+    /// secret do not change while the server runs).
     pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
+        if let Some(m) = self
+            .inner
+            .machines
+            .read()
+            .ok()
+            .and_then(|c| c.get(code).cloned())
+        {
+            return Ok(Some(m));
+        }
+        let found = self.machine_from_store(code).await?;
+        if let (Some(m), Ok(mut cache)) = (&found, self.inner.machines.write()) {
+            cache.insert(m.code.clone(), m.clone());
+        }
+        Ok(found)
+    }
+
+    async fn machine_from_store(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
         let row = sqlx::query("SELECT id, code, secret FROM machines WHERE code = $1")
             .bind(code)
             .fetch_optional(&self.inner.db.pool)
@@ -480,12 +501,18 @@ impl DeviceChannel {
         if seen.is_some() {
             return Err(Rejection::Duplicate);
         }
+        let mut business = event.needs_business_handling();
         match &event {
             Event::Ack {
                 command_id,
                 status,
                 reason,
-            } => apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now).await?,
+            } => {
+                let kind = apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now)
+                    .await?;
+                // Only a dispense's ack moves an order; the ledger row is all other acks need.
+                business = kind == "dispense";
+            }
             Event::DispenseResult {
                 command_id,
                 order_id,
@@ -526,7 +553,7 @@ impl DeviceChannel {
         }
         // What the event means for orders and stock is decided by a job queued in the same
         // transaction: a crash after this commit cannot lose the event's consequences.
-        if event.needs_business_handling() {
+        if business {
             let payload = serde_json::json!({ "machine_id": m.id, "msg_id": envelope.msg_id });
             crate::store::jobs::enqueue(
                 &mut *tx,
@@ -603,7 +630,7 @@ async fn apply_ack(
     status: AckStatus,
     reason: Option<&str>,
     now: i64,
-) -> Result<(), Rejection> {
+) -> Result<String, Rejection> {
     let c = load_command(tx, machine_id, command_id).await?;
     if is_expired(&c, now) {
         return Err(Rejection::Refused(
@@ -627,7 +654,7 @@ async fn apply_ack(
     .execute(&mut **tx)
     .await
     .map_err(internal)?;
-    Ok(())
+    Ok(c.kind)
 }
 
 async fn apply_result(

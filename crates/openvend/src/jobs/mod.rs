@@ -35,8 +35,6 @@ pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
     let Some(job) = jobs::claim(&svc.db, now, LEASE_MS).await? else {
         return Ok(false);
     };
-    // There may be more: wake another worker while this one runs.
-    svc.jobs_ready.notify_one();
     let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
     let _guard = span.enter();
     match dispatch(svc, &job).await {
