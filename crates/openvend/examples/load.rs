@@ -7,6 +7,7 @@
 //! target/release/examples/load --machines 200 --rate 200 --seconds 30 \
 //!     --database-url postgres://postgres@127.0.0.1:5432/test
 //! target/release/examples/load --machines 0 --idle-machines 10000
+//! target/release/examples/load --machines 0 --idle-machines 10000 --mqtt-url mqtt://127.0.0.1:1883
 //! ```
 //!
 //! Phase 1 (orders): every machine buys at its share of `--rate`, a sandbox buyer pays the QR
@@ -34,6 +35,7 @@ struct Args {
     seconds: u64,
     idle_machines: usize,
     database_url: Option<String>,
+    mqtt_url: Option<String>,
     bin: PathBuf,
 }
 
@@ -44,6 +46,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 30,
         idle_machines: 0,
         database_url: None,
+        mqtt_url: None,
         bin: std::env::current_exe()?
             .parent()
             .and_then(Path::parent)
@@ -62,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--idle-machines" => a.idle_machines = value()?.parse()?,
             "--database-url" => a.database_url = Some(value()?),
+            "--mqtt-url" => a.mqtt_url = Some(value()?),
             "--bin" => a.bin = PathBuf::from(value()?),
             other => anyhow::bail!("unknown flag {other}"),
         }
@@ -240,6 +244,18 @@ async fn main() -> anyhow::Result<()> {
     if args.database_url.is_some() {
         serve.env("OPENVEND_DATABASE_URL", &database_url);
     }
+    // An external broker (e.g. Mosquitto) instead of the embedded one.
+    let (mqtt_host, mqtt_port) = match &args.mqtt_url {
+        Some(url) => {
+            serve.env("OPENVEND_MQTT_URL", url);
+            let rest = url.trim_start_matches("mqtt://");
+            let (h, p) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--mqtt-url mqtt://host:port"))?;
+            (h.to_owned(), p.parse::<u16>()?)
+        }
+        None => ("127.0.0.1".to_owned(), mqtt_port),
+    };
     let server = Proc(serve.spawn()?);
     let pid = server.0.id();
     wait_http(&format!("{http_url}/health")).await?;
@@ -292,7 +308,7 @@ async fn main() -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         let mut sims = Vec::new();
         for (code, secret) in &machines {
-            let mut s = SimSettings::new(code, secret, "127.0.0.1", mqtt_port);
+            let mut s = SimSettings::new(code, secret, &mqtt_host, mqtt_port);
             s.persistent_session = false;
             let (sim, events) = MachineSim::start(s).await?;
             let buyer: Value = http
@@ -424,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
         let mut fleet = Vec::with_capacity(machines.len());
         let t = Instant::now();
         for (code, secret) in &machines {
-            let mut s = SimSettings::new(code, secret, "127.0.0.1", mqtt_port);
+            let mut s = SimSettings::new(code, secret, &mqtt_host, mqtt_port);
             s.persistent_session = false;
             s.heartbeat_every = Duration::from_secs(30);
             fleet.push(MachineSim::start(s).await?);

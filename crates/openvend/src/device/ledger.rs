@@ -491,6 +491,24 @@ impl DeviceChannel {
             .ok_or(Rejection::UnknownMachine)?;
         let now = self.now_ms();
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
+        if matches!(event, Event::Heartbeat { .. }) {
+            // A heartbeat only says "alive now": applying it twice changes nothing, so it is
+            // neither deduplicated nor kept (a fleet sends millions a day).
+            sqlx::query("UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1")
+                .bind(m.id)
+                .bind(now)
+                .execute(&self.inner.db.pool)
+                .await
+                .map_err(internal)?;
+            return Ok(DeviceEvent {
+                machine_id: m.id,
+                machine: m.code,
+                msg_id: envelope.msg_id,
+                ts: envelope.ts,
+                received_at: now,
+                event,
+            });
+        }
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
         let seen = sqlx::query("SELECT 1 FROM device_events WHERE machine_id = $1 AND msg_id = $2")
             .bind(m.id)
@@ -508,8 +526,8 @@ impl DeviceChannel {
                 status,
                 reason,
             } => {
-                let kind = apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now)
-                    .await?;
+                let kind =
+                    apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now).await?;
                 // Only a dispense's ack moves an order; the ledger row is all other acks need.
                 business = kind == "dispense";
             }
@@ -518,9 +536,9 @@ impl DeviceChannel {
                 order_id,
                 ..
             } => apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?,
-            // Any sign of life from the machine itself keeps it online; a buy request may
-            // arrive before the first heartbeat after a reconnect.
-            Event::Heartbeat { .. } | Event::BuyRequest { .. } => {
+            // A buy request is a sign of life too; it may arrive before the first heartbeat
+            // after a reconnect.
+            Event::BuyRequest { .. } => {
                 sqlx::query(
                     "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
                 )

@@ -508,7 +508,14 @@ async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&
     );
     let stale_bytes = stale.to_bytes();
     stale.msg_id = "q-6".into();
-    let replay = f.event(&m1, SECRET_1, "q-2", "heartbeat", hb); // msg_id already used
+    // A msg_id already used (heartbeats are not deduplicated: repeating one changes nothing).
+    let replay = f.event(
+        &m1,
+        SECRET_1,
+        "q-2",
+        "fault",
+        r#"{"code":"X","detail":"again"}"#,
+    );
     let unknown_field = f.event(
         &m1,
         SECRET_1,
@@ -692,7 +699,13 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     let mut f = sqlite_fixture().await;
     let h = http(&f).await;
     let m1 = f.m1.clone();
-    let hb = f.event(&m1, SECRET_1, "h-1", "heartbeat", r#"{"fw":"2.1"}"#);
+    let hb = f.event(
+        &m1,
+        SECRET_1,
+        "h-1",
+        "fault",
+        r#"{"code":"DOOR","detail":"open"}"#,
+    );
 
     // A signed request is accepted and the event is on the stream.
     let (status, body) = h

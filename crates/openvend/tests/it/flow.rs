@@ -534,7 +534,18 @@ async fn a_machine_on_the_http_fallback_sells_the_same_way() {
         secret,
         n: Default::default(),
     };
+    sqlx::query("UPDATE machines SET last_heartbeat_at = NULL WHERE code = 'FM-0001'")
+        .execute(&r.app_services.db.pool)
+        .await
+        .unwrap();
     m.event("heartbeat", json!({})).await;
+    // A heartbeat marks the machine alive and is not kept as an event.
+    let row = sqlx::query("SELECT m.last_heartbeat_at, (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS kept FROM machines m WHERE m.code = 'FM-0001'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap();
+    assert!(row.get::<Option<i64>, _>(0).is_some());
+    assert_eq!(openvend::store::get_int(&row, "kept").unwrap(), 0);
     m.event(
         "buy_request",
         json!({ "request_id": "r-http-1", "items": [{ "slot": "A2", "qty": 1 }] }),
