@@ -315,7 +315,7 @@ async fn machine_facts(svc: &Services, code: &str, now: i64) -> Result<MachineFa
     }
     let last_heartbeat: Option<i64> = row.try_get("last_heartbeat_at")?;
     let window = i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
-    if !last_heartbeat.is_some_and(|at| now.saturating_sub(at) <= window) {
+    if last_heartbeat.is_none_or(|at| now.saturating_sub(at) > window) {
         return Err(SaleError::MachineOffline(code.to_owned()));
     }
     Ok(MachineFacts {

@@ -128,10 +128,8 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         }
         // 1 / 4. Conservation: paid and not dispensed => refunded; unpaid => nothing taken.
         match state.as_str() {
-            "closed" => {
-                if alipay_paid && alipay_refunded != total {
-                    bad("closed but Alipay holds the buyer's money".into());
-                }
+            "closed" if alipay_paid && alipay_refunded != total => {
+                bad("closed but Alipay holds the buyer's money".into());
             }
             "refunded" => {
                 if alipay_refunded != total {
