@@ -35,6 +35,9 @@ pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
     let Some(job) = jobs::claim(&svc.db, now, LEASE_MS).await? else {
         return Ok(false);
     };
+    // There may be more due: wake another worker while this one runs (a wake-up that finds
+    // nothing costs one query; a burst is worked in parallel).
+    svc.jobs_ready.notify_one();
     let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
     let _guard = span.enter();
     match dispatch(svc, &job).await {

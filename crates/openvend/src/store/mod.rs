@@ -98,6 +98,10 @@ impl Db {
         let max = if backend == Backend::Sqlite { 1 } else { 16 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // A ping before every acquire doubles the round trips of short statements (on
+            // SQLite each is a hop to the connection's thread); a broken connection surfaces
+            // as an error on use instead, which every caller already handles.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
