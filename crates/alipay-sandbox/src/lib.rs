@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bill;
 pub mod ca;
 pub mod cert_routes;
 pub mod clock;
@@ -78,6 +79,8 @@ pub struct Ctx {
     pub http: reqwest::Client,
     /// The certificate authority of certificate mode.
     pub ca: Ca,
+    /// Issued bill URLs and injected bill differences.
+    pub bills: bill::BillDesk,
 }
 
 impl Ctx {
@@ -221,6 +224,7 @@ impl Sandbox {
             notifier: tokio::sync::Notify::new(),
             http,
             ca,
+            bills: bill::BillDesk::default(),
         });
         for app in &config.apps {
             let mode = if config.cert_apps.contains(&app.app_id) {
@@ -266,6 +270,7 @@ impl Sandbox {
             .route("/health", get(|| async { "ok" }))
             .merge(control::router())
             .merge(cert_routes::router())
+            .merge(bill::router())
             .merge(pages::router())
             .with_state(ctx)
     }

@@ -3,6 +3,7 @@
 
 pub mod agreement;
 pub mod alipaycert;
+pub mod bill;
 pub mod cancel;
 pub mod codes;
 pub mod control_routes;
@@ -66,6 +67,7 @@ pub const METHODS: &[&str] = &[
     "zoloz.authentication.smilepay.initialize",
     "zoloz.authentication.customer.ftoken.query",
     "alipay.open.app.alipaycert.download",
+    "alipay.data.dataservice.bill.downloadurl.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -101,6 +103,9 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "zoloz.authentication.smilepay.initialize" => face::initialize(ctx, &mut store, call),
         "zoloz.authentication.customer.ftoken.query" => face::ftoken_query(ctx, &mut store, call),
         "alipay.open.app.alipaycert.download" => alipaycert::download(ctx, call),
+        "alipay.data.dataservice.bill.downloadurl.query" => {
+            bill::download_url_query(ctx, &mut store, call)
+        }
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

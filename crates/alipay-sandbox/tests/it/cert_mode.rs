@@ -451,7 +451,9 @@ async fn a_config_file_app_in_cert_apps_keeps_its_certificate_across_restarts() 
         let sandbox = Sandbox::build(config.clone(), "127.0.0.1:0").await.unwrap();
         let app = sandbox.ctx().app("2021000000000709").unwrap();
         match app.key_mode {
-            alipay_sandbox::model::KeyMode::Certificate { app_cert_sn, .. } => sns.push(app_cert_sn),
+            alipay_sandbox::model::KeyMode::Certificate { app_cert_sn, .. } => {
+                sns.push(app_cert_sn)
+            }
             other => panic!("not in certificate mode: {other:?}"),
         }
     }

@@ -6,6 +6,7 @@ mod receiver;
 mod support;
 
 mod agreement;
+mod bill;
 mod cert_mode;
 mod face;
 mod faults;
