@@ -37,6 +37,18 @@ pub struct AppConfig {
     pub id_mode: IdMode,
 }
 
+/// How an app registers: with its public key only, or with a certificate the sandbox issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKeyMode {
+    /// 密钥模式.
+    #[default]
+    PublicKey,
+    /// 公钥证书模式.
+    #[serde(alias = "certificate")]
+    Cert,
+}
+
 /// Which state changes are notified (Alipay's default: payment only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -68,6 +80,9 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Apps registered at start.
     pub apps: Vec<AppConfig>,
+    /// The `app_id`s among `apps` that register in certificate mode (公钥证书模式): the
+    /// sandbox issues each a certificate for its `public_key`, kept across restarts.
+    pub cert_apps: Vec<String>,
     /// Buyers created at start when the store has none.
     pub demo_buyers: usize,
 }
@@ -82,6 +97,7 @@ impl Default for SandboxConfig {
             notify: NotifyPolicy::default(),
             seed: 1,
             apps: Vec::new(),
+            cert_apps: Vec::new(),
             demo_buyers: 3,
         }
     }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::fields::yuan;
 use crate::api::trade;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, AppKeyMode};
 use crate::fault::Rule;
 use crate::ids;
 use crate::model::{App, Buyer, KeyMode};
@@ -64,8 +64,13 @@ fn not_found(msg: impl Into<String>) -> ControlError {
 
 type Result<T> = std::result::Result<T, ControlError>;
 
-/// Registers an app from its configuration (a PID is generated when absent).
+/// Registers an app from its configuration in public-key mode (a PID is generated when absent).
 pub fn register_app_config(ctx: &Ctx, cfg: AppConfig) -> anyhow::Result<App> {
+    register_app_as(ctx, cfg, AppKeyMode::PublicKey)
+}
+
+/// Registers an app in the given key mode (a PID is generated when absent).
+pub fn register_app_as(ctx: &Ctx, cfg: AppConfig, mode: AppKeyMode) -> anyhow::Result<App> {
     let key = gateway::parse_app_key(&cfg.public_key).ok_or_else(|| {
         anyhow::anyhow!(
             "app {}: public_key is not an RSA public key (SPKI PEM or base64)",
@@ -86,6 +91,10 @@ pub fn register_app_config(ctx: &Ctx, cfg: AppConfig) -> anyhow::Result<App> {
     if cfg.app_id.is_empty() || !cfg.app_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("app_id {:?} must be digits", cfg.app_id);
     }
+    let key_mode = match mode {
+        AppKeyMode::PublicKey => KeyMode::PublicKey,
+        AppKeyMode::Cert => cert_key_mode(ctx, &cfg.app_id, &key)?,
+    };
     let app = App {
         app_id: cfg.app_id,
         public_key: key.to_spki_base64(),
@@ -95,10 +104,27 @@ pub fn register_app_config(ctx: &Ctx, cfg: AppConfig) -> anyhow::Result<App> {
         gateway_notify_url: cfg.gateway_notify_url,
         redirect_uris: cfg.redirect_uris,
         id_mode: cfg.id_mode,
-        key_mode: KeyMode::PublicKey,
+        key_mode,
     };
     ctx.register_app(app.clone())?;
     Ok(app)
+}
+
+/// The certificate of an app in certificate mode: the one it has when it registers again with
+/// the same key (a config file registers its apps at every start), else a new one.
+fn cert_key_mode(ctx: &Ctx, app_id: &str, key: &alipay::PublicKey) -> anyhow::Result<KeyMode> {
+    if let Some(existing) = ctx.app(app_id)
+        && existing.public_key == key.to_spki_base64()
+        && let KeyMode::Certificate { app_cert_pem, .. } = &existing.key_mode
+        && !app_cert_pem.is_empty()
+    {
+        return Ok(existing.key_mode.clone());
+    }
+    let issued = ctx.ca.issue_app_cert(app_id, key)?;
+    Ok(KeyMode::Certificate {
+        app_cert_sn: issued.sn,
+        app_cert_pem: issued.pem,
+    })
 }
 
 /// Creates a buyer.
@@ -164,14 +190,28 @@ async fn list_apps(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
     Json(json!({ "apps": apps }))
 }
 
+/// `POST /control/apps`: an `[[apps]]` entry, plus `key_mode`.
+#[derive(Debug, Deserialize)]
+struct RegisterApp {
+    #[serde(flatten)]
+    app: AppConfig,
+    #[serde(default)]
+    key_mode: AppKeyMode,
+}
+
 async fn register_app(
     State(ctx): State<Arc<Ctx>>,
-    Json(cfg): Json<AppConfig>,
+    Json(req): Json<RegisterApp>,
 ) -> Result<Json<Value>> {
-    let app = register_app_config(&ctx, cfg).map_err(|e| bad(e.to_string()))?;
-    Ok(Json(
-        json!({ "app_id": app.app_id, "seller_pid": app.seller_pid, "alipay_public_key": ctx.public_key.to_spki_base64() }),
-    ))
+    let app = register_app_as(&ctx, req.app, req.key_mode).map_err(|e| bad(e.to_string()))?;
+    let mut answer = json!({ "app_id": app.app_id, "seller_pid": app.seller_pid, "alipay_public_key": ctx.public_key.to_spki_base64() });
+    if let (Some(obj), Some(certs)) = (
+        answer.as_object_mut(),
+        crate::cert_routes::certs_json(&ctx, &app),
+    ) {
+        obj.extend(certs);
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize)]

@@ -164,18 +164,18 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
         );
     };
     if let Err(e) = check_request(&app, &params, charset, &ctx) {
-        return ctx.answer(&key, Err(e), charset);
+        return ctx.answer(&app, &key, Err(e), charset);
     }
     let fault = ctx.faults.gateway_fault(&app.app_id, &method);
     if let Some(delay) = fault.delay() {
         tokio::time::sleep(delay).await;
     }
     if matches!(fault, GatewayFault::UnknownBefore { .. }) {
-        return ctx.answer(&key, Err(fault.unknown_error()), charset);
+        return ctx.answer(&app, &key, Err(fault.unknown_error()), charset);
     }
     let biz = match parse_biz(&params) {
         Ok(b) => b,
-        Err(e) => return ctx.answer(&key, Err(e), charset),
+        Err(e) => return ctx.answer(&app, &key, Err(e), charset),
     };
     let notify_url = params.get("notify_url").map(str::to_owned);
     let call = Call {
@@ -189,13 +189,15 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
     let result = api::dispatch(&ctx, &call);
     ctx.wake_notifier();
     match fault {
-        GatewayFault::UnknownAfter { .. } => ctx.answer(&key, Err(fault.unknown_error()), charset),
+        GatewayFault::UnknownAfter { .. } => {
+            ctx.answer(&app, &key, Err(fault.unknown_error()), charset)
+        }
         GatewayFault::NoAnswer { ms } => {
             // The operation happened; the caller never hears about it.
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             (StatusCode::GATEWAY_TIMEOUT, "").into_response()
         }
-        _ => ctx.answer(&key, result, charset),
+        _ => ctx.answer(&app, &key, result, charset),
     }
 }
 
@@ -219,25 +221,27 @@ fn check_request(app: &App, params: &Params, charset: Charset, ctx: &Ctx) -> Res
         }
         _ => {}
     }
-    if let KeyMode::Certificate { app_cert_sn } = &app.key_mode {
+    // Codes: §1.8 and Alipay's common error list (`app-cert-not-exist` for an SN that names no
+    // certificate of the app); observed answers use 40002 for the missing ones too.
+    if let KeyMode::Certificate { app_cert_sn, .. } = &app.key_mode {
         match params.get("app_cert_sn") {
             None => {
-                return Err(ApiError::missing(
+                return Err(ApiError::invalid(
                     "isv.missing-app-cert-sn",
                     "缺少应用公钥证书序列号",
                 ));
             }
             Some(sn) if sn != app_cert_sn => {
                 return Err(ApiError::invalid(
-                    "isv.invalid-app-cert-sn",
-                    "应用公钥证书序列号不匹配",
+                    "isv.app-cert-not-exist",
+                    "应用公钥证书不存在",
                 ));
             }
             _ => {}
         }
         match params.get("alipay_root_cert_sn") {
             None => {
-                return Err(ApiError::missing(
+                return Err(ApiError::invalid(
                     "isv.missing-alipay-root-cert-sn",
                     "缺少支付宝根证书序列号",
                 ));

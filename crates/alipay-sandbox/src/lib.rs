@@ -17,6 +17,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bill;
+pub mod ca;
+pub mod cert_routes;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -43,6 +46,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::Ca;
 use crate::clock::Clock;
 use crate::config::SandboxConfig;
 use crate::error::ApiResult;
@@ -73,7 +77,10 @@ pub struct Ctx {
     notifier: tokio::sync::Notify,
     /// HTTP client for notifications.
     pub http: reqwest::Client,
-    root_cert_sn: RwLock<Option<String>>,
+    /// The certificate authority of certificate mode.
+    pub ca: Ca,
+    /// Issued bill URLs and injected bill differences.
+    pub bills: bill::BillDesk,
 }
 
 impl Ctx {
@@ -122,18 +129,7 @@ impl Ctx {
 
     /// True when `sn` is the root SN of the sandbox's certificate chain.
     pub fn root_cert_sn_matches(&self, sn: &str) -> bool {
-        self.root_cert_sn
-            .read()
-            .ok()
-            .and_then(|r| r.clone())
-            .is_some_and(|r| r == sn)
-    }
-
-    /// Sets the root SN (certificate mode).
-    pub fn set_root_cert_sn(&self, sn: String) {
-        if let Ok(mut r) = self.root_cert_sn.write() {
-            *r = Some(sn);
-        }
+        self.ca.root_cert_sn() == sn
     }
 
     /// Wakes the notification sender.
@@ -141,8 +137,9 @@ impl Ctx {
         self.notifier.notify_one();
     }
 
-    /// Signs and formats an answer to `method` (or `error_response` for `"error"`).
-    pub fn answer(&self, method: &str, result: ApiResult, charset: Charset) -> Response {
+    /// Signs and formats an answer to `app` for `method` (or `error_response` for `"error"`).
+    /// Apps in certificate mode also get `alipay_cert_sn`, the SN of the signing certificate.
+    pub fn answer(&self, app: &App, method: &str, result: ApiResult, charset: Charset) -> Response {
         let mut object = serde_json::Map::new();
         match result {
             Ok(fields) => {
@@ -162,7 +159,17 @@ impl Ctx {
             .encode(&text)
             .map(|b| self.key.sign(&b))
             .unwrap_or_default();
-        let body = format!("{{\"{key}\":{text},\"sign\":\"{signed}\"}}");
+        let cert_sn = if Self::is_cert_mode(app) {
+            self.ca.current_alipay_cert().map(|c| c.sn)
+        } else {
+            None
+        };
+        let body = match cert_sn {
+            Some(sn) => {
+                format!("{{\"{key}\":{text},\"alipay_cert_sn\":\"{sn}\",\"sign\":\"{signed}\"}}")
+            }
+            None => format!("{{\"{key}\":{text},\"sign\":\"{signed}\"}}"),
+        };
         gateway::raw_answer(body, charset)
     }
 
@@ -200,6 +207,7 @@ impl Sandbox {
             .to_owned();
         let clock = Clock::with_offset(store.data.clock_offset_ms);
         let public_key = key.public_key();
+        let ca = Ca::load_or_create(config.data_dir.as_deref(), &public_key)?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(15))
@@ -215,10 +223,16 @@ impl Sandbox {
             app_keys: RwLock::new(HashMap::new()),
             notifier: tokio::sync::Notify::new(),
             http,
-            root_cert_sn: RwLock::new(None),
+            ca,
+            bills: bill::BillDesk::default(),
         });
         for app in &config.apps {
-            control::register_app_config(&ctx, app.clone())?;
+            let mode = if config.cert_apps.contains(&app.app_id) {
+                config::AppKeyMode::Cert
+            } else {
+                config::AppKeyMode::PublicKey
+            };
+            control::register_app_as(&ctx, app.clone(), mode)?;
         }
         control::ensure_demo_buyers(&ctx, config.demo_buyers);
         Ok(Sandbox {
@@ -255,6 +269,8 @@ impl Sandbox {
             .route("/gateway.do", any(gateway::handle))
             .route("/health", get(|| async { "ok" }))
             .merge(control::router())
+            .merge(cert_routes::router())
+            .merge(bill::router())
             .merge(pages::router())
             .with_state(ctx)
     }

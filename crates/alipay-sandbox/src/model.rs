@@ -33,6 +33,9 @@ pub enum KeyMode {
     Certificate {
         /// SN of the app certificate the sandbox issued.
         app_cert_sn: String,
+        /// That certificate, PEM (served again by `GET /control/apps/{app_id}/certs`).
+        #[serde(default)]
+        app_cert_pem: String,
     },
 }
 

@@ -2,6 +2,8 @@
 //! handler takes the checked call and the store, and returns the answer's fields or an error.
 
 pub mod agreement;
+pub mod alipaycert;
+pub mod bill;
 pub mod cancel;
 pub mod codes;
 pub mod control_routes;
@@ -64,6 +66,8 @@ pub const METHODS: &[&str] = &[
     "alipay.user.agreement.query",
     "zoloz.authentication.smilepay.initialize",
     "zoloz.authentication.customer.ftoken.query",
+    "alipay.open.app.alipaycert.download",
+    "alipay.data.dataservice.bill.downloadurl.query",
 ];
 
 /// True when the gateway serves `method`.
@@ -98,6 +102,10 @@ pub fn dispatch(ctx: &Ctx, call: &Call<'_>) -> ApiResult {
         "alipay.user.agreement.query" => agreement::query(ctx, &mut store, call),
         "zoloz.authentication.smilepay.initialize" => face::initialize(ctx, &mut store, call),
         "zoloz.authentication.customer.ftoken.query" => face::ftoken_query(ctx, &mut store, call),
+        "alipay.open.app.alipaycert.download" => alipaycert::download(ctx, call),
+        "alipay.data.dataservice.bill.downloadurl.query" => {
+            bill::download_url_query(ctx, &mut store, call)
+        }
         _ => Err(ApiError::invalid("isv.invalid-method", "不存在的方法名")),
     };
     store.flush();

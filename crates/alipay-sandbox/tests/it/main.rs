@@ -6,6 +6,8 @@ mod receiver;
 mod support;
 
 mod agreement;
+mod bill;
+mod cert_mode;
 mod face;
 mod faults;
 mod fund_auth;
