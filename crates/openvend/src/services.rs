@@ -26,6 +26,8 @@ pub struct Services {
     pub clock: Clock,
     /// Wakes the job worker when a job is due now.
     pub jobs_ready: tokio::sync::Notify,
+    /// The public base URL (machines' H5 links).
+    pub public_url: String,
 }
 
 impl Services {

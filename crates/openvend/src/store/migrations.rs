@@ -28,6 +28,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_jobs"),
     migration!(4, "0004_device"),
     migration!(5, "0005_sale"),
+    migration!(7, "0007_accounts"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

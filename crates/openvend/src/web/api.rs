@@ -118,6 +118,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
                 "terminal_id": r.try_get::<String, _>("terminal_id")?, "site": r.try_get::<Option<String>, _>("site")?,
                 "online": get_int(r, "online")? != 0, "last_heartbeat_at": r.try_get::<Option<i64>, _>("last_heartbeat_at")?,
                 "fault": r.try_get::<Option<String>, _>("fault")?,
+                "h5_url": format!("{}/m/{}", svc.public_url, r.try_get::<String, _>("code")?),
             }))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
