@@ -6,6 +6,7 @@
 mod api;
 mod app;
 mod device;
+mod h5;
 mod resolve;
 mod sale;
 mod store;

@@ -30,13 +30,19 @@ impl Drop for Running {
 }
 
 pub async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+/// Starts the app with some settings changed.
+pub async fn start_with(change: impl FnOnce(&mut Settings)) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         sandbox_listen: "127.0.0.1:0".into(),
         ..Settings::default()
     };
+    change(&mut settings);
     let settings = Settings {
         database_url: crate::store::postgres_url_if_asked().await.map(Into::into),
         ..settings
