@@ -210,14 +210,14 @@ impl Settings {
             "SMS_SIGN_NAME" => self.sms.sign_name = Some(value),
             "SMS_TEMPLATE_CODE" => self.sms.template_code = Some(value),
             "SMS_ENDPOINT" => self.sms.endpoint = value,
-            "SMS_DAILY_PER_PHONE" | "SMS_DAILY_PER_IP" => {
+            "SMS_DAILY_PER_PHONE" | "SMS_DAILY_PER_IP" | "SMS_RESEND_SECS" => {
                 let n = value
                     .parse::<u32>()
                     .map_err(|_| err(key, "must be a whole number"))?;
-                if name == "SMS_DAILY_PER_PHONE" {
-                    self.sms.daily_per_phone = n;
-                } else {
-                    self.sms.daily_per_ip = n;
+                match name {
+                    "SMS_DAILY_PER_PHONE" => self.sms.daily_per_phone = n,
+                    "SMS_DAILY_PER_IP" => self.sms.daily_per_ip = n,
+                    _ => self.sms.resend_secs = n,
                 }
             }
             "ALIPAY_APP_ID"

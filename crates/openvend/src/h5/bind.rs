@@ -179,9 +179,9 @@ pub async fn send_code(
             let text = match refusal {
                 SendRefused::TooSoon { wait_secs } => match lang {
                     Lang::Zh => format!("验证码发送太频繁，请 {wait_secs} 秒后再试。"),
-                    Lang::En => format!(
-                        "A code was sent less than a minute ago; try again in {wait_secs} s."
-                    ),
+                    Lang::En => {
+                        format!("A code was just sent to this number; try again in {wait_secs} s.")
+                    }
                 },
                 SendRefused::PhoneCap => lang
                     .t(

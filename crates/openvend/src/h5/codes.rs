@@ -2,7 +2,7 @@
 //!
 //! A code is 6 random digits, stored only as a keyed hash, valid for 5 minutes and for 5
 //! tries, and used once. Only the newest code of a phone counts. Sends are limited to one per
-//! phone per 60 s and to a daily (rolling 24 h) number per phone and per IP address; the rows
+//! phone per 60 s (`sms.resend_secs`) and to a daily (rolling 24 h) number per phone and per IP address; the rows
 //! of sent codes are the send log the limits count. The answer to a send never says whether
 //! the number belongs to an account.
 
@@ -14,15 +14,15 @@ use crate::store::{Backend, Db, get_int};
 
 /// A code is valid this long.
 pub const CODE_TTL_MS: i64 = 5 * 60_000;
-/// One send per phone per this long.
-pub const RESEND_MS: i64 = 60_000;
 /// Wrong tries allowed per code.
 pub const MAX_ATTEMPTS: i64 = 5;
 const DAY_MS: i64 = 24 * 3_600_000;
 
-/// Daily caps (from `[sms]`).
+/// Send limits (from `[sms]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// One send per phone per this many ms.
+    pub resend_ms: i64,
     /// Codes per phone per 24 h.
     pub per_phone: u32,
     /// Codes per IP per 24 h.
@@ -111,9 +111,9 @@ pub async fn issue(
     .await?;
     let last: Option<i64> = phone.try_get("last")?;
     if let Some(last) = last
-        && now - last < RESEND_MS
+        && now - last < limits.resend_ms
     {
-        let wait_secs = (RESEND_MS - (now - last) + 999) / 1000;
+        let wait_secs = (limits.resend_ms - (now - last) + 999) / 1000;
         return Ok(Err(SendRefused::TooSoon { wait_secs }));
     }
     if get_int(&phone, "n")? >= i64::from(limits.per_phone) {

@@ -59,7 +59,7 @@ pub struct H5 {
     pub keys: Keys,
     /// The SMS carrier.
     pub sms: Box<dyn SmsProvider>,
-    /// Daily SMS caps.
+    /// SMS send limits.
     pub limits: codes::Limits,
     /// The embedded sandbox's base URL (its `bridge.js` stands in for the Alipay app).
     pub sandbox_url: Option<String>,
@@ -99,6 +99,7 @@ impl H5 {
             keys: Keys::from_master(&master)?,
             sms,
             limits: codes::Limits {
+                resend_ms: i64::from(settings.sms.resend_secs) * 1000,
                 per_phone: settings.sms.daily_per_phone,
                 per_ip: settings.sms.daily_per_ip,
             },

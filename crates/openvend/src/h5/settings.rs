@@ -43,6 +43,8 @@ pub struct SmsSettings {
     pub template_code: Option<String>,
     /// The SMS endpoint.
     pub endpoint: String,
+    /// Seconds between two codes to one phone (60; lower only for tests and demos).
+    pub resend_secs: u32,
     /// Codes sent to one phone in 24 hours, at most.
     pub daily_per_phone: u32,
     /// Codes requested from one IP address in 24 hours, at most.
@@ -58,6 +60,7 @@ impl Default for SmsSettings {
             sign_name: None,
             template_code: None,
             endpoint: "https://dysmsapi.aliyuncs.com/".into(),
+            resend_secs: 60,
             daily_per_phone: 10,
             daily_per_ip: 30,
         }
@@ -67,6 +70,9 @@ impl Default for SmsSettings {
 impl SmsSettings {
     /// Checks the settings; the error names the setting and the problem.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=3600).contains(&self.resend_secs) {
+            return Err(("sms.resend_secs", "must be 1 to 3600".into()));
+        }
         if self.daily_per_phone == 0 {
             return Err(("sms.daily_per_phone", "must be at least 1".into()));
         }
