@@ -28,8 +28,9 @@ CREATE INDEX alipay_users_account_idx ON alipay_users (account_id);
 
 -- A browser session: the cookie holds a random token, the row only its SHA-256. Without an
 -- account it is a pending session (Alipay user known, phone not yet bound).
+-- (AUTOINCREMENT: a swept-out session's id is never given to a new one; SMS codes name it.)
 CREATE TABLE h5_sessions (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     token_hash    TEXT   NOT NULL UNIQUE,
     app_id        TEXT   NOT NULL,
     id_kind       TEXT   NOT NULL CHECK (id_kind IN ('user_id', 'open_id')),

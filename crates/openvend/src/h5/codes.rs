@@ -102,6 +102,11 @@ pub async fn issue(
                 .await?;
         }
     }
+    // Rows older than the longest window count for nothing any more.
+    sqlx::query("DELETE FROM sms_codes WHERE sent_at < $1")
+        .bind(now - 2 * DAY_MS)
+        .execute(&mut *tx)
+        .await?;
     let phone = sqlx::query(
         "SELECT COUNT(*) AS n, MAX(sent_at) AS last FROM sms_codes WHERE phone_index = $1 AND sent_at > $2",
     )

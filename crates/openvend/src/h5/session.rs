@@ -118,6 +118,11 @@ pub async fn open(
     machine_code: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
+    // Each new session sweeps out the expired ones.
+    sqlx::query("DELETE FROM h5_sessions WHERE expires_at < $1")
+        .bind(now)
+        .execute(&db.pool)
+        .await?;
     let (token, hash) = new_token();
     let ttl = if account_id.is_some() {
         SESSION_TTL_MS
@@ -225,6 +230,11 @@ pub async fn new_state(
     machine_code: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
+    // Old states are worth nothing; each new sign-in sweeps them out.
+    sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+        .bind(now - STATE_TTL_MS)
+        .execute(&db.pool)
+        .await?;
     let nonce = crate::ids::random_hex(32);
     sqlx::query(
         "INSERT INTO oauth_states (nonce, browser_hash, scope, machine_code, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -937,3 +937,66 @@ async fn the_operator_api_gives_each_machine_its_h5_url() {
         .unwrap();
     assert_eq!(vm["h5_url"], format!("{}/m/VM-0001", r.http_url));
 }
+
+#[tokio::test]
+async fn with_real_alipay_a_page_outside_the_alipay_app_says_to_open_it_in_alipay() {
+    // Real Alipay settings (the gateway is never reached by this test): no sandbox, no bridge.
+    let dir = tempfile::tempdir().unwrap();
+    let key = alipay::AppPrivateKey::generate().unwrap();
+    std::fs::write(dir.path().join("app.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
+    let alipay_key = alipay::AppPrivateKey::generate().unwrap().public_key();
+    std::fs::write(dir.path().join("alipay.pem"), alipay_key.to_spki_pem()).unwrap();
+    let settings = openvend::config::Settings {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".into(),
+        alipay: Some(openvend::config::AlipaySettings {
+            app_id: "2021000000000042".into(),
+            private_key_file: dir.path().join("app.pem"),
+            alipay_public_key_file: dir.path().join("alipay.pem"),
+            gateway_url: "http://127.0.0.1:9/gateway.do".into(),
+            seller_id: "2088000000000042".into(),
+        }),
+        ..openvend::config::Settings::default()
+    };
+    let app = openvend::app::App::build(settings).await.unwrap();
+    let base = app.public_url.clone();
+    let token = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let page = http
+        .get(format!("{base}/m/VM-0001"))
+        .header("user-agent", "Mozilla/5.0 (iPhone) Safari")
+        .header("accept-language", "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("open this page in Alipay"), "{body}");
+    assert!(!body.contains("bridge.js"));
+
+    let inside = http
+        .get(format!("{base}/m/VM-0001"))
+        .header("user-agent", "Mozilla/5.0 (iPhone) AlipayClient/10.5.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inside.status(), 302);
+    let location = inside.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("https://openauth.alipay.com/oauth2/publicAppAuthorize.htm?app_id=2021000000000042&scope=auth_base"),
+        "{location}"
+    );
+    assert!(
+        location.contains(&format!(
+            "redirect_uri={}",
+            form_body(&[("x", &format!("{base}/m/oauth/callback"))])[2..].to_owned()
+        )),
+        "{location}"
+    );
+    token.cancel();
+}
