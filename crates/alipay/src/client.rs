@@ -594,6 +594,8 @@ pub fn interpret<T: DeserializeOwned>(raw: &[u8], charset: Charset, verified: bo
 }
 
 fn classify_transport_error(e: reqwest::Error) -> Unknown {
+    // The URL carries the common parameters, a user's `auth_token` among them: never in errors.
+    let e = e.without_url();
     if e.is_timeout() {
         Unknown::Timeout
     } else {

@@ -37,6 +37,8 @@ pub struct App {
     pub alipay: Client,
     /// What handlers and jobs share.
     pub services: Arc<Services>,
+    /// What the buyer's H5 pages share.
+    pub h5: Arc<crate::h5::H5>,
     sandbox: Option<Sandbox>,
     sandbox_url: Option<String>,
     /// The public base URL.
@@ -123,13 +125,21 @@ impl App {
             device,
             device_settings: settings.device.clone(),
             mqtt_url: format!("mqtt://{}:{}", mqtt.host, mqtt.port),
+            public_url: public_url.clone(),
         });
+        let h5 = Arc::new(crate::h5::H5::build(
+            &settings,
+            services.clone(),
+            sandbox_url.clone(),
+            &public_url,
+        )?);
         Ok(App {
             listener,
             addr,
             db,
             alipay,
             services,
+            h5,
             sandbox,
             sandbox_url,
             public_url,
@@ -168,13 +178,16 @@ impl App {
             .merge(crate::web::notify::router().with_state(self.services.clone()))
             .merge(crate::web::api::router().with_state(self.services.clone()))
             .merge(crate::device::http::routes(self.services.device.clone()))
+            .merge(crate::h5::router().with_state(self.h5.clone()))
     }
 
     /// Serves until the shutdown token is cancelled; reports which part stopped first.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = self.router();
         let token = self.shutdown.clone();
-        let http = axum::serve(self.listener, router).with_graceful_shutdown({
+        // The peer address feeds the per-IP SMS limit.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(self.listener, service).with_graceful_shutdown({
             let token = token.clone();
             async move { token.cancelled().await }
         });
@@ -298,7 +311,7 @@ fn embedded_api_token(dir: &Path) -> anyhow::Result<crate::config::Secret> {
     Ok(token.into())
 }
 
-fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_owner_only(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -347,8 +360,9 @@ async fn embedded_sandbox(
             allowed_seller_ids: Vec::new(),
             notify_url: Some(notify_url.clone()),
             gateway_notify_url: Some(notify_url.clone()),
-            redirect_uris: Vec::new(),
-            id_mode: Default::default(),
+            // Exactly the H5 callback, as a real app registers its 授权回调地址.
+            redirect_uris: vec![crate::h5::redirect_uri(public_url)],
+            id_mode: settings.sandbox_id_mode,
         },
     )?;
     let mut config = Config::new(SANDBOX_APP_ID);

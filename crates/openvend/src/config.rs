@@ -65,6 +65,12 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// Listen address of the embedded Alipay sandbox (used only without real Alipay settings).
     pub sandbox_listen: String,
+    /// How the embedded sandbox names users to OpenVend's app: `user_id` or `open_id`.
+    pub sandbox_id_mode: alipay_sandbox::model::IdMode,
+    /// The buyer's H5 pages.
+    pub h5: crate::h5::settings::H5Settings,
+    /// The SMS carrier of the phone check.
+    pub sms: crate::h5::settings::SmsSettings,
     /// How the server treats machines.
     pub device: DeviceSettings,
     /// Job workers in this instance (payment resolution, dispensing, refunds, device events).
@@ -154,6 +160,9 @@ impl Default for Settings {
             sandbox_listen: "127.0.0.1:8081".into(),
             device: DeviceSettings::default(),
             job_workers: 16,
+            sandbox_id_mode: Default::default(),
+            h5: Default::default(),
+            sms: Default::default(),
         }
     }
 }
@@ -218,6 +227,36 @@ impl Settings {
                 self.device.offline_after_secs = parse_number(key, &value)?
             }
             "DEVICE_RESULT_WAIT_SECS" => self.device.result_wait_secs = parse_number(key, &value)?,
+            "SANDBOX_ID_MODE" => {
+                self.sandbox_id_mode = match value.as_str() {
+                    "user_id" => alipay_sandbox::model::IdMode::UserId,
+                    "open_id" => alipay_sandbox::model::IdMode::OpenId,
+                    _ => return Err(err(key, "must be user_id or open_id")),
+                }
+            }
+            "H5_SECRET" => self.h5.secret = Some(Secret(value)),
+            "SMS_PROVIDER" => {
+                self.sms.provider = match value.as_str() {
+                    "log" => crate::h5::settings::SmsProviderKind::Log,
+                    "aliyun" => crate::h5::settings::SmsProviderKind::Aliyun,
+                    _ => return Err(err(key, "must be log or aliyun")),
+                }
+            }
+            "SMS_ACCESS_KEY_ID" => self.sms.access_key_id = Some(value),
+            "SMS_ACCESS_KEY_SECRET" => self.sms.access_key_secret = Some(Secret(value)),
+            "SMS_SIGN_NAME" => self.sms.sign_name = Some(value),
+            "SMS_TEMPLATE_CODE" => self.sms.template_code = Some(value),
+            "SMS_ENDPOINT" => self.sms.endpoint = value,
+            "SMS_DAILY_PER_PHONE" | "SMS_DAILY_PER_IP" | "SMS_RESEND_SECS" => {
+                let n = value
+                    .parse::<u32>()
+                    .map_err(|_| err(key, "must be a whole number"))?;
+                match name {
+                    "SMS_DAILY_PER_PHONE" => self.sms.daily_per_phone = n,
+                    "SMS_DAILY_PER_IP" => self.sms.daily_per_ip = n,
+                    _ => self.sms.resend_secs = n,
+                }
+            }
             "ALIPAY_APP_ID"
             | "ALIPAY_PRIVATE_KEY_FILE"
             | "ALIPAY_PUBLIC_KEY_FILE"
@@ -308,6 +347,8 @@ impl Settings {
         {
             return Err(err("mqtt.url", format!("{url:?} must start with mqtt://")));
         }
+        self.h5.validate().map_err(|(s, p)| err(s, p))?;
+        self.sms.validate().map_err(|(s, p)| err(s, p))?;
         if let Some(a) = &self.alipay {
             if a.app_id.is_empty() || !a.app_id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err("alipay.app_id", "must be the app's numeric id"));
@@ -400,6 +441,22 @@ mod tests {
     }
 
     #[test]
+    fn sms_and_h5_settings_load_from_a_file_and_hide_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openvend.toml");
+        std::fs::write(
+            &file,
+            "sandbox_id_mode = \"open_id\"\n[sms]\nprovider = \"aliyun\"\naccess_key_id = \"LTAI\"\naccess_key_secret = \"topsecret\"\nsign_name = \"OpenVend\"\ntemplate_code = \"SMS_1\"\ndaily_per_ip = 5\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), Vec::new()).unwrap();
+        assert_eq!(s.sandbox_id_mode, alipay_sandbox::model::IdMode::OpenId);
+        assert_eq!(s.sms.provider, crate::h5::settings::SmsProviderKind::Aliyun);
+        assert_eq!((s.sms.daily_per_phone, s.sms.daily_per_ip), (10, 5));
+        assert!(!format!("{s:?}").contains("topsecret"));
+    }
+
+    #[test]
     fn bad_settings_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("OPENVEND_LISTEN", "nope")], "listen"),
@@ -414,6 +471,13 @@ mod tests {
                 &[("OPENVEND_DEVICE_COMMAND_TTL_SECS", "1")],
                 "device.command_ttl_secs",
             ),
+            (
+                &[("OPENVEND_SANDBOX_ID_MODE", "uid")],
+                "OPENVEND_SANDBOX_ID_MODE",
+            ),
+            (&[("OPENVEND_SMS_PROVIDER", "aliyun")], "sms.access_key_id"),
+            (&[("OPENVEND_SMS_DAILY_PER_IP", "0")], "sms.daily_per_ip"),
+            (&[("OPENVEND_H5_SECRET", "short")], "h5.secret"),
         ];
         for (vars, setting) in cases {
             let e = Settings::load(None, env(vars)).unwrap_err();

@@ -2,6 +2,7 @@
 //!
 //! - [`domain`]: business rules without I/O (slots, orders and their state machines, royalty).
 //! - [`device`]: the device channel (MQTT and HTTP) to the machines.
+//! - [`h5`]: the buyer's mobile pages (免登, phone binding, `trade.create` + JSAPI).
 //! - [`cli`]: the `openvend` subcommands.
 
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod domain;
+pub mod h5;
 pub mod ids;
 pub mod jobs;
 pub mod pay;

@@ -32,6 +32,8 @@ pub struct Services {
     pub device_settings: crate::config::DeviceSettings,
     /// The MQTT broker machines connect to, as `mqtt://host:port`.
     pub mqtt_url: String,
+    /// The public base URL (machines' H5 links).
+    pub public_url: String,
 }
 
 impl Services {

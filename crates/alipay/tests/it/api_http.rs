@@ -207,6 +207,24 @@ async fn a_refused_connection_is_unknown_connection() {
 }
 
 #[tokio::test]
+async fn a_transport_error_never_shows_the_users_auth_token() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let client = client_with(config(&format!("http://{addr}/gateway.do")));
+    let out = client
+        .execute(
+            &alipay::api::oauth::UserInfoShare,
+            &CallOptions::with_user_token("authusrBsecret0123456789"),
+        )
+        .await;
+    let Outcome::Unknown(u) = out else {
+        panic!("{out:?}")
+    };
+    assert!(!format!("{u} {u:?}").contains("authusrBsecret"), "{u}");
+}
+
+#[tokio::test]
 async fn a_502_on_refund_is_unknown_and_not_retried() {
     let server = CannedServer::start(vec![Canned::status(502)]).await;
     let client = client_with(config(&server.url));

@@ -22,9 +22,11 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     }
     let now = svc.now();
-    // Without a QR code on the machine's screen (precreate's answer was lost) nobody can pay:
-    // resolve at once instead of waiting out the buyer's time.
-    let can_still_pay = order.qr_code.is_some() && now < order.expires_at;
+    // The buyer can pay until their time is up if they hold something to pay with: the QR code
+    // on the machine's screen, or the trade number the H5 page passes to `tradePay`. Without
+    // either (the create/precreate answer was lost) nobody can pay: resolve at once.
+    let can_still_pay =
+        (order.qr_code.is_some() || order.trade_no.is_some()) && now < order.expires_at;
     let poll_again = Next::At(
         (now + i64::from(svc.poll_interval_secs) * 1000).min(order.expires_at.max(now + 1000)),
     );

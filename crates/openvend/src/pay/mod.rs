@@ -1,6 +1,7 @@
 //! Payment flows over the `alipay` crate. Each flow writes its intent to the store first,
 //! calls Alipay after the transaction commits, and records the verified answer.
 
+pub mod checkout;
 pub mod refund;
 pub mod sale;
 pub mod vend;

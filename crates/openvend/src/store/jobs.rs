@@ -51,6 +51,22 @@ where
     Ok(done.rows_affected() == 1)
 }
 
+/// Makes a waiting job due now (e.g. a buyer's page asks for an order's payment to be checked
+/// at once). A job being run keeps its lease; nothing happens when no such job waits.
+pub async fn run_now<'e, E>(executor: E, dedup_key: &str, now: i64) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE jobs SET run_at = $2 WHERE dedup_key = $1 AND run_at > $2 AND (locked_until IS NULL OR locked_until < $2)",
+    )
+    .bind(dedup_key)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Claims one due job for `lease_ms`, or `None` when nothing is due.
 pub async fn claim(db: &Db, now: i64, lease_ms: i64) -> Result<Option<Job>, StoreError> {
     let pick = match db.backend {

@@ -29,6 +29,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_device"),
     migration!(5, "0005_sale"),
     migration!(6, "0006_vend_flow"),
+    migration!(7, "0007_accounts"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

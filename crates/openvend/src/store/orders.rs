@@ -86,6 +86,17 @@ impl From<sqlx::Error> for OrderError {
 /// Writes an order and reserves its stock atomically: either every slot is reserved and the
 /// order exists, or nothing changed.
 pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64, OrderError> {
+    create_reserving_for(db, order, None, now).await
+}
+
+/// [`create_reserving`], also recording (in the same transaction) the buyer account that
+/// placed the order, when there is one (the H5 pages).
+pub async fn create_reserving_for(
+    db: &Db,
+    order: &NewOrder,
+    account: Option<i64>,
+    now: i64,
+) -> Result<i64, OrderError> {
     let mut tx = db.begin().await?;
     for line in &order.lines {
         let reserved = sqlx::query(
@@ -141,6 +152,13 @@ pub async fn create_reserving(db: &Db, order: &NewOrder, now: i64) -> Result<i64
         .bind(line.unit_price.0)
         .execute(&mut *tx)
         .await?;
+    }
+    if let Some(account) = account {
+        sqlx::query("INSERT INTO account_orders (order_id, account_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
     }
     add_event(
         &mut *tx,

@@ -123,6 +123,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
                 "online": r.try_get::<Option<i64>, _>("last_heartbeat_at")?.is_some_and(|at| now.saturating_sub(at) <= window),
                 "last_heartbeat_at": r.try_get::<Option<i64>, _>("last_heartbeat_at")?,
                 "fault": r.try_get::<Option<String>, _>("fault")?,
+                "h5_url": format!("{}/m/{}", svc.public_url, r.try_get::<String, _>("code")?),
             }))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -9,6 +9,7 @@ mod chaos;
 mod crash;
 mod device;
 mod flow;
+mod h5;
 mod invariants;
 mod resolve;
 mod sale;

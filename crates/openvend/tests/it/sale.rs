@@ -30,6 +30,11 @@ impl Drop for Running {
 }
 
 pub async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+/// Starts the app with some settings changed.
+pub async fn start_with(change: impl FnOnce(&mut Settings)) -> Running {
     // `OPENVEND_TEST_LOG=warn cargo test …` shows the server's log.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("OPENVEND_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -38,7 +43,7 @@ pub async fn start() -> Running {
             .try_init();
     }
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         sandbox_listen: "127.0.0.1:0".into(),
@@ -48,6 +53,7 @@ pub async fn start() -> Running {
         },
         ..Settings::default()
     };
+    change(&mut settings);
     let settings = Settings {
         database_url: crate::store::postgres_url_if_asked().await.map(Into::into),
         ..settings

@@ -1,0 +1,415 @@
+//! What every sale channel shares before and after its Alipay call: find the machine, price
+//! the lines from the server's catalogue (never from the buyer or the machine), reserve the
+//! stock with the order in one transaction, and record Alipay's answer (success: the payment
+//! refs and the resolver job; refused: closed and stock released; unknown: resolved by query).
+//! The QR sale (`pay::sale`) and the H5 sale (`h5::shop`) differ only in the call between.
+
+use alipay::{Amount, Failure, Unknown};
+use sqlx::Row as _;
+
+use crate::domain::fen::Fen;
+use crate::domain::order::{OrderEvent, OrderLine, OrderState, order_total};
+use crate::services::Services;
+use crate::store::orders::{self, NewOrder, OrderError};
+use crate::store::{StoreError, get_int, jobs};
+
+/// One slot and quantity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleItem {
+    /// The slot code.
+    pub slot: String,
+    /// How many.
+    pub qty: u32,
+}
+
+/// Why a sale was refused; every variant says so to the buyer or machine at once.
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    /// Unknown machine.
+    #[error("machine {0} is not known")]
+    UnknownMachine(String),
+    /// The machine reports a fault.
+    #[error("machine {0} is faulty: {1}")]
+    MachineFaulty(String, String),
+    /// Nothing asked, or too much.
+    #[error("a sale needs 1 to 10 lines, each with a quantity of 1 to 10")]
+    BadItems,
+    /// A slot cannot sell.
+    #[error("slot {0} cannot sell: {1}")]
+    Slot(String, String),
+    /// No heartbeat from the machine lately: it could neither show a code nor dispense.
+    #[error("machine {0} is offline")]
+    MachineOffline(String),
+    /// The machine asked for this sale before and it no longer waits for payment.
+    #[error("request {0} was already handled (order {1})")]
+    RequestHandled(String, String),
+    /// Alipay refused the trade.
+    #[error("Alipay refused the trade: {0}")]
+    Refused(String),
+    /// Alipay's answer is unknown: the order is being resolved by query.
+    #[error("the payment service did not answer; order {0} will be resolved by query")]
+    PaymentUnknown(String),
+    /// The store.
+    #[error(transparent)]
+    Order(#[from] OrderError),
+}
+
+impl From<StoreError> for SaleError {
+    fn from(e: StoreError) -> Self {
+        SaleError::Order(OrderError::Store(e))
+    }
+}
+
+impl From<sqlx::Error> for SaleError {
+    fn from(e: sqlx::Error) -> Self {
+        SaleError::Order(OrderError::from(e))
+    }
+}
+
+/// What a sale needs to know about its machine.
+#[derive(Debug, Clone)]
+pub struct MachineFacts {
+    /// Row id.
+    pub id: i64,
+    /// The machine's code.
+    pub code: String,
+    /// Its operator.
+    pub operator_id: i64,
+    /// Alipay `terminal_id`.
+    pub terminal_id: String,
+    /// The operator's PID (`seller_id`, collection restriction).
+    pub seller_pid: String,
+    /// The machine's last sign of life (server clock, ms).
+    pub last_heartbeat_at: Option<i64>,
+}
+
+impl MachineFacts {
+    /// Refuses a sale on a machine that has not been heard from within the offline window.
+    pub fn ensure_online(&self, svc: &Services, now: i64) -> Result<(), SaleError> {
+        let window =
+            i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
+        if self
+            .last_heartbeat_at
+            .is_none_or(|at| now.saturating_sub(at) > window)
+        {
+            return Err(SaleError::MachineOffline(self.code.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Lines priced from the catalogue.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    /// The lines, at the server's prices.
+    pub lines: Vec<OrderLine>,
+    /// Product names, line by line.
+    pub names: Vec<String>,
+    /// Total of the lines.
+    pub total: Fen,
+    /// The same total for Alipay.
+    pub amount: Amount,
+}
+
+/// An order written with its stock reserved, not yet known to Alipay.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    /// Order id.
+    pub order_id: i64,
+    /// Merchant trade number.
+    pub out_trade_no: String,
+    /// When the buyer's time is up.
+    pub expires_at: i64,
+}
+
+/// The machine with this code, if it can sell.
+pub async fn machine(svc: &Services, code: &str) -> Result<MachineFacts, SaleError> {
+    let row = sqlx::query(
+        "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
+    )
+    .bind(code)
+    .fetch_optional(&svc.db.pool)
+    .await?
+    .ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
+    if let Some(fault) = row.try_get::<Option<String>, _>("fault")? {
+        return Err(SaleError::MachineFaulty(code.to_owned(), fault));
+    }
+    Ok(MachineFacts {
+        id: row.try_get("id")?,
+        code: code.to_owned(),
+        operator_id: row.try_get("operator_id")?,
+        terminal_id: row.try_get("terminal_id")?,
+        seller_pid: row.try_get("seller_pid")?,
+        last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+    })
+}
+
+/// Checks the request's shape and prices its lines from the server's catalogue, checking
+/// each slot can sell the quantity asked.
+pub async fn price(
+    svc: &Services,
+    machine: &MachineFacts,
+    items: &[SaleItem],
+) -> Result<Priced, SaleError> {
+    if items.is_empty() || items.len() > 10 || items.iter().any(|i| i.qty == 0 || i.qty > 10) {
+        return Err(SaleError::BadItems);
+    }
+    let mut lines = Vec::new();
+    let mut names = Vec::new();
+    for item in items {
+        let row = sqlx::query(
+            "SELECT s.code, s.product_id, s.price_fen, s.capacity, s.stock, s.reserved, \
+             CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, p.name \
+             FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.code = $2",
+        )
+        .bind(machine.id)
+        .bind(&item.slot)
+        .fetch_optional(&svc.db.pool)
+        .await?
+        .ok_or_else(|| SaleError::Slot(item.slot.clone(), "no such slot".into()))?;
+        let slot = crate::domain::slot::Slot {
+            code: row.try_get("code")?,
+            product_id: row.try_get("product_id")?,
+            price: Fen(row.try_get("price_fen")?),
+            capacity: u32::try_from(get_int(&row, "capacity")?).unwrap_or(0),
+            stock: u32::try_from(get_int(&row, "stock")?).unwrap_or(0),
+            reserved: u32::try_from(get_int(&row, "reserved")?).unwrap_or(0),
+            enabled: get_int(&row, "enabled")? != 0,
+        };
+        slot.check_sale(item.qty)
+            .map_err(|e| SaleError::Slot(item.slot.clone(), e.to_string()))?;
+        let product_id = slot
+            .product_id
+            .ok_or_else(|| SaleError::Slot(item.slot.clone(), "no product".into()))?;
+        names.push(
+            row.try_get::<Option<String>, _>("name")?
+                .unwrap_or_else(|| slot.code.clone()),
+        );
+        lines.push(OrderLine {
+            slot: slot.code,
+            product_id,
+            qty: item.qty,
+            unit_price: slot.price,
+        });
+    }
+    let total = order_total(&lines).ok_or(SaleError::BadItems)?;
+    let amount = Amount::from_fen(total.0).map_err(|_| SaleError::BadItems)?;
+    Ok(Priced {
+        lines,
+        names,
+        total,
+        amount,
+    })
+}
+
+/// Writes the order and reserves its stock (for `account`, when a buyer account places it).
+/// Committed before Alipay is called.
+pub async fn reserve(
+    svc: &Services,
+    machine: &MachineFacts,
+    priced: &Priced,
+    channel: &'static str,
+    account: Option<i64>,
+    request_id: Option<&str>,
+    now: i64,
+) -> Result<Reserved, SaleError> {
+    // A machine that cannot be reached could neither show the code nor vend.
+    machine.ensure_online(svc, now)?;
+    let out_trade_no = new_out_trade_no(machine.id, now);
+    let expires_at = now + i64::from(svc.pay_timeout_minutes) * 60_000;
+    let order = NewOrder {
+        out_trade_no: out_trade_no.clone(),
+        operator_id: machine.operator_id,
+        machine_id: machine.id,
+        channel,
+        lines: priced.lines.clone(),
+        total: priced.total,
+        expires_at,
+        request_id: request_id.map(str::to_owned),
+    };
+    let order_id = orders::create_reserving_for(&svc.db, &order, account, now)
+        .await
+        .map_err(|e| match e {
+            OrderError::SlotUnavailable(slot) => SaleError::Slot(slot, "out of stock".into()),
+            other => SaleError::Order(other),
+        })?;
+    Ok(Reserved {
+        order_id,
+        out_trade_no,
+        expires_at,
+    })
+}
+
+/// Alipay created the trade: records its refs and queues the resolver, which queries while
+/// the buyer may still pay (the notification's fallback) and cancels when their time is up.
+pub async fn created(
+    svc: &Services,
+    order_id: i64,
+    qr_code: Option<&str>,
+    trade_no: Option<&str>,
+    kind: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), SaleError> {
+    orders::set_payment_refs(&svc.db, order_id, qr_code, trade_no).await?;
+    orders::add_event(&svc.db.pool, order_id, now, "alipay", kind, detail).await?;
+    let payload = serde_json::json!({ "order_id": order_id }).to_string();
+    let first_poll = now + i64::from(svc.poll_interval_secs) * 1000;
+    jobs::enqueue(
+        &svc.db.pool,
+        "resolve_payment",
+        &resolve_key(order_id),
+        &payload,
+        first_poll,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Alipay refused the trade: the order closes unpaid and its stock is released.
+pub async fn refused(
+    svc: &Services,
+    order_id: i64,
+    kind: &str,
+    failure: &Failure,
+    now: i64,
+) -> SaleError {
+    let record = async {
+        let mut tx = svc.db.begin().await?;
+        orders::transition(
+            &mut *tx,
+            order_id,
+            OrderState::AwaitingPayment,
+            OrderEvent::ClosedUnpaid,
+            now,
+        )
+        .await?;
+        orders::release_reservations(&mut *tx, order_id).await?;
+        orders::add_event(
+            &mut *tx,
+            order_id,
+            now,
+            "alipay",
+            kind,
+            &failure.to_string(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<(), SaleError>(())
+    };
+    match record.await {
+        Ok(()) => SaleError::Refused(failure.to_string()),
+        Err(e) => e,
+    }
+}
+
+/// Alipay's answer is unknown: the order is resolved by query at once (nobody holds a code
+/// or trade number to pay with, so the resolver cancels rather than waits).
+pub async fn unknown(
+    svc: &Services,
+    order_id: i64,
+    out_trade_no: &str,
+    kind: &str,
+    unknown: &Unknown,
+    now: i64,
+) -> SaleError {
+    let record = async {
+        let mut tx = svc.db.begin().await?;
+        orders::transition(
+            &mut *tx,
+            order_id,
+            OrderState::AwaitingPayment,
+            OrderEvent::ResultUnknown,
+            now,
+        )
+        .await?;
+        orders::add_event(
+            &mut *tx,
+            order_id,
+            now,
+            "alipay",
+            kind,
+            &unknown.to_string(),
+        )
+        .await?;
+        let payload = serde_json::json!({ "order_id": order_id }).to_string();
+        jobs::enqueue(
+            &mut *tx,
+            "resolve_payment",
+            &resolve_key(order_id),
+            &payload,
+            now,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<(), SaleError>(())
+    };
+    match record.await {
+        Ok(()) => {
+            svc.jobs_ready.notify_one();
+            SaleError::PaymentUnknown(out_trade_no.to_owned())
+        }
+        Err(e) => e,
+    }
+}
+
+/// The dedup key of an order's resolver job.
+pub fn resolve_key(order_id: i64) -> String {
+    format!("resolve_payment:{order_id}")
+}
+
+/// The trade subject: product names, without the characters Alipay refuses, ≤ 256 characters.
+pub fn subject(names: &[String]) -> String {
+    let joined = names.join(" + ");
+    let clean: String = joined
+        .chars()
+        .filter(|c| !matches!(c, '/' | '=' | '&'))
+        .take(256)
+        .collect();
+    if clean.trim().is_empty() {
+        "OpenVend".into()
+    } else {
+        clean
+    }
+}
+
+/// `OV` + Beijing date-time + machine id + random: unique, ≤ 64, letters and digits only.
+fn new_out_trade_no(machine_id: i64, now: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(now / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(alipay::time::BEIJING);
+    format!(
+        "OV{:04}{:02}{:02}{:02}{:02}{:02}M{machine_id}R{}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        crate::ids::random_hex(10)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_drop_forbidden_characters() {
+        assert_eq!(subject(&["a/b".into(), "c=d&e".into()]), "ab + cde");
+        assert_eq!(subject(&["///".into()]), "OpenVend");
+    }
+
+    #[test]
+    fn trade_numbers_are_alipay_safe() {
+        let n = new_out_trade_no(42, 1_700_000_000_000);
+        assert!(
+            n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{n}"
+        );
+        assert!(n.starts_with("OV20231115"), "{n}");
+    }
+}
