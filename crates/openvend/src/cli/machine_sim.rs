@@ -119,8 +119,13 @@ async fn interactive(
     println!("commands: buy SLOT [QTY] | pay | offline | online | fault CODE TEXT | quit");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut last_qr: Option<String> = None;
+    // Without a terminal (stdin closed) the machine keeps serving until Ctrl-C or SIGTERM.
+    let mut stdin_open = true;
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            () = &mut stop => return Ok(()),
             ev = events.recv() => match ev {
                 Some(SimEvent::ShowQr { order_id, qr_code, amount_fen }) => {
                     show_qr(&order_id, &qr_code, amount_fen);
@@ -133,8 +138,11 @@ async fn interactive(
                 Some(SimEvent::Online) => println!("online"),
                 None => return Ok(()),
             },
-            line = lines.next_line() => {
-                let Some(line) = line? else { return Ok(()) };
+            line = lines.next_line(), if stdin_open => {
+                let Some(line) = line? else {
+                    stdin_open = false;
+                    continue;
+                };
                 let words: Vec<&str> = line.split_whitespace().collect();
                 let result = match words.as_slice() {
                     ["buy", slot] => sim.buy(&[(slot, 1)]).await.map(|_| ()),
