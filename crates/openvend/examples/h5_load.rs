@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = app
         .sandbox_ctx()
         .ok_or_else(|| anyhow::anyhow!("no sandbox"))?;
-    let buyer = alipay_sandbox::control::new_buyer(&ctx, 100_00, None, None);
+    let buyer = alipay_sandbox::control::new_buyer(&ctx, 10_000, None, None);
     let user = AlipayUser::new(
         &app.services.app_id,
         &alipay::UserRef::UserId(buyer.user_id.clone()),

@@ -80,17 +80,19 @@ async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, sqlx::Error> {
     .fetch_all(&h5.svc.db.pool)
     .await?;
     rows.iter()
-        .map(|r| {
-            let enabled = get_int(r, "enabled")? != 0;
-            let free = get_int(r, "stock")? - get_int(r, "reserved")?;
-            Ok(Offer {
-                slot: r.try_get("code")?,
-                name: r.try_get("name")?,
-                price: r.try_get("price_fen")?,
-                free: if enabled { free.max(0) } else { 0 },
-            })
-        })
+        .map(|r| offer(r, r.try_get("code")?, r.try_get("name")?))
         .collect()
+}
+
+fn offer(r: &sqlx::any::AnyRow, slot: String, name: String) -> Result<Offer, sqlx::Error> {
+    let enabled = get_int(r, "enabled")? != 0;
+    let free = get_int(r, "stock")? - get_int(r, "reserved")?;
+    Ok(Offer {
+        slot,
+        name,
+        price: r.try_get("price_fen")?,
+        free: if enabled { free.max(0) } else { 0 },
+    })
 }
 
 /// `GET /m/{code}`: the machine page (signed in), or the way to sign in.
@@ -101,35 +103,44 @@ pub async fn show_machine(
     headers: HeaderMap,
 ) -> PageResult {
     let lang = Lang::from_headers(&headers);
-    let machine = match checkout::machine(&h5.svc, &code).await {
-        Ok(m) => m,
-        Err(SaleError::UnknownMachine(_)) => return Ok(unknown_machine(lang, &code)),
-        Err(SaleError::MachineFaulty(..)) => {
-            return Ok(html::message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                lang,
-                lang.t("暂停服务", "Out of service"),
-                lang.t(
-                    "这台售货机暂停服务，请稍后再试。",
-                    "This machine is out of service; please try later.",
-                ),
-                None,
-            ));
+    // One query for the machine and its shelves: this page is the hot path.
+    let rows = sqlx::query(
+        "SELECT m.fault, s.code, p.name, s.price_fen, s.stock, s.reserved, \
+         CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
+         FROM machines m LEFT JOIN slots s ON s.machine_id = m.id LEFT JOIN products p ON p.id = s.product_id \
+         WHERE m.code = $1 ORDER BY s.code",
+    )
+    .bind(&code)
+    .fetch_all(&h5.svc.db.pool)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(unknown_machine(lang, &code));
+    };
+    if first.try_get::<Option<String>, _>("fault")?.is_some() {
+        return Ok(html::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            lang,
+            lang.t("暂停服务", "Out of service"),
+            lang.t(
+                "这台售货机暂停服务，请稍后再试。",
+                "This machine is out of service; please try later.",
+            ),
+            None,
+        ));
+    }
+    if let Err(r) = buyer(&h5, &headers, &code).await? {
+        return Ok(r);
+    }
+    let mut offers = Vec::new();
+    for r in &rows {
+        if let (Some(slot), Some(name)) = (
+            r.try_get::<Option<String>, _>("code")?,
+            r.try_get::<Option<String>, _>("name")?,
+        ) {
+            offers.push(offer(r, slot, name)?);
         }
-        Err(e) => return Err(anyhow::anyhow!(e).into()),
-    };
-    let (_, _account) = match buyer(&h5, &headers, &machine.code).await? {
-        Ok(b) => b,
-        Err(r) => return Ok(r),
-    };
-    let offers = offers(&h5, machine.id).await?;
-    Ok(machine_page(
-        lang,
-        StatusCode::OK,
-        &machine.code,
-        &offers,
-        None,
-    ))
+    }
+    Ok(machine_page(lang, StatusCode::OK, &code, &offers, None))
 }
 
 fn machine_page(
@@ -273,20 +284,17 @@ pub async fn create_order(
                 Lang::Zh => format!("订单表单无效：{why}。"),
                 Lang::En => format!("The order form is not valid: {why}."),
             };
-            return Ok(
-                refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text).await?,
-            );
+            return refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text)
+                .await;
         }
     };
     if form.items.is_empty() {
         let text = lang.t("请至少选择一件商品。", "Pick at least one product.");
-        return Ok(
-            refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, text).await?,
-        );
+        return refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, text).await;
     }
     let priced = match checkout::price(svc, &machine, &form.items).await {
         Ok(p) => p,
-        Err(e) => return Ok(sale_refused_page(&h5, lang, &machine, e).await?),
+        Err(e) => return sale_refused_page(&h5, lang, &machine, e).await,
     };
     // The amounts come from the catalogue; the form's must agree with them exactly.
     for line in &priced.lines {
@@ -311,9 +319,8 @@ pub async fn create_order(
                 ),
             };
             tracing::info!(slot = %line.slot, ?shown, price = line.unit_price.0, "order refused: price differs");
-            return Ok(
-                refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text).await?,
-            );
+            return refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text)
+                .await;
         }
     }
     if let Some(total) = form.shown_total
@@ -336,15 +343,13 @@ pub async fn create_order(
             total = priced.total.0,
             "order refused: total differs"
         );
-        return Ok(
-            refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text).await?,
-        );
+        return refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text).await;
     }
     let now = svc.now();
     let order =
         match checkout::reserve(svc, &machine, &priced, "jsapi", Some(account), None, now).await {
             Ok(o) => o,
-            Err(e) => return Ok(sale_refused_page(&h5, lang, &machine, e).await?),
+            Err(e) => return sale_refused_page(&h5, lang, &machine, e).await,
         };
     // The order and its reservation are committed before Alipay is called.
     let mut create = Create::new(

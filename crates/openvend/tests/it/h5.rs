@@ -146,7 +146,7 @@ pub async fn count(r: &Running, sql: &str) -> i64 {
 }
 
 pub fn new_buyer(r: &Running, nick: &str) -> String {
-    alipay_sandbox::control::new_buyer(&r.sandbox, 10_000_00, None, Some(nick.into())).user_id
+    alipay_sandbox::control::new_buyer(&r.sandbox, 1_000_000, None, Some(nick.into())).user_id
 }
 
 /// The machine page without a session: the redirect to Alipay's authorize page.
@@ -195,8 +195,7 @@ pub fn last_code(r: &Running, phone: &str) -> String {
     let masked = format!("{}****{}", &digits[..3], &digits[7..]);
     let text = std::fs::read_to_string(r.data_dir.join("sms-outbox.log")).unwrap();
     text.lines()
-        .filter(|l| l.starts_with(&masked))
-        .next_back()
+        .rfind(|l| l.starts_with(&masked))
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap()
         .to_owned()
