@@ -93,7 +93,7 @@ header{background:#1677ff;color:#fff;padding:12px 16px;display:flex;justify-cont
 header a{color:#fff;text-decoration:none;font-size:14px}h1{font-size:18px;margin:0}\
 main{max-width:480px;margin:0 auto;padding:12px}.card{background:#fff;border-radius:10px;padding:14px;margin:0 0 12px}\
 .row{display:flex;justify-content:space-between;align-items:center;gap:8px;padding:8px 0;border-bottom:1px solid #eee}.row:last-child{border-bottom:0}\
-.muted{color:#888;font-size:14px}.price{color:#ff4d4f;font-weight:600}.ok{color:#389e0d}.err{color:#cf1322}\
+a.row{color:inherit;text-decoration:none}.muted{color:#888;font-size:14px}.price{color:#ff4d4f;font-weight:600}.ok{color:#389e0d}.err{color:#cf1322}\
 input[type=tel],input[type=text],input[type=number]{font-size:16px;padding:10px;border:1px solid #ccc;border-radius:8px;width:100%}\
 input.qty{width:64px;text-align:center}\
 button{font-size:16px;padding:12px;border:0;border-radius:8px;background:#1677ff;color:#fff;width:100%;margin-top:10px}\

@@ -14,7 +14,7 @@ async fn sqlite_db() -> (Db, tempfile::TempDir) {
 /// PostgreSQL instead of SQLite (`.ci/run.d/30-postgres.sh` does this): the URL of that schema.
 pub async fn postgres_url_if_asked() -> Option<String> {
     let base = std::env::var("OPENVEND_TEST_POSTGRES").ok()?;
-    let schema = format!("t{}", std::process::id() as u64 * 1000 + rand_suffix());
+    let schema = unique_schema();
     let admin = Db::connect(&base, false).await.unwrap();
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)
@@ -28,7 +28,7 @@ pub async fn postgres_url_if_asked() -> Option<String> {
 async fn postgres_db() -> Db {
     let base = std::env::var("OPENVEND_TEST_POSTGRES")
         .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL suite");
-    let schema = format!("t{}", std::process::id() as u64 * 1000 + rand_suffix());
+    let schema = unique_schema();
     let admin = Db::connect(&base, false).await.unwrap();
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)
@@ -43,15 +43,21 @@ async fn postgres_db() -> Db {
     .unwrap()
 }
 
-fn rand_suffix() -> u64 {
+/// A schema name no other test of this run (nor, practically, of an earlier run) uses: the
+/// process id, a per-process counter and the time, never added together.
+fn unique_schema() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-        + (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64
-            % 997)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
 }
 
 #[tokio::test]
