@@ -111,7 +111,8 @@ impl App {
         let clock = Arc::new(crate::services::Clock::default());
         let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);
         let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl);
-        let (mqtt, mqtt_embedded) = start_mqtt(&settings, &device).await?;
+        let shutdown = CancellationToken::new();
+        let (mqtt, mqtt_embedded) = start_mqtt(&settings, &device, &shutdown).await?;
         let services = Arc::new(Services {
             api_token,
             db: db.clone(),
@@ -147,7 +148,7 @@ impl App {
             mqtt_embedded,
             events,
             job_workers: settings.job_workers,
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 
@@ -264,31 +265,29 @@ async fn wake_on_events(
 async fn start_mqtt(
     settings: &Settings,
     device: &DeviceChannel,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<(LinkSettings, bool)> {
     let mut link =
         LinkSettings::from_settings(&settings.mqtt).map_err(|e| anyhow::anyhow!("{e}"))?;
     if settings.mqtt.url.is_some() {
         return Ok((link, false));
     }
-    let mut addr: SocketAddr = settings
+    let addr: SocketAddr = settings
         .mqtt
         .embedded_listen
         .parse()
         .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen: {e}"))?;
-    if addr.port() == 0 {
-        // rumqttd binds by itself and does not report the port: pick a free one first.
-        let probe = std::net::TcpListener::bind(addr)?;
-        addr = probe.local_addr()?;
-    }
     let password: crate::config::Secret = crate::ids::random_hex(32).into();
-    crate::device::mqtt::start_embedded(
+    let addr = crate::device::mqtt::start_embedded(
         addr,
         device.clone(),
         link.client_id.clone(),
         password.clone(),
+        shutdown.clone(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen {addr}: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen {addr}: {e}"))?
+    .listen;
     link.host = addr.ip().to_string();
     link.port = addr.port();
     link.username = Some(link.client_id.clone());

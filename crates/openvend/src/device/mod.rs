@@ -5,11 +5,13 @@
 //! - [`ledger`]: [`DeviceChannel`], the handle the order flow uses: `send` a command (intent
 //!   recorded before publishing), the stream of verified, deduplicated events,
 //!   `pending_for` / re-delivery within the TTL.
-//! - [`mqtt`]: the server's supervised MQTT link and the embedded broker.
+//! - [`mqtt`]: the server's supervised MQTT link, and the start of the embedded broker.
+//! - [`broker`]: the embedded MQTT 3.1.1 broker, with per-machine topic access control.
 //! - [`http`]: the HTTP fallback for machines without MQTT.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
 
+pub mod broker;
 pub mod http;
 pub mod ledger;
 pub mod mqtt;

@@ -9,19 +9,19 @@
 //! names the same machine and is signed with *that* machine's secret. Retained messages are
 //! ignored (a retained event would be replayed to every new subscriber).
 //!
-//! The embedded broker (rumqttd) checks per-machine credentials at CONNECT: username =
-//! machine code = client id, password = machine secret. rumqttd 0.20 has no per-topic ACL
-//! hook, so once connected a machine *could* publish on another machine's topic; the
-//! envelope signature (keyed by the secret of the machine the topic names) is what makes
-//! such a message worthless. With an external broker, configure ACLs
+//! The embedded broker (`device::broker`) checks per-machine credentials at CONNECT
+//! (username = machine code = client id, password = machine secret) and confines each machine
+//! to its own two topics. The envelope signature (keyed by the secret of the machine the
+//! topic names) is checked on every message anyway, so an external broker without ACLs
+//! cannot let one machine speak for another either; configure ACLs there too
 //! (docs/device-protocol.md).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::DeviceChannel;
@@ -176,6 +176,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                 let work = Work::Message {
                     machine: machine.to_owned(),
                     payload: p.payload.to_vec(),
+                    arrived_at: channel.now_ms(),
                 };
                 if work_tx.send(work).is_err() {
                     tracing::error!(topic = %p.topic, "MQTT worker stopped; event dropped");
@@ -203,6 +204,9 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     tracing::info!("MQTT link stopped");
 }
 
+/// How long an incoming event is retried against an unavailable store before it is dropped.
+const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(600);
+
 /// Workers handling incoming messages; a machine's messages always go to the same one.
 const INCOMING_WORKERS: usize = 8;
 
@@ -229,19 +233,27 @@ async fn incoming_worker(
 ) {
     while let Some(work) = work_rx.recv().await {
         match work {
-            Work::Message { machine, payload } => {
+            Work::Message {
+                machine,
+                payload,
+                arrived_at,
+            } => {
                 // The broker has already had its PUBACK, so the machine will not send
-                // this again: a store hiccup is retried here rather than losing the event.
-                // Other rejections are final and logged inside receive.
+                // this again: a store outage is waited out here (this machine's later
+                // messages wait behind it, keeping their order) rather than losing the
+                // event. Other rejections are final and logged inside receive.
                 let mut delay = Duration::from_millis(50);
-                for _ in 0..6 {
-                    match worker_channel.receive(&machine, &payload).await {
-                        Err(super::Rejection::Unavailable) => {
-                            tokio::time::sleep(delay).await;
-                            delay *= 2;
-                        }
-                        _ => break,
+                let started = tokio::time::Instant::now();
+                while let Err(super::Rejection::Unavailable) = worker_channel
+                    .receive_arrived(&machine, &payload, arrived_at)
+                    .await
+                {
+                    if started.elapsed() > STORE_OUTAGE_LIMIT {
+                        tracing::error!(%machine, "device event dropped: the store was unavailable for 10 minutes");
+                        break;
                     }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
             Work::RedeliverAll => worker_channel.redeliver_all().await,
@@ -250,112 +262,65 @@ async fn incoming_worker(
 }
 
 enum Work {
-    Message { machine: String, payload: Vec<u8> },
+    Message {
+        machine: String,
+        payload: Vec<u8>,
+        /// Server clock when the link received it.
+        arrived_at: i64,
+    },
     RedeliverAll,
 }
 
-type AuthRequest = (String, String, String, oneshot::Sender<bool>);
-
-/// The embedded broker, running on its own threads until the process exits (rumqttd 0.20
-/// has no stop).
+/// The embedded broker, serving until the shutdown token given to [`start_embedded`] is
+/// cancelled.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
-    /// The address it listens on.
+    /// The address it listens on (the real port when asked for port 0).
     pub listen: SocketAddr,
+    /// The broker itself (connection counts).
+    pub broker: super::broker::Broker,
 }
 
-/// Starts rumqttd on `listen`, admitting the server (`server_user`/`server_password`) and
-/// every machine whose code is the username and the client id and whose secret is the
-/// password. Returns once the listener accepts connections.
+/// Starts the embedded broker (`device::broker`) on `listen`, admitting the server
+/// (`server_user`/`server_password`) and every machine whose code is the username and the
+/// client id and whose secret is the password. Returns once it accepts connections.
 pub async fn start_embedded(
     listen: SocketAddr,
     channel: DeviceChannel,
     server_user: String,
     server_password: Secret,
+    shutdown: CancellationToken,
 ) -> std::io::Result<EmbeddedBroker> {
-    // rumqttd runs its own runtime on its own threads; credentials are checked by a task on
-    // ours (which owns the database pool), over a channel.
-    let (auth_tx, mut auth_rx) = mpsc::channel::<AuthRequest>(256);
-    tokio::spawn(async move {
-        while let Some((client_id, user, pass, reply)) = auth_rx.recv().await {
-            let ok = if user == server_user {
-                signing::secrets_equal(pass.as_bytes(), server_password.expose().as_bytes())
-            } else {
-                match channel.machine(&user).await {
-                    Ok(Some(m)) => {
-                        client_id == m.code && signing::secrets_equal(pass.as_bytes(), m.secret())
-                    }
-                    Ok(None) => false,
-                    Err(e) => {
-                        tracing::error!(error = %e, "machine lookup failed at MQTT CONNECT");
-                        false
-                    }
+    use super::broker::{Authenticator, Broker, Role};
+    let auth: Authenticator = Arc::new(move |client_id: String, user: String, pass: String| {
+        let channel = channel.clone();
+        let server_user = server_user.clone();
+        let server_password = server_password.clone();
+        Box::pin(async move {
+            if user == server_user {
+                return signing::secrets_equal(
+                    pass.as_bytes(),
+                    server_password.expose().as_bytes(),
+                )
+                .then_some(Role::Server);
+            }
+            match channel.machine(&user).await {
+                Ok(Some(m)) => (client_id == m.code
+                    && signing::secrets_equal(pass.as_bytes(), m.secret()))
+                .then_some(Role::Machine(m.code)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "machine lookup failed at MQTT CONNECT");
+                    None
                 }
-            };
-            if !ok {
-                tracing::warn!(username = %user, "MQTT CONNECT refused: bad credentials");
             }
-            let _ = reply.send(ok);
-        }
+        })
     });
-
-    let mut connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: 64 * 1024,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-        let auth_tx = auth_tx.clone();
-        async move {
-            let (tx, rx) = oneshot::channel();
-            if auth_tx.send((client_id, user, pass, tx)).await.is_err() {
-                return false;
-            }
-            rx.await.unwrap_or(false)
-        }
-    });
-    let server = rumqttd::ServerSettings {
-        name: "openvend-v4".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 20_000,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 16 * 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("openvend".to_owned(), server)])),
-        ..Default::default()
-    };
-    std::thread::Builder::new()
-        .name("rumqttd".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded MQTT broker stopped");
-            }
-        })?;
-    // Wait until the listener is up, so callers can connect at once.
-    let mut delay = Duration::from_millis(5);
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            return Ok(EmbeddedBroker { listen });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
-    }
-    Err(std::io::Error::other(format!(
-        "embedded MQTT broker did not listen on {listen}"
-    )))
+    let broker = Broker::start(listen, auth, shutdown).await?;
+    Ok(EmbeddedBroker {
+        listen: broker.listen,
+        broker,
+    })
 }
 
 #[cfg(test)]

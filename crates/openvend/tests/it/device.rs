@@ -1,5 +1,5 @@
 //! The device channel, end to end with real parts: SQLite (and PostgreSQL when
-//! `OPENVEND_TEST_POSTGRES` is set), the embedded rumqttd broker, the machine's Mosquitto on
+//! `OPENVEND_TEST_POSTGRES` is set), the embedded broker, the machine's Mosquitto on
 //! 127.0.0.1:1883, and the HTTP fallback on a real listener. The "machine" is a rumqttc
 //! client (or an HTTP client) in the test that signs with its own secret.
 //!
@@ -589,6 +589,7 @@ async fn a_machine_on_the_embedded_broker_gets_its_command_and_its_answers_arriv
         f.channel.clone(),
         "server".into(),
         "server-pass".into(),
+        CancellationToken::new(),
     )
     .await
     .unwrap();
@@ -605,6 +606,7 @@ async fn the_embedded_broker_refuses_a_wrong_password_and_a_borrowed_client_id_a
         f.channel.clone(),
         "server".into(),
         "server-pass".into(),
+        CancellationToken::new(),
     )
     .await
     .unwrap();
@@ -625,6 +627,70 @@ async fn the_embedded_broker_refuses_a_wrong_password_and_a_borrowed_client_id_a
     }
     // The right credentials are admitted.
     let _vm = machine(port, &f.m1, Some(SECRET_1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
+    let f = sqlite_fixture().await;
+    let broker = mqtt::start_embedded(
+        "127.0.0.1:0".parse().unwrap(),
+        f.channel.clone(),
+        "server".into(),
+        "server-pass".into(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let port = broker.listen.port();
+    let mut vm2 = machine(port, &f.m2, Some(SECRET_2)).await;
+
+    // Machine 1 may not listen to anyone else's commands.
+    let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
+    opts.set_credentials(f.m1.clone(), SECRET_1);
+    let (spy, mut el) = AsyncClient::new(opts, 8);
+    for filter in [
+        mqtt::cmd_topic(&f.m2),
+        "openvend/v1/m/+/cmd".into(),
+        "#".into(),
+    ] {
+        spy.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    }
+    let mut refused = 0;
+    while refused < 3 {
+        match tokio::time::timeout(WAIT, el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            rumqttc::Event::Incoming(Packet::SubAck(a)) => {
+                assert_eq!(
+                    a.return_codes,
+                    [rumqttc::SubscribeReasonCode::Failure],
+                    "a foreign subscription was granted"
+                );
+                refused += 1;
+            }
+            _ => continue,
+        }
+    }
+    drop(el);
+    let vm1 = machine(port, &f.m1, Some(SECRET_1)).await;
+
+    // Machine 1 publishing on machine 2's command topic reaches nobody; the server's
+    // command that follows is the first thing machine 2 sees.
+    vm1.publish(mqtt::cmd_topic(&f.m2), b"{\"forged\":true}".to_vec(), false)
+        .await;
+    let mut opts = MqttOptions::new("server", "127.0.0.1", port);
+    opts.set_credentials("server", "server-pass");
+    let (server, mut el) = AsyncClient::new(opts, 8);
+    let server_loop = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let sentinel = f.event(&f.m2, SECRET_2, "c-1", "cancel", r#"{"order_id":"o-1"}"#);
+    server
+        .publish(mqtt::cmd_topic(&f.m2), QoS::AtLeastOnce, false, sentinel)
+        .await
+        .unwrap();
+    assert_eq!(vm2.next_command().await.msg_id, "c-1");
+    server_loop.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

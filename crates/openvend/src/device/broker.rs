@@ -1,0 +1,674 @@
+//! The embedded MQTT broker: MQTT 3.1.1 over TCP, just what the device channel needs, on the
+//! server's own runtime, with per-topic access control.
+//!
+//! - CONNECT is checked by an [`Authenticator`]: the server's username and password, or a
+//!   machine (username = client id = machine code, password = its secret).
+//! - Access control: a machine may publish only on its own event topic and subscribe only to
+//!   its own command topic; the server may do anything. A refused subscription is answered
+//!   with a failure code; a refused publish is acknowledged and dropped (as Mosquitto does),
+//!   so a machine cannot even reach the server on another machine's topic.
+//! - QoS 0 and 1 (a QoS 2 publish is accepted with the QoS 2 handshake and delivered at
+//!   QoS 1). Retained messages are dropped: the protocol never retains.
+//! - Sessions: with `clean_session = false` a client's subscriptions and the QoS 1 messages
+//!   sent to it while it is away (up to [`OFFLINE_QUEUE`], oldest dropped first) survive a
+//!   reconnect, and messages it had not acknowledged are sent again with DUP set. A second
+//!   connection with the same client id takes the session over.
+//! - Memory per idle connection is a few kilobytes (one task, a small read buffer), so ten
+//!   thousand machines fit in a modest server.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as WireError, QoS};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::bytes::BytesMut;
+use tokio_util::sync::CancellationToken;
+
+/// Largest packet accepted or sent (device messages are at most 16 KiB).
+const MAX_PACKET: usize = 64 * 1024;
+/// QoS 1 messages kept for a disconnected persistent session.
+pub const OFFLINE_QUEUE: usize = 1000;
+/// Messages waiting to be written to one machine connection.
+const MACHINE_OUTBOX: usize = 256;
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who a connection is, once admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The OpenVend server: may publish and subscribe anywhere.
+    Server,
+    /// A machine, by code: only its own two topics.
+    Machine(String),
+}
+
+/// Decides who may connect. Given client id, username and password.
+pub type Authenticator = Arc<
+    dyn Fn(
+            String,
+            String,
+            String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Role>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A running broker.
+#[derive(Clone)]
+pub struct Broker {
+    state: Arc<State>,
+    /// The address it listens on.
+    pub listen: SocketAddr,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    auth: Authenticator,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    /// Exact filters → client ids subscribed.
+    exact: HashMap<String, HashSet<String>>,
+    /// Filters with `+` or `#` → client ids subscribed (few: the server's).
+    wildcard: HashMap<String, HashSet<String>>,
+    next_conn: u64,
+}
+
+struct Session {
+    clean: bool,
+    filters: Vec<String>,
+    conn: Option<Conn>,
+    /// QoS 1 messages for a persistent session while it is away.
+    queue: VecDeque<Publish>,
+}
+
+struct Conn {
+    id: u64,
+    tx: Outbox,
+}
+
+#[derive(Clone)]
+enum Outbox {
+    Bounded(mpsc::Sender<Out>),
+    Unbounded(mpsc::UnboundedSender<Out>),
+}
+
+impl Outbox {
+    /// Hands `out` to the connection; false if it is gone or (for a machine) too far behind.
+    fn send(&self, out: Out) -> bool {
+        match self {
+            Outbox::Bounded(tx) => tx.try_send(out).is_ok(),
+            Outbox::Unbounded(tx) => tx.send(out).is_ok(),
+        }
+    }
+}
+
+enum Out {
+    Publish(Publish),
+    /// Another connection took the session over.
+    Close,
+}
+
+impl Broker {
+    /// Binds `listen` and serves until `shutdown` is cancelled.
+    pub async fn start(
+        listen: SocketAddr,
+        auth: Authenticator,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Broker> {
+        let listener = TcpListener::bind(listen).await?;
+        let listen = listener.local_addr()?;
+        let state = Arc::new(State {
+            auth,
+            inner: Mutex::new(Inner::default()),
+        });
+        let accepting = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((socket, peer)) => {
+                        let state = accepting.clone();
+                        let stop = shutdown.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = serve(state, socket, stop).await {
+                                tracing::debug!(%peer, error = %e, "MQTT connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, usually: wait rather than spin.
+                        tracing::warn!(error = %e, "MQTT accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(Broker { state, listen })
+    }
+
+    /// How many clients are connected now.
+    pub fn connected(&self) -> usize {
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.sessions.values().filter(|s| s.conn.is_some()).count())
+            .unwrap_or(0)
+    }
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Wire(String),
+    #[error("{0}")]
+    Refused(&'static str),
+}
+
+impl From<WireError> for ConnError {
+    fn from(e: WireError) -> Self {
+        ConnError::Wire(e.to_string())
+    }
+}
+
+async fn serve(
+    state: Arc<State>,
+    mut socket: TcpStream,
+    shutdown: CancellationToken,
+) -> Result<(), ConnError> {
+    socket.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(512);
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut socket, &mut buf))
+        .await
+        .map_err(|_| ConnError::Refused("no CONNECT in time"))??;
+    let Some(Packet::Connect(connect)) = first else {
+        return Err(ConnError::Refused("first packet is not CONNECT"));
+    };
+    let (user, pass) = connect
+        .login
+        .as_ref()
+        .map(|l| (l.username.clone(), l.password.clone()))
+        .unwrap_or_default();
+    let role = if connect.client_id.is_empty() {
+        None
+    } else {
+        (state.auth)(connect.client_id.clone(), user.clone(), pass).await
+    };
+    let Some(role) = role else {
+        tracing::warn!(username = %user, client_id = %connect.client_id, "MQTT CONNECT refused: bad credentials");
+        write(
+            &mut socket,
+            Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)),
+        )
+        .await?;
+        return Err(ConnError::Refused("bad credentials"));
+    };
+    let client_id = connect.client_id.clone();
+    let (tx, mut rx_bounded, mut rx_unbounded) = if role == Role::Server {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Outbox::Unbounded(tx), None, Some(rx))
+    } else {
+        let (tx, rx) = mpsc::channel(MACHINE_OUTBOX);
+        (Outbox::Bounded(tx), Some(rx), None)
+    };
+    let (conn_id, session_present, backlog) = attach(&state, &client_id, connect.clean_session, tx);
+    write(
+        &mut socket,
+        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)),
+    )
+    .await?;
+
+    let mut link = Link {
+        state: &state,
+        role: &role,
+        client_id: &client_id,
+        inflight: HashMap::new(),
+        next_pkid: 0,
+        out: BytesMut::new(),
+    };
+    for p in backlog {
+        link.send(&mut socket, p).await?;
+    }
+    let keep_alive = match connect.keep_alive {
+        0 => Duration::from_secs(24 * 3600),
+        s => Duration::from_millis(u64::from(s) * 1500),
+    };
+    let result = loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf)) => match r {
+                Err(_) => break Err(ConnError::Refused("keep-alive expired")),
+                Ok(Err(e)) => break Err(e),
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Ok(Some(p))) => Event::In(p),
+            },
+            Some(out) = recv(&mut rx_bounded, &mut rx_unbounded) => Event::Out(out),
+        };
+        let step = match event {
+            Event::In(Packet::Disconnect) => break Ok(()),
+            Event::In(p) => link.incoming(&mut socket, p).await,
+            Event::Out(Out::Publish(p)) => link.send(&mut socket, p).await,
+            Event::Out(Out::Close) => break Err(ConnError::Refused("session taken over")),
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    // Whatever was queued for this connection but not written goes back to the session.
+    let mut unsent: Vec<Publish> = link.inflight.into_values().collect();
+    unsent.sort_by_key(|p| p.pkid);
+    if let Some(rx) = rx_bounded.as_mut() {
+        while let Ok(Out::Publish(p)) = rx.try_recv() {
+            unsent.push(p);
+        }
+    }
+    if let Some(rx) = rx_unbounded.as_mut() {
+        while let Ok(Out::Publish(p)) = rx.try_recv() {
+            unsent.push(p);
+        }
+    }
+    detach(&state, &client_id, conn_id, unsent);
+    result
+}
+
+enum Event {
+    In(Packet),
+    Out(Out),
+}
+
+async fn recv(
+    bounded: &mut Option<mpsc::Receiver<Out>>,
+    unbounded: &mut Option<mpsc::UnboundedReceiver<Out>>,
+) -> Option<Out> {
+    match (bounded, unbounded) {
+        (Some(rx), _) => rx.recv().await,
+        (_, Some(rx)) => rx.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// One admitted connection's protocol state.
+struct Link<'a> {
+    state: &'a State,
+    role: &'a Role,
+    client_id: &'a str,
+    /// QoS 1 messages sent and not yet acknowledged, by packet id.
+    inflight: HashMap<u16, Publish>,
+    next_pkid: u16,
+    out: BytesMut,
+}
+
+impl Link<'_> {
+    async fn incoming(&mut self, socket: &mut TcpStream, packet: Packet) -> Result<(), ConnError> {
+        match packet {
+            Packet::Publish(p) => {
+                let (qos, pkid) = (p.qos, p.pkid);
+                self.route(p);
+                match qos {
+                    QoS::AtMostOnce => Ok(()),
+                    QoS::AtLeastOnce => self.write(socket, Packet::PubAck(PubAck::new(pkid))).await,
+                    QoS::ExactlyOnce => self.write(socket, Packet::PubRec(PubRec::new(pkid))).await,
+                }
+            }
+            Packet::PubRel(r) => {
+                self.write(socket, Packet::PubComp(PubComp::new(r.pkid)))
+                    .await
+            }
+            Packet::PubAck(a) => {
+                self.inflight.remove(&a.pkid);
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                let mut codes = Vec::with_capacity(s.filters.len());
+                for f in &s.filters {
+                    codes.push(if may_subscribe(self.role, &f.path) {
+                        subscribe(self.state, self.client_id, &f.path);
+                        SubscribeReasonCode::Success(match f.qos {
+                            QoS::AtMostOnce => QoS::AtMostOnce,
+                            _ => QoS::AtLeastOnce,
+                        })
+                    } else {
+                        tracing::warn!(client_id = %self.client_id, filter = %f.path, "MQTT subscription refused by ACL");
+                        SubscribeReasonCode::Failure
+                    });
+                }
+                self.write(socket, Packet::SubAck(SubAck::new(s.pkid, codes)))
+                    .await
+            }
+            Packet::Unsubscribe(u) => {
+                for t in &u.topics {
+                    unsubscribe(self.state, self.client_id, t);
+                }
+                self.write(socket, Packet::UnsubAck(UnsubAck::new(u.pkid)))
+                    .await
+            }
+            Packet::PingReq => self.write(socket, Packet::PingResp).await,
+            Packet::Connect(_) => Err(ConnError::Refused("second CONNECT")),
+            Packet::Disconnect
+            | Packet::PubRec(_)
+            | Packet::PubComp(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Ok(()),
+        }
+    }
+
+    /// Passes a publish on to every session subscribed, if the sender may publish there.
+    fn route(&self, mut p: Publish) {
+        if p.retain {
+            tracing::warn!(client_id = %self.client_id, topic = %p.topic, "retained MQTT message dropped");
+            return;
+        }
+        if !may_publish(self.role, &p.topic) {
+            tracing::warn!(client_id = %self.client_id, topic = %p.topic, "MQTT publish refused by ACL");
+            return;
+        }
+        if p.qos == QoS::ExactlyOnce {
+            p.qos = QoS::AtLeastOnce;
+        }
+        p.dup = false;
+        deliver(self.state, p);
+    }
+
+    /// Writes a publish to this client, tracking it until acknowledged if QoS 1.
+    async fn send(&mut self, socket: &mut TcpStream, mut p: Publish) -> Result<(), ConnError> {
+        if p.qos != QoS::AtMostOnce {
+            p.pkid = self.new_pkid();
+            self.inflight.insert(p.pkid, p.clone());
+        }
+        self.write(socket, Packet::Publish(p)).await
+    }
+
+    fn new_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    async fn write(&mut self, socket: &mut TcpStream, p: Packet) -> Result<(), ConnError> {
+        self.out.clear();
+        p.write(&mut self.out, MAX_PACKET)?;
+        socket.write_all(&self.out).await?;
+        Ok(())
+    }
+}
+
+/// Reads the next packet; `None` when the peer closed the connection cleanly.
+async fn read_packet(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Packet>, ConnError> {
+    loop {
+        match Packet::read(buf, MAX_PACKET) {
+            Ok(p) => return Ok(Some(p)),
+            Err(WireError::InsufficientBytes(n)) => buf.reserve(n),
+            Err(e) => return Err(e.into()),
+        }
+        if socket.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ConnError::Wire("connection closed mid-packet".into()))
+            };
+        }
+    }
+}
+
+async fn write(socket: &mut TcpStream, p: Packet) -> Result<(), ConnError> {
+    let mut out = BytesMut::new();
+    p.write(&mut out, MAX_PACKET)?;
+    socket.write_all(&out).await?;
+    Ok(())
+}
+
+/// The access rules: a machine owns exactly its two topics.
+fn may_publish(role: &Role, topic: &str) -> bool {
+    match role {
+        Role::Server => true,
+        Role::Machine(code) => topic == super::mqtt::evt_topic(code),
+    }
+}
+
+fn may_subscribe(role: &Role, filter: &str) -> bool {
+    match role {
+        Role::Server => valid_filter(filter),
+        Role::Machine(code) => filter == super::mqtt::cmd_topic(code),
+    }
+}
+
+fn valid_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| match *l {
+            "#" => i == levels.len() - 1,
+            "+" => true,
+            l => !l.contains(['+', '#']),
+        })
+}
+
+/// Whether `topic` matches `filter` (`+` one level, `#` the rest).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match f {
+            "#" => return true,
+            "+" => {
+                if t.next().is_none() {
+                    return false;
+                }
+            }
+            level => {
+                if t.next() != Some(level) {
+                    return false;
+                }
+            }
+        }
+    }
+    t.next().is_none()
+}
+
+/// Registers a connection for `client_id`; returns its id, whether a session was kept, and
+/// what the session has waiting.
+fn attach(state: &State, client_id: &str, clean: bool, tx: Outbox) -> (u64, bool, Vec<Publish>) {
+    let Ok(mut inner) = state.inner.lock() else {
+        return (0, false, Vec::new());
+    };
+    inner.next_conn += 1;
+    let id = inner.next_conn;
+    if clean {
+        drop_session(&mut inner, client_id);
+    }
+    let session = inner
+        .sessions
+        .entry(client_id.to_owned())
+        .or_insert_with(|| Session {
+            clean,
+            filters: Vec::new(),
+            conn: None,
+            queue: VecDeque::new(),
+        });
+    let present = !clean && (!session.filters.is_empty() || !session.queue.is_empty());
+    session.clean = clean;
+    if let Some(old) = session.conn.replace(Conn { id, tx }) {
+        old.tx.send(Out::Close);
+    }
+    let backlog = session.queue.drain(..).collect();
+    (id, present, backlog)
+}
+
+/// Unregisters connection `conn_id`: a clean session goes, a persistent one keeps what was
+/// not delivered.
+fn detach(state: &State, client_id: &str, conn_id: u64, unsent: Vec<Publish>) {
+    let Ok(mut inner) = state.inner.lock() else {
+        return;
+    };
+    let Some(session) = inner.sessions.get_mut(client_id) else {
+        return;
+    };
+    let current = session.conn.as_ref().is_some_and(|c| c.id == conn_id);
+    if session.clean {
+        if current {
+            drop_session(&mut inner, client_id);
+        }
+        return;
+    }
+    // Put back what this connection did not deliver, ahead of newer messages.
+    for mut p in unsent.into_iter().rev() {
+        p.dup = true;
+        session.queue.push_front(p);
+    }
+    while session.queue.len() > OFFLINE_QUEUE {
+        session.queue.pop_front();
+    }
+    if current {
+        session.conn = None;
+    } else if let Some(conn) = &session.conn {
+        // A newer connection took over: hand it what this one left.
+        for p in session.queue.drain(..) {
+            conn.tx.send(Out::Publish(p));
+        }
+    }
+}
+
+fn drop_session(inner: &mut Inner, client_id: &str) {
+    if let Some(old) = inner.sessions.remove(client_id) {
+        for f in old.filters {
+            remove_route(inner, client_id, &f);
+        }
+    }
+}
+
+fn subscribe(state: &State, client_id: &str, filter: &str) {
+    let Ok(mut inner) = state.inner.lock() else {
+        return;
+    };
+    let Some(session) = inner.sessions.get_mut(client_id) else {
+        return;
+    };
+    if !session.filters.iter().any(|f| f == filter) {
+        session.filters.push(filter.to_owned());
+    }
+    let table = if filter.contains(['+', '#']) {
+        &mut inner.wildcard
+    } else {
+        &mut inner.exact
+    };
+    table
+        .entry(filter.to_owned())
+        .or_default()
+        .insert(client_id.to_owned());
+}
+
+fn unsubscribe(state: &State, client_id: &str, filter: &str) {
+    let Ok(mut inner) = state.inner.lock() else {
+        return;
+    };
+    if let Some(session) = inner.sessions.get_mut(client_id) {
+        session.filters.retain(|f| f != filter);
+    }
+    remove_route(&mut inner, client_id, filter);
+}
+
+fn remove_route(inner: &mut Inner, client_id: &str, filter: &str) {
+    for table in [&mut inner.exact, &mut inner.wildcard] {
+        if let Some(clients) = table.get_mut(filter) {
+            clients.remove(client_id);
+            if clients.is_empty() {
+                table.remove(filter);
+            }
+        }
+    }
+}
+
+/// Hands a publish to every subscribed session: to its connection, or to its queue while it
+/// is away (QoS 1, persistent sessions only).
+fn deliver(state: &State, p: Publish) {
+    let Ok(mut inner) = state.inner.lock() else {
+        return;
+    };
+    let mut targets: HashSet<String> = inner.exact.get(&p.topic).cloned().unwrap_or_default();
+    for (filter, clients) in &inner.wildcard {
+        if matches(filter, &p.topic) {
+            targets.extend(clients.iter().cloned());
+        }
+    }
+    for client in targets {
+        let Some(session) = inner.sessions.get_mut(&client) else {
+            continue;
+        };
+        let delivered = session
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.tx.send(Out::Publish(p.clone())));
+        if !delivered {
+            if session.conn.is_some() {
+                tracing::warn!(client_id = %client, topic = %p.topic, "MQTT client too far behind; message queued");
+            }
+            if !session.clean && p.qos == QoS::AtLeastOnce {
+                session.queue.push_back(p.clone());
+                if session.queue.len() > OFFLINE_QUEUE {
+                    session.queue.pop_front();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_as_mqtt_says() {
+        assert!(matches("openvend/v1/m/+/evt", "openvend/v1/m/VM1/evt"));
+        assert!(!matches("openvend/v1/m/+/evt", "openvend/v1/m/VM1/cmd"));
+        assert!(!matches("openvend/v1/m/+/evt", "openvend/v1/m/a/b/evt"));
+        assert!(matches("openvend/#", "openvend/v1/m/a/b/evt"));
+        assert!(matches("a/b", "a/b"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(!matches("a/b/c", "a/b"));
+        assert!(valid_filter("openvend/v1/m/+/evt"));
+        assert!(!valid_filter("a/#/b"));
+        assert!(!valid_filter("a/b+"));
+    }
+
+    #[test]
+    fn a_machine_owns_exactly_its_two_topics() {
+        let m = Role::Machine("VM1".into());
+        assert!(may_publish(&m, "openvend/v1/m/VM1/evt"));
+        assert!(!may_publish(&m, "openvend/v1/m/VM2/evt"));
+        assert!(!may_publish(&m, "openvend/v1/m/VM1/cmd"));
+        assert!(may_subscribe(&m, "openvend/v1/m/VM1/cmd"));
+        assert!(!may_subscribe(&m, "openvend/v1/m/+/cmd"));
+        assert!(!may_subscribe(&m, "#"));
+        assert!(may_subscribe(&Role::Server, "openvend/v1/m/+/evt"));
+    }
+}
