@@ -199,6 +199,8 @@ async function buyAndPay(server, page, tag) {
   // The server's state wins; the page follows the order until the machine has vended.
   await page.waitForFunction(() => document.getElementById('status').dataset.state === 'completed',
     null, { timeout: STEP_MS });
+  // Once the order is final, the bridge's "paid; confirming…" line is gone.
+  assert.equal((await page.textContent('#result')).trim(), '', 'no stale subtitle under a final state');
   await snap(page, `${tag}-dispensed`);
   const id = Number(new URL(page.url()).pathname.split('/').pop());
   const status = await page.evaluate(async (i) => (await fetch(`/m/o/${i}/status`)).json(), id);

@@ -5,8 +5,8 @@
 //! can go offline and come back. `openvend machine-sim`, the end-to-end tests and the load
 //! benchmark all drive machines through it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ pub struct SimSettings {
     /// The machine's clock, when it is kept in step with a server whose clock a test moves;
     /// `None` = system time (a machine synchronised by NTP or `sync_time`).
     pub clock: Option<Arc<crate::services::Clock>>,
+    /// How far the machine's clock starts from that clock, in ms (a machine without NTP).
+    /// The server's `sync_time` corrects it.
+    pub clock_skew_ms: i64,
 }
 
 impl SimSettings {
@@ -72,6 +75,7 @@ impl SimSettings {
             fail_slots: Vec::new(),
             indeterminate_slots: Vec::new(),
             clock: None,
+            clock_skew_ms: 0,
         }
     }
 }
@@ -108,6 +112,12 @@ pub enum SimEvent {
     Cancelled {
         /// The order.
         order_id: String,
+    },
+    /// The server answered a message sent with a wrong clock with `sync_time`: the machine
+    /// set its clock and sent that message (and the others still unanswered) again.
+    ClockSet {
+        /// The machine clock's new offset from its base clock, ms.
+        skew_ms: i64,
     },
     /// A command was refused by the machine (bad signature, expired, rejected on request).
     Refused {
@@ -153,7 +163,24 @@ struct Shared {
     journal: Mutex<HashMap<String, Option<String>>>,
     next_id: AtomicU64,
     rng: Mutex<u64>,
+    /// The machine clock's offset from its base clock (set by `sync_time`).
+    skew_ms: AtomicI64,
+    /// Events sent in the last [`OUTBOX_KEEP`], re-sent (same `msg_id`, new `ts`) after a
+    /// `sync_time`: the server deduplicates by `msg_id`, so re-sending one it did accept
+    /// changes nothing, and one it refused for its clock now goes through.
+    outbox: Mutex<VecDeque<Sent>>,
 }
+
+struct Sent {
+    at: std::time::Instant,
+    msg_id: String,
+    kind: &'static str,
+    body: String,
+    resend: bool,
+}
+
+/// How long sent events are kept for re-sending after a clock correction.
+const OUTBOX_KEEP: Duration = Duration::from_secs(120);
 
 impl MachineSim {
     /// Connects the machine and starts answering commands. Returns the machine and the stream
@@ -163,12 +190,15 @@ impl MachineSim {
     ) -> anyhow::Result<(MachineSim, mpsc::UnboundedReceiver<SimEvent>)> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let seed = settings.seed;
+        let skew = settings.clock_skew_ms;
         let sim = MachineSim {
             shared: Arc::new(Shared {
                 settings,
                 journal: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 rng: Mutex::new(seed),
+                skew_ms: AtomicI64::new(skew),
+                outbox: Mutex::new(VecDeque::new()),
             }),
             link: Mutex::new(None),
             events_tx,
@@ -341,7 +371,13 @@ impl MachineSim {
 }
 
 impl Shared {
+    /// The machine's clock: its base clock plus the offset `sync_time` set.
     fn now_ms(&self) -> i64 {
+        self.base_now_ms()
+            .saturating_add(self.skew_ms.load(Ordering::SeqCst))
+    }
+
+    fn base_now_ms(&self) -> i64 {
         match &self.settings.clock {
             Some(c) => c.now_ms(),
             None => crate::services::now_ms(),
@@ -377,13 +413,42 @@ async fn publish(shared: &Shared, client: &AsyncClient, event: &Event) -> anyhow
         .get("body")
         .map(|b| b.to_string())
         .unwrap_or_else(|| "{}".into());
+    let msg_id = shared.new_id("e");
+    if let Ok(mut outbox) = shared.outbox.lock() {
+        let now = std::time::Instant::now();
+        while outbox
+            .front()
+            .is_some_and(|s| now.duration_since(s.at) > OUTBOX_KEEP)
+        {
+            outbox.pop_front();
+        }
+        outbox.push_back(Sent {
+            at: now,
+            msg_id: msg_id.clone(),
+            kind: event.kind(),
+            body: body.clone(),
+            // Heartbeats are not worth re-sending: the next one says the same.
+            resend: !matches!(event, Event::Heartbeat { .. }),
+        });
+    }
+    send_sealed(shared, client, &msg_id, event.kind(), body).await
+}
+
+/// Seals and publishes one event with the machine's current clock.
+async fn send_sealed(
+    shared: &Shared,
+    client: &AsyncClient,
+    msg_id: &str,
+    kind: &str,
+    body: String,
+) -> anyhow::Result<()> {
     let s = &shared.settings;
     let envelope = Envelope::seal(
         &s.machine,
         s.secret.as_bytes(),
-        &shared.new_id("e"),
+        msg_id,
         shared.now_ms(),
-        event.kind(),
+        kind,
         body,
     );
     client
@@ -420,6 +485,11 @@ async fn handle(
             command_id: env.msg_id,
             reason: "bad signature".into(),
         });
+        return;
+    }
+    if env.kind == "sync_time" {
+        // Checked before the TTL: the point is that the machine's clock is wrong.
+        sync_time(shared, client, events, &env.body).await;
         return;
     }
     let command_id = env.msg_id.clone();
@@ -533,5 +603,51 @@ async fn handle(
             let _ = events.send(SimEvent::SaleRefused { request_id, reason });
         }
         Command::UnlockDoor { .. } | Command::SyncTime { .. } => {}
+    }
+}
+
+/// Sets the clock from a signed `sync_time` that answers a message this machine sent
+/// recently, then re-sends what it sent recently under the same ids with the new clock.
+async fn sync_time(
+    shared: &Shared,
+    client: &AsyncClient,
+    events: &mpsc::UnboundedSender<SimEvent>,
+    body: &str,
+) {
+    let tagged = serde_json::json!({
+        "kind": "sync_time",
+        "body": serde_json::from_str::<serde_json::Value>(body).unwrap_or_default(),
+    });
+    let Ok(Command::SyncTime {
+        server_ts,
+        in_reply_to,
+    }) = serde_json::from_value::<Command>(tagged)
+    else {
+        return;
+    };
+    let resend: Vec<(String, &'static str, String)> = match shared.outbox.lock() {
+        Ok(outbox) if outbox.iter().any(|s| s.msg_id == in_reply_to) => outbox
+            .iter()
+            .filter(|s| s.resend)
+            .map(|s| (s.msg_id.clone(), s.kind, s.body.clone()))
+            .collect(),
+        _ => {
+            // Not an answer to anything pending here (a replay, or already handled).
+            let _ = events.send(SimEvent::Refused {
+                command_id: in_reply_to,
+                reason: "sync_time for no message of ours".into(),
+            });
+            return;
+        }
+    };
+    let skew = server_ts.saturating_sub(shared.base_now_ms());
+    shared.skew_ms.store(skew, Ordering::SeqCst);
+    if let Ok(mut outbox) = shared.outbox.lock() {
+        // Re-sent now with a good clock; the server deduplicates what it already had.
+        outbox.clear();
+    }
+    let _ = events.send(SimEvent::ClockSet { skew_ms: skew });
+    for (msg_id, kind, body) in resend {
+        let _ = send_sealed(shared, client, &msg_id, kind, body).await;
     }
 }

@@ -1,6 +1,8 @@
-//! `openvend machine-sim`: one simulated vending machine on the device channel. It fetches its
-//! credentials from the operator API (or takes them as flags), connects over MQTT, and either
-//! runs one scripted purchase (`--buy A1 --pay`) or reads commands from the terminal.
+//! `openvend machine-sim`: simulated vending machines on the device channel. One machine
+//! fetches its credentials from the operator API (or takes them as flags), connects over
+//! MQTT, and either runs one scripted purchase (`--buy A1 --pay`) or reads commands from the
+//! terminal. With `--count N`, N machines (the code given and the next ones: VM-0001,
+//! VM-0002, …) connect at once and each runs the scripted purchase, or just stays online.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +49,15 @@ pub struct Args {
     /// Milliseconds the motor takes per unit.
     #[arg(long, default_value_t = 800)]
     vend_ms: u64,
+    /// Start with the machine clock this many seconds off (the server corrects it beyond
+    /// ±300 s with `sync_time`).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_skew: i64,
+    /// Run this many machines: `--machine` and the codes after it (VM-0001, VM-0002, …).
+    /// With `--buy`, each buys once and a summary is printed; without, they stay online and
+    /// heartbeat until Ctrl-C.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    count: u32,
 }
 
 /// Runs the simulator.
@@ -55,12 +66,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--fail-rate must be between 0 and 1");
     }
     let items = parse_items(&args.buy)?;
-    let (secret, mqtt) = credentials(&args).await?;
+    if args.count > 1 && args.secret.is_some() {
+        anyhow::bail!("--count takes each machine's secret from the operator API; drop --secret");
+    }
+    if args.count > 1 {
+        return fleet(&args, &items).await;
+    }
+    let (secret, mqtt) = credentials(&args, &args.machine).await?;
     let (host, port) = parse_mqtt(&mqtt)?;
     let mut settings = SimSettings::new(&args.machine, &secret, &host, port);
     settings.fail_rate = args.fail_rate;
     settings.vend_time = Duration::from_millis(args.vend_ms);
     settings.seed = crate::services::now_ms().unsigned_abs();
+    settings.clock_skew_ms = args.clock_skew.saturating_mul(1000);
     let (sim, mut events) = MachineSim::start(settings).await?;
     println!("machine {} online at {mqtt}", args.machine);
     if items.is_empty() {
@@ -106,6 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             SimEvent::Refused { reason, .. } => println!("command refused: {reason}"),
+            SimEvent::ClockSet { skew_ms } => println!("clock set by the server ({skew_ms} ms)"),
             SimEvent::Online => {}
         }
     }
@@ -136,6 +155,7 @@ async fn interactive(
                 Some(SimEvent::Cancelled { order_id }) => println!("order {order_id} cancelled"),
                 Some(SimEvent::Refused { reason, command_id }) => println!("command {command_id} refused: {reason}"),
                 Some(SimEvent::Online) => println!("online"),
+                Some(SimEvent::ClockSet { skew_ms }) => println!("clock set by the server ({skew_ms} ms)"),
                 None => return Ok(()),
             },
             line = lines.next_line(), if stdin_open => {
@@ -173,6 +193,98 @@ async fn interactive(
     }
 }
 
+/// The `n`-th code after `first`: its trailing number counted up, width kept
+/// (`VM-0009` + 1 = `VM-0010`).
+fn nth_code(first: &str, n: u32) -> anyhow::Result<String> {
+    let digits = first.len() - first.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 {
+        anyhow::bail!("--count needs a --machine code ending in a number (VM-0001)");
+    }
+    let (prefix, number) = first.split_at(first.len() - digits);
+    let start: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--machine {first}: number too long"))?;
+    Ok(format!("{prefix}{:0digits$}", start + u64::from(n)))
+}
+
+/// `--count N`: N machines at once.
+async fn fleet(args: &Args, items: &[(String, u32)]) -> anyhow::Result<()> {
+    let codes: Vec<String> = (0..args.count)
+        .map(|n| nth_code(&args.machine, n))
+        .collect::<anyhow::Result<_>>()?;
+    let mut sims = Vec::with_capacity(codes.len());
+    for code in &codes {
+        let (secret, mqtt) = credentials(args, code).await?;
+        let (host, port) = parse_mqtt(&mqtt)?;
+        let mut settings = SimSettings::new(code, &secret, &host, port);
+        settings.fail_rate = args.fail_rate;
+        settings.vend_time = Duration::from_millis(args.vend_ms);
+        settings.seed = crate::services::now_ms().unsigned_abs() ^ u64::from(sims.len() as u32);
+        settings.clock_skew_ms = args.clock_skew.saturating_mul(1000);
+        sims.push(
+            MachineSim::start(settings)
+                .await
+                .with_context(|| format!("machine {code}"))?,
+        );
+    }
+    println!(
+        "{} machines online ({} … {})",
+        sims.len(),
+        codes[0],
+        codes[codes.len() - 1]
+    );
+    if items.is_empty() {
+        super::shutdown_signal().await;
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    for (sim, mut events) in sims {
+        let items = items.to_vec();
+        let (sandbox, pay_it) = (args.sandbox.clone(), args.pay);
+        runs.spawn(async move {
+            let borrowed: Vec<(&str, u32)> = items.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+            sim.buy(&borrowed).await?;
+            loop {
+                let ev = tokio::time::timeout(Duration::from_secs(120), events.recv())
+                    .await
+                    .context("no answer in 120 s")?
+                    .context("the machine stopped")?;
+                match ev {
+                    SimEvent::ShowQr { qr_code, .. } if pay_it => {
+                        pay(&sandbox, &qr_code).await?;
+                    }
+                    SimEvent::ShowQr { .. } => return Ok::<_, anyhow::Error>("shown"),
+                    SimEvent::Dispensed { items, .. } => {
+                        let ok = items
+                            .iter()
+                            .all(|i| i.result == crate::device::protocol::VendOutcome::Dispensed);
+                        return Ok(if ok { "dispensed" } else { "partly failed" });
+                    }
+                    SimEvent::SaleRefused { .. } => return Ok("refused"),
+                    SimEvent::Cancelled { .. } => return Ok("cancelled"),
+                    _ => {}
+                }
+            }
+        });
+    }
+    let mut outcomes: std::collections::BTreeMap<String, u32> = Default::default();
+    while let Some(done) = runs.join_next().await {
+        let key = match done {
+            Ok(Ok(outcome)) => outcome.to_owned(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(e) => format!("error: {e}"),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    println!(
+        "{} sales in {:.1} s: {outcomes:?}",
+        args.count,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn parse_items(specs: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
     specs
         .iter()
@@ -201,7 +313,7 @@ fn parse_mqtt(url: &str) -> anyhow::Result<(String, u16)> {
 }
 
 /// The secret and broker: from the flags, or from the operator API.
-async fn credentials(args: &Args) -> anyhow::Result<(String, String)> {
+async fn credentials(args: &Args, machine: &str) -> anyhow::Result<(String, String)> {
     if let (Some(secret), Some(mqtt)) = (&args.secret, &args.mqtt) {
         return Ok((secret.clone(), mqtt.clone()));
     }
@@ -214,7 +326,7 @@ async fn credentials(args: &Args) -> anyhow::Result<(String, String)> {
     let url = format!(
         "{}/api/v1/machines/{}/credentials",
         args.server.trim_end_matches('/'),
-        args.machine
+        machine
     );
     let response = reqwest::Client::new()
         .get(&url)
@@ -293,5 +405,27 @@ fn print_dispensed(order_id: &str, items: &[crate::device::protocol::ItemResult]
             Some(r) => println!("order {order_id}: {} {:?} ({r})", i.slot, i.result),
             None => println!("order {order_id}: {} {:?}", i.slot, i.result),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_codes_count_up_from_the_first_keeping_the_width() {
+        assert_eq!(nth_code("VM-0001", 0).unwrap(), "VM-0001");
+        assert_eq!(nth_code("VM-0009", 1).unwrap(), "VM-0010");
+        assert_eq!(nth_code("VM-9999", 1).unwrap(), "VM-10000");
+        assert!(nth_code("VM-", 1).is_err());
+    }
+
+    #[test]
+    fn items_are_slot_or_slot_and_quantity() {
+        assert_eq!(
+            parse_items(&["A1".into(), "B2:3".into()]).unwrap(),
+            [("A1".to_owned(), 1), ("B2".to_owned(), 3)]
+        );
+        assert!(parse_items(&["A1:x".into()]).is_err());
     }
 }

@@ -8,7 +8,9 @@
 //! (1–64 id characters, never reused) and `X-Signature` = base64 HMAC-SHA256 with the
 //! machine secret over `METHOD\nPATH\nTS\nNONCE\nsha256hex(body)` (path without query).
 //! The request is checked before anything else: clock ±300 s, signature, then the nonce,
-//! which is stored (`device_nonces`) so a replay within the window is refused with 409.
+//! which is stored (`device_nonces`) so a replay within the window is refused with 409. A
+//! timestamp outside the window is refused with 401 and the server's clock (`server_ts`), so
+//! the machine can resync and retry.
 
 use std::time::Duration;
 
@@ -46,9 +48,18 @@ pub enum HttpError {
     /// A missing or malformed header.
     #[error("{0}")]
     BadRequest(String),
-    /// Unknown machine, bad signature or stale timestamp.
+    /// Unknown machine or bad signature.
     #[error("{0}")]
     Unauthorized(String),
+    /// A timestamp outside ±300 s; the body also carries `server_ts` so the machine can set
+    /// its clock and retry.
+    #[error("{reason}")]
+    ClockSkew {
+        /// What was wrong.
+        reason: String,
+        /// The server clock, Unix ms.
+        server_ts: i64,
+    },
     /// A nonce seen before, or an ack/result the ledger refuses.
     #[error("{0}")]
     Conflict(String),
@@ -67,17 +78,17 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = match &self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Unauthorized(_) | HttpError::ClockSkew { .. } => StatusCode::UNAUTHORIZED,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let HttpError::ClockSkew { server_ts, .. } = &self {
+            body["server_ts"] = (*server_ts).into();
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -126,7 +137,7 @@ async fn authenticate(
         ));
     }
     let now = channel.now_ms();
-    check_clock(ts, now)?;
+    check_clock(ts, now).map_err(|r| skewed(&r, now))?;
     let m = channel
         .machine(machine)
         .await
@@ -192,7 +203,15 @@ async fn post_event(
             Json(serde_json::json!({ "status": "duplicate" })),
         )
             .into_response()),
+        Err(r @ Rejection::Stale { .. }) => Err(skewed(&r, channel.now_ms())),
         Err(r) => Err(r.into()),
+    }
+}
+
+fn skewed(r: &Rejection, server_ts: i64) -> HttpError {
+    HttpError::ClockSkew {
+        reason: format!("{r}; set your clock to server_ts and retry"),
+        server_ts,
     }
 }
 

@@ -177,6 +177,8 @@ struct Inner {
     link_up: watch::Sender<bool>,
     /// Machines seen so far, by code.
     machines: std::sync::RwLock<std::collections::HashMap<String, MachineAuth>>,
+    /// When each machine was last sent `sync_time` (server ms), to send at most one a second.
+    time_syncs: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl fmt::Debug for Inner {
@@ -206,6 +208,7 @@ impl DeviceChannel {
             new_command: Notify::new(),
             link_up: watch::Sender::new(false),
             machines: Default::default(),
+            time_syncs: Default::default(),
         };
         (
             DeviceChannel {
@@ -326,6 +329,50 @@ impl DeviceChannel {
         )
         .await;
         Ok(command_id)
+    }
+
+    /// Answers a correctly signed message outside the clock window with `sync_time`, so the
+    /// machine sets its clock and re-sends it. Not recorded in the ledger (it changes no
+    /// state here and needs no acknowledgement); at most one a second per machine, so a
+    /// replayed old message cannot make the server flood the machine's topic.
+    async fn send_time(&self, machine: &str, raw: &[u8]) {
+        let (Ok(envelope), Some(client)) = (super::protocol::parse_envelope(raw), self.mqtt())
+        else {
+            return;
+        };
+        let Ok(Some(m)) = self.machine(machine).await else {
+            return;
+        };
+        let now = self.now_ms();
+        let due = self.inner.time_syncs.lock().is_ok_and(|mut last| {
+            let due = last.get(machine).is_none_or(|&t| now - t >= 1_000);
+            if due {
+                last.insert(machine.to_owned(), now);
+            }
+            due
+        });
+        if !due {
+            return;
+        }
+        let command = Command::SyncTime {
+            server_ts: now,
+            in_reply_to: envelope.msg_id,
+        };
+        let sealed = Envelope::seal(
+            &m.code,
+            m.secret(),
+            &new_command_id(),
+            now,
+            command.kind(),
+            command.body_json(),
+        );
+        let topic = super::mqtt::cmd_topic(&m.code);
+        if let Err(e) = client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, sealed.to_bytes())
+            .await
+        {
+            tracing::warn!(machine = %m.code, error = %e, "could not send the time");
+        }
     }
 
     /// Hands a recorded command to the MQTT link, if there is one, and marks it `sent`.
@@ -458,7 +505,20 @@ impl DeviceChannel {
     /// authenticated as `authenticated`: verify, deduplicate, apply, record, then forward to
     /// the event stream. A rejection is logged with its reason and changes nothing.
     pub async fn receive(&self, authenticated: &str, raw: &[u8]) -> Result<DeviceEvent, Rejection> {
-        let result = self.receive_inner(authenticated, raw).await;
+        self.receive_arrived(authenticated, raw, self.now_ms())
+            .await
+    }
+
+    /// [`receive`](Self::receive) for a message that reached the server at `arrived_at`
+    /// (server ms) and waited since (a store outage): its clock window and whether it came
+    /// before its command expired are judged by when it arrived, not when it is stored.
+    pub async fn receive_arrived(
+        &self,
+        authenticated: &str,
+        raw: &[u8],
+        arrived_at: i64,
+    ) -> Result<DeviceEvent, Rejection> {
+        let result = self.receive_inner(authenticated, raw, arrived_at).await;
         match &result {
             Ok(ev) => {
                 tracing::debug!(machine = %ev.machine, msg_id = %ev.msg_id, kind = ev.event.kind(), "device event accepted");
@@ -472,6 +532,10 @@ impl DeviceChannel {
             Err(Rejection::Duplicate) => {
                 tracing::debug!(machine = authenticated, "duplicate device message ignored")
             }
+            Err(reason @ Rejection::Stale { .. }) => {
+                tracing::warn!(machine = authenticated, %reason, "device message ignored; sending the time");
+                self.send_time(authenticated, raw).await;
+            }
             Err(reason) => {
                 tracing::warn!(machine = authenticated, %reason, "device message ignored")
             }
@@ -483,13 +547,14 @@ impl DeviceChannel {
         &self,
         authenticated: &str,
         raw: &[u8],
+        arrived_at: i64,
     ) -> Result<DeviceEvent, Rejection> {
         let m = self
             .machine(authenticated)
             .await
             .map_err(internal)?
             .ok_or(Rejection::UnknownMachine)?;
-        let now = self.now_ms();
+        let now = arrived_at;
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
         if matches!(event, Event::Heartbeat { .. }) {
             // A heartbeat only says "alive now": applying it twice changes nothing, so it is

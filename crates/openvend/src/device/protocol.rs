@@ -118,10 +118,15 @@ pub enum Command {
         /// The order.
         order_id: String,
     },
-    /// Set the machine clock.
+    /// Set the machine clock. Sent, unrecorded and unacknowledged, in answer to a correctly
+    /// signed event whose `ts` was outside the clock window; the machine then re-sends that
+    /// event (same `msg_id`, new `ts`).
     SyncTime {
         /// Server time, Unix ms.
         server_ts: i64,
+        /// The `msg_id` of the refused event, so the machine accepts only an answer to a
+        /// message it really sent (an old `sync_time` replayed later names nothing pending).
+        in_reply_to: String,
     },
     /// The answer to a `buy_request` that cannot be sold (slot empty, machine faulty, …).
     SaleRefused {
@@ -454,7 +459,9 @@ pub struct Verified {
 }
 
 /// Checks a raw incoming message, in this order: size, envelope shape, identity, clock,
-/// signature, body. The body is only parsed once the signature holds.
+/// signature, body. The body is only parsed once the signature holds. A message outside the
+/// clock window is `Stale` only if its signature holds (the server answers that with
+/// `sync_time`); otherwise it is `BadSignature`.
 pub fn open_envelope(
     raw: &[u8],
     authenticated: &str,
@@ -468,7 +475,7 @@ pub fn open_envelope(
             authenticated: truncate(authenticated),
         });
     }
-    check_clock(envelope.ts, now_ms)?;
+    let clock = check_clock(envelope.ts, now_ms);
     let signed = signing::envelope_string(
         &envelope.machine,
         &envelope.msg_id,
@@ -479,6 +486,7 @@ pub fn open_envelope(
     if !signing::verify(secret, signed.as_bytes(), &envelope.sig) {
         return Err(Rejection::BadSignature);
     }
+    clock?;
     let event = Event::parse(&envelope.kind, &envelope.body)?;
     Ok(Verified { envelope, event })
 }
@@ -598,6 +606,16 @@ mod tests {
             open_envelope(&stale, "VM001", b"s3cret", NOW),
             Err(Rejection::Stale { skew_ms: -301_000 })
         );
+        let forged_stale = {
+            let mut v: serde_json::Value = serde_json::from_slice(&stale).unwrap();
+            v["sig"] = "AAAA".into();
+            serde_json::to_vec(&v).unwrap()
+        };
+        assert_eq!(
+            open_envelope(&forged_stale, "VM001", b"s3cret", NOW),
+            Err(Rejection::BadSignature),
+            "only a signed message is answered with the time"
+        );
         let future = sealed("ack", ok_body, NOW + 301_000);
         assert!(matches!(
             open_envelope(&future, "VM001", b"s3cret", NOW),
@@ -675,8 +693,12 @@ mod tests {
             r#"{"order_id":"o1","items":[{"slot":"A1","qty":2}]}"#
         );
         assert_eq!(
-            Command::SyncTime { server_ts: 5 }.body_json(),
-            r#"{"server_ts":5}"#
+            Command::SyncTime {
+                server_ts: 5,
+                in_reply_to: "e-1".into()
+            }
+            .body_json(),
+            r#"{"server_ts":5,"in_reply_to":"e-1"}"#
         );
     }
 }

@@ -678,7 +678,7 @@ var O=ORDER,st=document.getElementById('status'),res=document.getElementById('re
 function render(s){st.textContent=s.label;st.dataset.state=s.state;
  disp.textContent=(s.dispense_queued&&!s.final)?O.texts.dispenseQueued:'';
  btn.style.display=s.can_pay?'block':'none';btn.disabled=false;
- if(s.final&&timer){clearInterval(timer);timer=null;}}
+ if(s.final){res.textContent='';if(timer){clearInterval(timer);timer=null;}}}
 function poll(){if(polls++>300){clearInterval(timer);timer=null;return;}
  fetch('/m/o/'+O.id+'/status',{credentials:'same-origin'}).then(function(r){return r.json();}).then(render).catch(function(){});}
 function follow(){if(!timer){timer=setInterval(poll,1000);}}

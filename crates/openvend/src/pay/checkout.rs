@@ -227,6 +227,7 @@ pub async fn reserve(
         total: priced.total,
         expires_at,
         request_id: request_id.map(str::to_owned),
+        resolve_at: now + i64::from(svc.poll_interval_secs) * 1000,
     };
     let order_id = orders::create_reserving_for(&svc.db, &order, account, now)
         .await
@@ -241,8 +242,9 @@ pub async fn reserve(
     })
 }
 
-/// Alipay created the trade: records its refs and queues the resolver, which queries while
-/// the buyer may still pay (the notification's fallback) and cancels when their time is up.
+/// Alipay created the trade: records its refs. The order's resolver (queued with the order)
+/// queries while the buyer may still pay (the notification's fallback) and cancels when
+/// their time is up.
 pub async fn created(
     svc: &Services,
     order_id: i64,
@@ -254,17 +256,6 @@ pub async fn created(
 ) -> Result<(), SaleError> {
     orders::set_payment_refs(&svc.db, order_id, qr_code, trade_no).await?;
     orders::add_event(&svc.db.pool, order_id, now, "alipay", kind, detail).await?;
-    let payload = serde_json::json!({ "order_id": order_id }).to_string();
-    let first_poll = now + i64::from(svc.poll_interval_secs) * 1000;
-    jobs::enqueue(
-        &svc.db.pool,
-        "resolve_payment",
-        &resolve_key(order_id),
-        &payload,
-        first_poll,
-        now,
-    )
-    .await?;
     Ok(())
 }
 
@@ -335,6 +326,7 @@ pub async fn unknown(
         )
         .await?;
         let payload = serde_json::json!({ "order_id": order_id }).to_string();
+        // The resolver was queued with the order: make it due now.
         jobs::enqueue(
             &mut *tx,
             "resolve_payment",
@@ -344,6 +336,7 @@ pub async fn unknown(
             now,
         )
         .await?;
+        jobs::run_now(&mut *tx, &resolve_key(order_id), now).await?;
         tx.commit().await?;
         Ok::<(), SaleError>(())
     };
@@ -356,10 +349,7 @@ pub async fn unknown(
     }
 }
 
-/// The dedup key of an order's resolver job.
-pub fn resolve_key(order_id: i64) -> String {
-    format!("resolve_payment:{order_id}")
-}
+pub use orders::resolve_key;
 
 /// The trade subject: product names, without the characters Alipay refuses, ≤ 256 characters.
 pub fn subject(names: &[String]) -> String {

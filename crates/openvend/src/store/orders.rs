@@ -27,6 +27,15 @@ pub struct NewOrder {
     pub expires_at: i64,
     /// The machine's request id, for sales the machine asked for (one order per request).
     pub request_id: Option<String>,
+    /// When the payment resolver first looks at the order. Its job is written in the
+    /// order's own transaction, so no order can be left without one, whatever fails after
+    /// (a crash or a lost connection between Alipay's answer and recording it).
+    pub resolve_at: i64,
+}
+
+/// The dedup key of an order's payment resolver job.
+pub fn resolve_key(order_id: i64) -> String {
+    format!("resolve_payment:{order_id}")
 }
 
 /// An order as stored.
@@ -167,6 +176,15 @@ pub async fn create_reserving_for(
         "system",
         "created",
         &format!("total {} in {} line(s)", order.total, order.lines.len()),
+    )
+    .await?;
+    super::jobs::enqueue(
+        &mut *tx,
+        "resolve_payment",
+        &resolve_key(id),
+        &format!("{{\"order_id\":{id}}}"),
+        order.resolve_at,
+        now,
     )
     .await?;
     tx.commit().await?;

@@ -41,7 +41,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// Adds a machine through the operator API, with three stocked slots.
-async fn add_machine(r: &Running, code: &str) {
+pub async fn add_machine(r: &Running, code: &str) {
     let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
     let slots: Vec<_> = (1..=3)
         .map(|i| json!({ "code": format!("A{i}"), "product_id": i, "price_fen": 100 * i + 50, "capacity": 30, "stock": 30 }))
@@ -57,18 +57,18 @@ async fn add_machine(r: &Running, code: &str) {
 }
 
 /// Drains what a machine has reported so far into the vend log.
-fn drain(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog) {
+pub fn drain(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog) {
     while let Ok(ev) = events.try_recv() {
         log_vend(log, &ev);
     }
 }
 
-async fn all_settled(r: &Running) -> bool {
+pub async fn all_settled(db: &openvend::store::Db) -> bool {
     let pending: i64 = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed')) \
          + (SELECT COUNT(*) FROM refunds WHERE state <> 'succeeded') + (SELECT COUNT(*) FROM jobs) AS n",
     )
-    .fetch_one(&r.app_services.db.pool)
+    .fetch_one(&db.pool)
     .await
     .map(|row| openvend::store::get_int(&row, "n").unwrap())
     .unwrap();
@@ -159,7 +159,7 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
             drain(events, &mut log);
             let _ = sim.heartbeat(None).await;
         }
-        if all_settled(&r).await {
+        if all_settled(&r.app_services.db).await {
             break;
         }
         assert!(

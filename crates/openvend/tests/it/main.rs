@@ -6,7 +6,9 @@
 mod api;
 mod app;
 mod chaos;
+mod clock;
 mod crash;
+mod dbfault;
 mod device;
 mod flow;
 mod h5;

@@ -54,10 +54,9 @@ pub async fn start_with(change: impl FnOnce(&mut Settings)) -> Running {
         ..Settings::default()
     };
     change(&mut settings);
-    let settings = Settings {
-        database_url: crate::store::postgres_url_if_asked().await.map(Into::into),
-        ..settings
-    };
+    if settings.database_url.is_none() {
+        settings.database_url = crate::store::postgres_url_if_asked().await.map(Into::into);
+    }
     let app = App::build(settings).await.unwrap();
     let running = Running {
         app_services: app.services.clone(),

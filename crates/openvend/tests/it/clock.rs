@@ -1,0 +1,273 @@
+//! F21 of reliability.md §3.2, clock skew: a machine whose clock is more than 300 s off is
+//! refused, told the server's time (`sync_time` on MQTT, `server_ts` on HTTP), and its sale
+//! then goes through; a server 5 s ahead of or behind Alipay still sells and still closes
+//! unpaid orders at their timeout.
+
+use openvend::domain::order::OrderState;
+use openvend::sim::SimEvent;
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+use crate::flow::{expect_qr, log_vend, machine, next_business, pay, settle, slot};
+use crate::invariants::{self, VendLog};
+use crate::sale::{Running, control, start, wait_for_state};
+
+/// Buys one A1 on VM-0001, pays and waits for the goods; returns what came out.
+async fn sell_one(r: &Running, skew_ms: i64) -> VendLog {
+    let (sim, mut events) = machine(r, "VM-0001", |s| s.clock_skew_ms = skew_ms).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    if skew_ms.abs() > 300_000 {
+        // The request was refused for its clock and answered with the time; the machine
+        // set its clock and sent the request again.
+        match next_business(&mut events).await {
+            SimEvent::ClockSet { skew_ms: now_skew } => assert!(
+                now_skew.abs() < 5_000,
+                "the machine's clock is now the server's (off by {now_skew} ms)"
+            ),
+            other => panic!("expected the clock to be set, got {other:?}"),
+        }
+    }
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(r, &qr).await;
+    let mut log = VendLog::new();
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    assert!(
+        matches!(ev, SimEvent::Dispensed { ref order_id, .. } if *order_id == order),
+        "{ev:?}"
+    );
+    wait_for_state(r, &order, OrderState::Completed).await;
+    log
+}
+
+#[tokio::test]
+async fn f21_a_machine_clock_400_s_ahead_is_told_the_time_and_sells() {
+    let r = start().await;
+    let log = sell_one(&r, 400_000).await;
+    // The refused request left nothing behind: one order, one event per message accepted.
+    let orders: i64 = sqlx::query("SELECT COUNT(*) FROM orders")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 1);
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f21_a_machine_clock_400_s_behind_is_told_the_time_and_sells() {
+    let r = start().await;
+    let log = sell_one(&r, -400_000).await;
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f21_a_machine_clock_within_300_s_needs_no_correction() {
+    let r = start().await;
+    let log = sell_one(&r, -250_000).await;
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+/// One signed HTTP fallback request with the given timestamp; returns status and body.
+async fn http_heartbeat(r: &Running, secret: &str, ts: i64) -> (u16, Value) {
+    use openvend::device::signing;
+    let env = openvend::device::protocol::Envelope::seal(
+        "FM-0001",
+        secret.as_bytes(),
+        &format!("e-{}", openvend::ids::random_hex(8)),
+        ts,
+        "heartbeat",
+        "{}".into(),
+    )
+    .to_bytes();
+    let nonce = format!("n-{}", openvend::ids::random_hex(8));
+    let path = "/device/v1/events";
+    let sig = signing::sign(
+        secret.as_bytes(),
+        signing::http_string("POST", path, ts, &nonce, &env).as_bytes(),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", r.http_url))
+        .header("X-Machine", "FM-0001")
+        .header("X-Timestamp", ts.to_string())
+        .header("X-Nonce", nonce)
+        .header("X-Signature", sig)
+        .body(env)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn f21_an_http_machine_400_s_off_gets_the_server_time_and_its_retry_passes() {
+    let r = start().await;
+    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let machine_clock = r.app_services.now() - 400_000;
+    let (status, body) = http_heartbeat(&r, &secret, machine_clock).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("server clock"),
+        "{body}"
+    );
+    let server_ts = body["server_ts"]
+        .as_i64()
+        .expect("the refusal carries server_ts");
+    assert!((server_ts - r.app_services.now()).abs() < 5_000);
+    let (status, body) = http_heartbeat(&r, &secret, server_ts).await;
+    assert_eq!((status, &body["status"]), (200, &json!("accepted")));
+}
+
+#[tokio::test]
+async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
+    // On the machine's Mosquitto (no ACLs), so this test can play the server, a replayer
+    // and the listener on the event topic at once.
+    let code = format!("SYNC-{}", openvend::ids::random_hex(6));
+    let secret = "sync-secret";
+    let mut spy_opts = rumqttc::MqttOptions::new(format!("spy-{code}"), "127.0.0.1", 1883);
+    spy_opts.set_clean_session(true);
+    let (spy, mut spy_loop) = rumqttc::AsyncClient::new(spy_opts, 16);
+    spy.subscribe(
+        openvend::device::mqtt::evt_topic(&code),
+        rumqttc::QoS::AtLeastOnce,
+    )
+    .await
+    .unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let spy_task = tokio::spawn(async move {
+        let mut subscribed = false;
+        loop {
+            match spy_loop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => subscribed = true,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if subscribed => {
+                    let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut settings = openvend::sim::SimSettings::new(&code, secret, "127.0.0.1", 1883);
+    settings.persistent_session = false;
+    let (sim, mut events) = openvend::sim::MachineSim::start(settings).await.unwrap();
+    assert_eq!(crate::flow::next(&mut events).await, SimEvent::Online);
+    sim.fault("T1", "a message to answer").await.unwrap();
+    let sent = loop {
+        let env = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if env["kind"] == "fault" {
+            break env["msg_id"].as_str().unwrap().to_owned();
+        }
+    };
+    let sync = |in_reply_to: &str, id: &str| {
+        let command = openvend::device::protocol::Command::SyncTime {
+            server_ts: openvend::services::now_ms() + 3_600_000,
+            in_reply_to: in_reply_to.into(),
+        };
+        openvend::device::protocol::Envelope::seal(
+            &code,
+            secret.as_bytes(),
+            id,
+            openvend::services::now_ms(),
+            command.kind(),
+            command.body_json(),
+        )
+        .to_bytes()
+    };
+    // A sync_time naming nothing the machine sent (a replay) is refused.
+    spy.publish(
+        openvend::device::mqtt::cmd_topic(&code),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        sync("e-never-sent", "c-replayed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_business(&mut events).await,
+        SimEvent::Refused {
+            command_id: "e-never-sent".into(),
+            reason: "sync_time for no message of ours".into()
+        }
+    );
+    // One answering its fault sets the clock, and the fault is sent again, same msg_id.
+    spy.publish(
+        openvend::device::mqtt::cmd_topic(&code),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        sync(&sent, "c-answer"),
+    )
+    .await
+    .unwrap();
+    match next_business(&mut events).await {
+        SimEvent::ClockSet { skew_ms } => assert!(
+            (skew_ms - 3_600_000).abs() < 5_000,
+            "clock moved by {skew_ms} ms"
+        ),
+        other => panic!("expected the clock to be set, got {other:?}"),
+    }
+    let again = loop {
+        let env = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if env["kind"] == "fault" {
+            break env;
+        }
+    };
+    assert_eq!(again["msg_id"], sent.as_str());
+    assert!(again["ts"].as_i64().unwrap() > openvend::services::now_ms() + 3_500_000);
+    spy_task.abort();
+}
+
+/// Starts an unpaid sale on VM-0001, then moves the server clock past the payment timeout.
+async fn unpaid_sale_closes(r: &Running) {
+    let (sim, mut events) = machine(r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, _, _) = expect_qr(&mut events).await;
+    settle(r, 0).await;
+    r.app_services.clock.advance(5 * 60_000 + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(r, &order, OrderState::Closed).await;
+    assert_eq!(
+        next_business(&mut events).await,
+        SimEvent::Cancelled { order_id: order }
+    );
+    assert_eq!(
+        slot(r, "VM-0001", "A1").await.1,
+        0,
+        "nothing stays reserved"
+    );
+}
+
+#[tokio::test]
+async fn f21_alipay_5_s_ahead_of_the_server_sells_and_closes_unpaid_codes() {
+    let r = start().await;
+    let moved = control(&r, "/control/clock/advance", json!({ "seconds": 5 })).await;
+    assert_eq!(moved["offset_ms"], 5_000, "{moved}");
+    let log = sell_one(&r, 0).await;
+    unpaid_sale_closes(&r).await;
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f21_the_server_5_s_ahead_of_alipay_sells_and_closes_unpaid_codes() {
+    let r = start().await;
+    r.app_services.clock.advance(5_000);
+    crate::sale::mark_machines_online(&r).await;
+    let log = sell_one(&r, 0).await;
+    unpaid_sale_closes(&r).await;
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
