@@ -87,7 +87,9 @@ pub struct DeviceSettings {
     /// A machine without a heartbeat for this long is offline: new sales are refused.
     pub offline_after_secs: u64,
     /// How long an acknowledged dispense may take to report its result before the order is
-    /// handed to a person (never refunded or completed by guessing).
+    /// handed to a person (never refunded or completed by guessing). Longer than a
+    /// 10-minute network outage, so a result a machine held through one still completes
+    /// its order.
     pub result_wait_secs: u64,
 }
 
@@ -96,7 +98,7 @@ impl Default for DeviceSettings {
         DeviceSettings {
             command_ttl_secs: 60,
             offline_after_secs: 90,
-            result_wait_secs: 600,
+            result_wait_secs: 900,
         }
     }
 }

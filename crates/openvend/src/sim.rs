@@ -165,9 +165,11 @@ struct Shared {
     rng: Mutex<u64>,
     /// The machine clock's offset from its base clock (set by `sync_time`).
     skew_ms: AtomicI64,
-    /// Events sent in the last [`OUTBOX_KEEP`], re-sent (same `msg_id`, new `ts`) after a
-    /// `sync_time`: the server deduplicates by `msg_id`, so re-sending one it did accept
-    /// changes nothing, and one it refused for its clock now goes through.
+    /// Events sent in the last [`OUTBOX_KEEP`] (at most [`OUTBOX_MAX`]), re-sent (same
+    /// `msg_id`, new `ts`) after a `sync_time` and on every reconnect, as a real machine's
+    /// journal of unconfirmed events is: the server deduplicates by `msg_id`, so re-sending
+    /// one it did accept changes nothing, and one it never got (lost in a disconnect,
+    /// refused for its clock) now goes through.
     outbox: Mutex<VecDeque<Sent>>,
 }
 
@@ -179,8 +181,10 @@ struct Sent {
     resend: bool,
 }
 
-/// How long sent events are kept for re-sending after a clock correction.
-const OUTBOX_KEEP: Duration = Duration::from_secs(120);
+/// How long sent events are kept for re-sending (longer than a 10-minute outage).
+const OUTBOX_KEEP: Duration = Duration::from_secs(15 * 60);
+/// Most events kept for re-sending.
+const OUTBOX_MAX: usize = 256;
 
 impl MachineSim {
     /// Connects the machine and starts answering commands. Returns the machine and the stream
@@ -301,6 +305,22 @@ impl MachineSim {
         // The first heartbeat makes the server re-deliver what is pending: send it only once
         // the command topic is subscribed, or the re-delivery would find nobody listening.
         let heartbeat = heartbeat();
+        // Events that may not have reached the server before the machine went away (a vend
+        // finishing during an outage) go again, under their original ids.
+        let unconfirmed: Vec<(String, &'static str, String)> = self
+            .shared
+            .outbox
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .filter(|s| s.resend)
+                    .map(|s| (s.msg_id.clone(), s.kind, s.body.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (msg_id, kind, body) in unconfirmed {
+            let _ = send_sealed(&self.shared, &client, &msg_id, kind, body).await;
+        }
         let tasks = vec![poll, handler, heartbeat];
         if let Ok(mut link) = self.link.lock() {
             *link = Some(Link { client, tasks });
@@ -419,6 +439,7 @@ async fn publish(shared: &Shared, client: &AsyncClient, event: &Event) -> anyhow
         while outbox
             .front()
             .is_some_and(|s| now.duration_since(s.at) > OUTBOX_KEEP)
+            || outbox.len() >= OUTBOX_MAX
         {
             outbox.pop_front();
         }

@@ -63,6 +63,21 @@ pub fn drain(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog) {
     }
 }
 
+/// What keeps a run from having settled: open orders, jobs, unfinished refunds.
+pub async fn stuck(db: &openvend::store::Db) -> Vec<String> {
+    sqlx::query(
+        "SELECT 'order ' || out_trade_no || ' ' || state FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed') \
+         UNION ALL SELECT 'job ' || kind || ' ' || dedup_key || ' attempts ' || CAST(attempts AS TEXT) || ' run_at ' || CAST(run_at AS TEXT) || ' ' || COALESCE(last_error, '') FROM jobs \
+         UNION ALL SELECT 'refund ' || out_request_no || ' ' || state FROM refunds WHERE state <> 'succeeded'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| sqlx::Row::get(row, 0))
+    .collect()
+}
+
 pub async fn all_settled(db: &openvend::store::Db) -> bool {
     let pending: i64 = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed')) \
@@ -162,10 +177,13 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
         if all_settled(&r.app_services.db).await {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not settled after 120 s (seed {seed})"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "not settled after 120 s (seed {seed}, server clock {}): {:#?}",
+                r.app_services.now(),
+                stuck(&r.app_services.db).await
+            );
+        }
         r.app_services.clock.advance(61_000);
         control(&r, "/control/clock/advance", json!({ "seconds": 600 })).await;
         for _ in 0..4 {

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
-use crate::chaos::{add_machine, all_settled, drain};
+use crate::chaos::{add_machine, all_settled, drain, stuck};
 use crate::flow::{log_vend, machine};
 use crate::invariants::{self, VendLog};
 use crate::sale::{control, start_with};
@@ -227,20 +227,10 @@ async fn f24_connection_resets_mid_transaction_leave_no_partial_state() {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            let stuck: Vec<String> = sqlx::query(
-                "SELECT 'order ' || out_trade_no || ' ' || state FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed') \
-                 UNION ALL SELECT 'job ' || kind || ' ' || dedup_key || ' attempts ' || CAST(attempts AS TEXT) || ' run_at ' || CAST(run_at AS TEXT) || ' locked ' || COALESCE(CAST(locked_until AS TEXT), '-') || ' ' || COALESCE(last_error, '') FROM jobs \
-                 UNION ALL SELECT 'refund ' || out_request_no || ' ' || state FROM refunds WHERE state <> 'succeeded'",
-            )
-            .fetch_all(&db.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| sqlx::Row::get(row, 0))
-            .collect();
             panic!(
-                "not settled 120 s after the resets stopped (server clock {}): {stuck:#?}",
-                r.app_services.now()
+                "not settled 120 s after the resets stopped (server clock {}): {:#?}",
+                r.app_services.now(),
+                stuck(&db).await
             );
         }
         r.app_services.clock.advance(61_000);

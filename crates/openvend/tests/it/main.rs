@@ -10,6 +10,7 @@ mod clock;
 mod crash;
 mod dbfault;
 mod device;
+mod faults;
 mod flow;
 mod h5;
 mod invariants;

@@ -1,0 +1,308 @@
+//! More fault scenarios of reliability.md §3.2, end to end over real HTTP and MQTT with the
+//! sandbox: F12 (the drop sensor saw nothing), F16 (the refund call times out), F17 (a refund
+//! number Alipay already knows with another amount), F22 (machines cut off from the server
+//! for 10 minutes with orders in flight), and a result that never comes (dispute).
+
+use std::time::Duration;
+
+use openvend::domain::order::OrderState;
+use openvend::sim::SimEvent;
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+use crate::flow::{commands, expect_qr, log_vend, machine, next_business, pay, settle, slot};
+use crate::invariants::{self, VendLog};
+use crate::sale::{Running, control, start, wait_for_state};
+
+/// The sandbox's record of one trade.
+async fn sandbox_trade(r: &Running, out_trade_no: &str) -> Value {
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_trade_no"] == out_trade_no)
+        .cloned()
+        .unwrap()
+}
+
+/// The refunds of an order: (out_request_no, amount, state).
+async fn refunds(r: &Running, out_trade_no: &str) -> Vec<(String, i64, String)> {
+    sqlx::query(
+        "SELECT r.out_request_no, r.amount_fen, r.state FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o.out_trade_no = $1 ORDER BY r.id",
+    )
+    .bind(out_trade_no)
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| {
+        (
+            row.get(0),
+            openvend::store::get_int(row, "amount_fen").unwrap(),
+            row.get(2),
+        )
+    })
+    .collect()
+}
+
+/// Moves the server clock on in steps and lets the jobs run, until `done` holds.
+async fn drive_until<F, Fut>(r: &Running, step_ms: i64, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached"
+        );
+        r.app_services.clock.advance(step_ms);
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn f12_a_unit_the_drop_sensor_did_not_see_is_refunded_and_its_slot_flagged() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| {
+        s.fail_slots = vec!["A2".into()];
+        s.fail_reason = "sensor".into();
+    })
+    .await;
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    assert_eq!(
+        slot(&r, "VM-0001", "A2").await,
+        (8, 0, false),
+        "slot flagged"
+    );
+    settle(&r, 0).await;
+    assert_eq!(refunds(&r, &order).await[0].2, "succeeded");
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f16_a_refund_call_that_times_out_is_sent_again_with_the_same_number_and_refunds_once() {
+    let r = start().await;
+    // The first refund call is carried out by Alipay, but its answer never comes back: the
+    // client gives up after its 10 s timeout.
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "no_answer", "ms": 15000 }, "count": 1 }),
+    )
+    .await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    // Wait for the timed-out call, then let the retry run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = refunds(&r, &order).await[0].2.clone();
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refund still {state}"
+        );
+        r.app_services.clock.advance(30_000);
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let all = refunds(&r, &order).await;
+    assert_eq!(all.len(), 1, "one refund number, never a second: {all:?}");
+    assert_eq!(all[0].0, format!("{order}V"));
+    let trade = sandbox_trade(&r, &order).await;
+    assert_eq!(trade["refunds"].as_array().unwrap().len(), 1, "{trade}");
+    assert_eq!(trade["refunded_fen"], 350, "{trade}");
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f17_a_refund_number_alipay_knows_with_another_amount_is_refused_and_never_renumbered() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    // Before the machine reports, somebody else refunds 0.01 under the number our refund of
+    // this vend will use (a mistake elsewhere, a second system on the same app).
+    let foreign = alipay::api::trade::Refund::new(
+        &order,
+        alipay::Amount::from_fen(1).unwrap(),
+        format!("{order}V"),
+    );
+    let outcome = r
+        .app_services
+        .alipay
+        .execute(&foreign, &alipay::CallOptions::default())
+        .await;
+    assert!(
+        matches!(outcome, alipay::Outcome::Success(_)),
+        "{outcome:?}"
+    );
+
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = refunds(&r, &order).await;
+        if all.first().is_some_and(|(_, _, s)| s == "failed") {
+            assert_eq!(
+                all,
+                [(format!("{order}V"), 350, "failed".to_owned())],
+                "refused, and no new number was made up"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "refund: {all:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The refusal is on the order's timeline for the person who must look at it.
+    let o = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, o.id)
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|(_, _, _, detail)| detail.contains("DISCORDANT_REPEAT_REQUEST")),
+        "{timeline:?}"
+    );
+    // Alipay holds only the foreign 0.01: nothing was refunded twice.
+    let trade = sandbox_trade(&r, &order).await;
+    assert_eq!(trade["refunded_fen"], 1, "{trade}");
+}
+
+#[tokio::test]
+async fn f22_machines_cut_off_for_ten_minutes_settle_every_order_and_never_vend_late() {
+    let r = start().await;
+    crate::chaos::add_machine(&r, "VM-0002").await;
+    crate::sale::mark_machines_online(&r).await;
+    let (a, mut a_events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(2)).await;
+    let (b, mut b_events) = machine(&r, "VM-0002", |_| {}).await;
+    let mut log = VendLog::new();
+
+    // Machine A: an order vending when the cut comes (acknowledged, result not yet sent).
+    a.buy(&[("A1", 1)]).await.unwrap();
+    let (vending, qr, _) = expect_qr(&mut a_events).await;
+    pay(&r, &qr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commands(&r, &vending, "dispense").await != ["acknowledged"] {
+        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Machine A: a second order on its screen, never paid.
+    a.buy(&[("A2", 1)]).await.unwrap();
+    let (unpaid, _, _) = expect_qr(&mut a_events).await;
+    // Machine B: an order whose buyer pays while B is cut off.
+    b.buy(&[("A1", 1)]).await.unwrap();
+    let (paid_while_cut, qr_b, _) = expect_qr(&mut b_events).await;
+    settle(&r, 0).await;
+
+    a.go_offline().await;
+    b.go_offline().await;
+    pay(&r, &qr_b).await;
+    wait_for_state(&r, &paid_while_cut, OrderState::Paid).await;
+    // Ten minutes of server time go by.
+    for _ in 0..10 {
+        r.app_services.clock.advance(61_000);
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Machine A's motor finishes during the cut; its result waits on the machine.
+    loop {
+        let ev = next_business(&mut a_events).await;
+        log_vend(&mut log, &ev);
+        if matches!(ev, SimEvent::Dispensed { ref order_id, .. } if *order_id == vending) {
+            break;
+        }
+    }
+    assert_eq!(log.get(&vending), Some(&1), "A vended its paid order");
+
+    a.go_online().await.unwrap();
+    b.go_online().await.unwrap();
+    a.heartbeat(None).await.unwrap();
+    b.heartbeat(None).await.unwrap();
+    wait_for_state(&r, &vending, OrderState::Completed).await;
+    wait_for_state(&r, &unpaid, OrderState::Closed).await;
+    wait_for_state(&r, &paid_while_cut, OrderState::Refunded).await;
+    // B never vends the order whose command expired while it was away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(ev) = b_events.try_recv() {
+        assert!(
+            !matches!(ev, SimEvent::Dispensed { .. }),
+            "B vended after the command expired: {ev:?}"
+        );
+    }
+    let states = commands(&r, &paid_while_cut, "dispense").await;
+    assert!(
+        states.iter().all(|s| s != "acknowledged" && s != "done"),
+        "the expired command reached B: {states:?}"
+    );
+    settle(&r, 0).await;
+    drive_until(&r, 61_000, "refunds settled", || async {
+        sqlx::query("SELECT COUNT(*) AS n FROM refunds WHERE state <> 'succeeded'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap() == 0)
+            .unwrap()
+    })
+    .await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_dispense_whose_result_never_comes_goes_to_a_person_not_a_guess() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(30)).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commands(&r, &order, "dispense").await != ["acknowledged"] {
+        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The machine dies mid-vend and never comes back.
+    drop(sim);
+    drive_until(&r, 61_000, "dispute", || async {
+        openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == OrderState::Dispute
+    })
+    .await;
+    assert!(
+        refunds(&r, &order).await.is_empty(),
+        "no refund is guessed: a person decides"
+    );
+    assert_eq!(
+        slot(&r, "VM-0001", "A1").await.1,
+        1,
+        "the unit stays reserved until someone counts the slot"
+    );
+}
