@@ -131,44 +131,12 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
     // and the listener on the event topic at once.
     let code = format!("SYNC-{}", openvend::ids::random_hex(6));
     let secret = "sync-secret";
-    let mut spy_opts = rumqttc::MqttOptions::new(format!("spy-{code}"), "127.0.0.1", 1883);
-    spy_opts.set_clean_session(true);
-    let (spy, mut spy_loop) = rumqttc::AsyncClient::new(spy_opts, 16);
-    spy.subscribe(
-        openvend::device::mqtt::evt_topic(&code),
-        rumqttc::QoS::AtLeastOnce,
-    )
-    .await
-    .unwrap();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let spy_task = tokio::spawn(async move {
-        let mut subscribed = false;
-        loop {
-            match spy_loop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => subscribed = true,
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if subscribed => {
-                    let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap());
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut settings = openvend::sim::SimSettings::new(&code, secret, "127.0.0.1", 1883);
-    settings.persistent_session = false;
-    let (sim, mut events) = openvend::sim::MachineSim::start(settings).await.unwrap();
-    assert_eq!(crate::flow::next(&mut events).await, SimEvent::Online);
+    let (spy, mut seen, sim, mut events) = MosquittoMachine::start(&code, secret).await;
     sim.fault("T1", "a message to answer").await.unwrap();
-    let sent = loop {
-        let env = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if env["kind"] == "fault" {
-            break env["msg_id"].as_str().unwrap().to_owned();
-        }
-    };
+    let sent = seen.next_of_kind("fault").await["msg_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let sync = |in_reply_to: &str, id: &str| {
         let command = openvend::device::protocol::Command::SyncTime {
             server_ts: openvend::services::now_ms() + 3_600_000,
@@ -185,14 +153,7 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
         .to_bytes()
     };
     // A sync_time naming nothing the machine sent (a replay) is refused.
-    spy.publish(
-        openvend::device::mqtt::cmd_topic(&code),
-        rumqttc::QoS::AtLeastOnce,
-        false,
-        sync("e-never-sent", "c-replayed"),
-    )
-    .await
-    .unwrap();
+    spy.command(sync("e-never-sent", "c-replayed")).await;
     assert_eq!(
         next_business(&mut events).await,
         SimEvent::Refused {
@@ -201,14 +162,7 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
         }
     );
     // One answering its fault sets the clock, and the fault is sent again, same msg_id.
-    spy.publish(
-        openvend::device::mqtt::cmd_topic(&code),
-        rumqttc::QoS::AtLeastOnce,
-        false,
-        sync(&sent, "c-answer"),
-    )
-    .await
-    .unwrap();
+    spy.command(sync(&sent, "c-answer")).await;
     match next_business(&mut events).await {
         SimEvent::ClockSet { skew_ms } => assert!(
             (skew_ms - 3_600_000).abs() < 5_000,
@@ -216,18 +170,110 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
         ),
         other => panic!("expected the clock to be set, got {other:?}"),
     }
-    let again = loop {
-        let env = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+    let again = seen.next_of_kind("fault").await;
+    assert_eq!(again["msg_id"], sent.as_str());
+    assert!(again["ts"].as_i64().unwrap() > openvend::services::now_ms() + 3_500_000);
+}
+
+/// A simulated machine on the machine's Mosquitto (no ACLs), with the test in the server's
+/// place: it publishes signed commands to the machine and reads what the machine sends.
+pub struct MosquittoMachine {
+    client: rumqttc::AsyncClient,
+    code: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MosquittoMachine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the machine published on its event topic.
+pub struct Seen(tokio::sync::mpsc::UnboundedReceiver<Value>);
+
+impl Seen {
+    /// The next envelope of `kind`.
+    pub async fn next_of_kind(&mut self, kind: &str) -> Value {
+        loop {
+            let env = tokio::time::timeout(std::time::Duration::from_secs(20), self.0.recv())
+                .await
+                .expect("the machine sent nothing in time")
+                .unwrap();
+            if env["kind"] == kind {
+                return env;
+            }
+        }
+    }
+}
+
+impl MosquittoMachine {
+    pub async fn start(
+        code: &str,
+        secret: &str,
+    ) -> (
+        MosquittoMachine,
+        Seen,
+        openvend::sim::MachineSim,
+        tokio::sync::mpsc::UnboundedReceiver<SimEvent>,
+    ) {
+        let mut opts = rumqttc::MqttOptions::new(format!("spy-{code}"), "127.0.0.1", 1883);
+        opts.set_clean_session(true);
+        let (client, mut el) = rumqttc::AsyncClient::new(opts, 16);
+        client
+            .subscribe(
+                openvend::device::mqtt::evt_topic(code),
+                rumqttc::QoS::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = seen_tx.send(serde_json::from_slice(&p.payload).unwrap());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(20), ready)
             .await
             .unwrap()
             .unwrap();
-        if env["kind"] == "fault" {
-            break env;
-        }
-    };
-    assert_eq!(again["msg_id"], sent.as_str());
-    assert!(again["ts"].as_i64().unwrap() > openvend::services::now_ms() + 3_500_000);
-    spy_task.abort();
+        let mut settings = openvend::sim::SimSettings::new(code, secret, "127.0.0.1", 1883);
+        settings.persistent_session = false;
+        let (sim, mut events) = openvend::sim::MachineSim::start(settings).await.unwrap();
+        assert_eq!(crate::flow::next(&mut events).await, SimEvent::Online);
+        let spy = MosquittoMachine {
+            client,
+            code: code.to_owned(),
+            task,
+        };
+        (spy, Seen(seen), sim, events)
+    }
+
+    /// Publishes a sealed command on the machine's command topic.
+    pub async fn command(&self, sealed: Vec<u8>) {
+        self.client
+            .publish(
+                openvend::device::mqtt::cmd_topic(&self.code),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                sealed,
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// Starts an unpaid sale on VM-0001, then moves the server clock past the payment timeout.

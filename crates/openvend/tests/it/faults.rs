@@ -1,5 +1,5 @@
 //! More fault scenarios of reliability.md §3.2, end to end over real HTTP and MQTT with the
-//! sandbox: F12 (the drop sensor saw nothing), F16 (the refund call times out), F17 (a refund
+//! sandbox: F12 (the drop sensor saw nothing), F15 (a dispense command delivered twice), F16 (the refund call times out), F17 (a refund
 //! number Alipay already knows with another amount), F22 (machines cut off from the server
 //! for 10 minutes with orders in flight), and a result that never comes (dispute).
 
@@ -91,6 +91,58 @@ async fn f12_a_unit_the_drop_sensor_did_not_see_is_refunded_and_its_slot_flagged
     settle(&r, 0).await;
     assert_eq!(refunds(&r, &order).await[0].2, "succeeded");
     invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
+}
+
+#[tokio::test]
+async fn f15_a_dispense_command_delivered_twice_vends_once_and_is_answered_already_done() {
+    // The test plays the server (and a broker redelivering) on the machine's Mosquitto.
+    let code = format!("DUP-{}", openvend::ids::random_hex(6));
+    let secret = "dup-secret";
+    let (server, mut seen, _sim, mut events) =
+        crate::clock::MosquittoMachine::start(&code, secret).await;
+    let dispense = openvend::device::protocol::Command::Dispense {
+        order_id: "o-dup".into(),
+        items: vec![openvend::device::protocol::Line {
+            slot: "A1".into(),
+            qty: 1,
+        }],
+    };
+    let sealed = openvend::device::protocol::Envelope::seal(
+        &code,
+        secret.as_bytes(),
+        "c-dup-1",
+        openvend::services::now_ms(),
+        dispense.kind(),
+        dispense.body_json(),
+    )
+    .to_bytes();
+    server.command(sealed.clone()).await;
+    let first_ack = seen.next_of_kind("ack").await;
+    assert!(first_ack["body"].as_str().unwrap().contains("accepted"));
+    let first_result = seen.next_of_kind("dispense_result").await;
+    server.command(sealed).await;
+    let second_ack = seen.next_of_kind("ack").await;
+    assert!(
+        second_ack["body"]
+            .as_str()
+            .unwrap()
+            .contains("already_done"),
+        "{second_ack}"
+    );
+    let second_result = seen.next_of_kind("dispense_result").await;
+    assert_eq!(
+        second_result["body"], first_result["body"],
+        "the same result, repeated"
+    );
+    assert_ne!(second_result["msg_id"], first_result["msg_id"]);
+    // The motor ran once.
+    let mut vends = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        if matches!(ev, SimEvent::Dispensed { .. }) {
+            vends += 1;
+        }
+    }
+    assert_eq!(vends, 1);
 }
 
 #[tokio::test]
