@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.count > 1 {
         return fleet(&args, &items).await;
     }
-    let (secret, mqtt) = credentials(&args, &args.machine).await?;
+    let (secret, mqtt, page) = credentials(&args, &args.machine).await?;
     let (host, port) = parse_mqtt(&mqtt)?;
     let mut settings = SimSettings::new(&args.machine, &secret, &host, port);
     settings.fail_rate = args.fail_rate;
@@ -82,6 +82,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (sim, mut events) = MachineSim::start(settings).await?;
     println!("machine {} online at {mqtt}", args.machine);
     if items.is_empty() {
+        if let Some(page) = page {
+            // What is printed on the machine: buyers scan it with the Alipay app.
+            println!("the machine's own QR code (its H5 page, {page}):");
+            draw_qr(&page);
+        }
         return interactive(&args, &sim, &mut events).await;
     }
     let borrowed: Vec<(&str, u32)> = items.iter().map(|(s, q)| (s.as_str(), *q)).collect();
@@ -214,7 +219,7 @@ async fn fleet(args: &Args, items: &[(String, u32)]) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let mut sims = Vec::with_capacity(codes.len());
     for code in &codes {
-        let (secret, mqtt) = credentials(args, code).await?;
+        let (secret, mqtt, _) = credentials(args, code).await?;
         let (host, port) = parse_mqtt(&mqtt)?;
         let mut settings = SimSettings::new(code, &secret, &host, port);
         settings.fail_rate = args.fail_rate;
@@ -312,10 +317,14 @@ fn parse_mqtt(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
-/// The secret and broker: from the flags, or from the operator API.
-async fn credentials(args: &Args, machine: &str) -> anyhow::Result<(String, String)> {
+/// The secret, the broker and (from the operator API) the machine's H5 page: from the
+/// flags, or from the operator API.
+async fn credentials(
+    args: &Args,
+    machine: &str,
+) -> anyhow::Result<(String, String, Option<String>)> {
     if let (Some(secret), Some(mqtt)) = (&args.secret, &args.mqtt) {
-        return Ok((secret.clone(), mqtt.clone()));
+        return Ok((secret.clone(), mqtt.clone(), None));
     }
     let token = std::fs::read_to_string(&args.token_file).with_context(|| {
         format!(
@@ -350,7 +359,8 @@ async fn credentials(args: &Args, machine: &str) -> anyhow::Result<(String, Stri
             .ok_or_else(|| anyhow::anyhow!("{url}: no mqtt_url in the answer"))?
             .to_owned(),
     };
-    Ok((secret, mqtt))
+    let page = body["h5_url"].as_str().map(str::to_owned);
+    Ok((secret, mqtt, page))
 }
 
 /// Pays a QR code in the sandbox as a new buyer with a balance.
@@ -387,7 +397,12 @@ fn show_qr(order_id: &str, qr_code: &str, amount_fen: i64) {
         amount_fen / 100,
         amount_fen % 100
     );
-    match qrcode::QrCode::new(qr_code.as_bytes()) {
+    draw_qr(qr_code);
+    println!("{qr_code}");
+}
+
+fn draw_qr(content: &str) {
+    match qrcode::QrCode::new(content.as_bytes()) {
         Ok(code) => println!(
             "{}",
             code.render::<qrcode::render::unicode::Dense1x2>()
@@ -396,7 +411,6 @@ fn show_qr(order_id: &str, qr_code: &str, amount_fen: i64) {
         ),
         Err(e) => println!("(cannot draw the code: {e})"),
     }
-    println!("{qr_code}");
 }
 
 fn print_dispensed(order_id: &str, items: &[crate::device::protocol::ItemResult]) {

@@ -191,9 +191,12 @@ async fn credentials(
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "machine not found".into()))?;
     let secret = String::from_utf8_lossy(machine.secret()).into_owned();
-    Ok(Json(
-        json!({ "code": machine.code, "secret": secret, "device": endpoints(&svc) }),
-    ))
+    Ok(Json(json!({
+        "code": machine.code,
+        "secret": secret,
+        "device": endpoints(&svc),
+        "h5_url": format!("{}/m/{}", svc.public_url, machine.code),
+    })))
 }
 
 async fn clear_fault(

@@ -220,6 +220,10 @@ async fn machines_are_added_with_their_slots_and_bad_ones_are_refused_with_the_r
         .call(Method::GET, "/api/v1/machines/NEW-01/credentials", None)
         .await;
     assert_eq!(creds["secret"], secret.as_str());
+    assert!(
+        creds["h5_url"].as_str().unwrap().ends_with("/m/NEW-01"),
+        "the page its printed QR code opens: {creds}"
+    );
     let (_, slots) = api
         .call(Method::GET, "/api/v1/machines/NEW-01/slots", None)
         .await;
