@@ -694,6 +694,98 @@ async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_the_machine_is_away()
+{
+    let f = sqlite_fixture().await;
+    let broker = mqtt::start_embedded(
+        "127.0.0.1:0".parse().unwrap(),
+        f.channel.clone(),
+        "server".into(),
+        "server-pass".into(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let port = broker.listen.port();
+    let connect = |clean: bool| {
+        let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
+        opts.set_credentials(f.m1.clone(), SECRET_1);
+        opts.set_clean_session(clean);
+        AsyncClient::new(opts, 8)
+    };
+    // First visit: a persistent session with the command subscription.
+    let (client, mut el) = connect(false);
+    client
+        .subscribe(mqtt::cmd_topic(&f.m1), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let rumqttc::Event::Incoming(Packet::SubAck(_)) = tokio::time::timeout(WAIT, el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    client.disconnect().await.unwrap();
+    while el.poll().await.is_ok() {}
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while broker.broker.connected() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // While it is away, the server publishes two commands.
+    let mut opts = MqttOptions::new("server", "127.0.0.1", port);
+    opts.set_credentials("server", "server-pass");
+    let (server, mut server_el) = AsyncClient::new(opts, 8);
+    let server_loop = tokio::spawn(async move { while server_el.poll().await.is_ok() {} });
+    for id in ["c-away-1", "c-away-2"] {
+        let cmd = f.event(&f.m1, SECRET_1, id, "cancel", r#"{"order_id":"o-1"}"#);
+        server
+            .publish(mqtt::cmd_topic(&f.m1), QoS::AtLeastOnce, false, cmd)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Back, without subscribing again: the session is there and both commands arrive, in order.
+    let (_client, mut el) = connect(false);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(WAIT, el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            rumqttc::Event::Incoming(Packet::ConnAck(c)) => {
+                assert!(c.session_present, "the broker kept the session");
+            }
+            rumqttc::Event::Incoming(Packet::Publish(p)) => {
+                let env: Envelope = serde_json::from_slice(&p.payload).unwrap();
+                got.push(env.msg_id);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, ["c-away-1", "c-away-2"]);
+
+    // A clean session forgets: nothing is kept for it.
+    drop(el);
+    let (_client, mut el) = connect(true);
+    match tokio::time::timeout(WAIT, el.poll())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rumqttc::Event::Incoming(Packet::ConnAck(c)) => assert!(!c.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    server_loop.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_on_mosquitto_gets_its_command_and_its_answers_arrive_once() {
     let f = sqlite_fixture().await;
     mqtt_story(f, 1883, (None, None)).await;
