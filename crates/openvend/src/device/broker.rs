@@ -103,6 +103,8 @@ struct Session {
 struct Conn {
     id: u64,
     tx: Outbox,
+    /// Cancelled when another connection takes the client id over.
+    taken_over: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -123,8 +125,6 @@ impl Outbox {
 
 enum Out {
     Publish(Publish),
-    /// Another connection took the session over.
-    Close,
 }
 
 impl Broker {
@@ -235,7 +235,14 @@ async fn serve(
         let (tx, rx) = mpsc::channel(MACHINE_OUTBOX);
         (Outbox::Bounded(tx), Some(rx), None)
     };
-    let (conn_id, session_present, backlog) = attach(&state, &client_id, connect.clean_session, tx);
+    let taken_over = CancellationToken::new();
+    let (conn_id, session_present, backlog) = attach(
+        &state,
+        &client_id,
+        connect.clean_session,
+        tx,
+        taken_over.clone(),
+    );
     write(
         &mut socket,
         Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)),
@@ -260,6 +267,7 @@ async fn serve(
     let result = loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            () = taken_over.cancelled() => break Err(ConnError::Refused("session taken over")),
             r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf)) => match r {
                 Err(_) => break Err(ConnError::Refused("keep-alive expired")),
                 Ok(Err(e)) => break Err(e),
@@ -272,7 +280,6 @@ async fn serve(
             Event::In(Packet::Disconnect) => break Ok(()),
             Event::In(p) => link.incoming(&mut socket, p).await,
             Event::Out(Out::Publish(p)) => link.send(&mut socket, p).await,
-            Event::Out(Out::Close) => break Err(ConnError::Refused("session taken over")),
         };
         if let Err(e) = step {
             break Err(e);
@@ -497,13 +504,27 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 /// Registers a connection for `client_id`; returns its id, whether a session was kept, and
 /// what the session has waiting.
-fn attach(state: &State, client_id: &str, clean: bool, tx: Outbox) -> (u64, bool, Vec<Publish>) {
+fn attach(
+    state: &State,
+    client_id: &str,
+    clean: bool,
+    tx: Outbox,
+    taken_over: CancellationToken,
+) -> (u64, bool, Vec<Publish>) {
     let Ok(mut inner) = state.inner.lock() else {
         return (0, false, Vec::new());
     };
     inner.next_conn += 1;
     let id = inner.next_conn;
     if clean {
+        // A connection still holding the client id is closed, whatever its session.
+        if let Some(old) = inner
+            .sessions
+            .get_mut(client_id)
+            .and_then(|s| s.conn.take())
+        {
+            old.taken_over.cancel();
+        }
         drop_session(&mut inner, client_id);
     }
     let session = inner
@@ -517,8 +538,8 @@ fn attach(state: &State, client_id: &str, clean: bool, tx: Outbox) -> (u64, bool
         });
     let present = !clean && (!session.filters.is_empty() || !session.queue.is_empty());
     session.clean = clean;
-    if let Some(old) = session.conn.replace(Conn { id, tx }) {
-        old.tx.send(Out::Close);
+    if let Some(old) = session.conn.replace(Conn { id, tx, taken_over }) {
+        old.taken_over.cancel();
     }
     let backlog = session.queue.drain(..).collect();
     (id, present, backlog)

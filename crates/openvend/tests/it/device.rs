@@ -771,10 +771,10 @@ async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_t
     }
     assert_eq!(got, ["c-away-1", "c-away-2"]);
 
-    // A clean session forgets: nothing is kept for it.
-    drop(el);
-    let (_client, mut el) = connect(true);
-    match tokio::time::timeout(WAIT, el.poll())
+    // A second connection with the same client id (clean this time) takes over: the first
+    // is closed, and the clean session forgets what was kept.
+    let (_client2, mut el2) = connect(true);
+    match tokio::time::timeout(WAIT, el2.poll())
         .await
         .unwrap()
         .unwrap()
@@ -782,6 +782,8 @@ async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_t
         rumqttc::Event::Incoming(Packet::ConnAck(c)) => assert!(!c.session_present),
         other => panic!("expected CONNACK, got {other:?}"),
     }
+    let closed = tokio::time::timeout(WAIT, async { while el.poll().await.is_ok() {} }).await;
+    assert!(closed.is_ok(), "the first connection was not closed");
     server_loop.abort();
 }
 
