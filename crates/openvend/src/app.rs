@@ -123,6 +123,7 @@ impl App {
             poll_interval_secs: 10,
             clock,
             jobs_ready: tokio::sync::Notify::new(),
+            job_hints: crate::jobs::JobHints::new(),
             device,
             device_settings: settings.device.clone(),
             mqtt_url: format!("mqtt://{}:{}", mqtt.host, mqtt.port),
@@ -212,19 +213,14 @@ impl App {
             self.services.clone(),
             token.clone(),
         ));
-        let workers: Vec<_> = (0..self.job_workers)
-            .map(|_| {
-                tokio::spawn(crate::jobs::run_worker(
-                    self.services.clone(),
-                    token.clone(),
-                ))
-            })
-            .collect();
+        let jobs = tokio::spawn(crate::jobs::run_dispatcher(
+            self.services.clone(),
+            self.job_workers,
+            token.clone(),
+        ));
         let result = http.await.map_err(anyhow::Error::from);
         token.cancel();
-        for w in workers {
-            let _ = w.await;
-        }
+        let _ = jobs.await;
         let _ = link.await;
         let _ = wake.await;
         if let Some(task) = sandbox_task {
@@ -234,8 +230,9 @@ impl App {
     }
 }
 
-/// Every accepted device event has queued its job in the store; this only wakes a worker at
-/// once (instead of at its next tick), and keeps the channel's stream drained. It also expires
+/// Every accepted device event that needs acting on has queued its job in the store; this
+/// hands the job to the dispatcher at once (instead of at its next sweep), and keeps the
+/// channel's stream drained. It also expires
 /// unacknowledged commands now and then so the ledger shows them as such.
 async fn wake_on_events(
     mut events: tokio::sync::mpsc::Receiver<DeviceEvent>,
@@ -247,7 +244,7 @@ async fn wake_on_events(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Some(ev) if ev.event.needs_business_handling() => svc.jobs_ready.notify_one(),
+                Some(DeviceEvent { job: Some(key), .. }) => svc.run_soon(key),
                 Some(_) => {}
                 None => return,
             },

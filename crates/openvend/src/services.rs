@@ -24,8 +24,10 @@ pub struct Services {
     pub poll_interval_secs: u32,
     /// The clock every business time is read from (shared with the device channel).
     pub clock: std::sync::Arc<Clock>,
-    /// Wakes the job workers when a job is due now.
+    /// Asks the job dispatcher to sweep the queue now (a job was made due, or the clock moved).
     pub jobs_ready: tokio::sync::Notify,
+    /// Jobs this process just queued, to run at once.
+    pub job_hints: crate::jobs::JobHints,
     /// Commands to machines and their acknowledgements.
     pub device: crate::device::DeviceChannel,
     /// Device timings.
@@ -40,6 +42,14 @@ impl Services {
     /// Now on the service clock, in ms since the epoch.
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Runs the job with this dedup key now; call it once the transaction that queued (or
+    /// made due) the job has committed. If the hint cannot be taken, the queue is swept.
+    pub fn run_soon(&self, dedup_key: String) {
+        if !self.job_hints.run_soon(dedup_key) {
+            self.jobs_ready.notify_one();
+        }
     }
 }
 

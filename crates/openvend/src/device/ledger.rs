@@ -115,6 +115,8 @@ pub struct DeviceEvent {
     pub received_at: i64,
     /// What happened.
     pub event: Event,
+    /// The dedup key of the job queued to act on it, if it needs one.
+    pub job: Option<String>,
 }
 
 /// A command still waiting for its machine, as it is (re-)delivered.
@@ -221,6 +223,11 @@ impl DeviceChannel {
     /// The server clock reading.
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// How long a command is valid after it is recorded, in ms.
+    pub fn command_ttl_ms(&self) -> i64 {
+        self.inner.ttl_ms
     }
 
     pub(super) fn db(&self) -> &Db {
@@ -572,16 +579,25 @@ impl DeviceChannel {
                 ts: envelope.ts,
                 received_at: now,
                 event,
+                job: None,
             });
         }
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
-        let seen = sqlx::query("SELECT 1 FROM device_events WHERE machine_id = $1 AND msg_id = $2")
-            .bind(m.id)
-            .bind(&envelope.msg_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
-        if seen.is_some() {
+        // Recorded first: a repeated msg_id stops here, before anything is applied twice. A
+        // rejection below drops the transaction, and with it this row.
+        let inserted = sqlx::query(
+            "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (machine_id, msg_id) DO NOTHING",
+        )
+        .bind(m.id)
+        .bind(&envelope.msg_id)
+        .bind(&envelope.kind)
+        .bind(now)
+        .bind(&envelope.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if inserted.rows_affected() == 0 {
             return Err(Rejection::Duplicate);
         }
         let mut business = event.needs_business_handling();
@@ -615,33 +631,15 @@ impl DeviceChannel {
             }
             _ => {}
         }
-        let inserted = sqlx::query(
-            "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(m.id)
-        .bind(&envelope.msg_id)
-        .bind(&envelope.kind)
-        .bind(now)
-        .bind(&envelope.body)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            // A concurrent copy of the same message won the race.
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation())
-            {
-                return Err(Rejection::Duplicate);
-            }
-            return Err(internal(e));
-        }
         // What the event means for orders and stock is decided by a job queued in the same
         // transaction: a crash after this commit cannot lose the event's consequences.
-        if business {
+        let job = business.then(|| format!("device_event:{}:{}", m.id, envelope.msg_id));
+        if let Some(key) = &job {
             let payload = serde_json::json!({ "machine_id": m.id, "msg_id": envelope.msg_id });
             crate::store::jobs::enqueue(
                 &mut *tx,
                 "device_event",
-                &format!("device_event:{}:{}", m.id, envelope.msg_id),
+                key,
                 &payload.to_string(),
                 now,
                 now,
@@ -663,6 +661,7 @@ impl DeviceChannel {
             ts: envelope.ts,
             received_at: now,
             event,
+            job,
         })
     }
 }

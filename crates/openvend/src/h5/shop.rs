@@ -795,7 +795,7 @@ pub async fn pay_result(
         }
         jobs::run_now(&mut *tx, &checkout::resolve_key(id), now).await?;
         tx.commit().await?;
-        h5.svc.jobs_ready.notify_one();
+        h5.svc.run_soon(checkout::resolve_key(id));
     }
     let o = owned_order(&h5, account, id).await?.unwrap_or(o);
     Ok(Json(status_json(lang, &o)).into_response())

@@ -175,13 +175,17 @@ async fn on_buy_request(
             .collect(),
     };
     let now = svc.now();
+    let mut shown = None;
     let command = match sale::start_machine_sale(svc, &req, request_id, now).await {
-        Ok(started) => Command::ShowQr {
-            order_id: started.out_trade_no,
-            qr_code: started.qr_code,
-            amount_fen: started.amount_fen,
-            expires_at: started.expires_at,
-        },
+        Ok(started) => {
+            shown = Some(started.order_id);
+            Command::ShowQr {
+                order_id: started.out_trade_no,
+                qr_code: started.qr_code,
+                amount_fen: started.amount_fen,
+                expires_at: started.expires_at,
+            }
+        }
         // The store failing is not the buyer's problem: try again.
         Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
             return Err(e.into());
@@ -194,18 +198,12 @@ async fn on_buy_request(
             }
         }
     };
-    let shown = match &command {
-        Command::ShowQr { order_id, .. } => Some(order_id.clone()),
-        _ => None,
-    };
     let command_id = svc.device.send(machine, command).await?;
-    if let Some(order) = shown
-        && let Some(order) = orders::by_out_trade_no(&svc.db, &order).await?
-    {
+    if let Some(order_id) = shown {
         let detail = format!("command {command_id} for request {request_id}");
         orders::add_event(
             &svc.db.pool,
-            order.id,
+            order_id,
             svc.now(),
             "device",
             "show_qr_sent",

@@ -89,9 +89,10 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
         &format!("command {command_id} to {machine}"),
     )
     .await?;
-    let decide_at = latest_dispense(svc, &order.out_trade_no)
-        .await?
-        .map_or(now + 1_000, |c| c.expires_at.saturating_add(ACK_GRACE_MS));
+    // The command expired at most its TTL after it was recorded, which was before `now`.
+    let decide_at = now
+        .saturating_add(svc.device.command_ttl_ms())
+        .saturating_add(ACK_GRACE_MS);
     Ok(Next::At(decide_at))
 }
 

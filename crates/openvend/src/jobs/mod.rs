@@ -1,9 +1,15 @@
-//! The job worker: claims due jobs from the store and runs them, one at a time per worker.
+//! The job dispatcher: runs due jobs from the store, several at a time.
 //!
 //! Each job kind is an idempotent function of its payload and the store; it answers
 //! [`Next::Done`] (the row is deleted) or [`Next::At`] (run again later, e.g. the next poll).
 //! An error reschedules with exponential back-off. Several instances on PostgreSQL share the
 //! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
+//!
+//! Jobs reach a worker two ways. A job queued by this process is *hinted* by its dedup key
+//! once its transaction commits ([`JobHints`]): the dispatcher claims that one row and runs it
+//! at once, so the hot path of a sale never scans the queue. Everything else (jobs due later,
+//! jobs of other instances, hints lost to a full channel or a crash) is found by a sweep that
+//! claims due jobs in batches when the next one is due, at least once a second.
 
 pub mod device_event;
 pub mod dispense;
@@ -12,7 +18,9 @@ pub mod payment;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::services::Services;
 use crate::store::jobs::{self, Job};
@@ -29,27 +37,39 @@ pub enum Next {
 /// How long a claimed job is reserved for its worker.
 const LEASE_MS: i64 = 60_000;
 
-/// Runs one due job, if any. Returns true when it ran one.
-pub async fn run_one(svc: &Services) -> anyhow::Result<bool> {
-    let now = svc.now();
-    let Some(job) = jobs::claim(&svc.db, now, LEASE_MS).await? else {
-        return Ok(false);
-    };
-    // There may be more due: wake another worker while this one runs (a wake-up that finds
-    // nothing costs one query; a burst is worked in parallel).
-    svc.jobs_ready.notify_one();
+/// Runs a claimed job and records what it wants next.
+async fn run_claimed(svc: &Services, job: Job) {
     let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
-    let _guard = span.enter();
-    match dispatch(svc, &job).await {
-        Ok(Next::Done) => jobs::complete(&svc.db, job.id).await?,
-        Ok(Next::At(at)) => jobs::retry_later(&svc.db, job.id, "", at).await?,
-        Err(e) => {
-            let at = svc.now() + jobs::backoff_ms(job.attempts);
-            tracing::warn!(error = %e, "job failed; will retry");
-            jobs::retry_later(&svc.db, job.id, &e.to_string(), at).await?;
+    async {
+        let recorded = match dispatch(svc, &job).await {
+            Ok(Next::Done) => jobs::complete(&svc.db, job.id).await,
+            Ok(Next::At(at)) => {
+                let recorded = jobs::retry_later(&svc.db, job.id, "", at).await;
+                wake_if_soon(svc, at);
+                recorded
+            }
+            Err(e) => {
+                let at = svc.now() + jobs::backoff_ms(job.attempts);
+                tracing::warn!(error = %e, "job failed; will retry");
+                let recorded = jobs::retry_later(&svc.db, job.id, &e.to_string(), at).await;
+                wake_if_soon(svc, at);
+                recorded
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease runs out and the job is run again: jobs are idempotent.
+            tracing::error!(error = %e, "could not record a job's outcome");
         }
     }
-    Ok(true)
+    .instrument(span)
+    .await
+}
+
+/// A job rescheduled within the sweep's idle period gets a sweep when it is due.
+fn wake_if_soon(svc: &Services, at: i64) {
+    if at.saturating_sub(svc.now()) < MIN_SWEEP_GAP_MS {
+        svc.jobs_ready.notify_one();
+    }
 }
 
 async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
@@ -76,36 +96,131 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
     }
 }
 
-/// Longest a worker sleeps without looking at the queue (jobs written by another instance,
-/// or a clock moved by a test, are seen within this).
+/// Longest the dispatcher goes without sweeping the queue (jobs written by another
+/// instance, or a clock moved by a test, are seen within this).
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
-/// Runs jobs until shut down: drains what is due, then sleeps until the next job is due (at
-/// most [`MAX_IDLE`]) or until woken because a job was queued or claimed.
-pub async fn run_worker(svc: Arc<Services>, shutdown: CancellationToken) {
+/// Shortest pause between sweeps, in ms: a queue with many jobs due at different times is
+/// swept in rounds instead of once per job.
+const MIN_SWEEP_GAP_MS: i64 = 20;
+
+/// The in-process queue of jobs just committed, by dedup key.
+#[derive(Debug)]
+pub struct JobHints {
+    tx: tokio::sync::mpsc::Sender<String>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<String>>>,
+}
+
+impl JobHints {
+    /// Hints beyond this many waiting are dropped; the sweep finds their jobs.
+    const CAPACITY: usize = 4096;
+
+    /// An empty queue.
+    pub fn new() -> JobHints {
+        let (tx, rx) = tokio::sync::mpsc::channel(Self::CAPACITY);
+        JobHints {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Asks for the job with this dedup key to run now. Call it after the transaction that
+    /// queued the job has committed. Returns false when the hint was dropped (the sweep will
+    /// still run the job).
+    pub fn run_soon(&self, dedup_key: String) -> bool {
+        self.tx.try_send(dedup_key).is_ok()
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.rx.lock().ok().and_then(|mut rx| rx.take())
+    }
+}
+
+impl Default for JobHints {
+    fn default() -> Self {
+        JobHints::new()
+    }
+}
+
+/// Runs jobs until shut down, at most `workers` at once: hinted jobs as they come, due jobs
+/// at each sweep. On shutdown it waits for the jobs in progress to finish.
+pub async fn run_dispatcher(svc: Arc<Services>, workers: usize, shutdown: CancellationToken) {
+    let Some(mut hints) = svc.job_hints.take_receiver() else {
+        tracing::error!("a second job dispatcher was started; only the first runs jobs");
+        return;
+    };
+    let workers = workers.max(1);
+    let permits = Arc::new(Semaphore::new(workers));
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
-        let idle = match run_one(&svc).await {
-            Ok(true) => continue,
-            Ok(false) => match jobs::next_run_at(&svc.db).await {
-                Ok(Some(at)) => {
-                    Duration::from_millis(u64::try_from(at.saturating_sub(svc.now())).unwrap_or(0))
-                        .clamp(Duration::from_millis(5), MAX_IDLE)
-                }
-                Ok(None) => MAX_IDLE,
-                Err(e) => {
-                    tracing::error!(error = %e, "job queue unavailable");
-                    MAX_IDLE
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "job queue unavailable");
-                MAX_IDLE
-            }
-        };
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = svc.jobs_ready.notified() => {},
-            _ = tokio::time::sleep(idle) => {},
+            _ = shutdown.cancelled() => break,
+            Some(key) = hints.recv() => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    match jobs::claim_key(&svc.db, &key, svc.now(), LEASE_MS).await {
+                        Ok(Some(job)) => run_claimed(&svc, job).await,
+                        // Taken by a sweep or another instance, or not due: nothing to do here.
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, job = %key, "could not claim a hinted job; the sweep will"),
+                    }
+                    drop(permit);
+                });
+                continue;
+            }
+            _ = svc.jobs_ready.notified() => {}
+            _ = tokio::time::sleep_until(next_sweep) => {}
+        }
+        next_sweep = sweep(&svc, &permits).await;
+    }
+    // Let the jobs in progress record their outcome.
+    let all = u32::try_from(workers).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+}
+
+/// Claims as many due jobs as there are free workers and starts them; answers when to sweep
+/// next.
+async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let soon = now + Duration::from_millis(MIN_SWEEP_GAP_MS as u64);
+    let free = permits.available_permits();
+    if free == 0 {
+        return soon;
+    }
+    let claimed = match jobs::claim_due(&svc.db, svc.now(), LEASE_MS, free).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::error!(error = %e, "job queue unavailable");
+            return now + MAX_IDLE;
+        }
+    };
+    let full = claimed.len() == free;
+    for job in claimed {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Only this task takes permits between the count and here; cannot happen.
+            break;
+        };
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            run_claimed(&svc, job).await;
+            drop(permit);
+        });
+    }
+    if full {
+        // More may be due: look again as soon as workers free up.
+        return soon;
+    }
+    match jobs::next_run_at(&svc.db).await {
+        Ok(Some(at)) => {
+            let wait = u64::try_from(at.saturating_sub(svc.now())).unwrap_or(0);
+            now + Duration::from_millis(wait)
+                .clamp(Duration::from_millis(MIN_SWEEP_GAP_MS as u64), MAX_IDLE)
+        }
+        Ok(None) => now + MAX_IDLE,
+        Err(e) => {
+            tracing::error!(error = %e, "job queue unavailable");
+            now + MAX_IDLE
         }
     }
 }

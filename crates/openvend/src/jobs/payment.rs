@@ -178,6 +178,6 @@ pub async fn confirm_paid(
     )
     .await?;
     tx.commit().await?;
-    svc.jobs_ready.notify_one();
+    svc.run_soon(orders::dispense_key(order.id));
     Ok(())
 }

@@ -342,7 +342,7 @@ pub async fn unknown(
     };
     match record.await {
         Ok(()) => {
-            svc.jobs_ready.notify_one();
+            svc.run_soon(resolve_key(order_id));
             SaleError::PaymentUnknown(out_trade_no.to_owned())
         }
         Err(e) => e,

@@ -90,7 +90,7 @@ pub async fn request(
     )
     .await?;
     tx.commit().await?;
-    svc.jobs_ready.notify_one();
+    svc.run_soon(job_key(record.id));
     Ok(record)
 }
 
@@ -178,21 +178,18 @@ pub async fn request_in(
         .execute(&mut *tx)
         .await?;
     let payload = serde_json::json!({ "refund_id": id }).to_string();
-    jobs::enqueue(
-        &mut *tx,
-        "refund",
-        &format!("refund:{id}"),
-        &payload,
-        now,
-        now,
-    )
-    .await?;
+    jobs::enqueue(&mut *tx, "refund", &job_key(id), &payload, now, now).await?;
     Ok(RefundRecord {
         id,
         out_request_no: out_request_no.to_owned(),
         amount_fen: amount.0,
         state: "requested".into(),
     })
+}
+
+/// The dedup key of refund `refund_id`'s job.
+pub fn job_key(refund_id: i64) -> String {
+    format!("refund:{refund_id}")
 }
 
 /// One step of the refund job: send (or re-send) the refund, or query it.

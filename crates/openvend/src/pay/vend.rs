@@ -8,8 +8,8 @@ use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, VendState, refund_due};
 use crate::pay::refund::{self, RefundError};
 use crate::services::Services;
-use crate::store::get_int;
 use crate::store::orders::{self, OrderError};
+use crate::store::{get_int, jobs};
 
 /// One unit's result as the machine reported it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -187,11 +187,16 @@ pub async fn record_results(
         &summary.join("; "),
     )
     .await?;
+    // The order has its result: the dispense job's watch for it is over.
+    jobs::cancel(&mut *tx, &orders::dispense_key(order_id))
+        .await
+        .map_err(OrderError::from)?;
+    let mut refund_job = None;
     if due.is_positive() {
         // One refund per order for vend failures: its number is fixed, so a replay cannot
         // refund twice.
         let out_request_no = format!("{out_trade_no}V");
-        refund::request_in(
+        let record = refund::request_in(
             &mut tx,
             now,
             order_id,
@@ -201,9 +206,12 @@ pub async fn record_results(
             "system",
         )
         .await?;
+        refund_job = Some(refund::job_key(record.id));
     }
     tx.commit().await?;
-    svc.jobs_ready.notify_one();
+    if let Some(key) = refund_job {
+        svc.run_soon(key);
+    }
     Ok(VendOutcome {
         state: next,
         refund: due,

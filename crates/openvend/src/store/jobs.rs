@@ -69,39 +69,95 @@ where
 
 /// Claims one due job for `lease_ms`, or `None` when nothing is due.
 pub async fn claim(db: &Db, now: i64, lease_ms: i64) -> Result<Option<Job>, StoreError> {
+    Ok(claim_due(db, now, lease_ms, 1).await?.pop())
+}
+
+/// Claims up to `limit` due jobs for `lease_ms`, oldest due first, in one statement.
+pub async fn claim_due(
+    db: &Db,
+    now: i64,
+    lease_ms: i64,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
     let pick = match db.backend {
         Backend::Postgres => {
             "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
-             ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+             ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
         }
         // One writer at a time: the UPDATE with its sub-select is atomic.
         Backend::Sqlite => {
             "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
-             ORDER BY run_at, id LIMIT 1"
+             ORDER BY run_at, id LIMIT $3"
         }
     };
     let sql = format!(
-        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id = ({pick}) \
-         RETURNING id, kind, dedup_key, payload, attempts"
+        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN ({pick}) \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&db.pool)
+        .await?;
+    let mut jobs = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING does not promise an order.
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
+}
+
+/// Claims the job with this dedup key if it is due and nobody holds it: the in-process
+/// shortcut for a job just queued, so it runs at once without a sweep of the queue. Another
+/// worker or instance that got there first wins; then this answers `None`.
+pub async fn claim_key(
+    db: &Db,
+    dedup_key: &str,
+    now: i64,
+    lease_ms: i64,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 \
+         WHERE dedup_key = $3 AND run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+         RETURNING {JOB_COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(now + lease_ms)
         .bind(now)
+        .bind(dedup_key)
         .fetch_optional(&db.pool)
         .await?;
-    row.map(|r| {
-        Ok(Job {
-            id: r.try_get(0)?,
-            kind: r.try_get(1)?,
-            dedup_key: r.try_get(2)?,
-            payload: r.try_get(3)?,
-            attempts: r
-                .try_get::<i64, _>(4)
-                .or_else(|_| r.try_get::<i32, _>(4).map(i64::from))?,
-        })
+    Ok(row.as_ref().map(job_from_row).transpose()?)
+}
+
+/// Drops a waiting job that has nothing left to do (e.g. the payment poll of an order a
+/// notification just marked paid), in the caller's transaction. A run in progress finds its
+/// row gone, which changes nothing: every job checks the state it acts on.
+pub async fn cancel<'e, E>(executor: E, dedup_key: &str) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query("DELETE FROM jobs WHERE dedup_key = $1")
+        .bind(dedup_key)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "id, kind, dedup_key, payload, attempts";
+
+fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        dedup_key: r.try_get(2)?,
+        payload: r.try_get(3)?,
+        attempts: r
+            .try_get::<i64, _>(4)
+            .or_else(|_| r.try_get::<i32, _>(4).map(i64::from))?,
     })
-    .transpose()
-    .map_err(StoreError::Sqlx)
 }
 
 /// Removes a finished job.

@@ -38,6 +38,11 @@ pub fn resolve_key(order_id: i64) -> String {
     format!("resolve_payment:{order_id}")
 }
 
+/// The dedup key of an order's dispense job.
+pub fn dispense_key(order_id: i64) -> String {
+    format!("dispense:{order_id}")
+}
+
 /// An order as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
@@ -334,7 +339,8 @@ pub async fn timeline(
 }
 
 /// Marks an order paid from `from` (a verified notification or query), records Alipay's trade
-/// number and the buyer, and queues its dispense — all in the caller's transaction.
+/// number and the buyer, and queues its dispense — all in the caller's transaction. The
+/// caller hints the dispense job ([`dispense_key`]) once it has committed.
 #[allow(clippy::too_many_arguments)]
 pub async fn mark_paid(
     tx: &mut sqlx::AnyConnection,
@@ -365,12 +371,14 @@ pub async fn mark_paid(
     super::jobs::enqueue(
         &mut *tx,
         "dispense",
-        &format!("dispense:{order_id}"),
+        &dispense_key(order_id),
         &payload,
         now,
         now,
     )
     .await?;
+    // The payment is known: the poll that was waiting for it has nothing left to do.
+    super::jobs::cancel(&mut *tx, &resolve_key(order_id)).await?;
     Ok(())
 }
 

@@ -130,6 +130,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     }
     let detail = format!("{} notify_id={}", n.trade_status, n.notify_id);
     orders::add_event(&mut *tx, order.id, now, "alipay", "notified", &detail).await?;
+    let mut dispense = false;
     match n.trade_status {
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
             if matches!(
@@ -147,6 +148,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     "notification",
                 )
                 .await?;
+                dispense = true;
             } else if order.state == OrderState::Closed {
                 // We close an order only after Alipay confirmed the trade closed, so a payment
                 // now is an anomaly for a person to look at, never something to guess about.
@@ -181,6 +183,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         TradeStatus::WaitBuyerPay => {}
     }
     tx.commit().await?;
-    svc.jobs_ready.notify_one();
+    if dispense {
+        svc.run_soon(orders::dispense_key(order.id));
+    }
     Ok(())
 }

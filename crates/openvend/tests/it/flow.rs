@@ -197,6 +197,16 @@ async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
         );
     }
     settle(&r, 0).await;
+    // A finished sale leaves nothing waiting: the payment poll ended with the payment and the
+    // dispense watch with the result, instead of waking later to find nothing to do.
+    let waiting: Vec<String> = sqlx::query("SELECT dedup_key FROM jobs")
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get(0).unwrap())
+        .collect();
+    assert_eq!(waiting, Vec::<String>::new());
     check(&r, Some(&log)).await;
 }
 

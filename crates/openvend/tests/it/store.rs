@@ -203,6 +203,42 @@ async fn story(db: &Db) {
     assert_eq!(again.attempts, 2);
     jobs::complete(db, again.id).await.unwrap();
     assert_eq!(jobs::count(db).await.unwrap(), 0);
+
+    // A sweep claims due jobs in batches, oldest due first, never one that is leased or
+    // not yet due.
+    for (key, run_at) in [("a", 30), ("b", 10), ("c", 20), ("d", 5_000)] {
+        jobs::enqueue(&db.pool, "refund", key, "{}", run_at, 1)
+            .await
+            .unwrap();
+    }
+    let first = jobs::claim_due(db, 100, 1000, 2).await.unwrap();
+    let mut keys: Vec<&str> = first.iter().map(|j| j.dedup_key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["b", "c"], "the two due first");
+    let rest = jobs::claim_due(db, 100, 1000, 10).await.unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|j| j.dedup_key.as_str())
+            .collect::<Vec<_>>(),
+        ["a"],
+        "leased and future jobs stay"
+    );
+    // A hinted job is claimed by its key once; a leased one, a future one or a missing one
+    // is not claimed.
+    assert_eq!(jobs::claim_key(db, "a", 100, 1000).await.unwrap(), None);
+    assert_eq!(jobs::claim_key(db, "d", 100, 1000).await.unwrap(), None);
+    assert_eq!(jobs::claim_key(db, "zz", 100, 1000).await.unwrap(), None);
+    let d = jobs::claim_key(db, "d", 5_000, 1000)
+        .await
+        .unwrap()
+        .expect("due and free");
+    assert_eq!((d.dedup_key.as_str(), d.attempts), ("d", 1));
+    assert_eq!(jobs::claim_key(db, "d", 5_001, 1000).await.unwrap(), None);
+    // A job with nothing left to do is dropped by its key.
+    for key in ["a", "b", "c", "d"] {
+        jobs::cancel(&db.pool, key).await.unwrap();
+    }
+    assert_eq!(jobs::count(db).await.unwrap(), 0);
 }
 
 #[test]
