@@ -74,6 +74,75 @@ async fn the_store_story_holds_on_postgres() {
 }
 
 #[tokio::test]
+async fn instances_sharing_a_sqlite_queue_claim_each_job_once() {
+    let (db, _dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    claim_race(vec![db.clone(), db]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn instances_sharing_a_postgres_queue_claim_each_job_once() {
+    let url = postgres_url_if_asked()
+        .await
+        .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL");
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Db::connect(&url, false).await.unwrap());
+    }
+    instances[0].migrate().await.unwrap();
+    claim_race(instances).await;
+}
+
+/// Several instances (each its own pool) empty one queue at once, each with batch sweeps and
+/// claims by key racing one another: every job is claimed by exactly one of them.
+async fn claim_race(instances: Vec<Db>) {
+    const JOBS: usize = 300;
+    for n in 0..JOBS {
+        jobs::enqueue(&instances[0].pool, "refund", &format!("k{n}"), "{}", 1, 1)
+            .await
+            .unwrap();
+    }
+    let mut racers = Vec::new();
+    for (i, db) in instances.into_iter().enumerate() {
+        for worker in 0..4 {
+            let db = db.clone();
+            racers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut n = worker * 7 + i;
+                loop {
+                    // Half the time a claim by key (a hint), else a batch sweep.
+                    let claimed = if n % 2 == 0 {
+                        jobs::claim_key(&db, &format!("k{}", n % JOBS), 10, 60_000)
+                            .await
+                            .unwrap()
+                            .into_iter()
+                            .collect()
+                    } else {
+                        let batch = jobs::claim_due(&db, 10, 60_000, 5).await.unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        batch
+                    };
+                    mine.extend(claimed.into_iter().map(|j| j.id));
+                    n += 1;
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for r in racers {
+        all.extend(r.await.unwrap());
+    }
+    let claimed = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claimed, "a job was claimed twice");
+    assert_eq!(claimed, JOBS, "every job was claimed");
+}
+
+#[tokio::test]
 async fn a_missing_sqlite_file_is_not_created_silently_and_unknown_schemes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/typo.db", dir.path().display());
