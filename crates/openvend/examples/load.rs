@@ -8,6 +8,7 @@
 //!     --database-url postgres://postgres@127.0.0.1:5432/test
 //! target/release/examples/load --machines 0 --idle-machines 10000
 //! target/release/examples/load --machines 0 --idle-machines 10000 --mqtt-url mqtt://127.0.0.1:1883
+//! target/release/examples/load --machines 100 --rate 100 --seconds 20 --server-cpus 0
 //! ```
 //!
 //! Phase 1 (orders): every machine buys at its share of `--rate`, a sandbox buyer pays the QR
@@ -37,6 +38,7 @@ struct Args {
     database_url: Option<String>,
     mqtt_url: Option<String>,
     bin: PathBuf,
+    server_cpus: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -47,6 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
         idle_machines: 0,
         database_url: None,
         mqtt_url: None,
+        server_cpus: None,
         bin: std::env::current_exe()?
             .parent()
             .and_then(Path::parent)
@@ -67,6 +70,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--database-url" => a.database_url = Some(value()?),
             "--mqtt-url" => a.mqtt_url = Some(value()?),
             "--bin" => a.bin = PathBuf::from(value()?),
+            "--server-cpus" => a.server_cpus = Some(value()?),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -102,6 +106,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of the stat line (11 and 12 after the name).
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds (user + system + irq) the whole machine spent busy, from /proc/stat: every
+/// process, the database and the load generator included.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq: busy = all but idle and iowait (steal,
+    // time the hypervisor gave to other guests, is not ours).
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(5)
+        .map(|(_, t)| t)
+        .sum();
+    busy / 100.0
 }
 
 /// A memory figure (kB) from /proc/<pid>/status, e.g. VmRSS or VmHWM.
@@ -202,7 +228,16 @@ async fn main() -> anyhow::Result<()> {
         registered["alipay_public_key"].as_str().unwrap_or(""),
     )?;
     let token = openvend::ids::random_hex(32);
-    let mut serve = Command::new(&args.bin);
+    // `--server-cpus 0` runs the server on those CPUs only (`taskset -c`, which execs it, so
+    // the pid is the server's).
+    let mut serve = match &args.server_cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(&args.bin);
+            c
+        }
+        None => Command::new(&args.bin),
+    };
     serve
         .arg("serve")
         .env("OPENVEND_DATA_DIR", dir.path().join("server"))
@@ -326,6 +361,11 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let cpu0 = cpu_seconds(pid);
+        let others0 = (
+            cpu_seconds(sandbox.0.id()),
+            cpu_seconds(std::process::id()),
+            machine_busy_seconds(),
+        );
         let started = Instant::now();
         for (i, (sim, mut events, buyer)) in sims.into_iter().enumerate() {
             let samples = samples.clone();
@@ -393,6 +433,11 @@ async fn main() -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid) - cpu0;
+        let others = (
+            cpu_seconds(sandbox.0.id()) - others0.0,
+            cpu_seconds(std::process::id()) - others0.1,
+            machine_busy_seconds() - others0.2,
+        );
         let s = std::mem::take(&mut *samples.lock().await);
         let db = Db::connect(&database_url, false).await?;
         let rows = sqlx::query(
@@ -430,6 +475,15 @@ async fn main() -> anyhow::Result<()> {
             cpu,
             cpu * 1000.0 / s.completed.max(1) as f64,
             mem_kb(pid, "VmHWM") / 1024
+        );
+        let per_order = |secs: f64| secs * 1000.0 / s.completed.max(1) as f64;
+        println!(
+            "  CPU per order elsewhere: sandbox {:.3} ms, load generator {:.3} ms; whole machine {:.3} ms \
+             (every process, the database included; {} cores)",
+            per_order(others.0),
+            per_order(others.1),
+            per_order(others.2),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
     }
 
