@@ -607,10 +607,24 @@ impl DeviceChannel {
                 status,
                 reason,
             } => {
-                let kind =
+                let command =
                     apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now).await?;
                 // Only a dispense's ack moves an order; the ledger row is all other acks need.
-                business = kind == "dispense";
+                // An accepted one moves it here, in the same transaction (two statements
+                // instead of a job); a refusal needs a refund, which calls Alipay: a job.
+                business = false;
+                if let ("dispense", Some(order)) = (command.kind.as_str(), &command.order_id) {
+                    if *status == AckStatus::Rejected {
+                        business = true;
+                    } else {
+                        crate::store::orders::acknowledge_dispense(&mut tx, order, command_id, now)
+                            .await
+                            .map_err(|e| {
+                                tracing::error!(error = %e, "could not record a dispense acknowledgement");
+                                Rejection::Unavailable
+                            })?;
+                    }
+                }
             }
             Event::DispenseResult {
                 command_id,
@@ -712,7 +726,7 @@ async fn apply_ack(
     status: AckStatus,
     reason: Option<&str>,
     now: i64,
-) -> Result<String, Rejection> {
+) -> Result<OpenCommand, Rejection> {
     let c = load_command(tx, machine_id, command_id).await?;
     if is_expired(&c, now) {
         return Err(Rejection::Refused(
@@ -736,7 +750,7 @@ async fn apply_ack(
     .execute(&mut **tx)
     .await
     .map_err(internal)?;
-    Ok(c.kind)
+    Ok(c)
 }
 
 async fn apply_result(

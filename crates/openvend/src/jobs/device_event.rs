@@ -80,7 +80,9 @@ async fn on_ack(
     let now = svc.now();
     match (command.kind.as_str(), status) {
         ("dispense", AckStatus::Accepted | AckStatus::AlreadyDone) => {
-            // Events are handled in parallel: the result may have finished the order already.
+            // The ledger now applies an accepted dispense in the transaction that records it
+            // and queues no job; this is for jobs an earlier version queued. The result may
+            // have finished the order already.
             let mut tx = svc.db.begin().await?;
             if order.state == OrderState::Paid {
                 match orders::transition(

@@ -65,9 +65,11 @@ async fn run_claimed(svc: &Services, job: Job) {
     .await
 }
 
-/// A job rescheduled within the sweep's idle period gets a sweep when it is due.
+/// A job rescheduled to run within the sweep's longest idle period could wait for the sweep
+/// after it; a sweep now sees it and sleeps until it is due instead.
 fn wake_if_soon(svc: &Services, at: i64) {
-    if at.saturating_sub(svc.now()) < MIN_SWEEP_GAP_MS {
+    let idle_ms = i64::try_from(MAX_IDLE.as_millis()).unwrap_or(i64::MAX);
+    if at.saturating_sub(svc.now()) < idle_ms {
         svc.jobs_ready.notify_one();
     }
 }

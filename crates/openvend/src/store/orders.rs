@@ -382,6 +382,46 @@ pub async fn mark_paid(
     Ok(())
 }
 
+/// A machine accepted the dispense command `command_id` of order `out_trade_no`: a paid
+/// order moves to dispensing, and the timeline records it — in the caller's transaction (the
+/// one that records the acknowledgement in the command ledger). An order that has moved on
+/// already (its result came first, or it was refunded) only gets the timeline entry.
+pub async fn acknowledge_dispense(
+    tx: &mut sqlx::AnyConnection,
+    out_trade_no: &str,
+    command_id: &str,
+    now: i64,
+) -> Result<(), OrderError> {
+    let Some(row) = sqlx::query("SELECT id, state FROM orders WHERE out_trade_no = $1")
+        .bind(out_trade_no)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    let id: i64 = row.try_get(0)?;
+    let state = OrderState::parse(&row.try_get::<String, _>(1)?).ok_or(OrderError::NotFound)?;
+    if state == OrderState::Paid {
+        transition(
+            &mut *tx,
+            id,
+            OrderState::Paid,
+            OrderEvent::DispenseAcknowledged,
+            now,
+        )
+        .await?;
+    }
+    add_event(
+        &mut *tx,
+        id,
+        now,
+        "device",
+        "dispense_acknowledged",
+        command_id,
+    )
+    .await
+}
+
 /// The lines of an order, in order.
 pub async fn lines(db: &Db, order_id: i64) -> Result<Vec<OrderLine>, OrderError> {
     let rows = sqlx::query(
