@@ -7,7 +7,6 @@ use sqlx::Row as _;
 use super::Next;
 use super::dispense;
 use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line, VendOutcome};
-use crate::domain::order::{OrderEvent, OrderState};
 use crate::pay::sale::{self, SaleError, SaleItem, SaleRequest};
 use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
 use crate::services::Services;
@@ -84,30 +83,7 @@ async fn on_ack(
             // and queues no job; this is for jobs an earlier version queued. The result may
             // have finished the order already.
             let mut tx = svc.db.begin().await?;
-            if order.state == OrderState::Paid {
-                match orders::transition(
-                    &mut *tx,
-                    order.id,
-                    OrderState::Paid,
-                    OrderEvent::DispenseAcknowledged,
-                    now,
-                )
-                .await
-                {
-                    // Moved on meanwhile (its result was recorded): nothing left to do.
-                    Ok(_) | Err(OrderError::Concurrent(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            orders::add_event(
-                &mut *tx,
-                order.id,
-                now,
-                "device",
-                "dispense_acknowledged",
-                command_id,
-            )
-            .await?;
+            orders::acknowledge_dispense(&mut tx, &order.out_trade_no, command_id, now).await?;
             tx.commit().await?;
         }
         ("dispense", AckStatus::Rejected) => {

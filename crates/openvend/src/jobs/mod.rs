@@ -161,13 +161,13 @@ pub async fn run_dispatcher(svc: Arc<Services>, workers: usize, shutdown: Cancel
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let svc = svc.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match jobs::claim_key(&svc.db, &key, svc.now(), LEASE_MS).await {
                         Ok(Some(job)) => run_claimed(&svc, job).await,
                         // Taken by a sweep or another instance, or not due: nothing to do here.
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, job = %key, "could not claim a hinted job; the sweep will"),
                     }
-                    drop(permit);
                 });
                 continue;
             }
@@ -205,8 +205,8 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
         };
         let svc = svc.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             run_claimed(&svc, job).await;
-            drop(permit);
         });
     }
     if full {

@@ -402,14 +402,19 @@ pub async fn acknowledge_dispense(
     let id: i64 = row.try_get(0)?;
     let state = OrderState::parse(&row.try_get::<String, _>(1)?).ok_or(OrderError::NotFound)?;
     if state == OrderState::Paid {
-        transition(
+        match transition(
             &mut *tx,
             id,
             OrderState::Paid,
             OrderEvent::DispenseAcknowledged,
             now,
         )
-        .await?;
+        .await
+        {
+            // Moved on meanwhile (its result was recorded): nothing left to move.
+            Ok(_) | Err(OrderError::Concurrent(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     add_event(
         &mut *tx,
