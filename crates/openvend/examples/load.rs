@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use openvend::sim::{MachineSim, SimEvent, SimSettings};
 use openvend::store::Db;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 use tokio::sync::Mutex;
 
 struct Args {
@@ -265,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
             // A fresh schema per run.
             let schema = format!("load{}", openvend::ids::random_hex(8));
             let admin = Db::connect(base, false).await?;
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            openvend::store::query(&format!("CREATE SCHEMA {schema}"))
                 .execute(&admin.pool)
                 .await?;
             let sep = if base.contains('?') { '&' } else { '?' };
@@ -440,7 +439,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let s = std::mem::take(&mut *samples.lock().await);
         let db = Db::connect(&database_url, false).await?;
-        let rows = sqlx::query(
+        let rows = openvend::store::query(
             "SELECT (SELECT MIN(at) FROM order_events e WHERE e.order_id = o.id AND e.kind = 'notified') AS notified, \
              (SELECT MIN(at) FROM order_events e WHERE e.order_id = o.id AND e.kind = 'dispense_sent') AS sent FROM orders o",
         )
@@ -509,7 +508,7 @@ async fn main() -> anyhow::Result<()> {
         let cpu0 = cpu_seconds(pid);
         tokio::time::sleep(Duration::from_secs(65)).await;
         let db = Db::connect(&database_url, false).await?;
-        let online: i64 = sqlx::query("SELECT COUNT(*) AS n FROM machines WHERE last_heartbeat_at IS NOT NULL AND code LIKE 'ID%'")
+        let online: i64 = openvend::store::query("SELECT COUNT(*) AS n FROM machines WHERE last_heartbeat_at IS NOT NULL AND code LIKE 'ID%'")
             .fetch_one(&db.pool)
             .await
             .map(|r| openvend::store::get_int(&r, "n").unwrap_or(0))?;

@@ -73,7 +73,7 @@ impl App {
         if db.backend == Backend::Sqlite {
             // SQLite is one instance's store: a lease left by a killed process is not another
             // live worker's, so its jobs are resumed at once instead of after the lease.
-            sqlx::query("UPDATE jobs SET locked_until = NULL")
+            crate::store::query("UPDATE jobs SET locked_until = NULL")
                 .execute(&db.pool)
                 .await?;
         }

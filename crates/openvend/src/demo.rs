@@ -1,8 +1,6 @@
 //! The demo fleet seeded into an empty database: one operator, one machine of each kind,
 //! a few products in stocked slots, so `openvend serve` can sell something at once.
 
-use sqlx::Row as _;
-
 use crate::store::{Db, StoreError};
 
 /// One demo machine: code, kind, terminal id, site.
@@ -22,7 +20,7 @@ const PRODUCTS: &[(&str, i64)] = &[
 /// Seeds the demo fleet if there is no operator yet. Returns true when it seeded.
 pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError> {
     let mut tx = db.begin().await?;
-    let count: i64 = sqlx::query("SELECT COUNT(*) FROM operators")
+    let count: i64 = crate::store::query("SELECT COUNT(*) FROM operators")
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
@@ -30,7 +28,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
         return Ok(false);
     }
     let now = crate::services::now_ms();
-    let op: i64 = sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
+    let op: i64 = crate::store::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
         .bind("Demo Operator")
         .bind(seller_pid)
         .bind(now)
@@ -39,7 +37,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
         .try_get(0)?;
     let mut products = Vec::new();
     for (name, price) in PRODUCTS {
-        let id: i64 = sqlx::query(
+        let id: i64 = crate::store::query(
             "INSERT INTO products (operator_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(op)
@@ -52,7 +50,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
     }
     for (code, kind, terminal_id, site) in MACHINES {
         let secret = crate::ids::random_hex(32);
-        let machine: i64 = sqlx::query(
+        let machine: i64 = crate::store::query(
             "INSERT INTO machines (operator_id, code, kind, terminal_id, site, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(op)
@@ -66,7 +64,7 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
         .await?
         .try_get(0)?;
         for (i, (product, price)) in products.iter().enumerate() {
-            sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, 10, 8)")
+            crate::store::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, 10, 8)")
                 .bind(machine)
                 .bind(format!("A{}", i + 1))
                 .bind(*product)

@@ -157,19 +157,20 @@ async fn authenticate(
     };
     // Nonces older than twice the clock window can no longer be replayed (the timestamp
     // check refuses them), so they are dropped.
-    sqlx::query("DELETE FROM device_nonces WHERE machine_id = $1 AND seen_at < $2")
+    crate::store::query("DELETE FROM device_nonces WHERE machine_id = $1 AND seen_at < $2")
         .bind(m.id)
         .bind(now - 2 * super::protocol::MAX_SKEW_MS)
         .execute(&db.pool)
         .await
         .map_err(store_err)?;
-    let inserted =
-        sqlx::query("INSERT INTO device_nonces (machine_id, nonce, seen_at) VALUES ($1, $2, $3)")
-            .bind(m.id)
-            .bind(nonce)
-            .bind(now)
-            .execute(&db.pool)
-            .await;
+    let inserted = crate::store::query(
+        "INSERT INTO device_nonces (machine_id, nonce, seen_at) VALUES ($1, $2, $3)",
+    )
+    .bind(m.id)
+    .bind(nonce)
+    .bind(now)
+    .execute(&db.pool)
+    .await;
     match inserted {
         Ok(_) => Ok(m),
         Err(e)

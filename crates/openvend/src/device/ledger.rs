@@ -13,12 +13,12 @@
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
 //! A refused or duplicate event rolls back: nothing is recorded, nothing changes.
 
+use crate::store::Tx;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Row as _;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::protocol::{AckStatus, Command, Envelope, Event, Rejection, Verified, open_envelope};
@@ -277,7 +277,7 @@ impl DeviceChannel {
     }
 
     async fn machine_from_store(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, code, secret FROM machines WHERE code = $1")
+        let row = crate::store::query("SELECT id, code, secret FROM machines WHERE code = $1")
             .bind(code)
             .fetch_optional(&self.inner.db.pool)
             .await?;
@@ -295,11 +295,34 @@ impl DeviceChannel {
     /// id the machine will echo. A failed publish leaves the command `pending`; it is
     /// re-delivered when the machine or the link comes back, until it expires.
     pub async fn send(&self, machine: &str, command: Command) -> Result<String, DeviceError> {
+        self.record_and_publish(machine, command, new_command_id())
+            .await
+    }
+
+    /// Like [`send`](Self::send), but once per `key`: the command id is derived from the
+    /// machine and the key, so a job retried after the command was recorded (its later
+    /// steps failed) finds the same command and sends nothing new — the machine never
+    /// shows one QR code twice under two command ids.
+    pub async fn send_once(
+        &self,
+        machine: &str,
+        command: Command,
+        key: &str,
+    ) -> Result<String, DeviceError> {
+        self.record_and_publish(machine, command, keyed_command_id(machine, key))
+            .await
+    }
+
+    async fn record_and_publish(
+        &self,
+        machine: &str,
+        command: Command,
+        command_id: String,
+    ) -> Result<String, DeviceError> {
         let m = self
             .machine(machine)
             .await?
             .ok_or_else(|| DeviceError::UnknownMachine(machine.to_owned()))?;
-        let command_id = new_command_id();
         let now = self.now_ms();
         let expires_at = now.saturating_add(self.inner.ttl_ms);
         let envelope = Envelope::seal(
@@ -311,9 +334,9 @@ impl DeviceChannel {
             command.body_json(),
         );
         let payload = String::from_utf8(envelope.to_bytes()).unwrap_or_default();
-        sqlx::query(
+        let inserted = crate::store::query(
             "INSERT INTO device_commands (machine_id, command_id, kind, order_id, payload, state, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(m.id)
         .bind(&command_id)
@@ -324,6 +347,11 @@ impl DeviceChannel {
         .bind(expires_at)
         .execute(&self.inner.db.pool)
         .await?;
+        if inserted.rows_affected() == 0 {
+            // Recorded before under this key: the ledger re-delivers it while it is open.
+            tracing::debug!(machine = %m.code, command.id = %command_id, "device command already recorded");
+            return Ok(command_id);
+        }
         self.inner.new_command.notify_waiters();
         tracing::info!(machine = %m.code, command.id = %command_id, kind = command.kind(), "device command recorded");
         self.publish(
@@ -409,7 +437,7 @@ impl DeviceChannel {
     }
 
     pub(super) async fn mark_sent(&self, command_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        crate::store::query(
             "UPDATE device_commands SET state = 'sent', sent_at = $2 WHERE command_id = $1 AND state = 'pending'",
         )
         .bind(command_id)
@@ -422,7 +450,7 @@ impl DeviceChannel {
     /// Commands for `machine` that still wait for its ack and are within their TTL, oldest
     /// first.
     pub async fn pending_for(&self, machine: &str) -> Result<Vec<PendingCommand>, sqlx::Error> {
-        let rows = sqlx::query(
+        let rows = crate::store::query(
             "SELECT c.command_id, c.payload, c.expires_at FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE m.code = $1 AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
         )
@@ -456,7 +484,7 @@ impl DeviceChannel {
 
     /// Re-publishes every machine's pending commands (after the MQTT link reconnects).
     pub async fn redeliver_all(&self) {
-        let machines = sqlx::query(
+        let machines = crate::store::query(
             "SELECT DISTINCT m.code FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE c.state IN ('pending', 'sent') AND c.expires_at > $1",
         )
@@ -478,7 +506,7 @@ impl DeviceChannel {
     /// Marks commands past their TTL and never acknowledged as `expired`; returns how many.
     /// The order flow calls this (or a job does) and refunds their orders.
     pub async fn expire_due(&self) -> Result<u64, sqlx::Error> {
-        let r = sqlx::query(
+        let r = crate::store::query(
             "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
         )
         .bind(self.now_ms().saturating_sub(ACK_GRACE_MS))
@@ -489,7 +517,7 @@ impl DeviceChannel {
 
     /// The ledger row of a command.
     pub async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, sqlx::Error> {
-        let row = sqlx::query(
+        let row = crate::store::query(
             "SELECT command_id, machine_id, kind, order_id, state, result FROM device_commands WHERE command_id = $1",
         )
         .bind(command_id)
@@ -566,12 +594,14 @@ impl DeviceChannel {
         if matches!(event, Event::Heartbeat { .. }) {
             // A heartbeat only says "alive now": applying it twice changes nothing, so it is
             // neither deduplicated nor kept (a fleet sends millions a day).
-            sqlx::query("UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1")
-                .bind(m.id)
-                .bind(now)
-                .execute(&self.inner.db.pool)
-                .await
-                .map_err(internal)?;
+            crate::store::query(
+                "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
+            )
+            .bind(m.id)
+            .bind(now)
+            .execute(&self.inner.db.pool)
+            .await
+            .map_err(internal)?;
             return Ok(DeviceEvent {
                 machine_id: m.id,
                 machine: m.code,
@@ -585,7 +615,7 @@ impl DeviceChannel {
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
         // Recorded first: a repeated msg_id stops here, before anything is applied twice. A
         // rejection below drops the transaction, and with it this row.
-        let inserted = sqlx::query(
+        let inserted = crate::store::query(
             "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (machine_id, msg_id) DO NOTHING",
         )
@@ -634,7 +664,7 @@ impl DeviceChannel {
             // A buy request is a sign of life too; it may arrive before the first heartbeat
             // after a reconnect.
             Event::BuyRequest { .. } => {
-                sqlx::query(
+                crate::store::query(
                     "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
                 )
                 .bind(m.id)
@@ -680,8 +710,6 @@ impl DeviceChannel {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
 struct OpenCommand {
     kind: String,
     order_id: Option<String>,
@@ -692,11 +720,11 @@ struct OpenCommand {
 /// The command, if it exists *and* belongs to this machine; one answer for both cases so a
 /// machine cannot probe other machines' command ids.
 async fn load_command(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     machine_id: i64,
     command_id: &str,
 ) -> Result<OpenCommand, Rejection> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT kind, order_id, state, expires_at FROM device_commands WHERE command_id = $1 AND machine_id = $2",
     )
     .bind(command_id)
@@ -720,7 +748,7 @@ fn is_expired(c: &OpenCommand, now: i64) -> bool {
 }
 
 async fn apply_ack(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     machine_id: i64,
     command_id: &str,
     status: AckStatus,
@@ -740,7 +768,7 @@ async fn apply_ack(
         AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
         AckStatus::Rejected => "rejected",
     };
-    sqlx::query(
+    crate::store::query(
         "UPDATE device_commands SET state = $2, acked_at = $3, result = $4 WHERE command_id = $1",
     )
     .bind(command_id)
@@ -754,7 +782,7 @@ async fn apply_ack(
 }
 
 async fn apply_result(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     machine_id: i64,
     command_id: &str,
     order_id: &str,
@@ -778,7 +806,7 @@ async fn apply_result(
     if !matches!(c.state.as_str(), "pending" | "sent" | "acknowledged") {
         return Err(Rejection::Refused(format!("command already {}", c.state)));
     }
-    sqlx::query(
+    crate::store::query(
         "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3 WHERE command_id = $1",
     )
     .bind(command_id)
@@ -797,6 +825,20 @@ fn internal(e: sqlx::Error) -> Rejection {
 }
 
 /// A fresh command id: `c-` and 32 hex digits of randomness.
+/// A command id fixed by the machine and an idempotency key (hex of SHA-256, 128 bits).
+fn keyed_command_id(machine: &str, key: &str) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(machine.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(key.as_bytes());
+    let digest = ctx.finish();
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("c-{hex}")
+}
+
 fn new_command_id() -> String {
     let mut bytes = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use sqlx::Row as _;
 
 use super::html::{self, Lang, esc, yuan};
 use super::shop::state_label;
@@ -39,7 +38,7 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
     let (full, masked) = accounts::phone_of(db, &h5.keys, account)
         .await?
         .unwrap_or((None, String::new()));
-    let profile = sqlx::query(
+    let profile = crate::store::query(
         "SELECT nick_name, avatar FROM alipay_users WHERE account_id = $1 AND nick_name IS NOT NULL ORDER BY created_at DESC LIMIT 1",
     )
     .bind(account)
@@ -50,7 +49,7 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
         .map(|r| r.try_get(0))
         .transpose()?
         .flatten();
-    let orders = sqlx::query(
+    let orders = crate::store::query(
         "SELECT o.id, o.state, o.total_fen, o.refunded_fen, o.created_at, m.code FROM account_orders a \
          JOIN orders o ON o.id = a.order_id JOIN machines m ON m.id = o.machine_id \
          WHERE a.account_id = $1 ORDER BY o.id DESC LIMIT 50",
@@ -58,7 +57,7 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
     .bind(account)
     .fetch_all(&db.pool)
     .await?;
-    let refunds = sqlx::query(
+    let refunds = crate::store::query(
         "SELECT r.order_id, r.amount_fen, r.state, r.reason FROM refunds r JOIN account_orders a ON a.order_id = r.order_id \
          WHERE a.account_id = $1 ORDER BY r.id",
     )

@@ -7,7 +7,6 @@
 //! the number belongs to an account.
 
 use aws_lc_rs::rand::SecureRandom as _;
-use sqlx::Row as _;
 
 use super::keys::Keys;
 use crate::store::{Backend, Db, get_int};
@@ -90,24 +89,24 @@ pub async fn issue(
     // Serialise sends to one phone, so two requests at once cannot both pass the checks.
     match db.backend {
         Backend::Postgres => {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            crate::store::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(phone_index)
                 .execute(&mut *tx)
                 .await?;
         }
         // A write as the first statement takes SQLite's write lock for the transaction.
         Backend::Sqlite => {
-            sqlx::query("UPDATE sms_codes SET attempts = attempts WHERE id = -1")
+            crate::store::query("UPDATE sms_codes SET attempts = attempts WHERE id = -1")
                 .execute(&mut *tx)
                 .await?;
         }
     }
     // Rows older than the longest window count for nothing any more.
-    sqlx::query("DELETE FROM sms_codes WHERE sent_at < $1")
+    crate::store::query("DELETE FROM sms_codes WHERE sent_at < $1")
         .bind(now - 2 * DAY_MS)
         .execute(&mut *tx)
         .await?;
-    let phone = sqlx::query(
+    let phone = crate::store::query(
         "SELECT COUNT(*) AS n, MAX(sent_at) AS last FROM sms_codes WHERE phone_index = $1 AND sent_at > $2",
     )
     .bind(phone_index)
@@ -124,16 +123,17 @@ pub async fn issue(
     if get_int(&phone, "n")? >= i64::from(limits.per_phone) {
         return Ok(Err(SendRefused::PhoneCap));
     }
-    let from_ip = sqlx::query("SELECT COUNT(*) AS n FROM sms_codes WHERE ip = $1 AND sent_at > $2")
-        .bind(ip)
-        .bind(now - DAY_MS)
-        .fetch_one(&mut *tx)
-        .await?;
+    let from_ip =
+        crate::store::query("SELECT COUNT(*) AS n FROM sms_codes WHERE ip = $1 AND sent_at > $2")
+            .bind(ip)
+            .bind(now - DAY_MS)
+            .fetch_one(&mut *tx)
+            .await?;
     if get_int(&from_ip, "n")? >= i64::from(limits.per_ip) {
         return Ok(Err(SendRefused::IpCap));
     }
     let code = random_code()?;
-    sqlx::query(
+    crate::store::query(
         "INSERT INTO sms_codes (phone_index, session_id, ip, code_hash, attempts, sent_at, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
     )
     .bind(phone_index)
@@ -151,14 +151,14 @@ pub async fn issue(
 /// Checks `code` against the newest code of `phone_index`, in the caller's transaction: a
 /// wrong try is counted there (commit it), a right one marks the code used.
 pub async fn check(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     keys: &Keys,
     phone_index: &str,
     session_id: i64,
     code: &str,
     now: i64,
 ) -> anyhow::Result<Result<(), CodeRefused>> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT id, session_id, code_hash, attempts, expires_at, used_at FROM sms_codes \
          WHERE phone_index = $1 ORDER BY sent_at DESC, id DESC LIMIT 1",
     )
@@ -188,7 +188,7 @@ pub async fn check(
         aws_lc_rs::constant_time::verify_slices_are_equal(want.as_bytes(), given.as_bytes())
             .is_ok();
     if !right {
-        sqlx::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE id = $1")
+        crate::store::query("UPDATE sms_codes SET attempts = attempts + 1 WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -196,11 +196,12 @@ pub async fn check(
             left: MAX_ATTEMPTS - attempts - 1,
         }));
     }
-    let done = sqlx::query("UPDATE sms_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let done =
+        crate::store::query("UPDATE sms_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     if done.rows_affected() != 1 {
         return Ok(Err(CodeRefused::Used));
     }

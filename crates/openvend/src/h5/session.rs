@@ -10,7 +10,6 @@
 //! another browser, forged, replayed or late is refused before any code is exchanged.
 
 use alipay::UserRef;
-use sqlx::Row as _;
 
 use super::keys::{Keys, sha256_hex};
 use crate::store::Db;
@@ -119,7 +118,7 @@ pub async fn open(
     now: i64,
 ) -> Result<String, sqlx::Error> {
     // Each new session sweeps out the expired ones.
-    sqlx::query("DELETE FROM h5_sessions WHERE expires_at < $1")
+    crate::store::query("DELETE FROM h5_sessions WHERE expires_at < $1")
         .bind(now)
         .execute(&db.pool)
         .await?;
@@ -129,7 +128,7 @@ pub async fn open(
     } else {
         PENDING_TTL_MS
     };
-    sqlx::query(
+    crate::store::query(
         "INSERT INTO h5_sessions (token_hash, app_id, id_kind, alipay_id, account_id, nick_name, avatar, machine_code, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
@@ -153,7 +152,7 @@ pub async fn find(db: &Db, token: &str, now: i64) -> Result<Option<Session>, sql
     if token.len() != 48 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT id, app_id, id_kind, alipay_id, account_id, nick_name, avatar, machine_code \
          FROM h5_sessions WHERE token_hash = $1 AND expires_at > $2",
     )
@@ -183,13 +182,13 @@ pub async fn find(db: &Db, token: &str, now: i64) -> Result<Option<Session>, sql
 /// Logs a pending session in to `account_id` under a new token (in the caller's transaction);
 /// returns the new cookie token.
 pub async fn log_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     session_id: i64,
     account_id: i64,
     now: i64,
 ) -> Result<String, sqlx::Error> {
     let (token, hash) = new_token();
-    sqlx::query(
+    crate::store::query(
         "UPDATE h5_sessions SET token_hash = $1, account_id = $2, expires_at = $3 WHERE id = $4",
     )
     .bind(&hash)
@@ -231,12 +230,12 @@ pub async fn new_state(
     now: i64,
 ) -> Result<String, sqlx::Error> {
     // Old states are worth nothing; each new sign-in sweeps them out.
-    sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+    crate::store::query("DELETE FROM oauth_states WHERE expires_at < $1")
         .bind(now - STATE_TTL_MS)
         .execute(&db.pool)
         .await?;
     let nonce = crate::ids::random_hex(32);
-    sqlx::query(
+    crate::store::query(
         "INSERT INTO oauth_states (nonce, browser_hash, scope, machine_code, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&nonce)
@@ -264,7 +263,7 @@ pub async fn use_state(
     if !keys.state_mac_ok(nonce, browser, mac) {
         return Ok(Err(StateError::Forged));
     }
-    let Some(row) = sqlx::query(
+    let Some(row) = crate::store::query(
         "SELECT browser_hash, scope, machine_code, expires_at, used_at FROM oauth_states WHERE nonce = $1",
     )
     .bind(nonce)
@@ -283,12 +282,13 @@ pub async fn use_state(
         return Ok(Err(StateError::Expired));
     }
     // One use, even when two callbacks race.
-    let done =
-        sqlx::query("UPDATE oauth_states SET used_at = $1 WHERE nonce = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(nonce)
-            .execute(&db.pool)
-            .await?;
+    let done = crate::store::query(
+        "UPDATE oauth_states SET used_at = $1 WHERE nonce = $2 AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(nonce)
+    .execute(&db.pool)
+    .await?;
     if done.rows_affected() != 1 {
         return Ok(Err(StateError::Replayed));
     }

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::Row as _;
 
 use super::html::{self, Lang, esc, js, yuan};
 use super::oauth;
@@ -72,7 +71,7 @@ struct Offer {
 }
 
 async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT s.code, p.name, s.price_fen, s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
          FROM slots s JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 ORDER BY s.code",
     )
@@ -84,7 +83,7 @@ async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, sqlx::Error> {
         .collect()
 }
 
-fn offer(r: &sqlx::any::AnyRow, slot: String, name: String) -> Result<Offer, sqlx::Error> {
+fn offer(r: &crate::store::Row, slot: String, name: String) -> Result<Offer, sqlx::Error> {
     let enabled = get_int(r, "enabled")? != 0;
     let free = get_int(r, "stock")? - get_int(r, "reserved")?;
     Ok(Offer {
@@ -104,7 +103,7 @@ pub async fn show_machine(
 ) -> PageResult {
     let lang = Lang::from_headers(&headers);
     // One query for the machine and its shelves: this page is the hot path.
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT m.fault, s.code, p.name, s.price_fen, s.stock, s.reserved, \
          CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
          FROM machines m LEFT JOIN slots s ON s.machine_id = m.id LEFT JOIN products p ON p.id = s.product_id \
@@ -512,7 +511,7 @@ async fn owned_order(
     account: i64,
     id: i64,
 ) -> Result<Option<BuyerOrder>, super::Internal> {
-    let owner = sqlx::query("SELECT account_id FROM account_orders WHERE order_id = $1")
+    let owner = crate::store::query("SELECT account_id FROM account_orders WHERE order_id = $1")
         .bind(id)
         .fetch_optional(&h5.svc.db.pool)
         .await?;
@@ -526,12 +525,12 @@ async fn owned_order(
     else {
         return Ok(None);
     };
-    let machine: String = sqlx::query("SELECT code FROM machines WHERE id = $1")
+    let machine: String = crate::store::query("SELECT code FROM machines WHERE id = $1")
         .bind(order.machine_id)
         .fetch_one(&h5.svc.db.pool)
         .await?
         .try_get(0)?;
-    let lines = sqlx::query(
+    let lines = crate::store::query(
         "SELECT COALESCE(p.name, l.slot_code) AS name, l.qty, l.unit_price_fen FROM order_lines l LEFT JOIN products p ON p.id = l.product_id \
          WHERE l.order_id = $1 ORDER BY l.line_no",
     )
@@ -541,7 +540,7 @@ async fn owned_order(
     .iter()
     .map(|r| Ok((r.try_get("name")?, get_int(r, "qty")?, r.try_get("unit_price_fen")?)))
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let dispense_queued = sqlx::query("SELECT 1 FROM jobs WHERE dedup_key = $1")
+    let dispense_queued = crate::store::query("SELECT 1 FROM jobs WHERE dedup_key = $1")
         .bind(format!("dispense:{id}"))
         .fetch_optional(&h5.svc.db.pool)
         .await?
@@ -787,7 +786,7 @@ pub async fn pay_result(
         .await
         .map_err(anyhow::Error::from)?;
         if f.code == "6001" {
-            sqlx::query("UPDATE orders SET expires_at = $1 WHERE id = $2 AND state = 'awaiting_payment' AND expires_at > $1")
+            crate::store::query("UPDATE orders SET expires_at = $1 WHERE id = $2 AND state = 'awaiting_payment' AND expires_at > $1")
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)

@@ -2,8 +2,6 @@
 //! verified, deduplicated and stored the event and queued this job in the same transaction;
 //! every branch here is idempotent, because a crash can run it twice.
 
-use sqlx::Row as _;
-
 use super::Next;
 use super::dispense;
 use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line, VendOutcome};
@@ -14,7 +12,7 @@ use crate::store::orders::{self, OrderError};
 
 /// Handles the stored event `msg_id` of machine `machine_id`.
 pub async fn run(svc: &Services, machine_id: i64, msg_id: &str) -> anyhow::Result<Next> {
-    let Some(row) = sqlx::query(
+    let Some(row) = crate::store::query(
         "SELECT e.kind, e.body, m.code FROM device_events e JOIN machines m ON m.id = e.machine_id \
          WHERE e.machine_id = $1 AND e.msg_id = $2",
     )
@@ -176,7 +174,11 @@ async fn on_buy_request(
             }
         }
     };
-    let command_id = svc.device.send(machine, command).await?;
+    // Keyed by the machine's request: a retry of this job answers the request once.
+    let command_id = svc
+        .device
+        .send_once(machine, command, &format!("buy:{request_id}"))
+        .await?;
     if let Some(order_id) = shown {
         let detail = format!("command {command_id} for request {request_id}");
         orders::add_event(
@@ -194,7 +196,7 @@ async fn on_buy_request(
 
 async fn on_fault(svc: &Services, machine_id: i64, code: &str, detail: &str) -> anyhow::Result<()> {
     let text: String = format!("{code}: {detail}").chars().take(500).collect();
-    sqlx::query("UPDATE machines SET fault = $2 WHERE id = $1")
+    crate::store::query("UPDATE machines SET fault = $2 WHERE id = $1")
         .bind(machine_id)
         .bind(&text)
         .execute(&svc.db.pool)

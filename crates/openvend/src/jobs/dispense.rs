@@ -9,8 +9,6 @@
 //! The job is queued with the payment in one transaction (`orders::mark_paid`), so a crash
 //! anywhere here is resumed by the next run: the command row is the memory of what was sent.
 
-use sqlx::Row as _;
-
 use super::Next;
 use crate::device::ledger::ACK_GRACE_MS;
 use crate::device::protocol::{Command, Line};
@@ -178,7 +176,7 @@ pub(crate) async fn latest_dispense(
     svc: &Services,
     out_trade_no: &str,
 ) -> anyhow::Result<Option<DispenseCommand>> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT state, expires_at, acked_at, result FROM device_commands \
          WHERE order_id = $1 AND kind = 'dispense' ORDER BY id DESC LIMIT 1",
     )

@@ -89,7 +89,7 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
                     )
                     .await?;
                     orders::release_reservations(&mut *tx, order.id).await?;
-                    sqlx::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
+                    crate::store::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
                         .bind(order.id)
                         .execute(&mut *tx)
                         .await?;

@@ -5,7 +5,6 @@
 //! The QR sale (`pay::sale`) and the H5 sale (`h5::shop`) differ only in the call between.
 
 use alipay::{Amount, Failure, Unknown};
-use sqlx::Row as _;
 
 use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, order_total};
@@ -125,7 +124,7 @@ pub struct Reserved {
 
 /// The machine with this code, if it can sell.
 pub async fn machine(svc: &Services, code: &str) -> Result<MachineFacts, SaleError> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
     )
     .bind(code)
@@ -158,7 +157,7 @@ pub async fn price(
     let mut lines = Vec::new();
     let mut names = Vec::new();
     for item in items {
-        let row = sqlx::query(
+        let row = crate::store::query(
             "SELECT s.code, s.product_id, s.price_fen, s.capacity, s.stock, s.reserved, \
              CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, p.name \
              FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.code = $2",

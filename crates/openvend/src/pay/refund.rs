@@ -6,7 +6,6 @@
 
 use alipay::api::trade::{Refund as RefundCall, RefundQuery};
 use alipay::{Amount, CallOptions, Outcome};
-use sqlx::Row as _;
 
 use crate::domain::fen::Fen;
 use crate::domain::order::RefundState;
@@ -97,7 +96,7 @@ pub async fn request(
 /// [`request`] inside the caller's transaction, so a refund can be written in the same
 /// commit as the state change that makes it due (a failed vend).
 pub async fn request_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     now: i64,
     order_id: i64,
     out_request_no: &str,
@@ -109,7 +108,7 @@ pub async fn request_in(
         return Err(RefundError::NotPositive);
     }
     if let Some(existing) =
-        sqlx::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
+        crate::store::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
             .bind(out_request_no)
             .fetch_optional(&mut *tx)
             .await?
@@ -125,7 +124,7 @@ pub async fn request_in(
             state: existing.try_get(2)?,
         });
     }
-    let order = sqlx::query("SELECT state, total_fen FROM orders WHERE id = $1")
+    let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -138,7 +137,7 @@ pub async fn request_in(
     let total: i64 = order.try_get(1)?;
     // Everything not definitively failed counts against what can still be refunded.
     // SUM of BIGINT is NUMERIC on PostgreSQL: cast it back so both engines return an integer.
-    let committed: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND state <> 'failed'")
+    let committed: i64 = crate::store::query("SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND state <> 'failed'")
         .bind(order_id)
         .fetch_one(&mut *tx)
         .await?
@@ -150,7 +149,7 @@ pub async fn request_in(
             left,
         });
     }
-    let id: i64 = sqlx::query(
+    let id: i64 = crate::store::query(
         "INSERT INTO refunds (order_id, out_request_no, amount_fen, state, reason, created_at, updated_at) VALUES ($1, $2, $3, 'requested', $4, $5, $5) RETURNING id",
     )
     .bind(order_id)
@@ -170,7 +169,7 @@ pub async fn request_in(
         &format!("{out_request_no}: {amount} ({reason})"),
     )
     .await?;
-    sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'refund_requested', $3, $4)")
+    crate::store::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'refund_requested', $3, $4)")
         .bind(now)
         .bind(actor)
         .bind(format!("order:{order_id}"))
@@ -194,7 +193,7 @@ pub fn job_key(refund_id: i64) -> String {
 
 /// One step of the refund job: send (or re-send) the refund, or query it.
 pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
-    let Some(row) = sqlx::query(
+    let Some(row) = crate::store::query(
         "SELECT r.order_id, r.out_request_no, r.amount_fen, r.state, r.reason, o.out_trade_no FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.id = $1",
     )
     .bind(refund_id)
@@ -308,7 +307,7 @@ async fn mark(
     to: RefundState,
 ) -> anyhow::Result<()> {
     let to = from.on(to).map_err(anyhow::Error::msg)?;
-    sqlx::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3")
+    crate::store::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3")
         .bind(state_name(to))
         .bind(svc.now())
         .bind(refund_id)
@@ -329,7 +328,7 @@ async fn settle(
     let to = from.on(to).map_err(anyhow::Error::msg)?;
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    let moved = sqlx::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
+    let moved = crate::store::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
         .bind(state_name(to))
         .bind(now)
         .bind(refund_id)
@@ -337,7 +336,7 @@ async fn settle(
         .await?
         .rows_affected();
     if moved == 1 && to == RefundState::Succeeded {
-        sqlx::query(
+        crate::store::query(
             "UPDATE orders SET refunded_fen = refunded_fen + $1, updated_at = $2 WHERE id = $3",
         )
         .bind(amount_fen)

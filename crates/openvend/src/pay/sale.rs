@@ -6,8 +6,6 @@
 use alipay::api::trade::Precreate;
 use alipay::{CallOptions, Outcome};
 
-use sqlx::Row as _;
-
 use super::checkout::{self};
 pub use super::checkout::{SaleError, SaleItem};
 use crate::services::Services;
@@ -77,7 +75,7 @@ async fn existing_request(
     machine: &str,
     request_id: &str,
 ) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT o.id, o.out_trade_no, o.qr_code, o.total_fen, o.expires_at, o.state FROM orders o \
          JOIN machines m ON m.id = o.machine_id WHERE m.code = $1 AND o.request_id = $2",
     )

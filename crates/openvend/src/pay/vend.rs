@@ -2,8 +2,6 @@
 //! in one transaction — stock corrected, the order finished, and the value of every unit that
 //! did not come out refunded (once: the refund number is derived from the order).
 
-use sqlx::Row as _;
-
 use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, VendState, refund_due};
 use crate::pay::refund::{self, RefundError};
@@ -99,18 +97,19 @@ pub async fn record_results(
 ) -> Result<VendOutcome, VendError> {
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    let order = sqlx::query("SELECT state, machine_id, out_trade_no FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(VendError::NotFound)?;
+    let order =
+        crate::store::query("SELECT state, machine_id, out_trade_no FROM orders WHERE id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(VendError::NotFound)?;
     let state = OrderState::parse(&order.try_get::<String, _>(0)?).ok_or(VendError::NotFound)?;
     if !matches!(state, OrderState::Paid | OrderState::Dispensing) {
         return Err(VendError::NotVending(order_id, state));
     }
     let machine_id: i64 = order.try_get(1)?;
     let out_trade_no: String = order.try_get(2)?;
-    let lines: Vec<(i64, OrderLine)> = sqlx::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+    let lines: Vec<(i64, OrderLine)> = crate::store::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
         .bind(order_id)
         .fetch_all(&mut *tx)
         .await?
@@ -141,7 +140,7 @@ pub async fn record_results(
                 }
                 None => (VendState::Failed, Some("not reported".to_owned())),
             };
-            sqlx::query("INSERT INTO vend_results (order_id, line_no, unit_no, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)")
+            crate::store::query("INSERT INTO vend_results (order_id, line_no, unit_no, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(order_id)
                 .bind(*line_no)
                 .bind(i64::from(unit) + 1)
@@ -219,7 +218,7 @@ pub async fn record_results(
 }
 
 async fn correct_stock(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     machine_id: i64,
     slot: &str,
     state: VendState,
@@ -235,13 +234,13 @@ async fn correct_stock(
             "UPDATE slots SET reserved = reserved - 1 WHERE machine_id = $1 AND code = $2 AND reserved > 0"
         }
     };
-    sqlx::query(sql)
+    crate::store::query(sql)
         .bind(machine_id)
         .bind(slot)
         .execute(&mut *tx)
         .await?;
     if state == VendState::Failed && reason.is_some_and(|r| DISABLING_REASONS.contains(&r)) {
-        sqlx::query("UPDATE slots SET enabled = FALSE WHERE machine_id = $1 AND code = $2")
+        crate::store::query("UPDATE slots SET enabled = FALSE WHERE machine_id = $1 AND code = $2")
             .bind(machine_id)
             .bind(slot)
             .execute(&mut *tx)

@@ -6,8 +6,6 @@
 //! it fails; a worker that dies leaves a lease that simply expires. Jobs must be idempotent:
 //! one may run again after a crash between its effect and its deletion.
 
-use sqlx::Row as _;
-
 use super::{Backend, Db, StoreError};
 
 /// A claimed job.
@@ -26,7 +24,7 @@ pub struct Job {
 }
 
 /// Adds a job unless one with the same dedup key exists. Returns true if added.
-pub async fn enqueue<'e, E>(
+pub async fn enqueue<E>(
     executor: E,
     kind: &str,
     dedup_key: &str,
@@ -35,9 +33,9 @@ pub async fn enqueue<'e, E>(
     now: i64,
 ) -> Result<bool, StoreError>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
+    E: crate::store::Executor,
 {
-    let done = sqlx::query(
+    let done = crate::store::query(
         "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) VALUES ($1, $2, $3, 0, $4, $5) \
          ON CONFLICT (dedup_key) DO NOTHING",
     )
@@ -53,11 +51,11 @@ where
 
 /// Makes a waiting job due now (e.g. a buyer's page asks for an order's payment to be checked
 /// at once). A job being run keeps its lease; nothing happens when no such job waits.
-pub async fn run_now<'e, E>(executor: E, dedup_key: &str, now: i64) -> Result<bool, StoreError>
+pub async fn run_now<E>(executor: E, dedup_key: &str, now: i64) -> Result<bool, StoreError>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
+    E: crate::store::Executor,
 {
-    let done = sqlx::query(
+    let done = crate::store::query(
         "UPDATE jobs SET run_at = $2 WHERE dedup_key = $1 AND run_at > $2 AND (locked_until IS NULL OR locked_until < $2)",
     )
     .bind(dedup_key)
@@ -94,7 +92,7 @@ pub async fn claim_due(
         "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN ({pick}) \
          RETURNING {JOB_COLUMNS}"
     );
-    let rows = sqlx::query(&sql)
+    let rows = crate::store::query(&sql)
         .bind(now + lease_ms)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -123,7 +121,7 @@ pub async fn claim_key(
          WHERE dedup_key = $3 AND run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
          RETURNING {JOB_COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    let row = crate::store::query(&sql)
         .bind(now + lease_ms)
         .bind(now)
         .bind(dedup_key)
@@ -135,11 +133,11 @@ pub async fn claim_key(
 /// Drops a waiting job that has nothing left to do (e.g. the payment poll of an order a
 /// notification just marked paid), in the caller's transaction. A run in progress finds its
 /// row gone, which changes nothing: every job checks the state it acts on.
-pub async fn cancel<'e, E>(executor: E, dedup_key: &str) -> Result<(), StoreError>
+pub async fn cancel<E>(executor: E, dedup_key: &str) -> Result<(), StoreError>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
+    E: crate::store::Executor,
 {
-    sqlx::query("DELETE FROM jobs WHERE dedup_key = $1")
+    crate::store::query("DELETE FROM jobs WHERE dedup_key = $1")
         .bind(dedup_key)
         .execute(executor)
         .await?;
@@ -148,7 +146,7 @@ where
 
 const JOB_COLUMNS: &str = "id, kind, dedup_key, payload, attempts";
 
-fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
+fn job_from_row(r: &crate::store::Row) -> Result<Job, sqlx::Error> {
     Ok(Job {
         id: r.try_get(0)?,
         kind: r.try_get(1)?,
@@ -162,7 +160,7 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
 
 /// Removes a finished job.
 pub async fn complete(db: &Db, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM jobs WHERE id = $1")
+    crate::store::query("DELETE FROM jobs WHERE id = $1")
         .bind(id)
         .execute(&db.pool)
         .await?;
@@ -171,12 +169,14 @@ pub async fn complete(db: &Db, id: i64) -> Result<(), StoreError> {
 
 /// Releases a failed job to run again at `run_at`, recording why it failed.
 pub async fn retry_later(db: &Db, id: i64, error: &str, run_at: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = $3 WHERE id = $1")
-        .bind(id)
-        .bind(run_at)
-        .bind(error)
-        .execute(&db.pool)
-        .await?;
+    crate::store::query(
+        "UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(run_at)
+    .bind(error)
+    .execute(&db.pool)
+    .await?;
     Ok(())
 }
 
@@ -188,7 +188,7 @@ pub fn backoff_ms(attempt: i64) -> i64 {
 
 /// Jobs waiting (due or not).
 pub async fn count(db: &Db) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) FROM jobs")
+    let row = crate::store::query("SELECT COUNT(*) FROM jobs")
         .fetch_one(&db.pool)
         .await?;
     Ok(row.try_get(0)?)
@@ -196,7 +196,7 @@ pub async fn count(db: &Db) -> Result<i64, StoreError> {
 
 /// When the next job becomes due (unleased jobs only), if any.
 pub async fn next_run_at(db: &Db) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query("SELECT MIN(CASE WHEN locked_until IS NULL OR locked_until < run_at THEN run_at ELSE locked_until END) AS at FROM jobs")
+    let row = crate::store::query("SELECT MIN(CASE WHEN locked_until IS NULL OR locked_until < run_at THEN run_at ELSE locked_until END) AS at FROM jobs")
         .fetch_one(&db.pool)
         .await?;
     Ok(row.try_get::<Option<i64>, _>("at")?)

@@ -1,8 +1,6 @@
 //! Embedded migrations, one change per file, per backend folder.
 
-use sqlx::{Executor as _, Row as _};
-
-use super::{Backend, Db, StoreError};
+use super::{Backend, Db, StoreError, query};
 
 struct Migration {
     version: i64,
@@ -35,49 +33,42 @@ const MIGRATIONS: &[Migration] = &[
 /// An arbitrary constant naming OpenVend's migration lock.
 const PG_LOCK_KEY: i64 = 0x0_0E9E_7D00;
 
+/// Applies the pending migrations in one transaction: all of them or none. On PostgreSQL a
+/// transaction-scoped advisory lock makes instances that start together take turns (the
+/// second finds nothing left to do); on SQLite `BEGIN IMMEDIATE` does the same.
 pub(super) async fn run(db: &Db) -> Result<(), StoreError> {
-    let mut conn = db.pool.acquire().await?;
+    let mut tx = db.begin().await?;
     if db.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock($1)")
+        query("SELECT pg_advisory_xact_lock($1)")
             .bind(PG_LOCK_KEY)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
     }
-    let result = apply_pending(db, &mut conn).await;
-    if db.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(PG_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-    }
-    result
-}
-
-async fn apply_pending(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
         .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *conn)
+    let applied: Vec<i64> = query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| r.try_get::<i64, _>(0))
         .collect::<Result<_, _>>()?;
+    let mut done = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let sql = match db.backend {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        tx.execute(sqlx::raw_sql(sql)).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(crate::services::now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        tx.execute_batch(sql).await?;
+        query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::services::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        done.push(m);
+    }
+    tx.commit().await?;
+    for m in done {
         tracing::info!(version = m.version, name = m.name, "migration applied");
     }
     Ok(())

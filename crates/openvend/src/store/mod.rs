@@ -1,6 +1,7 @@
 //! Persistence on SQLite or PostgreSQL, chosen once from the URL.
 //!
-//! One code path serves both (sqlx's `Any` driver, `$n` placeholders, which both accept);
+//! One code path serves both ([`sql`]: `$n` placeholders on both engines, SQLite run in the
+//! calling task, PostgreSQL through sqlx);
 //! where the engines differ (identity columns, `FOR UPDATE SKIP LOCKED`), [`Backend`] says
 //! which SQL to use. Migrations are embedded per backend and applied in order, each in a
 //! transaction, with a PostgreSQL advisory lock so several instances can start together.
@@ -8,13 +9,16 @@
 pub mod jobs;
 mod migrations;
 pub mod orders;
+pub mod sql;
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use sql::{Conn, Executor, Pool, Row, Tx, query};
 
 /// Which engine a database URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +43,11 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
 }
 
-/// The connection pool and its backend.
+/// The connections and their backend.
 #[derive(Debug, Clone)]
 pub struct Db {
-    /// The pool.
-    pub pool: AnyPool,
+    /// Where statements run: `store::query(..).execute(&db.pool)`.
+    pub pool: Pool,
     /// The engine.
     pub backend: Backend,
 }
@@ -52,7 +56,7 @@ impl Backend {
     /// The backend of a URL, or an error that names the URL.
     pub fn from_url(url: &str) -> Result<Backend, StoreError> {
         let scheme = url
-            .split_once("://")
+            .split_once(':')
             .map(|(s, _)| s.to_ascii_lowercase())
             .unwrap_or_default();
         match scheme.as_str() {
@@ -63,68 +67,56 @@ impl Backend {
     }
 }
 
+/// Set on SQLite's connection when it opens. WAL lets a reader in another process (a backup,
+/// `sqlite3` at the shell) run beside the writer; `synchronous = NORMAL` in WAL mode loses no
+/// committed transaction on a crash of the process, only possibly the last ones on power loss.
+const SQLITE_SETUP: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+     PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
+
 impl Db {
     /// Opens the database at `url`. A SQLite file must exist unless the URL says `mode=rwc`
     /// or `create` is set (the embedded default data folder), so a typo never creates an
     /// empty database silently.
     pub async fn connect(url: &str, create: bool) -> Result<Db, StoreError> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
-        let mut url = url.to_owned();
-        if backend == Backend::Sqlite {
-            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-            let path = rest.split('?').next().unwrap_or("");
-            let wants_create = url.contains("mode=rwc");
-            if path != ":memory:" && !path.is_empty() && !wants_create {
-                let p = PathBuf::from(path);
-                if !p.exists() {
-                    if !create {
-                        return Err(StoreError::MissingFile(p));
-                    }
-                    url.push_str(if url.contains('?') {
-                        "&mode=rwc"
-                    } else {
-                        "?mode=rwc"
-                    });
+        let pool = match backend {
+            Backend::Sqlite => {
+                let rest = url.split_once(':').map(|(_, r)| r).unwrap_or("");
+                let rest = rest.strip_prefix("//").unwrap_or(rest);
+                let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+                let wants_create = params.split('&').any(|p| p == "mode=rwc");
+                if path.is_empty() {
+                    return Err(StoreError::UnknownScheme(url.to_owned()));
                 }
+                let memory = path == ":memory:";
+                if !memory && !wants_create && !create && !PathBuf::from(path).exists() {
+                    return Err(StoreError::MissingFile(PathBuf::from(path)));
+                }
+                sql::open_sqlite(path, memory || wants_create || create, SQLITE_SETUP)?
             }
-        }
-        let options =
-            AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
-        // SQLite has one writer at a time. With several connections, writers that collide
-        // sleep in SQLite's busy handler (1, 2, 5 … 100 ms steps), which ruins latency under
-        // load; one connection queues them in the pool instead, in order and without sleeping.
-        // Transactions are short and never wait on the network.
-        let max = if backend == Backend::Sqlite { 1 } else { 16 };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            // A ping before every acquire doubles the round trips of short statements (on
-            // SQLite each is a hop to the connection's thread); a broken connection surfaces
-            // as an error on use instead, which every caller already handles.
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        if backend == Backend::Sqlite {
-            // WAL lets readers run beside the writer; it is a property of the file.
-            pool.execute("PRAGMA journal_mode = WAL;").await?;
-        }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)?
+                    .log_statements(tracing::log::LevelFilter::Trace);
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    // A ping before every acquire doubles the round trips of short
+                    // statements; a broken connection surfaces as an error on use instead,
+                    // which every caller already handles.
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Pool::Postgres(pool)
+            }
+        };
         Ok(Db { pool, backend })
     }
 
     /// Starts a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first would fail outright
-    /// (`SQLITE_BUSY_SNAPSHOT`, which `busy_timeout` does not wait out) if another connection
-    /// wrote in between; taking the lock up front makes concurrent writers wait their turn.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    /// (`BEGIN IMMEDIATE`), so another process writing the same file (a restarted server
+    /// beside a dying one, a maintenance script) makes it wait its turn instead of failing
+    /// half-way with `SQLITE_BUSY_SNAPSHOT`.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
@@ -139,8 +131,7 @@ impl Db {
 
 /// Reads an integer column whatever its width: SQLite hands back 64-bit integers, PostgreSQL
 /// `INTEGER` columns are 32-bit.
-pub fn get_int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, sqlx::Error> {
-    use sqlx::Row as _;
+pub fn get_int(row: &Row, column: &str) -> Result<i64, sqlx::Error> {
     row.try_get::<i64, _>(column)
         .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))
 }

@@ -2,8 +2,6 @@
 //! through the domain state machine with a conditional update (so two writers cannot both
 //! move the same order), and a timeline of everything that happened to them.
 
-use sqlx::{Any, Row as _};
-
 use super::{Db, StoreError};
 use crate::domain::fen::Fen;
 use crate::domain::order::{IllegalTransition, OrderEvent, OrderLine, OrderState};
@@ -113,7 +111,7 @@ pub async fn create_reserving_for(
 ) -> Result<i64, OrderError> {
     let mut tx = db.begin().await?;
     for line in &order.lines {
-        let reserved = sqlx::query(
+        let reserved = crate::store::query(
             "UPDATE slots SET reserved = reserved + $1 \
              WHERE machine_id = $2 AND code = $3 AND enabled AND product_id = $4 AND stock - reserved >= $1",
         )
@@ -128,7 +126,7 @@ pub async fn create_reserving_for(
             return Err(OrderError::SlotUnavailable(line.slot.clone()));
         }
     }
-    let id: i64 = sqlx::query(
+    let id: i64 = crate::store::query(
         "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING id",
     )
@@ -155,7 +153,7 @@ pub async fn create_reserving_for(
     })?
     .try_get(0)?;
     for (i, line) in order.lines.iter().enumerate() {
-        sqlx::query(
+        crate::store::query(
             "INSERT INTO order_lines (order_id, line_no, slot_code, product_id, qty, unit_price_fen) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
@@ -168,7 +166,7 @@ pub async fn create_reserving_for(
         .await?;
     }
     if let Some(account) = account {
-        sqlx::query("INSERT INTO account_orders (order_id, account_id) VALUES ($1, $2)")
+        crate::store::query("INSERT INTO account_orders (order_id, account_id) VALUES ($1, $2)")
             .bind(id)
             .bind(account)
             .execute(&mut *tx)
@@ -196,7 +194,7 @@ pub async fn create_reserving_for(
     Ok(id)
 }
 
-fn row_to_order(r: &sqlx::any::AnyRow) -> Result<Order, OrderError> {
+fn row_to_order(r: &crate::store::Row) -> Result<Order, OrderError> {
     let state: String = r.try_get("state")?;
     Ok(Order {
         id: r.try_get("id")?,
@@ -216,7 +214,7 @@ const ORDER_COLUMNS: &str = "id, out_trade_no, operator_id, machine_id, state, t
 
 /// The order with this merchant trade number.
 pub async fn by_out_trade_no(db: &Db, out_trade_no: &str) -> Result<Option<Order>, OrderError> {
-    let row = sqlx::query(&format!(
+    let row = crate::store::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE out_trade_no = $1"
     ))
     .bind(out_trade_no)
@@ -227,7 +225,7 @@ pub async fn by_out_trade_no(db: &Db, out_trade_no: &str) -> Result<Option<Order
 
 /// The order with this id.
 pub async fn by_id(db: &Db, id: i64) -> Result<Option<Order>, OrderError> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+    let row = crate::store::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_optional(&db.pool)
         .await?;
@@ -235,7 +233,7 @@ pub async fn by_id(db: &Db, id: i64) -> Result<Option<Order>, OrderError> {
 }
 
 /// Moves an order from `from` on `event`, only if it is still in `from`. Returns the new state.
-pub async fn transition<'c, E>(
+pub async fn transition<E>(
     executor: E,
     id: i64,
     from: OrderState,
@@ -243,20 +241,21 @@ pub async fn transition<'c, E>(
     now: i64,
 ) -> Result<OrderState, OrderError>
 where
-    E: sqlx::Executor<'c, Database = Any>,
+    E: crate::store::Executor,
 {
     let to = from.apply(event)?;
     if to == from {
         return Ok(to);
     }
-    let done =
-        sqlx::query("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-            .bind(to.as_str())
-            .bind(now)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(executor)
-            .await?;
+    let done = crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(executor)
+    .await?;
     if done.rows_affected() != 1 {
         return Err(OrderError::Concurrent(id));
     }
@@ -270,7 +269,7 @@ pub async fn set_payment_refs(
     qr_code: Option<&str>,
     trade_no: Option<&str>,
 ) -> Result<(), OrderError> {
-    sqlx::query("UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) WHERE id = $3")
+    crate::store::query("UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) WHERE id = $3")
         .bind(qr_code)
         .bind(trade_no)
         .bind(id)
@@ -280,11 +279,11 @@ pub async fn set_payment_refs(
 }
 
 /// Gives back the stock reserved by an order's lines (the order ended unpaid).
-pub async fn release_reservations<'c, E>(executor: E, id: i64) -> Result<(), OrderError>
+pub async fn release_reservations<E>(executor: E, id: i64) -> Result<(), OrderError>
 where
-    E: sqlx::Executor<'c, Database = Any>,
+    E: crate::store::Executor,
 {
-    sqlx::query(
+    crate::store::query(
         "UPDATE slots SET reserved = reserved - (SELECT SUM(l.qty) FROM order_lines l JOIN orders o ON o.id = l.order_id \
            WHERE l.order_id = $1 AND l.slot_code = slots.code AND o.machine_id = slots.machine_id) \
          WHERE EXISTS (SELECT 1 FROM order_lines l JOIN orders o ON o.id = l.order_id \
@@ -297,7 +296,7 @@ where
 }
 
 /// Appends to an order's timeline.
-pub async fn add_event<'c, E>(
+pub async fn add_event<E>(
     executor: E,
     order_id: i64,
     at: i64,
@@ -306,9 +305,9 @@ pub async fn add_event<'c, E>(
     detail: &str,
 ) -> Result<(), OrderError>
 where
-    E: sqlx::Executor<'c, Database = Any>,
+    E: crate::store::Executor,
 {
-    sqlx::query(
+    crate::store::query(
         "INSERT INTO order_events (order_id, at, source, kind, detail) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(order_id)
@@ -326,7 +325,7 @@ pub async fn timeline(
     db: &Db,
     order_id: i64,
 ) -> Result<Vec<(i64, String, String, String)>, OrderError> {
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT at, source, kind, detail FROM order_events WHERE order_id = $1 ORDER BY at, id",
     )
     .bind(order_id)
@@ -343,7 +342,7 @@ pub async fn timeline(
 /// caller hints the dispense job ([`dispense_key`]) once it has committed.
 #[allow(clippy::too_many_arguments)]
 pub async fn mark_paid(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     order_id: i64,
     from: OrderState,
     trade_no: &str,
@@ -352,12 +351,14 @@ pub async fn mark_paid(
     source: &str,
 ) -> Result<(), OrderError> {
     transition(&mut *tx, order_id, from, OrderEvent::PaymentConfirmed, now).await?;
-    sqlx::query("UPDATE orders SET trade_no = $1, buyer_id = COALESCE($2, buyer_id) WHERE id = $3")
-        .bind(trade_no)
-        .bind(buyer_id)
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
+    crate::store::query(
+        "UPDATE orders SET trade_no = $1, buyer_id = COALESCE($2, buyer_id) WHERE id = $3",
+    )
+    .bind(trade_no)
+    .bind(buyer_id)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
     add_event(
         &mut *tx,
         order_id,
@@ -387,12 +388,12 @@ pub async fn mark_paid(
 /// one that records the acknowledgement in the command ledger). An order that has moved on
 /// already (its result came first, or it was refunded) only gets the timeline entry.
 pub async fn acknowledge_dispense(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::store::Conn,
     out_trade_no: &str,
     command_id: &str,
     now: i64,
 ) -> Result<(), OrderError> {
-    let Some(row) = sqlx::query("SELECT id, state FROM orders WHERE out_trade_no = $1")
+    let Some(row) = crate::store::query("SELECT id, state FROM orders WHERE out_trade_no = $1")
         .bind(out_trade_no)
         .fetch_optional(&mut *tx)
         .await?
@@ -429,7 +430,7 @@ pub async fn acknowledge_dispense(
 
 /// The lines of an order, in order.
 pub async fn lines(db: &Db, order_id: i64) -> Result<Vec<OrderLine>, OrderError> {
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no",
     )
     .bind(order_id)
@@ -450,7 +451,7 @@ pub async fn lines(db: &Db, order_id: i64) -> Result<Vec<OrderLine>, OrderError>
 
 /// The code of the machine an order belongs to.
 pub async fn machine_code(db: &Db, order_id: i64) -> Result<Option<String>, OrderError> {
-    let row = sqlx::query(
+    let row = crate::store::query(
         "SELECT m.code FROM machines m JOIN orders o ON o.machine_id = m.id WHERE o.id = $1",
     )
     .bind(order_id)

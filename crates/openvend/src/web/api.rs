@@ -13,7 +13,6 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use crate::domain::fen::Fen;
 use crate::pay::refund::{self, RefundError};
@@ -106,7 +105,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT code, kind, terminal_id, site, last_heartbeat_at, fault FROM machines ORDER BY code",
     )
     .fetch_all(&svc.db.pool)
@@ -131,7 +130,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
 }
 
 async fn machine_id(svc: &Services, code: &str) -> ApiResult<i64> {
-    let row = sqlx::query("SELECT id FROM machines WHERE code = $1")
+    let row = crate::store::query("SELECT id FROM machines WHERE code = $1")
         .bind(code)
         .fetch_optional(&svc.db.pool)
         .await?;
@@ -146,7 +145,7 @@ async fn list_slots(
     Path(code): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = machine_id(&svc, &code).await?;
-    let rows = sqlx::query(
+    let rows = crate::store::query(
         "SELECT s.code, s.product_id, p.name, s.price_fen, s.capacity, s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
          FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 ORDER BY s.code",
     )
@@ -160,7 +159,7 @@ async fn list_slots(
     Ok(Json(json!({ "machine": code, "slots": slots })))
 }
 
-fn slot_json(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+fn slot_json(r: &crate::store::Row) -> Result<Value, sqlx::Error> {
     Ok(json!({
         "code": r.try_get::<String, _>("code")?, "product_id": r.try_get::<Option<i64>, _>("product_id")?,
         "product": r.try_get::<Option<String>, _>("name")?, "price_fen": r.try_get::<i64, _>("price_fen")?,
@@ -205,7 +204,7 @@ async fn update_slot(
         ));
     }
     let mut tx = svc.db.begin().await?;
-    let current = sqlx::query(
+    let current = crate::store::query(
         "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2",
     )
     .bind(id)
@@ -231,7 +230,7 @@ async fn update_slot(
         ));
     }
     if let Some(p) = u.product_id {
-        let exists = sqlx::query("SELECT 1 FROM products WHERE id = $1")
+        let exists = crate::store::query("SELECT 1 FROM products WHERE id = $1")
             .bind(p)
             .fetch_optional(&mut *tx)
             .await?;
@@ -242,7 +241,7 @@ async fn update_slot(
             ));
         }
     }
-    sqlx::query(
+    crate::store::query(
         "UPDATE slots SET price_fen = COALESCE($1, price_fen), stock = $2, capacity = $3, enabled = COALESCE($4, enabled), product_id = COALESCE($5, product_id) \
          WHERE machine_id = $6 AND code = $7",
     )
@@ -255,7 +254,7 @@ async fn update_slot(
     .bind(&slot)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, 'operator-api', 'slot_updated', $2, $3)")
+    crate::store::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, 'operator-api', 'slot_updated', $2, $3)")
         .bind(svc.now())
         .bind(format!("slot:{code}/{slot}"))
         .bind(format!("price={:?} stock={stock} capacity={capacity} enabled={:?}", u.price_fen, u.enabled))
@@ -266,7 +265,7 @@ async fn update_slot(
 }
 
 async fn list_products(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
-    let rows = sqlx::query("SELECT id, name FROM products ORDER BY id")
+    let rows = crate::store::query("SELECT id, name FROM products ORDER BY id")
         .fetch_all(&svc.db.pool)
         .await?;
     let products = rows
@@ -301,7 +300,7 @@ async fn list_orders(
                 FROM orders o JOIN machines m ON m.id = o.machine_id";
     let rows = match f.state {
         Some(state) => {
-            sqlx::query(&format!(
+            crate::store::query(&format!(
                 "{base} WHERE o.state = $1 ORDER BY o.id DESC LIMIT $2"
             ))
             .bind(state)
@@ -310,7 +309,7 @@ async fn list_orders(
             .await?
         }
         None => {
-            sqlx::query(&format!("{base} ORDER BY o.id DESC LIMIT $1"))
+            crate::store::query(&format!("{base} ORDER BY o.id DESC LIMIT $1"))
                 .bind(limit)
                 .fetch_all(&svc.db.pool)
                 .await?
@@ -338,7 +337,7 @@ async fn get_order(
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(|| not_found("order"))?;
-    let lines = sqlx::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+    let lines = crate::store::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
         .bind(id)
         .fetch_all(&svc.db.pool)
         .await?
@@ -348,7 +347,7 @@ async fn get_order(
                 "qty": get_int(r, "qty")?, "unit_price_fen": r.try_get::<i64, _>("unit_price_fen")? }))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let refunds = sqlx::query("SELECT out_request_no, amount_fen, state, reason FROM refunds WHERE order_id = $1 ORDER BY id")
+    let refunds = crate::store::query("SELECT out_request_no, amount_fen, state, reason FROM refunds WHERE order_id = $1 ORDER BY id")
         .bind(id)
         .fetch_all(&svc.db.pool)
         .await?

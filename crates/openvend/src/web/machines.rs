@@ -10,7 +10,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use super::api::{ApiError, ApiResult, Operator};
 use crate::device::protocol::is_valid_id;
@@ -103,12 +102,12 @@ async fn create_machine(
     let now = svc.now();
     let secret = crate::ids::random_hex(32);
     let mut tx = svc.db.begin().await?;
-    let operator: i64 = sqlx::query("SELECT id FROM operators ORDER BY id LIMIT 1")
+    let operator: i64 = crate::store::query("SELECT id FROM operators ORDER BY id LIMIT 1")
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError(StatusCode::CONFLICT, "no operator is set up".into()))?
         .try_get(0)?;
-    let inserted = sqlx::query(
+    let inserted = crate::store::query(
         "INSERT INTO machines (operator_id, code, kind, terminal_id, site, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(operator)
@@ -134,18 +133,19 @@ async fn create_machine(
         Err(e) => return Err(e.into()),
     };
     for s in &m.slots {
-        let product = sqlx::query("SELECT id FROM products WHERE id = $1 AND operator_id = $2")
-            .bind(s.product_id)
-            .bind(operator)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let product =
+            crate::store::query("SELECT id FROM products WHERE id = $1 AND operator_id = $2")
+                .bind(s.product_id)
+                .bind(operator)
+                .fetch_optional(&mut *tx)
+                .await?;
         if product.is_none() {
             return Err(unprocessable(format!(
                 "slot {}: product {} not found",
                 s.code, s.product_id
             )));
         }
-        sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, $5, $6)")
+        crate::store::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(machine_id)
             .bind(&s.code)
             .bind(s.product_id)
@@ -204,7 +204,7 @@ async fn clear_fault(
     State(svc): State<Arc<Services>>,
     Path(code): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let done = sqlx::query("UPDATE machines SET fault = NULL WHERE code = $1")
+    let done = crate::store::query("UPDATE machines SET fault = NULL WHERE code = $1")
         .bind(&code)
         .execute(&svc.db.pool)
         .await?;

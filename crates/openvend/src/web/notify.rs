@@ -16,7 +16,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use sqlx::Row as _;
 
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::services::Services;
@@ -101,7 +100,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
             n.total_amount, order.total
         )));
     }
-    let seller_pid: String = sqlx::query("SELECT seller_pid FROM operators WHERE id = $1")
+    let seller_pid: String = crate::store::query("SELECT seller_pid FROM operators WHERE id = $1")
         .bind(order.operator_id)
         .fetch_one(&svc.db.pool)
         .await?
@@ -113,7 +112,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     }
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    let first = sqlx::query(
+    let first = crate::store::query(
         "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (notify_id, trade_status) DO NOTHING",
     )

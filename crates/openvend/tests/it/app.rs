@@ -2,7 +2,6 @@
 
 use openvend::app::App;
 use openvend::config::Settings;
-use sqlx::Row as _;
 
 fn settings(dir: &std::path::Path) -> Settings {
     Settings {
@@ -45,7 +44,7 @@ async fn the_embedded_defaults_start_and_a_restart_keeps_the_demo_fleet_once() {
 
     // Build again on the same folder: same data, no second demo fleet.
     let app = App::build(settings(dir.path())).await.unwrap();
-    let machines: i64 = sqlx::query("SELECT COUNT(*) FROM machines")
+    let machines: i64 = openvend::store::query("SELECT COUNT(*) FROM machines")
         .fetch_one(&app.db.pool)
         .await
         .unwrap()

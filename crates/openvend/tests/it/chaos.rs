@@ -65,7 +65,7 @@ pub fn drain(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog) {
 
 /// What keeps a run from having settled: open orders, jobs, unfinished refunds.
 pub async fn stuck(db: &openvend::store::Db) -> Vec<String> {
-    sqlx::query(
+    openvend::store::query(
         "SELECT 'order ' || out_trade_no || ' ' || state FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed') \
          UNION ALL SELECT 'job ' || kind || ' ' || dedup_key || ' attempts ' || CAST(attempts AS TEXT) || ' run_at ' || CAST(run_at AS TEXT) || ' ' || COALESCE(last_error, '') FROM jobs \
          UNION ALL SELECT 'refund ' || out_request_no || ' ' || state FROM refunds WHERE state <> 'succeeded'",
@@ -74,12 +74,12 @@ pub async fn stuck(db: &openvend::store::Db) -> Vec<String> {
     .await
     .unwrap()
     .iter()
-    .map(|row| sqlx::Row::get(row, 0))
+    .map(|row| row.get(0))
     .collect()
 }
 
 pub async fn all_settled(db: &openvend::store::Db) -> bool {
-    let pending: i64 = sqlx::query(
+    let pending: i64 = openvend::store::query(
         "SELECT (SELECT COUNT(*) FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed')) \
          + (SELECT COUNT(*) FROM refunds WHERE state <> 'succeeded') + (SELECT COUNT(*) FROM jobs) AS n",
     )
@@ -194,24 +194,25 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
     for (_, events) in machines.iter_mut() {
         drain(events, &mut log);
     }
-    let states: Vec<String> = sqlx::query(
+    let states: Vec<String> = openvend::store::query(
         "SELECT state || ' ' || CAST(COUNT(*) AS TEXT) FROM orders GROUP BY state ORDER BY state",
     )
     .fetch_all(&r.app_services.db.pool)
     .await
     .unwrap()
     .iter()
-    .map(|row| sqlx::Row::get(row, 0))
+    .map(|row| row.get(0))
     .collect();
     println!(
         "orders: {states:?}; units vended: {}",
         log.values().sum::<u32>()
     );
     invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
-    let completed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE state = 'completed'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .map(|row| openvend::store::get_int(&row, "n").unwrap())
-        .unwrap();
+    let completed: i64 =
+        openvend::store::query("SELECT COUNT(*) AS n FROM orders WHERE state = 'completed'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap())
+            .unwrap();
     assert!(completed > 0, "the chaos run sold nothing (seed {seed})");
 }

@@ -6,7 +6,6 @@
 use openvend::domain::order::OrderState;
 use openvend::sim::SimEvent;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use crate::flow::{expect_qr, log_vend, machine, next_business, pay, settle, slot};
 use crate::invariants::{self, VendLog};
@@ -45,7 +44,7 @@ async fn f21_a_machine_clock_400_s_ahead_is_told_the_time_and_sells() {
     let r = start().await;
     let log = sell_one(&r, 400_000).await;
     // The refused request left nothing behind: one order, one event per message accepted.
-    let orders: i64 = sqlx::query("SELECT COUNT(*) FROM orders")
+    let orders: i64 = openvend::store::query("SELECT COUNT(*) FROM orders")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -105,11 +104,12 @@ async fn http_heartbeat(r: &Running, secret: &str, ts: i64) -> (u16, Value) {
 #[tokio::test]
 async fn f21_an_http_machine_400_s_off_gets_the_server_time_and_its_retry_passes() {
     let r = start().await;
-    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .get(0);
+    let secret: String =
+        openvend::store::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap()
+            .get(0);
     let machine_clock = r.app_services.now() - 400_000;
     let (status, body) = http_heartbeat(&r, &secret, machine_clock).await;
     assert_eq!(status, 401, "{body}");

@@ -244,11 +244,12 @@ async fn f24_connection_resets_mid_transaction_leave_no_partial_state() {
         drain(events, &mut log);
     }
     invariants::check(&db, &r.sandbox_url, Some(&log)).await;
-    let completed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE state = 'completed'")
-        .fetch_one(&db.pool)
-        .await
-        .map(|row| openvend::store::get_int(&row, "n").unwrap())
-        .unwrap();
+    let completed: i64 =
+        openvend::store::query("SELECT COUNT(*) AS n FROM orders WHERE state = 'completed'")
+            .fetch_one(&db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap())
+            .unwrap();
     assert!(
         answered > 0 && completed > 0,
         "nothing sold through the resets"

@@ -20,7 +20,6 @@ use openvend::device::protocol::{
 use openvend::device::{Clock as _, DeviceChannel, DeviceEvent, ManualClock, SystemClock, signing};
 use openvend::store::Db;
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
-use sqlx::Row as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,12 +50,12 @@ struct Fixture {
 async fn fixture_on(db: Db, dir: Option<tempfile::TempDir>) -> Fixture {
     db.migrate().await.unwrap();
     let now = SystemClock.now_ms();
-    sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ('Op', '2088', 'collection', $1)")
+    openvend::store::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ('Op', '2088', 'collection', $1)")
         .bind(now)
         .execute(&db.pool)
         .await
         .unwrap();
-    let op: i64 = sqlx::query("SELECT MAX(id) FROM operators")
+    let op: i64 = openvend::store::query("SELECT MAX(id) FROM operators")
         .fetch_one(&db.pool)
         .await
         .unwrap()
@@ -64,7 +63,7 @@ async fn fixture_on(db: Db, dir: Option<tempfile::TempDir>) -> Fixture {
         .unwrap();
     let (m1, m2) = (unique("VMa"), unique("VMb"));
     for (code, secret) in [(&m1, SECRET_1), (&m2, SECRET_2)] {
-        sqlx::query("INSERT INTO machines (operator_id, code, kind, terminal_id, secret, created_at) VALUES ($1, $2, 'vending', $3, $4, $5)")
+        openvend::store::query("INSERT INTO machines (operator_id, code, kind, terminal_id, secret, created_at) VALUES ($1, $2, 'vending', $3, $4, $5)")
             .bind(op)
             .bind(code)
             .bind(format!("T{code}"))
@@ -99,7 +98,7 @@ async fn postgres_fixture() -> Fixture {
         .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL to run the PostgreSQL suite");
     let schema = format!("dev{}", unique("s").to_lowercase().replace('x', "_"));
     let admin = Db::connect(&base, false).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+    openvend::store::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)
         .await
         .unwrap();
@@ -135,7 +134,7 @@ impl Fixture {
     }
 
     async fn count(&self, table: &str) -> i64 {
-        sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        openvend::store::query(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&self.db.pool)
             .await
             .unwrap()
@@ -278,6 +277,39 @@ async fn ledger_story(mut f: Fixture) {
 
     // Only the three accepted events were recorded.
     assert_eq!(f.count("device_events").await, 3);
+
+    // A command sent once per key (a job retried after recording it) is one command with
+    // one id, re-delivered by the ledger, never a second one.
+    let commands = f.count("device_commands").await;
+    let refusal = || Command::SaleRefused {
+        request_id: "r-9".into(),
+        reason: "slot empty".into(),
+    };
+    let k1 = f
+        .channel
+        .send_once(&m1, refusal(), "buy:r-9")
+        .await
+        .unwrap();
+    let k2 = f
+        .channel
+        .send_once(&m1, refusal(), "buy:r-9")
+        .await
+        .unwrap();
+    assert_eq!(k1, k2);
+    assert_eq!(f.count("device_commands").await, commands + 1);
+    let pending = f.channel.pending_for(&m1).await.unwrap();
+    assert_eq!(
+        pending.iter().filter(|c| c.command_id == k1).count(),
+        1,
+        "the keyed command waits once"
+    );
+    // The same key on another machine is another command.
+    let other = f
+        .channel
+        .send_once(&m2, refusal(), "buy:r-9")
+        .await
+        .unwrap();
+    assert_ne!(other, k1);
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use openvend::domain::order::OrderState;
 use openvend::sim::SimEvent;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use crate::flow::{commands, expect_qr, log_vend, machine, next_business, pay, settle, slot};
 use crate::invariants::{self, VendLog};
@@ -33,7 +32,7 @@ async fn sandbox_trade(r: &Running, out_trade_no: &str) -> Value {
 
 /// The refunds of an order: (out_request_no, amount, state).
 async fn refunds(r: &Running, out_trade_no: &str) -> Vec<(String, i64, String)> {
-    sqlx::query(
+    openvend::store::query(
         "SELECT r.out_request_no, r.amount_fen, r.state FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o.out_trade_no = $1 ORDER BY r.id",
     )
     .bind(out_trade_no)
@@ -315,7 +314,7 @@ async fn f22_machines_cut_off_for_ten_minutes_settle_every_order_and_never_vend_
     );
     settle(&r, 0).await;
     drive_until(&r, 61_000, "refunds settled", || async {
-        sqlx::query("SELECT COUNT(*) AS n FROM refunds WHERE state <> 'succeeded'")
+        openvend::store::query("SELECT COUNT(*) AS n FROM refunds WHERE state <> 'succeeded'")
             .fetch_one(&r.app_services.db.pool)
             .await
             .map(|row| openvend::store::get_int(&row, "n").unwrap() == 0)

@@ -8,7 +8,6 @@ use std::time::Duration;
 use openvend::domain::order::OrderState;
 use openvend::sim::{MachineSim, SimEvent, SimSettings};
 use serde_json::{Value, json};
-use sqlx::Row as _;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::invariants::{self, VendLog};
@@ -22,7 +21,7 @@ pub async fn machine(
     code: &str,
     tweak: impl FnOnce(&mut SimSettings),
 ) -> (MachineSim, UnboundedReceiver<SimEvent>) {
-    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = $1")
+    let secret: String = openvend::store::query("SELECT secret FROM machines WHERE code = $1")
         .bind(code)
         .fetch_one(&r.app_services.db.pool)
         .await
@@ -101,7 +100,7 @@ pub fn log_vend(log: &mut VendLog, ev: &SimEvent) {
 }
 
 pub async fn slot(r: &Running, machine: &str, code: &str) -> (i64, i64, bool) {
-    let row = sqlx::query(
+    let row = openvend::store::query(
         "SELECT s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = $1 AND s.code = $2",
     )
     .bind(machine)
@@ -114,22 +113,24 @@ pub async fn slot(r: &Running, machine: &str, code: &str) -> (i64, i64, bool) {
 }
 
 pub async fn commands(r: &Running, out_trade_no: &str, kind: &str) -> Vec<String> {
-    sqlx::query("SELECT state FROM device_commands WHERE order_id = $1 AND kind = $2 ORDER BY id")
-        .bind(out_trade_no)
-        .bind(kind)
-        .fetch_all(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
+    openvend::store::query(
+        "SELECT state FROM device_commands WHERE order_id = $1 AND kind = $2 ORDER BY id",
+    )
+    .bind(out_trade_no)
+    .bind(kind)
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
 }
 
 /// Waits until no job is due within `horizon_ms` of the server clock (the flow has settled).
 pub async fn settle(r: &Running, horizon_ms: i64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let due: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE run_at <= $1")
+        let due: i64 = openvend::store::query("SELECT COUNT(*) AS n FROM jobs WHERE run_at <= $1")
             .bind(r.app_services.now() + horizon_ms)
             .fetch_one(&r.app_services.db.pool)
             .await
@@ -199,7 +200,7 @@ async fn a_machine_asks_to_buy_the_buyer_pays_and_the_goods_come_out() {
     settle(&r, 0).await;
     // A finished sale leaves nothing waiting: the payment poll ended with the payment and the
     // dispense watch with the result, instead of waking later to find nothing to do.
-    let waiting: Vec<String> = sqlx::query("SELECT dedup_key FROM jobs")
+    let waiting: Vec<String> = openvend::store::query("SELECT dedup_key FROM jobs")
         .fetch_all(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -384,18 +385,19 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
         (first.as_str(), qr1.as_str()),
         (again.as_str(), qr2.as_str())
     );
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE request_id = 'r-same-1'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .map(|row| openvend::store::get_int(&row, "n").unwrap())
-        .unwrap();
+    let n: i64 =
+        openvend::store::query("SELECT COUNT(*) AS n FROM orders WHERE request_id = 'r-same-1'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap())
+            .unwrap();
     assert_eq!(n, 1);
     // A faulty machine sells nothing until the operator clears the fault.
     sim.fault("MOTOR_A1", "motor current high").await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let fault: Option<String> =
-            sqlx::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
+            openvend::store::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
                 .fetch_one(&r.app_services.db.pool)
                 .await
                 .unwrap()
@@ -533,24 +535,25 @@ impl HttpMachine {
 #[tokio::test]
 async fn a_machine_on_the_http_fallback_sells_the_same_way() {
     let r = start().await;
-    let secret: String = sqlx::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .get(0);
+    let secret: String =
+        openvend::store::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap()
+            .get(0);
     let m = HttpMachine {
         base: r.http_url.clone(),
         code: "FM-0001".into(),
         secret,
         n: Default::default(),
     };
-    sqlx::query("UPDATE machines SET last_heartbeat_at = NULL WHERE code = 'FM-0001'")
+    openvend::store::query("UPDATE machines SET last_heartbeat_at = NULL WHERE code = 'FM-0001'")
         .execute(&r.app_services.db.pool)
         .await
         .unwrap();
     m.event("heartbeat", json!({})).await;
     // A heartbeat marks the machine alive and is not kept as an event.
-    let row = sqlx::query("SELECT m.last_heartbeat_at, (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS kept FROM machines m WHERE m.code = 'FM-0001'")
+    let row = openvend::store::query("SELECT m.last_heartbeat_at, (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS kept FROM machines m WHERE m.code = 'FM-0001'")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap();
@@ -600,12 +603,13 @@ async fn f13_f14_a_partly_dispensed_order_refunds_exactly_the_missing_units() {
     let o = wait_for_state(&r, &order, OrderState::Completed).await;
     settle(&r, 0).await;
     // The jammed unit and the one lost to a power cut are refunded, once, under one number.
-    let refunds =
-        sqlx::query("SELECT out_request_no, amount_fen, state FROM refunds WHERE order_id = $1")
-            .bind(o.id)
-            .fetch_all(&r.app_services.db.pool)
-            .await
-            .unwrap();
+    let refunds = openvend::store::query(
+        "SELECT out_request_no, amount_fen, state FROM refunds WHERE order_id = $1",
+    )
+    .bind(o.id)
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap();
     assert_eq!(refunds.len(), 1);
     assert_eq!(
         openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),

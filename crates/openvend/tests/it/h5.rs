@@ -11,7 +11,6 @@ use std::time::Duration;
 use openvend::domain::order::OrderState;
 use openvend::store::orders;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use crate::sale::{Running, start, start_with, wait_for_state};
 
@@ -136,7 +135,7 @@ fn at(r: &Running, path: &str) -> String {
 }
 
 pub async fn count(r: &Running, sql: &str) -> i64 {
-    let row = sqlx::query(sql)
+    let row = openvend::store::query(sql)
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap();
@@ -332,7 +331,7 @@ async fn a_new_buyer_signs_up_orders_pays_and_comes_back_without_a_prompt() {
         count(&r, &format!("SELECT COUNT(*) FROM alipay_users WHERE id_kind = 'user_id' AND alipay_id = '{buyer}'")).await,
         1
     );
-    let stored: String = sqlx::query("SELECT phone_sealed || phone_index FROM accounts")
+    let stored: String = openvend::store::query("SELECT phone_sealed || phone_index FROM accounts")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -356,7 +355,7 @@ async fn a_new_buyer_signs_up_orders_pays_and_comes_back_without_a_prompt() {
         .unwrap();
     assert_eq!((o.state, o.total.0), (OrderState::AwaitingPayment, 900));
     assert_eq!(reserved(&r, "A1").await, 2);
-    let channel: String = sqlx::query("SELECT channel FROM orders WHERE id = $1")
+    let channel: String = openvend::store::query("SELECT channel FROM orders WHERE id = $1")
         .bind(id)
         .fetch_one(&r.app_services.db.pool)
         .await
@@ -367,7 +366,7 @@ async fn a_new_buyer_signs_up_orders_pays_and_comes_back_without_a_prompt() {
     assert_eq!(trade.buyer_user_id.as_deref(), Some(buyer.as_str()));
     assert_eq!(trade.terminal_id.as_deref(), Some("VM0001"));
     assert_eq!(trade.total_fen, 900);
-    let pid: String = sqlx::query("SELECT seller_pid FROM operators")
+    let pid: String = openvend::store::query("SELECT seller_pid FROM operators")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -465,11 +464,12 @@ async fn in_open_id_mode_buyers_are_keyed_by_open_id_and_trades_use_buyer_open_i
     let buyer = new_buyer(&r, "open");
     let mut b = Browser::new().english();
     sign_up(&r, &mut b, &buyer, "15000150000").await;
-    let (kind, id): (String, String) = sqlx::query("SELECT id_kind, alipay_id FROM alipay_users")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap();
+    let (kind, id): (String, String) =
+        openvend::store::query("SELECT id_kind, alipay_id FROM alipay_users")
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .map(|row| (row.get(0), row.get(1)))
+            .unwrap();
     assert_eq!(kind, "open_id");
     assert_ne!(id, buyer, "the app sees an open_id, not the user id");
 

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use openvend::store::{Db, get_int};
 use serde_json::Value;
-use sqlx::Row as _;
 
 /// Units that physically left machines, per order (from the simulators' own log).
 pub type VendLog = HashMap<String, u32>;
@@ -25,10 +24,12 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         .iter()
         .map(|t| (t["out_trade_no"].as_str().unwrap().to_owned(), t))
         .collect();
-    let orders = sqlx::query("SELECT id, out_trade_no, state, total_fen, refunded_fen FROM orders")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+    let orders = openvend::store::query(
+        "SELECT id, out_trade_no, state, total_fen, refunded_fen FROM orders",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     let mut problems = Vec::new();
     for o in &orders {
         let id: i64 = o.try_get("id").unwrap();
@@ -41,7 +42,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
             t["buyer_user_id"].is_string() && t["trade_status"] != "WAIT_BUYER_PAY"
         });
         let alipay_refunded = trade.map_or(0, |t| t["refunded_fen"].as_i64().unwrap_or(0));
-        let succeeded: i64 = sqlx::query(
+        let succeeded: i64 = openvend::store::query(
             "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM refunds WHERE order_id = $1 AND state = 'succeeded'",
         )
         .bind(id)
@@ -49,7 +50,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         .await
         .map(|r| get_int(&r, "n").unwrap())
         .unwrap();
-        let open_refunds: i64 = sqlx::query(
+        let open_refunds: i64 = openvend::store::query(
             "SELECT COUNT(*) AS n FROM refunds WHERE order_id = $1 AND state <> 'succeeded'",
         )
         .bind(id)
@@ -57,7 +58,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         .await
         .map(|r| get_int(&r, "n").unwrap())
         .unwrap();
-        let dispenses: i64 = sqlx::query(
+        let dispenses: i64 = openvend::store::query(
             "SELECT COUNT(*) AS n FROM device_commands WHERE order_id = $1 AND kind = 'dispense' AND state IN ('acknowledged', 'done')",
         )
         .bind(&out)
@@ -65,7 +66,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         .await
         .map(|r| get_int(&r, "n").unwrap())
         .unwrap();
-        let units = sqlx::query("SELECT state FROM vend_results WHERE order_id = $1")
+        let units = openvend::store::query("SELECT state FROM vend_results WHERE order_id = $1")
             .bind(id)
             .fetch_all(&db.pool)
             .await
@@ -75,7 +76,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
             .iter()
             .filter(|u| u.get::<String, _>(0) == "dispensed")
             .count() as u32;
-        let ordered: i64 = sqlx::query(
+        let ordered: i64 = openvend::store::query(
             "SELECT CAST(COALESCE(SUM(qty), 0) AS BIGINT) AS n FROM order_lines WHERE order_id = $1",
         )
         .bind(id)
@@ -145,7 +146,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
                 if !alipay_paid {
                     bad("completed without payment".into());
                 }
-                let failed_value: i64 = sqlx::query(
+                let failed_value: i64 = openvend::store::query(
                     "SELECT CAST(COALESCE(SUM(l.unit_price_fen), 0) AS BIGINT) AS n FROM vend_results v JOIN order_lines l ON l.order_id = v.order_id AND l.line_no = v.line_no WHERE v.order_id = $1 AND v.state IN ('failed', 'indeterminate')",
                 )
                 .bind(id)
@@ -163,7 +164,7 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
         }
     }
     // Reservations are released once nothing is in flight; stock never goes negative.
-    let slots = sqlx::query("SELECT s.code, s.stock, s.reserved FROM slots s")
+    let slots = openvend::store::query("SELECT s.code, s.stock, s.reserved FROM slots s")
         .fetch_all(&db.pool)
         .await
         .unwrap();

@@ -7,7 +7,6 @@ use std::time::Duration;
 use openvend::domain::order::OrderState;
 use openvend::pay::sale::start_qr_sale;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use crate::sale::{control, sale, start, wait_for_state};
 
@@ -18,7 +17,7 @@ async fn an_unpaid_qr_order_is_cancelled_when_time_is_up_and_its_stock_released(
         .await
         .unwrap();
     let reserved = || async {
-        let row = sqlx::query("SELECT reserved FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = 'VM-0001' AND s.code = 'A3'")
+        let row = openvend::store::query("SELECT reserved FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = 'VM-0001' AND s.code = 'A3'")
             .fetch_one(&r.app_services.db.pool)
             .await
             .unwrap();
@@ -113,7 +112,7 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let refunds: i64 = sqlx::query("SELECT COUNT(*) FROM refunds")
+    let refunds: i64 = openvend::store::query("SELECT COUNT(*) FROM refunds")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -211,7 +210,7 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
             .any(|e| e.2 == "paid" && e.3.contains("query")),
         "{timeline:?}"
     );
-    let dispense: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
+    let dispense: i64 = openvend::store::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()

@@ -11,7 +11,6 @@ use openvend::pay::sale::{SaleError, SaleItem, SaleRequest, start_qr_sale};
 use openvend::services::now_ms;
 use openvend::store::orders;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 pub struct Running {
     pub app_services: std::sync::Arc<openvend::services::Services>,
@@ -74,7 +73,7 @@ pub async fn start_with(change: impl FnOnce(&mut Settings)) -> Running {
 
 /// Sales need a machine that is online: record a heartbeat for every machine now.
 pub async fn mark_machines_online(r: &Running) {
-    sqlx::query("UPDATE machines SET online = TRUE, last_heartbeat_at = $1")
+    openvend::store::query("UPDATE machines SET online = TRUE, last_heartbeat_at = $1")
         .bind(r.app_services.now())
         .execute(&r.app_services.db.pool)
         .await
@@ -102,20 +101,21 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
             return o;
         }
         if tokio::time::Instant::now() >= deadline {
-            let jobs: Vec<String> = sqlx::query("SELECT kind, run_at, last_error FROM jobs")
-                .fetch_all(&r.app_services.db.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|j| {
-                    format!(
-                        "{} at {:?}: {:?}",
-                        j.get::<String, _>(0),
-                        j.try_get::<i64, _>(1).ok(),
-                        j.try_get::<Option<String>, _>(2).ok()
-                    )
-                })
-                .collect();
+            let jobs: Vec<String> =
+                openvend::store::query("SELECT kind, run_at, last_error FROM jobs")
+                    .fetch_all(&r.app_services.db.pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|j| {
+                        format!(
+                            "{} at {:?}: {:?}",
+                            j.get::<String, _>(0),
+                            j.try_get::<i64, _>(1).ok(),
+                            j.try_get::<Option<String>, _>(2).ok()
+                        )
+                    })
+                    .collect();
             panic!(
                 "order stuck in {:?}, wanted {want:?}; now {}; jobs: {jobs:?}",
                 o.state,
@@ -164,12 +164,13 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
     assert!(order.trade_no.is_some());
     let db = &r.app_services.db;
-    let dispense_jobs: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let dispense_jobs: i64 =
+        openvend::store::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
     assert_eq!(dispense_jobs, 1);
 
     // The sandbox saw `success` and stopped.
@@ -192,7 +193,7 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
     let body = alipay_sandbox::notify::signed_body(&r.sandbox, &params);
     let resp = post_notify(&r, body).await;
     assert_eq!(resp, (200, "success".to_owned()));
-    let processed: i64 = sqlx::query("SELECT COUNT(*) FROM processed_notifications")
+    let processed: i64 = openvend::store::query("SELECT COUNT(*) FROM processed_notifications")
         .fetch_one(&db.pool)
         .await
         .unwrap()
@@ -247,7 +248,7 @@ async fn forged_or_altered_notifications_are_refused_and_change_nothing() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     };
-    let seller: String = sqlx::query("SELECT seller_pid FROM operators")
+    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()
@@ -316,7 +317,7 @@ async fn a_sale_of_an_empty_or_unknown_slot_is_refused_at_once_with_the_reason()
     .await
     .unwrap_err();
     assert!(matches!(err, SaleError::BadItems), "{err}");
-    let orders: i64 = sqlx::query("SELECT COUNT(*) FROM orders")
+    let orders: i64 = openvend::store::query("SELECT COUNT(*) FROM orders")
         .fetch_one(&r.app_services.db.pool)
         .await
         .unwrap()

@@ -1,7 +1,6 @@
 //! The store "story": the same sequence of operations on SQLite and on PostgreSQL.
 
 use openvend::store::{Db, StoreError, jobs};
-use sqlx::Row as _;
 
 async fn sqlite_db() -> (Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -16,7 +15,7 @@ pub async fn postgres_url_if_asked() -> Option<String> {
     let base = std::env::var("OPENVEND_TEST_POSTGRES").ok()?;
     let schema = unique_schema();
     let admin = Db::connect(&base, false).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+    openvend::store::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)
         .await
         .unwrap();
@@ -30,7 +29,7 @@ async fn postgres_db() -> Db {
         .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL suite");
     let schema = unique_schema();
     let admin = Db::connect(&base, false).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+    openvend::store::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)
         .await
         .unwrap();
@@ -160,7 +159,7 @@ async fn story(db: &Db) {
     db.migrate().await.unwrap(); // a second run applies nothing
 
     // The fleet.
-    let op: i64 = sqlx::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+    let op: i64 = openvend::store::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
         .bind("Demo")
         .bind("2088000000000001")
         .bind("collection")
@@ -170,7 +169,7 @@ async fn story(db: &Db) {
         .unwrap()
         .try_get(0)
         .unwrap();
-    let machine: i64 = sqlx::query(
+    let machine: i64 = openvend::store::query(
         "INSERT INTO machines (operator_id, code, kind, terminal_id, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(op)
@@ -184,7 +183,7 @@ async fn story(db: &Db) {
     .unwrap()
     .try_get(0)
     .unwrap();
-    let product: i64 = sqlx::query(
+    let product: i64 = openvend::store::query(
         "INSERT INTO products (operator_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(op)
@@ -195,7 +194,7 @@ async fn story(db: &Db) {
     .unwrap()
     .try_get(0)
     .unwrap();
-    sqlx::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, 'A1', $2, 350, 10, 2)")
+    openvend::store::query("INSERT INTO slots (machine_id, code, product_id, price_fen, capacity, stock) VALUES ($1, 'A1', $2, 350, 10, 2)")
         .bind(machine)
         .bind(product)
         .execute(&db.pool)
@@ -204,7 +203,7 @@ async fn story(db: &Db) {
 
     // Reserving is a conditional update: it cannot oversell.
     let reserve = |qty: i32| {
-        sqlx::query(
+        openvend::store::query(
             "UPDATE slots SET reserved = reserved + $1 WHERE machine_id = $2 AND code = 'A1' AND enabled AND stock - reserved >= $1",
         )
         .bind(qty)
@@ -219,7 +218,7 @@ async fn story(db: &Db) {
     );
 
     // States are checked by the database too.
-    let bad = sqlx::query(
+    let bad = openvend::store::query(
         "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at) \
          VALUES ('o1', $1, $2, 'qr', 'PAID', 350, 1, 1, 2)",
     )
@@ -228,7 +227,7 @@ async fn story(db: &Db) {
     .execute(&db.pool)
     .await;
     assert!(bad.is_err(), "an unknown state is refused");
-    let over = sqlx::query(
+    let over = openvend::store::query(
         "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, refunded_fen, created_at, updated_at, expires_at) \
          VALUES ('o2', $1, $2, 'qr', 'paid', 350, 351, 1, 1, 2)",
     )

@@ -9,7 +9,6 @@ use openvend::pay::sale::start_qr_sale;
 use openvend::pay::vend::{ReportedVend, UnitResult, VendError, record_results};
 use openvend::store::orders;
 use serde_json::json;
-use sqlx::Row as _;
 
 use crate::sale::{Running, control, sale, start, wait_for_state};
 
@@ -31,7 +30,7 @@ async fn paid_order(r: &Running, slot: &str, qty: u32) -> orders::Order {
 }
 
 async fn slot_row(r: &Running, slot: &str) -> (i64, i64, bool) {
-    let row = sqlx::query(
+    let row = openvend::store::query(
         "SELECT s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) FROM slots s JOIN machines m ON m.id = s.machine_id WHERE m.code = 'VM-0001' AND s.code = $1",
     )
     .bind(slot)
@@ -49,11 +48,12 @@ async fn slot_row(r: &Running, slot: &str) -> (i64, i64, bool) {
 async fn wait_for_refund_state(r: &Running, order_id: i64, want: &str) -> (String, i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let row = sqlx::query("SELECT state, amount_fen FROM refunds WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_one(&r.app_services.db.pool)
-            .await
-            .unwrap();
+        let row =
+            openvend::store::query("SELECT state, amount_fen FROM refunds WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_one(&r.app_services.db.pool)
+                .await
+                .unwrap();
         let state: String = row.try_get(0).unwrap();
         if state == want {
             return (state, row.try_get(1).unwrap());

@@ -1,0 +1,835 @@
+//! The one way the rest of OpenVend runs SQL, on either engine.
+//!
+//! `query(sql).bind(..).fetch_one(executor)` reads like sqlx and returns [`Row`]s of plain
+//! [`Value`]s. PostgreSQL goes through sqlx's pool. SQLite runs in the calling task, on the
+//! one connection the process keeps: a statement takes microseconds, while handing it to a
+//! connection thread and back (what sqlx does) costs two thread wake-ups per statement, which
+//! cost more than the statements themselves. A transaction holds the connection until it
+//! commits or is dropped (rolled back); as before, nothing awaits the network inside one.
+//!
+//! Errors stay `sqlx::Error`, so callers see one error type: SQLite's are wrapped as
+//! `sqlx::Error::Database` with the constraint kind mapped.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgRow, Postgres};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// How long a caller waits for the SQLite connection before giving up, like a pool's
+/// acquire timeout.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The declared kind of a value, kept for NULLs so PostgreSQL gets a typed parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 64-bit integer.
+    Int,
+    /// Double.
+    Real,
+    /// UTF-8 text.
+    Text,
+    /// Bytes.
+    Blob,
+    /// Boolean (an integer 0/1 on SQLite).
+    Bool,
+}
+
+/// A parameter or a column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL of a kind.
+    Null(Kind),
+    /// Integer.
+    Int(i64),
+    /// Double.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// Boolean.
+    Bool(bool),
+}
+
+impl Value {
+    fn describe(&self) -> &'static str {
+        match self {
+            Value::Null(_) => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Real(_) => "a real",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "bytes",
+            Value::Bool(_) => "a boolean",
+        }
+    }
+}
+
+/// A Rust value that can be bound as a parameter.
+pub trait Encode {
+    /// The kind a NULL of this type has.
+    const KIND: Kind;
+    /// The value.
+    fn encode(self) -> Value;
+}
+
+macro_rules! encode_int {
+    ($($t:ty),*) => {$(
+        impl Encode for $t {
+            const KIND: Kind = Kind::Int;
+            fn encode(self) -> Value {
+                Value::Int(i64::from(self))
+            }
+        }
+    )*};
+}
+encode_int!(i64, i32, i16, u32, u16, u8);
+
+impl Encode for bool {
+    const KIND: Kind = Kind::Bool;
+    fn encode(self) -> Value {
+        Value::Bool(self)
+    }
+}
+impl Encode for f64 {
+    const KIND: Kind = Kind::Real;
+    fn encode(self) -> Value {
+        Value::Real(self)
+    }
+}
+impl Encode for String {
+    const KIND: Kind = Kind::Text;
+    fn encode(self) -> Value {
+        Value::Text(self)
+    }
+}
+impl Encode for &str {
+    const KIND: Kind = Kind::Text;
+    fn encode(self) -> Value {
+        Value::Text(self.to_owned())
+    }
+}
+impl Encode for &String {
+    const KIND: Kind = Kind::Text;
+    fn encode(self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+impl Encode for Vec<u8> {
+    const KIND: Kind = Kind::Blob;
+    fn encode(self) -> Value {
+        Value::Blob(self)
+    }
+}
+impl Encode for &[u8] {
+    const KIND: Kind = Kind::Blob;
+    fn encode(self) -> Value {
+        Value::Blob(self.to_vec())
+    }
+}
+impl<T: Encode> Encode for Option<T> {
+    const KIND: Kind = T::KIND;
+    fn encode(self) -> Value {
+        match self {
+            Some(v) => v.encode(),
+            None => Value::Null(T::KIND),
+        }
+    }
+}
+impl<T: Encode + Clone> Encode for &Option<T> {
+    const KIND: Kind = T::KIND;
+    fn encode(self) -> Value {
+        self.clone().encode()
+    }
+}
+
+/// A Rust value a column can be read as.
+pub trait Decode: Sized {
+    /// The value, or why the column cannot be read as this type.
+    fn decode(value: &Value) -> Result<Self, String>;
+}
+
+fn mismatch<T>(want: &str, got: &Value) -> Result<T, String> {
+    Err(format!("expected {want}, found {}", got.describe()))
+}
+
+impl Decode for i64 {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Int(i) => Ok(*i),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            other => mismatch("an integer", other),
+        }
+    }
+}
+impl Decode for i32 {
+    fn decode(value: &Value) -> Result<Self, String> {
+        let wide = i64::decode(value)?;
+        i32::try_from(wide).map_err(|_| format!("{wide} does not fit a 32-bit integer"))
+    }
+}
+impl Decode for bool {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(i) => Ok(*i != 0),
+            other => mismatch("a boolean", other),
+        }
+    }
+}
+impl Decode for f64 {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Real(r) => Ok(*r),
+            // Exact for the integer ranges a column of ours holds.
+            #[allow(clippy::cast_precision_loss)]
+            Value::Int(i) => Ok(*i as f64),
+            other => mismatch("a real", other),
+        }
+    }
+}
+impl Decode for String {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Text(s) => Ok(s.clone()),
+            other => mismatch("text", other),
+        }
+    }
+}
+impl Decode for Vec<u8> {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Blob(b) => Ok(b.clone()),
+            Value::Text(s) => Ok(s.clone().into_bytes()),
+            other => mismatch("bytes", other),
+        }
+    }
+}
+impl<T: Decode> Decode for Option<T> {
+    fn decode(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Null(_) => Ok(None),
+            other => T::decode(other).map(Some),
+        }
+    }
+}
+
+/// A result row: column names and values.
+#[derive(Debug, Clone)]
+pub struct Row {
+    columns: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+/// A column by position or by name.
+pub trait ColumnIndex: fmt::Debug {
+    /// Its position in `row`.
+    fn position(&self, row: &Row) -> Result<usize, sqlx::Error>;
+}
+
+impl ColumnIndex for usize {
+    fn position(&self, row: &Row) -> Result<usize, sqlx::Error> {
+        if *self < row.values.len() {
+            Ok(*self)
+        } else {
+            Err(sqlx::Error::ColumnIndexOutOfBounds {
+                index: *self,
+                len: row.values.len(),
+            })
+        }
+    }
+}
+
+impl ColumnIndex for &str {
+    fn position(&self, row: &Row) -> Result<usize, sqlx::Error> {
+        row.columns
+            .iter()
+            .position(|c| c == self)
+            .ok_or_else(|| sqlx::Error::ColumnNotFound((*self).to_owned()))
+    }
+}
+
+impl Row {
+    /// The column read as `T`, or an error naming the column.
+    pub fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T, sqlx::Error> {
+        let at = index.position(self)?;
+        T::decode(&self.values[at]).map_err(|why| sqlx::Error::ColumnDecode {
+            index: format!("{index:?}"),
+            source: why.into(),
+        })
+    }
+
+    /// The column read as `T`.
+    ///
+    /// # Panics
+    /// When the column is missing or has another type: for tests and fixed queries only.
+    pub fn get<T: Decode, I: ColumnIndex>(&self, index: I) -> T {
+        match self.try_get(index) {
+            Ok(v) => v,
+            Err(e) => panic!("reading a column: {e}"),
+        }
+    }
+}
+
+/// What a statement did.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    rows_affected: u64,
+}
+
+impl Done {
+    /// Rows inserted, updated or deleted.
+    pub fn rows_affected(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// A statement and its parameters (`$1`, `$2` … on both engines).
+#[derive(Debug, Clone)]
+pub struct Query<'q> {
+    sql: &'q str,
+    args: Vec<Value>,
+}
+
+/// A statement to run.
+pub fn query(sql: &str) -> Query<'_> {
+    Query {
+        sql,
+        args: Vec::new(),
+    }
+}
+
+/// The executor's plumbing: public so [`Executor`] can name it, unreachable from outside.
+mod plumbing {
+    /// What the caller wants back.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Mode {
+        /// The number of rows changed.
+        Execute,
+        /// The first row.
+        Optional,
+        /// All rows.
+        All,
+    }
+
+    /// What a statement gave.
+    #[derive(Debug)]
+    pub enum Output {
+        /// The number of rows changed.
+        Done(super::Done),
+        /// Rows.
+        Rows(Vec<super::Row>),
+    }
+}
+use plumbing::{Mode, Output};
+
+impl<'q> Query<'q> {
+    /// Binds the next parameter.
+    #[must_use]
+    pub fn bind<T: Encode>(mut self, value: T) -> Self {
+        self.args.push(value.encode());
+        self
+    }
+
+    /// Runs the statement for its effect.
+    pub async fn execute<E: Executor>(self, executor: E) -> Result<Done, sqlx::Error> {
+        match executor.run(self, Mode::Execute).await? {
+            Output::Done(done) => Ok(done),
+            Output::Rows(_) => Ok(Done { rows_affected: 0 }),
+        }
+    }
+
+    /// The first row; `RowNotFound` when there is none.
+    pub async fn fetch_one<E: Executor>(self, executor: E) -> Result<Row, sqlx::Error> {
+        self.fetch_optional(executor)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional<E: Executor>(
+        self,
+        executor: E,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        match executor.run(self, Mode::Optional).await? {
+            Output::Rows(rows) => Ok(rows.into_iter().next()),
+            Output::Done(_) => Ok(None),
+        }
+    }
+
+    /// Every row.
+    pub async fn fetch_all<E: Executor>(self, executor: E) -> Result<Vec<Row>, sqlx::Error> {
+        match executor.run(self, Mode::All).await? {
+            Output::Rows(rows) => Ok(rows),
+            Output::Done(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Something a statement runs on: the pool, or a transaction's connection.
+pub trait Executor: Send {
+    /// Runs `query`.
+    fn run(
+        self,
+        query: Query<'_>,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Output, sqlx::Error>> + Send;
+}
+
+/// The database connections: SQLite's one connection, or a PostgreSQL pool.
+#[derive(Clone)]
+pub enum Pool {
+    /// The process's SQLite connection.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    /// A PostgreSQL pool.
+    Postgres(PgPool),
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pool::Sqlite(_) => f.write_str("Pool::Sqlite"),
+            Pool::Postgres(p) => f.debug_tuple("Pool::Postgres").field(p).finish(),
+        }
+    }
+}
+
+impl Pool {
+    /// The SQLite connection, waiting for the transaction that holds it.
+    async fn sqlite(
+        conn: &Arc<Mutex<rusqlite::Connection>>,
+    ) -> Result<OwnedMutexGuard<rusqlite::Connection>, sqlx::Error> {
+        tokio::time::timeout(SQLITE_ACQUIRE_TIMEOUT, conn.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+
+    /// Starts a transaction with `begin` (`BEGIN IMMEDIATE` takes SQLite's write lock up
+    /// front; PostgreSQL always uses its own `BEGIN`).
+    pub async fn begin_with(&self, begin: &str) -> Result<Tx, sqlx::Error> {
+        let conn = match self {
+            Pool::Sqlite(conn) => {
+                let guard = Pool::sqlite(conn).await?;
+                trace(begin);
+                guard.execute_batch(begin).map_err(sqlite_error)?;
+                Conn::Sqlite(guard)
+            }
+            Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx { conn })
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_with("BEGIN").await
+    }
+
+    /// Runs several statements (no parameters, no rows), e.g. a migration, outside a
+    /// transaction.
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Pool::Sqlite(conn) => {
+                let guard = Pool::sqlite(conn).await?;
+                trace(sql);
+                guard.execute_batch(sql).map_err(sqlite_error)
+            }
+            Pool::Postgres(pool) => {
+                sqlx::raw_sql(sql).execute(pool).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A transaction's connection.
+pub enum Conn {
+    /// The SQLite connection, inside `BEGIN`.
+    Sqlite(OwnedMutexGuard<rusqlite::Connection>),
+    /// A PostgreSQL transaction.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// Committed or rolled back.
+    Closed,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Conn::Sqlite(_) => "Conn::Sqlite",
+            Conn::Postgres(_) => "Conn::Postgres",
+            Conn::Closed => "Conn::Closed",
+        })
+    }
+}
+
+impl Conn {
+    /// Runs several statements (no parameters, no rows) inside the transaction.
+    pub async fn execute_batch(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Sqlite(conn) => {
+                trace(sql);
+                conn.execute_batch(sql).map_err(sqlite_error)
+            }
+            Conn::Postgres(tx) => {
+                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+                Ok(())
+            }
+            Conn::Closed => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
+/// An open transaction: statements run on it through `&mut *tx`; dropped without
+/// [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub struct Tx {
+    conn: Conn,
+}
+
+impl Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Tx {
+    /// Makes the transaction's writes durable and visible.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match std::mem::replace(&mut self.conn, Conn::Closed) {
+            Conn::Sqlite(conn) => {
+                trace("COMMIT");
+                if let Err(e) = conn.execute_batch("COMMIT") {
+                    // A failed COMMIT may leave the transaction open; never hand the
+                    // connection on inside it.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(sqlite_error(e));
+                }
+                Ok(())
+            }
+            Conn::Postgres(tx) => tx.commit().await,
+            Conn::Closed => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// Undoes the transaction's writes.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match std::mem::replace(&mut self.conn, Conn::Closed) {
+            Conn::Sqlite(conn) => conn.execute_batch("ROLLBACK").map_err(sqlite_error),
+            Conn::Postgres(tx) => tx.rollback().await,
+            Conn::Closed => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Conn::Sqlite(conn) = &self.conn {
+            // Dropped without commit (an error, a cancelled task): undo before the next
+            // caller gets the connection. A transaction SQLite already ended makes this a
+            // harmless error.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        // PostgreSQL: sqlx rolls back a dropped transaction itself.
+    }
+}
+
+impl Executor for &Pool {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+        match self {
+            Pool::Sqlite(conn) => {
+                let guard = Pool::sqlite(conn).await?;
+                run_sqlite(&guard, &query, mode)
+            }
+            Pool::Postgres(pool) => run_postgres(pool, query, mode).await,
+        }
+    }
+}
+
+impl Executor for &mut Conn {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+        match self {
+            Conn::Sqlite(conn) => run_sqlite(conn, &query, mode),
+            Conn::Postgres(tx) => run_postgres(&mut **tx, query, mode).await,
+            Conn::Closed => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
+impl Executor for &mut Tx {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+        (&mut self.conn).run(query, mode).await
+    }
+}
+
+fn trace(sql: &str) {
+    tracing::trace!(target: "openvend::sql", "{sql}");
+}
+
+// ---- SQLite -------------------------------------------------------------------------------
+
+/// Opens the SQLite database at `path` (`:memory:` for a private in-memory one).
+pub fn open_sqlite(path: &str, create: bool, setup: &str) -> Result<Pool, sqlx::Error> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.execute_batch(setup).map_err(sqlite_error)?;
+    Ok(Pool::Sqlite(Arc::new(Mutex::new(conn))))
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null(_) => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+            Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+        }))
+    }
+}
+
+fn from_sqlite(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null(Kind::Text),
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::Text(s.to_owned()),
+            Err(_) => Value::Blob(t.to_vec()),
+        },
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Which argument a parameter takes: `$N` and `?N` name their argument (as on PostgreSQL,
+/// whatever order they appear in); a bare `?` takes the next.
+fn argument_for(name: Option<&str>, position: usize) -> Result<usize, sqlx::Error> {
+    match name {
+        None => Ok(position),
+        Some(n) => n
+            .strip_prefix('$')
+            .or_else(|| n.strip_prefix('?'))
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .filter(|&i| i >= 1)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("SQL parameter {n}: use $1, $2 …"))),
+    }
+}
+
+fn run_sqlite(
+    conn: &rusqlite::Connection,
+    query: &Query<'_>,
+    mode: Mode,
+) -> Result<Output, sqlx::Error> {
+    trace(query.sql);
+    let mut stmt = conn.prepare_cached(query.sql).map_err(sqlite_error)?;
+    for position in 1..=stmt.parameter_count() {
+        let argument = argument_for(stmt.parameter_name(position), position)?;
+        let value = query.args.get(argument - 1).ok_or_else(|| {
+            sqlx::Error::Protocol(format!(
+                "SQL parameter ${argument} has no value ({} bound): {}",
+                query.args.len(),
+                query.sql
+            ))
+        })?;
+        stmt.raw_bind_parameter(position, value)
+            .map_err(sqlite_error)?;
+    }
+    let columns: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let mut rows = Vec::new();
+    let mut cursor = stmt.raw_query();
+    // Stepped to the end even when one row is wanted, so the statement's effects are complete.
+    while let Some(row) = cursor.next().map_err(sqlite_error)? {
+        if mode == Mode::All || (mode != Mode::Execute && rows.is_empty()) {
+            let mut values = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                values.push(from_sqlite(row.get_ref(i).map_err(sqlite_error)?));
+            }
+            rows.push(Row {
+                columns: Arc::clone(&columns),
+                values,
+            });
+        }
+    }
+    drop(cursor);
+    if mode == Mode::Execute {
+        let rows_affected = if stmt.readonly() { 0 } else { conn.changes() };
+        return Ok(Output::Done(Done { rows_affected }));
+    }
+    Ok(Output::Rows(rows))
+}
+
+/// A SQLite error as a database error; its extended code gives the constraint kind.
+#[derive(Debug)]
+struct SqliteError {
+    message: String,
+    code: Option<i32>,
+    source: rusqlite::Error,
+}
+
+impl fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SqliteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl sqlx::error::DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.map(|c| Cow::Owned(c.to_string()))
+    }
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                ErrorKind::UniqueViolation
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
+    };
+    sqlx::Error::Database(Box::new(SqliteError {
+        message: e.to_string(),
+        code,
+        source: e,
+    }))
+}
+
+// ---- PostgreSQL ---------------------------------------------------------------------------
+
+async fn run_postgres<'c, E>(
+    executor: E,
+    query: Query<'_>,
+    mode: Mode,
+) -> Result<Output, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let mut q = sqlx::query::<Postgres>(query.sql);
+    for value in query.args {
+        q = match value {
+            Value::Null(Kind::Int) => q.bind(None::<i64>),
+            Value::Null(Kind::Real) => q.bind(None::<f64>),
+            Value::Null(Kind::Text) => q.bind(None::<String>),
+            Value::Null(Kind::Blob) => q.bind(None::<Vec<u8>>),
+            Value::Null(Kind::Bool) => q.bind(None::<bool>),
+            Value::Int(i) => q.bind(i),
+            Value::Real(r) => q.bind(r),
+            Value::Text(s) => q.bind(s),
+            Value::Blob(b) => q.bind(b),
+            Value::Bool(b) => q.bind(b),
+        };
+    }
+    match mode {
+        Mode::Execute => Ok(Output::Done(Done {
+            rows_affected: q.execute(executor).await?.rows_affected(),
+        })),
+        Mode::Optional => {
+            let row = q.fetch_optional(executor).await?;
+            Ok(Output::Rows(
+                row.map(|r| from_postgres(&r))
+                    .transpose()?
+                    .into_iter()
+                    .collect(),
+            ))
+        }
+        Mode::All => {
+            let rows = q.fetch_all(executor).await?;
+            Ok(Output::Rows(
+                rows.iter().map(from_postgres).collect::<Result<_, _>>()?,
+            ))
+        }
+    }
+}
+
+fn from_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
+    use sqlx::{Column as _, TypeInfo as _};
+    let columns: Arc<[String]> = row.columns().iter().map(|c| c.name().to_owned()).collect();
+    let mut values = Vec::with_capacity(columns.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let value = match column.type_info().name() {
+            "INT8" => row
+                .try_get::<Option<i64>, _>(i)?
+                .map_or(Value::Null(Kind::Int), Value::Int),
+            "INT4" => row
+                .try_get::<Option<i32>, _>(i)?
+                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into())),
+            "INT2" => row
+                .try_get::<Option<i16>, _>(i)?
+                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into())),
+            "BOOL" => row
+                .try_get::<Option<bool>, _>(i)?
+                .map_or(Value::Null(Kind::Bool), Value::Bool),
+            "FLOAT8" => row
+                .try_get::<Option<f64>, _>(i)?
+                .map_or(Value::Null(Kind::Real), Value::Real),
+            "FLOAT4" => row
+                .try_get::<Option<f32>, _>(i)?
+                .map_or(Value::Null(Kind::Real), |v| Value::Real(v.into())),
+            "BYTEA" => row
+                .try_get::<Option<Vec<u8>>, _>(i)?
+                .map_or(Value::Null(Kind::Blob), Value::Blob),
+            "VOID" => Value::Null(Kind::Text),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN" => row
+                .try_get::<Option<String>, _>(i)?
+                .map_or(Value::Null(Kind::Text), Value::Text),
+            other => {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: column.name().to_owned(),
+                    source: format!(
+                        "PostgreSQL type {other} is not read by OpenVend; cast it in the query"
+                    )
+                    .into(),
+                });
+            }
+        };
+        values.push(value);
+    }
+    Ok(Row { columns, values })
+}
