@@ -40,6 +40,15 @@ struct Args {
     server_cpus: Option<String>,
 }
 
+const USAGE: &str = "usage: load [--machines N] [--rate ORDERS_PER_S] [--seconds S] \
+[--idle-machines N] [--database-url postgres://…] [--mqtt-url mqtt://…] \
+[--bin path/to/openvend] [--server-cpus LIST]";
+
+fn number<T: std::str::FromStr>(flag: &str, raw: String) -> anyhow::Result<T> {
+    raw.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} needs a number, not {raw:?}"))
+}
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         machines: 200,
@@ -62,15 +71,19 @@ fn parse_args() -> anyhow::Result<Args> {
                 .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
         };
         match flag.as_str() {
-            "--machines" => a.machines = value()?.parse()?,
-            "--rate" => a.rate = value()?.parse()?,
-            "--seconds" => a.seconds = value()?.parse()?,
-            "--idle-machines" => a.idle_machines = value()?.parse()?,
+            "--machines" => a.machines = number(&flag, value()?)?,
+            "--rate" => a.rate = number(&flag, value()?)?,
+            "--seconds" => a.seconds = number(&flag, value()?)?,
+            "--idle-machines" => a.idle_machines = number(&flag, value()?)?,
             "--database-url" => a.database_url = Some(value()?),
             "--mqtt-url" => a.mqtt_url = Some(value()?),
             "--bin" => a.bin = PathBuf::from(value()?),
             "--server-cpus" => a.server_cpus = Some(value()?),
-            other => anyhow::bail!("unknown flag {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown flag {other}\n{USAGE}"),
         }
     }
     Ok(a)
@@ -187,7 +200,14 @@ struct Samples {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = match parse_args() {
+        Ok(args) => args,
+        // A mistyped flag is a message, not a backtrace.
+        Err(e) => {
+            eprintln!("load: {e}");
+            std::process::exit(2);
+        }
+    };
     anyhow::ensure!(
         args.bin.exists(),
         "{} not found: build it with `cargo build --release -p openvend --bins`",
