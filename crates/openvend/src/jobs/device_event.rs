@@ -44,7 +44,7 @@ pub async fn run(svc: &Services, machine_id: i64, msg_id: &str) -> anyhow::Resul
             order_id, items, ..
         } => on_result(svc, &machine, &order_id, &items).await?,
         Event::BuyRequest { request_id, items } => {
-            on_buy_request(svc, &machine, &request_id, &items).await?
+            on_buy_request(svc, &machine, msg_id, &request_id, &items).await?
         }
         Event::Fault { code, detail } => on_fault(svc, machine_id, &code, &detail).await?,
         Event::Heartbeat { .. } => {}
@@ -137,6 +137,7 @@ async fn on_result(
 async fn on_buy_request(
     svc: &Services,
     machine: &str,
+    msg_id: &str,
     request_id: &str,
     items: &[Line],
 ) -> anyhow::Result<()> {
@@ -174,10 +175,11 @@ async fn on_buy_request(
             }
         }
     };
-    // Keyed by the machine's request: a retry of this job answers the request once.
+    // Keyed by the event: a retry of this job answers it once, while a machine asking
+    // again (a new event, the same request id) is shown the same code again.
     let command_id = svc
         .device
-        .send_once(machine, command, &format!("buy:{request_id}"))
+        .send_once(machine, command, &format!("answer:{msg_id}"))
         .await?;
     if let Some(order_id) = shown {
         let detail = format!("command {command_id} for request {request_id}");
