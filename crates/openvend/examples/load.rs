@@ -13,8 +13,9 @@
 //!
 //! Phase 1 (orders): every machine buys at its share of `--rate`, a sandbox buyer pays the QR
 //! code, the machine vends. Measured: orders/s completed, request → QR code at the machine,
-//! payment → dispense command at the machine, and, from the server's own timeline,
-//! notification received → dispense command sent; the server's CPU seconds per order and peak
+//! payment → vend reported by the machine, and, from the server's own records, notification
+//! received (the timeline's `notified` entry) → dispense command handed to the MQTT link (the
+//! command ledger's `sent_at`); the server's CPU seconds per order and peak
 //! RSS (from /proc). Phase 2 (idle fleet): `--idle-machines` more machines connect and
 //! heartbeat every 30 s; the server's RSS is sampled once all are connected and after two
 //! heartbeat rounds.
@@ -461,7 +462,7 @@ async fn main() -> anyhow::Result<()> {
         let db = Db::connect(&database_url, false).await?;
         let rows = openvend::store::query(
             "SELECT (SELECT MIN(at) FROM order_events e WHERE e.order_id = o.id AND e.kind = 'notified') AS notified, \
-             (SELECT MIN(at) FROM order_events e WHERE e.order_id = o.id AND e.kind = 'dispense_sent') AS sent FROM orders o",
+             (SELECT MIN(c.sent_at) FROM device_commands c WHERE c.order_id = o.out_trade_no AND c.kind = 'dispense') AS sent FROM orders o",
         )
         .fetch_all(&db.pool)
         .await?;

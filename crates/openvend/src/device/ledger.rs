@@ -3,7 +3,8 @@
 //!
 //! Lifecycle of a command: [`DeviceChannel::send`] writes the intent row (`pending`) and
 //! commits, *then* publishes (F9: no network call inside a transaction, no publish without a
-//! record). A successful hand-over to the transport makes it `sent`; only the machine's own
+//! record). A flow that changes state with the command records it in its own transaction
+//! ([`DeviceChannel::record`]) and delivers it after commit ([`DeviceChannel::deliver`]). A successful hand-over to the transport makes it `sent`; only the machine's own
 //! `ack` makes it `acknowledged` or `rejected`, and its `dispense_result` makes it `done`. A
 //! command not acknowledged before `expires_at` (server clock) is `expired` and never
 //! re-sent; anything the machine says about it afterwards is refused.
@@ -13,7 +14,7 @@
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
 //! A refused or duplicate event rolls back: nothing is recorded, nothing changes.
 
-use crate::store::Tx;
+use crate::store::{Conn, Executor, Tx};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,6 +118,18 @@ pub struct DeviceEvent {
     pub event: Event,
     /// The dedup key of the job queued to act on it, if it needs one.
     pub job: Option<String>,
+}
+
+/// A command just recorded, to [`deliver`](DeviceChannel::deliver) once its transaction
+/// has committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The machine code.
+    pub machine: String,
+    /// The command id the machine will echo.
+    pub command_id: String,
+    /// The command to deliver; `None` when its key was recorded before (nothing new to send).
+    pub new: Option<PendingCommand>,
 }
 
 /// A command still waiting for its machine, as it is (re-)delivered.
@@ -260,26 +273,22 @@ impl DeviceChannel {
     /// Looks a machine up by code (cached: every message needs it, and a machine's code and
     /// secret do not change while the server runs).
     pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
-        if let Some(m) = self
-            .inner
-            .machines
-            .read()
-            .ok()
-            .and_then(|c| c.get(code).cloned())
-        {
+        if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
         }
-        let found = self.machine_from_store(code).await?;
-        if let (Some(m), Ok(mut cache)) = (&found, self.inner.machines.write()) {
-            cache.insert(m.code.clone(), m.clone());
-        }
+        let found = self.machine_from_store(&self.inner.db.pool, code).await?;
+        self.cache_machine(&found);
         Ok(found)
     }
 
-    async fn machine_from_store(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
+    async fn machine_from_store<E: Executor>(
+        &self,
+        executor: E,
+        code: &str,
+    ) -> Result<Option<MachineAuth>, sqlx::Error> {
         let row = crate::store::query("SELECT id, code, secret FROM machines WHERE code = $1")
             .bind(code)
-            .fetch_optional(&self.inner.db.pool)
+            .fetch_optional(executor)
             .await?;
         row.map(|r| {
             Ok(MachineAuth {
@@ -291,12 +300,40 @@ impl DeviceChannel {
         .transpose()
     }
 
+    /// [`machine`](Self::machine) on a connection the caller holds (inside its transaction,
+    /// where the pool's one SQLite connection is taken).
+    async fn machine_on(
+        &self,
+        conn: &mut Conn,
+        code: &str,
+    ) -> Result<Option<MachineAuth>, sqlx::Error> {
+        if let Some(m) = self.cached_machine(code) {
+            return Ok(Some(m));
+        }
+        let found = self.machine_from_store(&mut *conn, code).await?;
+        self.cache_machine(&found);
+        Ok(found)
+    }
+
+    fn cached_machine(&self, code: &str) -> Option<MachineAuth> {
+        self.inner
+            .machines
+            .read()
+            .ok()
+            .and_then(|c| c.get(code).cloned())
+    }
+
+    fn cache_machine(&self, found: &Option<MachineAuth>) {
+        if let (Some(m), Ok(mut cache)) = (found, self.inner.machines.write()) {
+            cache.insert(m.code.clone(), m.clone());
+        }
+    }
+
     /// Records `command` for `machine` (the intent), then publishes it. Returns the command
     /// id the machine will echo. A failed publish leaves the command `pending`; it is
     /// re-delivered when the machine or the link comes back, until it expires.
     pub async fn send(&self, machine: &str, command: Command) -> Result<String, DeviceError> {
-        self.record_and_publish(machine, command, new_command_id())
-            .await
+        self.record_then_deliver(machine, &command, None).await
     }
 
     /// Like [`send`](Self::send), but once per `key`: the command id is derived from the
@@ -309,20 +346,41 @@ impl DeviceChannel {
         command: Command,
         key: &str,
     ) -> Result<String, DeviceError> {
-        self.record_and_publish(machine, command, keyed_command_id(machine, key))
-            .await
+        self.record_then_deliver(machine, &command, Some(key)).await
     }
 
-    async fn record_and_publish(
+    async fn record_then_deliver(
         &self,
         machine: &str,
-        command: Command,
-        command_id: String,
+        command: &Command,
+        key: Option<&str>,
     ) -> Result<String, DeviceError> {
+        let mut tx = self.inner.db.begin().await?;
+        let recorded = self.record(&mut tx, machine, command, key).await?;
+        tx.commit().await?;
+        self.deliver(&recorded).await;
+        Ok(recorded.command_id)
+    }
+
+    /// Records `command` for `machine` on `conn`, usually inside the caller's transaction so
+    /// the command is written with the state change it belongs to. Under `key` the command
+    /// id is fixed (see [`send_once`](Self::send_once)) and a second record is a no-op.
+    /// Hand the answer to [`deliver`](Self::deliver) once the transaction has committed.
+    pub async fn record(
+        &self,
+        conn: &mut Conn,
+        machine: &str,
+        command: &Command,
+        key: Option<&str>,
+    ) -> Result<Recorded, DeviceError> {
         let m = self
-            .machine(machine)
+            .machine_on(conn, machine)
             .await?
             .ok_or_else(|| DeviceError::UnknownMachine(machine.to_owned()))?;
+        let command_id = match key {
+            Some(key) => keyed_command_id(&m.code, key),
+            None => new_command_id(),
+        };
         let now = self.now_ms();
         let expires_at = now.saturating_add(self.inner.ttl_ms);
         let envelope = Envelope::seal(
@@ -345,25 +403,38 @@ impl DeviceChannel {
         .bind(&payload)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.inner.db.pool)
+        .execute(&mut *conn)
         .await?;
         if inserted.rows_affected() == 0 {
             // Recorded before under this key: the ledger re-delivers it while it is open.
             tracing::debug!(machine = %m.code, command.id = %command_id, "device command already recorded");
-            return Ok(command_id);
+            return Ok(Recorded {
+                machine: m.code,
+                command_id,
+                new: None,
+            });
         }
-        self.inner.new_command.notify_waiters();
         tracing::info!(machine = %m.code, command.id = %command_id, kind = command.kind(), "device command recorded");
-        self.publish(
-            &m.code,
-            &PendingCommand {
-                command_id: command_id.clone(),
+        Ok(Recorded {
+            machine: m.code,
+            command_id: command_id.clone(),
+            new: Some(PendingCommand {
+                command_id,
                 payload,
                 expires_at,
-            },
-        )
-        .await;
-        Ok(command_id)
+            }),
+        })
+    }
+
+    /// Hands a command recorded by [`record`](Self::record), and since committed, to the
+    /// machine: wakes its HTTP long-poll and publishes it over MQTT. Nothing for a command
+    /// recorded before.
+    pub async fn deliver(&self, recorded: &Recorded) {
+        let Some(pending) = &recorded.new else {
+            return;
+        };
+        self.inner.new_command.notify_waiters();
+        self.publish(&recorded.machine, pending).await;
     }
 
     /// Answers a correctly signed message outside the clock window with `sync_time`, so the
@@ -824,7 +895,6 @@ fn internal(e: sqlx::Error) -> Rejection {
     Rejection::Unavailable
 }
 
-/// A fresh command id: `c-` and 32 hex digits of randomness.
 /// A command id fixed by the machine and an idempotency key (hex of SHA-256, 128 bits).
 fn keyed_command_id(machine: &str, key: &str) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -839,6 +909,7 @@ fn keyed_command_id(machine: &str, key: &str) -> String {
     format!("c-{hex}")
 }
 
+/// A fresh command id: `c-` and 32 hex digits of randomness.
 fn new_command_id() -> String {
     let mut bytes = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {

@@ -151,48 +151,30 @@ async fn on_buy_request(
             })
             .collect(),
     };
-    let now = svc.now();
-    let mut shown = None;
-    let command = match sale::start_machine_sale(svc, &req, request_id, now).await {
-        Ok(started) => {
-            shown = Some(started.order_id);
-            Command::ShowQr {
-                order_id: started.out_trade_no,
-                qr_code: started.qr_code,
-                amount_fen: started.amount_fen,
-                expires_at: started.expires_at,
-            }
+    // Keyed by the event: a retry of this job answers it once, while a machine asking
+    // again (a new event, the same request id) is shown the same code again.
+    let key = format!("answer:{msg_id}");
+    let answer = sale::Answer {
+        request_id,
+        key: &key,
+    };
+    let refused = match sale::start_machine_sale(svc, &req, answer, svc.now()).await {
+        Ok((_, recorded)) => {
+            svc.device.deliver(&recorded).await;
+            return Ok(());
         }
         // The store failing is not the buyer's problem: try again.
         Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
             return Err(e.into());
         }
-        Err(refused) => {
-            tracing::info!(machine, request_id, reason = %refused, "sale refused");
-            Command::SaleRefused {
-                request_id: request_id.to_owned(),
-                reason: refused.to_string(),
-            }
-        }
+        Err(refused) => refused,
     };
-    // Keyed by the event: a retry of this job answers it once, while a machine asking
-    // again (a new event, the same request id) is shown the same code again.
-    let command_id = svc
-        .device
-        .send_once(machine, command, &format!("answer:{msg_id}"))
-        .await?;
-    if let Some(order_id) = shown {
-        let detail = format!("command {command_id} for request {request_id}");
-        orders::add_event(
-            &svc.db.pool,
-            order_id,
-            svc.now(),
-            "device",
-            "show_qr_sent",
-            &detail,
-        )
-        .await?;
-    }
+    tracing::info!(machine, request_id, reason = %refused, "sale refused");
+    let command = Command::SaleRefused {
+        request_id: request_id.to_owned(),
+        reason: refused.to_string(),
+    };
+    svc.device.send_once(machine, command, &key).await?;
     Ok(())
 }
 

@@ -6,16 +6,18 @@
 //!   No result long after the ack: the order goes to `dispute` for a person, because the
 //!   goods may or may not have come out and guessing either way loses money.
 //!
-//! The job is queued with the payment in one transaction (`orders::mark_paid`), so a crash
-//! anywhere here is resumed by the next run: the command row is the memory of what was sent.
+//! The command and this job are recorded with the payment in one transaction
+//! ([`record_with_payment`]), so a crash anywhere is resumed by the next run: the command row
+//! is the memory of what was sent.
 
 use super::Next;
-use crate::device::ledger::ACK_GRACE_MS;
+use crate::device::ledger::{ACK_GRACE_MS, Recorded};
 use crate::device::protocol::{Command, Line};
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
 use crate::services::Services;
 use crate::store::orders::{self, Order};
+use crate::store::{Conn, jobs};
 
 /// One step of dispensing order `order_id`.
 pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
@@ -55,11 +57,56 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
     }
 }
 
+/// Records the dispense command of an order just marked paid, with its timeline entry, in
+/// the payment's transaction, and queues this job to watch it from when the machine's time
+/// to acknowledge is up. Deliver the answer once the transaction has committed: a crash
+/// before that leaves the command `pending`, re-delivered when the link or the machine comes
+/// back, and this job refunds the order if it is never acknowledged.
+pub async fn record_with_payment(
+    svc: &Services,
+    conn: &mut Conn,
+    order_id: i64,
+    out_trade_no: &str,
+    machine: &str,
+    now: i64,
+) -> anyhow::Result<Recorded> {
+    let recorded = record(svc, conn, order_id, out_trade_no, machine, now).await?;
+    let payload = serde_json::json!({ "order_id": order_id }).to_string();
+    jobs::enqueue(
+        &mut *conn,
+        "dispense",
+        &orders::dispense_key(order_id),
+        &payload,
+        decide_at(svc, now),
+        now,
+    )
+    .await?;
+    Ok(recorded)
+}
+
+/// The dispense of a paid order with no command yet (queued by an earlier version, or its
+/// command lost): record and deliver it now.
 async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
     let machine = orders::machine_code(&svc.db, order.id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
-    let items = orders::lines(&svc.db, order.id)
+    let now = svc.now();
+    let mut tx = svc.db.begin().await?;
+    let recorded = record(svc, &mut tx, order.id, &order.out_trade_no, &machine, now).await?;
+    tx.commit().await?;
+    svc.device.deliver(&recorded).await;
+    Ok(Next::At(decide_at(svc, now)))
+}
+
+async fn record(
+    svc: &Services,
+    conn: &mut Conn,
+    order_id: i64,
+    out_trade_no: &str,
+    machine: &str,
+    now: i64,
+) -> anyhow::Result<Recorded> {
+    let items = orders::lines(&mut *conn, order_id)
         .await?
         .into_iter()
         .map(|l| Line {
@@ -67,31 +114,31 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
             qty: l.qty,
         })
         .collect();
-    let command_id = svc
+    let command = Command::Dispense {
+        order_id: out_trade_no.to_owned(),
+        items,
+    };
+    let recorded = svc
         .device
-        .send(
-            &machine,
-            Command::Dispense {
-                order_id: order.out_trade_no.clone(),
-                items,
-            },
-        )
+        .record(&mut *conn, machine, &command, None)
         .await?;
-    let now = svc.now();
     orders::add_event(
-        &svc.db.pool,
-        order.id,
+        &mut *conn,
+        order_id,
         now,
         "device",
         "dispense_sent",
-        &format!("command {command_id} to {machine}"),
+        &format!("command {} to {machine}", recorded.command_id),
     )
     .await?;
-    // The command expired at most its TTL after it was recorded, which was before `now`.
-    let decide_at = now
-        .saturating_add(svc.device.command_ttl_ms())
-        .saturating_add(ACK_GRACE_MS);
-    Ok(Next::At(decide_at))
+    Ok(recorded)
+}
+
+/// When a dispense recorded at `now` is decided: its command expires a TTL later, and the
+/// machine may still acknowledge during the grace after that.
+fn decide_at(svc: &Services, now: i64) -> i64 {
+    now.saturating_add(svc.device.command_ttl_ms())
+        .saturating_add(ACK_GRACE_MS)
 }
 
 /// An acknowledged dispense waits for its result until the result window closes.
@@ -144,7 +191,7 @@ pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> any
         why,
     )
     .await?;
-    let units: Vec<UnitResult> = orders::lines(&svc.db, order.id)
+    let units: Vec<UnitResult> = orders::lines(&svc.db.pool, order.id)
         .await?
         .into_iter()
         .flat_map(|l| {

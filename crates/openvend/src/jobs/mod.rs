@@ -42,16 +42,16 @@ async fn run_claimed(svc: &Services, job: Job) {
     let span = tracing::info_span!("job", kind = %job.kind, id = job.id, attempt = job.attempts);
     async {
         let recorded = match dispatch(svc, &job).await {
-            Ok(Next::Done) => jobs::complete(&svc.db, job.id).await,
+            Ok(Next::Done) => jobs::complete(&svc.db, &job).await,
             Ok(Next::At(at)) => {
-                let recorded = jobs::retry_later(&svc.db, job.id, "", at).await;
+                let recorded = jobs::retry_later(&svc.db, &job, "", at).await;
                 wake_if_soon(svc, at);
                 recorded
             }
             Err(e) => {
                 let at = svc.now() + jobs::backoff_ms(job.attempts);
                 tracing::warn!(error = %e, "job failed; will retry");
-                let recorded = jobs::retry_later(&svc.db, job.id, &e.to_string(), at).await;
+                let recorded = jobs::retry_later(&svc.db, &job, &e.to_string(), at).await;
                 wake_if_soon(svc, at);
                 recorded
             }

@@ -159,25 +159,29 @@ async fn stop_showing(svc: &Services, order: &Order) {
     }
 }
 
-/// Marks an order paid (from a query), and queues its dispense.
+/// Marks an order paid (from a query) and records its dispense, then delivers it.
 pub async fn confirm_paid(
     svc: &Services,
     order: &Order,
     trade_no: &str,
     source: &str,
 ) -> anyhow::Result<()> {
+    let machine = orders::machine_code(&svc.db, order.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
+    let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    orders::mark_paid(
+    orders::mark_paid(&mut tx, order.id, order.state, trade_no, None, now, source).await?;
+    let dispense = super::dispense::record_with_payment(
+        svc,
         &mut tx,
         order.id,
-        order.state,
-        trade_no,
-        None,
-        svc.now(),
-        source,
+        &order.out_trade_no,
+        &machine,
+        now,
     )
     .await?;
     tx.commit().await?;
-    svc.run_soon(orders::dispense_key(order.id));
+    svc.device.deliver(&dispense).await;
     Ok(())
 }

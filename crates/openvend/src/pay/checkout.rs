@@ -6,11 +6,12 @@
 
 use alipay::{Amount, Failure, Unknown};
 
+use crate::device::ledger::DeviceError;
 use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, order_total};
 use crate::services::Services;
 use crate::store::orders::{self, NewOrder, OrderError};
-use crate::store::{StoreError, get_int, jobs};
+use crate::store::{Conn, StoreError, get_int, jobs};
 
 /// One slot and quantity.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -57,6 +58,15 @@ pub enum SaleError {
 impl From<StoreError> for SaleError {
     fn from(e: StoreError) -> Self {
         SaleError::Order(OrderError::Store(e))
+    }
+}
+
+impl From<DeviceError> for SaleError {
+    fn from(e: DeviceError) -> Self {
+        match e {
+            DeviceError::UnknownMachine(code) => SaleError::UnknownMachine(code),
+            DeviceError::Store(e) => SaleError::from(e),
+        }
     }
 }
 
@@ -253,8 +263,25 @@ pub async fn created(
     detail: &str,
     now: i64,
 ) -> Result<(), SaleError> {
-    orders::set_payment_refs(&svc.db, order_id, qr_code, trade_no).await?;
-    orders::add_event(&svc.db.pool, order_id, now, "alipay", kind, detail).await?;
+    let mut tx = svc.db.begin().await?;
+    record_created(&mut tx, order_id, qr_code, trade_no, kind, detail, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`created`] in the caller's transaction, for a sale that records more with it (the
+/// machine's `show_qr` answer).
+pub async fn record_created(
+    conn: &mut Conn,
+    order_id: i64,
+    qr_code: Option<&str>,
+    trade_no: Option<&str>,
+    kind: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), SaleError> {
+    orders::set_payment_refs(&mut *conn, order_id, qr_code, trade_no).await?;
+    orders::add_event(&mut *conn, order_id, now, "alipay", kind, detail).await?;
     Ok(())
 }
 

@@ -8,8 +8,11 @@ use alipay::{CallOptions, Outcome};
 
 use super::checkout::{self};
 pub use super::checkout::{SaleError, SaleItem};
+use crate::device::ledger::Recorded;
+use crate::device::protocol::Command;
 use crate::services::Services;
-use crate::store::orders::OrderError;
+use crate::store::Conn;
+use crate::store::orders::{self, OrderError};
 
 /// What a machine asks to sell.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -42,31 +45,85 @@ pub async fn start_qr_sale(
     req: &SaleRequest,
     now: i64,
 ) -> Result<SaleStarted, SaleError> {
-    start(svc, req, None, now).await
+    Ok(start(svc, req, None, now).await?.0)
 }
 
-/// Starts the QR sale a machine asked for with `buy_request`. The request id makes it
-/// idempotent: asking again (a repeated or re-sent request) returns the same order and code
-/// while it can still be paid, and never creates a second order.
+/// Where a machine's sale is answered: the `show_qr` command is recorded under this key in
+/// the transaction that records Alipay's answer, so a retried job answers once.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The machine's request id.
+    pub request_id: &'a str,
+    /// The command's idempotency key.
+    pub key: &'a str,
+}
+
+/// Starts the QR sale a machine asked for with `buy_request`, and records the `show_qr`
+/// command that answers it, to [`deliver`](crate::device::ledger::DeviceChannel::deliver).
+/// The request id makes it idempotent: asking again (a repeated or re-sent request) answers
+/// with the same order and code while it can still be paid, and never creates a second order.
 pub async fn start_machine_sale(
     svc: &Services,
     req: &SaleRequest,
-    request_id: &str,
+    answer: Answer<'_>,
     now: i64,
-) -> Result<SaleStarted, SaleError> {
-    if let Some(started) = existing_request(svc, &req.machine, request_id).await? {
-        return started;
-    }
-    match start(svc, req, Some(request_id), now).await {
-        Err(SaleError::Order(OrderError::DuplicateRequest)) => {
-            // A concurrent copy of the same request won the race.
-            match existing_request(svc, &req.machine, request_id).await? {
-                Some(started) => started,
-                None => Err(SaleError::Order(OrderError::DuplicateRequest)),
+) -> Result<(SaleStarted, Recorded), SaleError> {
+    let again = match existing_request(svc, &req.machine, answer.request_id).await? {
+        Some(started) => started?,
+        None => match start(svc, req, Some(answer), now).await {
+            Ok((started, Some(recorded))) => return Ok((started, recorded)),
+            Ok((started, None)) => started,
+            Err(SaleError::Order(OrderError::DuplicateRequest)) => {
+                // A concurrent copy of the same request won the race.
+                match existing_request(svc, &req.machine, answer.request_id).await? {
+                    Some(started) => started?,
+                    None => return Err(SaleError::Order(OrderError::DuplicateRequest)),
+                }
             }
-        }
-        other => other,
+            Err(e) => return Err(e),
+        },
+    };
+    let mut tx = svc.db.begin().await?;
+    let recorded = record_show_qr(svc, &mut tx, &req.machine, &again, answer, now).await?;
+    tx.commit().await?;
+    Ok((again, recorded))
+}
+
+/// Records the `show_qr` command answering `answer` and its timeline entry, once per key.
+async fn record_show_qr(
+    svc: &Services,
+    conn: &mut Conn,
+    machine: &str,
+    started: &SaleStarted,
+    answer: Answer<'_>,
+    now: i64,
+) -> Result<Recorded, SaleError> {
+    let command = Command::ShowQr {
+        order_id: started.out_trade_no.clone(),
+        qr_code: started.qr_code.clone(),
+        amount_fen: started.amount_fen,
+        expires_at: started.expires_at,
+    };
+    let recorded = svc
+        .device
+        .record(&mut *conn, machine, &command, Some(answer.key))
+        .await?;
+    if recorded.new.is_some() {
+        let detail = format!(
+            "command {} for request {}",
+            recorded.command_id, answer.request_id
+        );
+        orders::add_event(
+            &mut *conn,
+            started.order_id,
+            now,
+            "device",
+            "show_qr_sent",
+            &detail,
+        )
+        .await?;
     }
+    Ok(recorded)
 }
 
 /// The order an earlier copy of this request made, as the machine should see it.
@@ -107,9 +164,10 @@ async fn existing_request(
 async fn start(
     svc: &Services,
     req: &SaleRequest,
-    request_id: Option<&str>,
+    answer: Option<Answer<'_>>,
     now: i64,
-) -> Result<SaleStarted, SaleError> {
+) -> Result<(SaleStarted, Option<Recorded>), SaleError> {
+    let request_id = answer.map(|a| a.request_id);
     if req.items.is_empty() || req.items.len() > 10 {
         return Err(SaleError::BadItems);
     }
@@ -131,24 +189,33 @@ async fn start(
         .execute(&precreate, &CallOptions::default())
         .await
     {
-        Outcome::Success(answer) => {
-            checkout::created(
-                svc,
-                order.order_id,
-                Some(&answer.qr_code),
+        Outcome::Success(precreated) => {
+            let started = SaleStarted {
+                order_id: order.order_id,
+                out_trade_no: order.out_trade_no,
+                qr_code: precreated.qr_code,
+                amount_fen: priced.total.0,
+                expires_at: order.expires_at,
+            };
+            let mut tx = svc.db.begin().await?;
+            checkout::record_created(
+                &mut tx,
+                started.order_id,
+                Some(&started.qr_code),
                 None,
                 "precreated",
                 "QR code issued",
                 now,
             )
             .await?;
-            Ok(SaleStarted {
-                order_id: order.order_id,
-                out_trade_no: order.out_trade_no,
-                qr_code: answer.qr_code,
-                amount_fen: priced.total.0,
-                expires_at: order.expires_at,
-            })
+            let recorded = match answer {
+                Some(a) => {
+                    Some(record_show_qr(svc, &mut tx, &machine.code, &started, a, now).await?)
+                }
+                None => None,
+            };
+            tx.commit().await?;
+            Ok((started, recorded))
         }
         Outcome::Failure(f) => {
             Err(checkout::refused(svc, order.order_id, "precreate_refused", &f, now).await)

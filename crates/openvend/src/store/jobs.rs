@@ -158,23 +158,28 @@ fn job_from_row(r: &crate::store::Row) -> Result<Job, sqlx::Error> {
     })
 }
 
-/// Removes a finished job.
-pub async fn complete(db: &Db, id: i64) -> Result<(), StoreError> {
-    crate::store::query("DELETE FROM jobs WHERE id = $1")
-        .bind(id)
+/// Removes a finished job. Matched by id *and* dedup key: a job may have deleted its own row
+/// (the payment poll ends in the transaction that records the payment) and SQLite may have
+/// given that id to a job queued in the same transaction.
+pub async fn complete(db: &Db, job: &Job) -> Result<(), StoreError> {
+    crate::store::query("DELETE FROM jobs WHERE id = $1 AND dedup_key = $2")
+        .bind(job.id)
+        .bind(&job.dedup_key)
         .execute(&db.pool)
         .await?;
     Ok(())
 }
 
-/// Releases a failed job to run again at `run_at`, recording why it failed.
-pub async fn retry_later(db: &Db, id: i64, error: &str, run_at: i64) -> Result<(), StoreError> {
+/// Releases a failed job to run again at `run_at`, recording why it failed (matched like
+/// [`complete`]).
+pub async fn retry_later(db: &Db, job: &Job, error: &str, run_at: i64) -> Result<(), StoreError> {
     crate::store::query(
-        "UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = $3 WHERE id = $1",
+        "UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = $3 WHERE id = $1 AND dedup_key = $4",
     )
-    .bind(id)
+    .bind(job.id)
     .bind(run_at)
     .bind(error)
+    .bind(&job.dedup_key)
     .execute(&db.pool)
     .await?;
     Ok(())

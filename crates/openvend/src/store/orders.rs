@@ -223,6 +223,46 @@ pub async fn by_out_trade_no(db: &Db, out_trade_no: &str) -> Result<Option<Order
     row.as_ref().map(row_to_order).transpose()
 }
 
+/// An order with what a payment for it is checked against and where it is dispensed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayableOrder {
+    /// The order.
+    pub order: Order,
+    /// Its operator's Alipay PID: the only `seller_id` its payment may name.
+    pub seller_pid: String,
+    /// The code of its machine.
+    pub machine: String,
+}
+
+/// The order with this merchant trade number, with its operator's PID and its machine's
+/// code, in one query (a notification needs all three).
+pub async fn payable_by_out_trade_no(
+    db: &Db,
+    out_trade_no: &str,
+) -> Result<Option<PayableOrder>, OrderError> {
+    let columns = ORDER_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = crate::store::query(&format!(
+        "SELECT {columns}, p.seller_pid, m.code AS machine_code FROM orders o \
+         JOIN operators p ON p.id = o.operator_id JOIN machines m ON m.id = o.machine_id \
+         WHERE o.out_trade_no = $1"
+    ))
+    .bind(out_trade_no)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some(PayableOrder {
+        order: row_to_order(&row)?,
+        seller_pid: row.try_get("seller_pid")?,
+        machine: row.try_get("machine_code")?,
+    }))
+}
+
 /// The order with this id.
 pub async fn by_id(db: &Db, id: i64) -> Result<Option<Order>, OrderError> {
     let row = crate::store::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
@@ -263,17 +303,20 @@ where
 }
 
 /// Records the QR code and (when known) the trade number of an order.
-pub async fn set_payment_refs(
-    db: &Db,
+pub async fn set_payment_refs<E>(
+    executor: E,
     id: i64,
     qr_code: Option<&str>,
     trade_no: Option<&str>,
-) -> Result<(), OrderError> {
+) -> Result<(), OrderError>
+where
+    E: crate::store::Executor,
+{
     crate::store::query("UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) WHERE id = $3")
         .bind(qr_code)
         .bind(trade_no)
         .bind(id)
-        .execute(&db.pool)
+        .execute(executor)
         .await?;
     Ok(())
 }
@@ -337,10 +380,9 @@ pub async fn timeline(
         .map_err(OrderError::from)
 }
 
-/// Marks an order paid from `from` (a verified notification or query), records Alipay's trade
-/// number and the buyer, and queues its dispense — all in the caller's transaction. The
-/// caller hints the dispense job ([`dispense_key`]) once it has committed.
-#[allow(clippy::too_many_arguments)]
+/// Marks an order paid from `from` (a verified notification or query) and records Alipay's
+/// trade number and the buyer, in the caller's transaction. The caller records the dispense
+/// in the same transaction (`jobs::dispense::record_with_payment`).
 pub async fn mark_paid(
     tx: &mut crate::store::Conn,
     order_id: i64,
@@ -366,16 +408,6 @@ pub async fn mark_paid(
         "alipay",
         "paid",
         &format!("confirmed by {source}"),
-    )
-    .await?;
-    let payload = serde_json::json!({ "order_id": order_id }).to_string();
-    super::jobs::enqueue(
-        &mut *tx,
-        "dispense",
-        &dispense_key(order_id),
-        &payload,
-        now,
-        now,
     )
     .await?;
     // The payment is known: the poll that was waiting for it has nothing left to do.
@@ -429,12 +461,15 @@ pub async fn acknowledge_dispense(
 }
 
 /// The lines of an order, in order.
-pub async fn lines(db: &Db, order_id: i64) -> Result<Vec<OrderLine>, OrderError> {
+pub async fn lines<E>(executor: E, order_id: i64) -> Result<Vec<OrderLine>, OrderError>
+where
+    E: crate::store::Executor,
+{
     let rows = crate::store::query(
         "SELECT slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no",
     )
     .bind(order_id)
-    .fetch_all(&db.pool)
+    .fetch_all(executor)
     .await?;
     rows.iter()
         .map(|r| {

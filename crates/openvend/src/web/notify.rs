@@ -89,23 +89,19 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
             n.app_id
         )));
     }
-    let order = orders::by_out_trade_no(&svc.db, &n.out_trade_no)
+    let payable = orders::payable_by_out_trade_no(&svc.db, &n.out_trade_no)
         .await?
         .ok_or_else(|| {
             NotifyFailure::Refused(format!("unknown out_trade_no {}", n.out_trade_no))
         })?;
+    let order = &payable.order;
     if n.total_amount.fen() != order.total.0 {
         return Err(NotifyFailure::Refused(format!(
             "total_amount {} differs from the order's {}",
             n.total_amount, order.total
         )));
     }
-    let seller_pid: String = crate::store::query("SELECT seller_pid FROM operators WHERE id = $1")
-        .bind(order.operator_id)
-        .fetch_one(&svc.db.pool)
-        .await?
-        .try_get(0)?;
-    if n.seller_id.as_deref() != Some(seller_pid.as_str()) {
+    if n.seller_id.as_deref() != Some(payable.seller_pid.as_str()) {
         return Err(NotifyFailure::Refused(
             "seller_id is not the order's receiving account".into(),
         ));
@@ -129,7 +125,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     }
     let detail = format!("{} notify_id={}", n.trade_status, n.notify_id);
     orders::add_event(&mut *tx, order.id, now, "alipay", "notified", &detail).await?;
-    let mut dispense = false;
+    let mut dispense = None;
     match n.trade_status {
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
             if matches!(
@@ -147,7 +143,18 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     "notification",
                 )
                 .await?;
-                dispense = true;
+                dispense = Some(
+                    crate::jobs::dispense::record_with_payment(
+                        svc,
+                        &mut tx,
+                        order.id,
+                        &order.out_trade_no,
+                        &payable.machine,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| NotifyFailure::Internal(e.to_string()))?,
+                );
             } else if order.state == OrderState::Closed {
                 // We close an order only after Alipay confirmed the trade closed, so a payment
                 // now is an anomaly for a person to look at, never something to guess about.
@@ -182,8 +189,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         TradeStatus::WaitBuyerPay => {}
     }
     tx.commit().await?;
-    if dispense {
-        svc.run_soon(orders::dispense_key(order.id));
+    if let Some(dispense) = dispense {
+        svc.device.deliver(&dispense).await;
     }
     Ok(())
 }

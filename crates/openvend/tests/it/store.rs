@@ -260,7 +260,7 @@ async fn story(db: &Db) {
         None,
         "leased to the first worker"
     );
-    jobs::retry_later(db, job.id, "gateway timeout", 2000)
+    jobs::retry_later(db, &job, "gateway timeout", 2000)
         .await
         .unwrap();
     assert_eq!(jobs::claim(db, 1999, 1000).await.unwrap(), None);
@@ -269,8 +269,39 @@ async fn story(db: &Db) {
         .unwrap()
         .expect("retried job");
     assert_eq!(again.attempts, 2);
-    jobs::complete(db, again.id).await.unwrap();
+    jobs::complete(db, &again).await.unwrap();
     assert_eq!(jobs::count(db).await.unwrap(), 0);
+
+    // A job that ends its own row and queues another in one transaction (the payment poll
+    // recording a payment and queueing the dispense): SQLite may give the new row the same
+    // id, and completing the first job must leave the second.
+    jobs::enqueue(&db.pool, "resolve_payment", "poll:1", "{}", 10, 1)
+        .await
+        .unwrap();
+    let poll = jobs::claim_key(db, "poll:1", 10, 1000)
+        .await
+        .unwrap()
+        .expect("due poll");
+    let mut tx = db.begin().await.unwrap();
+    jobs::cancel(&mut *tx, "poll:1").await.unwrap();
+    jobs::enqueue(&mut *tx, "dispense", "dispense:1", "{}", 5_000, 10)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    jobs::complete(db, &poll).await.unwrap();
+    jobs::retry_later(db, &poll, "late", 20).await.unwrap();
+    let left = openvend::store::query("SELECT dedup_key, run_at FROM jobs")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].get::<String, _>(0), "dispense:1");
+    assert_eq!(
+        left[0].get::<i64, _>(1),
+        5_000,
+        "not rescheduled by the poll"
+    );
+    jobs::cancel(&db.pool, "dispense:1").await.unwrap();
 
     // A sweep claims due jobs in batches, oldest due first, never one that is leased or
     // not yet due.
