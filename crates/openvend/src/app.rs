@@ -244,7 +244,7 @@ async fn wake_on_events(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Some(DeviceEvent { job: Some(key), .. }) => svc.run_soon(key),
+                Some(DeviceEvent { job: Some(job), .. }) => svc.run_claimed(job),
                 Some(_) => {}
                 None => return,
             },

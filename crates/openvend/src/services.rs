@@ -44,6 +44,21 @@ impl Services {
         self.clock.now_ms()
     }
 
+    /// Runs a job this process queued already claimed (`jobs::enqueue_claimed`) now; call it
+    /// once its transaction has committed. If the hint cannot be taken, the job's lease is
+    /// given back and the queue swept.
+    pub fn run_claimed(self: &std::sync::Arc<Self>, job: crate::store::jobs::Job) {
+        if let Err(job) = self.job_hints.run_claimed(job) {
+            let svc = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::store::jobs::release(&svc.db, &job).await {
+                    tracing::warn!(error = %e, job = %job.dedup_key, "could not release a job; its lease will expire");
+                }
+                svc.jobs_ready.notify_one();
+            });
+        }
+    }
+
     /// Runs the job with this dedup key now; call it once the transaction that queued (or
     /// made due) the job has committed. If the hint cannot be taken, the queue is swept.
     pub fn run_soon(&self, dedup_key: String) {

@@ -116,8 +116,8 @@ pub struct DeviceEvent {
     pub received_at: i64,
     /// What happened.
     pub event: Event,
-    /// The dedup key of the job queued to act on it, if it needs one.
-    pub job: Option<String>,
+    /// The job queued (claimed by this process) to act on it, if it needs one.
+    pub job: Option<crate::store::jobs::Job>,
 }
 
 /// A command just recorded, to [`deliver`](DeviceChannel::deliver) once its transaction
@@ -748,16 +748,18 @@ impl DeviceChannel {
         }
         // What the event means for orders and stock is decided by a job queued in the same
         // transaction: a crash after this commit cannot lose the event's consequences.
-        let job = business.then(|| format!("device_event:{}:{}", m.id, envelope.msg_id));
-        if let Some(key) = &job {
+        // It is queued claimed by this process, which runs it as soon as the event is out.
+        let mut job = None;
+        if business {
+            let key = format!("device_event:{}:{}", m.id, envelope.msg_id);
             let payload = serde_json::json!({ "machine_id": m.id, "msg_id": envelope.msg_id });
-            crate::store::jobs::enqueue(
+            job = crate::store::jobs::enqueue_claimed(
                 &mut *tx,
                 "device_event",
-                key,
+                &key,
                 &payload.to_string(),
                 now,
-                now,
+                crate::jobs::LEASE_MS,
             )
             .await
             .map_err(|e| match e {

@@ -7,7 +7,9 @@
 //!
 //! Jobs reach a worker two ways. A job queued by this process is *hinted* by its dedup key
 //! once its transaction commits ([`JobHints`]): the dispatcher claims that one row and runs it
-//! at once, so the hot path of a sale never scans the queue. Everything else (jobs due later,
+//! at once, so the hot path of a sale never scans the queue. A job queued already claimed
+//! (`store::jobs::enqueue_claimed`, the device events) is hinted as it is and run without a
+//! claim; if its hint is dropped its lease is given back. Everything else (jobs due later,
 //! jobs of other instances, hints lost to a full channel or a crash) is found by a sweep that
 //! claims due jobs in batches when the next one is due, at least once a second.
 
@@ -35,7 +37,7 @@ pub enum Next {
 }
 
 /// How long a claimed job is reserved for its worker.
-const LEASE_MS: i64 = 60_000;
+pub const LEASE_MS: i64 = 60_000;
 
 /// Runs a claimed job and records what it wants next.
 async fn run_claimed(svc: &Services, job: Job) {
@@ -106,11 +108,18 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 /// swept in rounds instead of once per job.
 const MIN_SWEEP_GAP_MS: i64 = 20;
 
-/// The in-process queue of jobs just committed, by dedup key.
+/// A job to run now: by dedup key, or already claimed.
+#[derive(Debug)]
+enum Hint {
+    Key(String),
+    Claimed(Job),
+}
+
+/// The in-process queue of jobs just committed.
 #[derive(Debug)]
 pub struct JobHints {
-    tx: tokio::sync::mpsc::Sender<String>,
-    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<String>>>,
+    tx: tokio::sync::mpsc::Sender<Hint>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Hint>>>,
 }
 
 impl JobHints {
@@ -130,10 +139,17 @@ impl JobHints {
     /// queued the job has committed. Returns false when the hint was dropped (the sweep will
     /// still run the job).
     pub fn run_soon(&self, dedup_key: String) -> bool {
-        self.tx.try_send(dedup_key).is_ok()
+        self.tx.try_send(Hint::Key(dedup_key)).is_ok()
     }
 
-    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+    /// Asks for a job this process has claimed to run now; hands it back when the hint was
+    /// dropped (the caller releases its lease).
+    pub fn run_claimed(&self, job: Job) -> Result<(), Job> {
+        let back = job.clone();
+        self.tx.try_send(Hint::Claimed(job)).map_err(|_| back)
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<Hint>> {
         self.rx.lock().ok().and_then(|mut rx| rx.take())
     }
 }
@@ -157,16 +173,19 @@ pub async fn run_dispatcher(svc: Arc<Services>, workers: usize, shutdown: Cancel
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(key) = hints.recv() => {
+            Some(hint) = hints.recv() => {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let svc = svc.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    match jobs::claim_key(&svc.db, &key, svc.now(), LEASE_MS).await {
-                        Ok(Some(job)) => run_claimed(&svc, job).await,
-                        // Taken by a sweep or another instance, or not due: nothing to do here.
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, job = %key, "could not claim a hinted job; the sweep will"),
+                    match hint {
+                        Hint::Claimed(job) => run_claimed(&svc, job).await,
+                        Hint::Key(key) => match jobs::claim_key(&svc.db, &key, svc.now(), LEASE_MS).await {
+                            Ok(Some(job)) => run_claimed(&svc, job).await,
+                            // Taken by a sweep or another instance, or not due: nothing to do here.
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(error = %e, job = %key, "could not claim a hinted job; the sweep will"),
+                        },
                     }
                 });
                 continue;

@@ -49,6 +49,48 @@ where
     Ok(done.rows_affected() == 1)
 }
 
+/// Queues a job already claimed for `lease_ms` by the caller, which runs it at once in this
+/// process: one statement instead of an insert and a claim. `None` when a job with this key
+/// exists (it is not claimed then). If the caller cannot run it after all, [`release`] it.
+pub async fn enqueue_claimed<E>(
+    executor: E,
+    kind: &str,
+    dedup_key: &str,
+    payload: &str,
+    now: i64,
+    lease_ms: i64,
+) -> Result<Option<Job>, StoreError>
+where
+    E: crate::store::Executor,
+{
+    let sql = format!(
+        "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, locked_until, created_at) \
+         VALUES ($1, $2, $3, 1, $4, $5, $4) ON CONFLICT (dedup_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+    );
+    let row = crate::store::query(&sql)
+        .bind(kind)
+        .bind(dedup_key)
+        .bind(payload)
+        .bind(now)
+        .bind(now + lease_ms)
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.as_ref().map(job_from_row).transpose()?)
+}
+
+/// Gives up the lease of a job this process claimed but will not run now: the next sweep
+/// runs it (matched like [`complete`]).
+pub async fn release(db: &Db, job: &Job) -> Result<(), StoreError> {
+    crate::store::query(
+        "UPDATE jobs SET locked_until = NULL, attempts = attempts - 1 WHERE id = $1 AND dedup_key = $2",
+    )
+    .bind(job.id)
+    .bind(&job.dedup_key)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Makes a waiting job due now (e.g. a buyer's page asks for an order's payment to be checked
 /// at once). A job being run keeps its lease; nothing happens when no such job waits.
 pub async fn run_now<E>(executor: E, dedup_key: &str, now: i64) -> Result<bool, StoreError>

@@ -303,6 +303,27 @@ async fn story(db: &Db) {
     );
     jobs::cancel(&db.pool, "dispense:1").await.unwrap();
 
+    // A job queued already claimed (a device event this process runs at once) is nobody
+    // else's until its lease ends or it is released; released, the sweep takes it.
+    let claimed = jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
+        .await
+        .unwrap()
+        .expect("queued");
+    assert_eq!((claimed.dedup_key.as_str(), claimed.attempts), ("ev:1", 1));
+    assert_eq!(
+        jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
+            .await
+            .unwrap(),
+        None,
+        "one job per key"
+    );
+    assert_eq!(jobs::claim(db, 500, 1000).await.unwrap(), None, "leased");
+    jobs::release(db, &claimed).await.unwrap();
+    let swept = jobs::claim(db, 500, 1000).await.unwrap().expect("released");
+    assert_eq!((swept.id, swept.attempts), (claimed.id, 1));
+    jobs::complete(db, &swept).await.unwrap();
+    assert_eq!(jobs::count(db).await.unwrap(), 0);
+
     // A sweep claims due jobs in batches, oldest due first, never one that is leased or
     // not yet due.
     for (key, run_at) in [("a", 30), ("b", 10), ("c", 20), ("d", 5_000)] {
