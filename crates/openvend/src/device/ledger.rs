@@ -752,7 +752,14 @@ impl DeviceChannel {
         let mut job = None;
         if business {
             let key = format!("device_event:{}:{}", m.id, envelope.msg_id);
-            let payload = serde_json::json!({ "machine_id": m.id, "msg_id": envelope.msg_id });
+            // The event rides along, so the job need not read it back.
+            let payload = serde_json::json!({
+                "machine_id": m.id,
+                "msg_id": envelope.msg_id,
+                "machine": m.code,
+                "kind": envelope.kind,
+                "body": envelope.body,
+            });
             job = crate::store::jobs::enqueue_claimed(
                 &mut *tx,
                 "device_event",

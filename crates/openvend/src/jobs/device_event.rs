@@ -10,22 +10,42 @@ use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
 use crate::services::Services;
 use crate::store::orders::{self, OrderError};
 
-/// Handles the stored event `msg_id` of machine `machine_id`.
-pub async fn run(svc: &Services, machine_id: i64, msg_id: &str) -> anyhow::Result<Next> {
-    let Some(row) = crate::store::query(
-        "SELECT e.kind, e.body, m.code FROM device_events e JOIN machines m ON m.id = e.machine_id \
-         WHERE e.machine_id = $1 AND e.msg_id = $2",
-    )
-    .bind(machine_id)
-    .bind(msg_id)
-    .fetch_optional(&svc.db.pool)
-    .await?
-    else {
-        return Ok(Next::Done);
+/// A stored event, as its job carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The machine's code.
+    pub machine: &'a str,
+    /// The event kind.
+    pub kind: &'a str,
+    /// The event body, as stored.
+    pub body: &'a str,
+}
+
+/// Handles the stored event `msg_id` of machine `machine_id`: the one its job carries, or
+/// read back from the store.
+pub async fn run(
+    svc: &Services,
+    machine_id: i64,
+    msg_id: &str,
+    carried: Option<Stored<'_>>,
+) -> anyhow::Result<Next> {
+    let (machine, kind, body) = match carried {
+        Some(s) => (s.machine.to_owned(), s.kind.to_owned(), s.body.to_owned()),
+        None => {
+            let Some(row) = crate::store::query(
+                "SELECT e.kind, e.body, m.code FROM device_events e JOIN machines m ON m.id = e.machine_id \
+                 WHERE e.machine_id = $1 AND e.msg_id = $2",
+            )
+            .bind(machine_id)
+            .bind(msg_id)
+            .fetch_optional(&svc.db.pool)
+            .await?
+            else {
+                return Ok(Next::Done);
+            };
+            (row.try_get(2)?, row.try_get(0)?, row.try_get(1)?)
+        }
     };
-    let kind: String = row.try_get(0)?;
-    let body: String = row.try_get(1)?;
-    let machine: String = row.try_get(2)?;
     // The ledger accepted it, so it parses; a failure here is a bug worth a log, not a retry.
     let event = match Event::parse(&kind, &body) {
         Ok(e) => e,

@@ -84,10 +84,21 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
         ("refund", _, Some(id)) => crate::pay::refund::run(svc, id).await,
         ("dispense", Some(id), _) => dispense::run(svc, id).await,
         ("device_event", _, _) => {
+            let text = |name: &str| payload.get(name).and_then(serde_json::Value::as_str);
             let machine_id = id_of("machine_id");
-            let msg_id = payload.get("msg_id").and_then(serde_json::Value::as_str);
-            match (machine_id, msg_id) {
-                (Some(m), Some(msg)) => device_event::run(svc, m, msg).await,
+            match (machine_id, text("msg_id")) {
+                (Some(m), Some(msg)) => {
+                    let carried = match (text("machine"), text("kind"), text("body")) {
+                        (Some(machine), Some(kind), Some(body)) => Some(device_event::Stored {
+                            machine,
+                            kind,
+                            body,
+                        }),
+                        // Queued by an earlier version: the job reads the event back.
+                        _ => None,
+                    };
+                    device_event::run(svc, m, msg, carried).await
+                }
                 _ => anyhow::bail!("device_event job without machine_id and msg_id"),
             }
         }

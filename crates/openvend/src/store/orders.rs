@@ -392,15 +392,23 @@ pub async fn mark_paid(
     now: i64,
     source: &str,
 ) -> Result<(), OrderError> {
-    transition(&mut *tx, order_id, from, OrderEvent::PaymentConfirmed, now).await?;
-    crate::store::query(
-        "UPDATE orders SET trade_no = $1, buyer_id = COALESCE($2, buyer_id) WHERE id = $3",
+    // The state move and the payment refs in one conditional statement.
+    let to = from.apply(OrderEvent::PaymentConfirmed)?;
+    let done = crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2, trade_no = $3, buyer_id = COALESCE($4, buyer_id) \
+         WHERE id = $5 AND state = $6",
     )
+    .bind(to.as_str())
+    .bind(now)
     .bind(trade_no)
     .bind(buyer_id)
     .bind(order_id)
+    .bind(from.as_str())
     .execute(&mut *tx)
     .await?;
+    if done.rows_affected() != 1 {
+        return Err(OrderError::Concurrent(order_id));
+    }
     add_event(
         &mut *tx,
         order_id,

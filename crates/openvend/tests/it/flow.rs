@@ -415,6 +415,57 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
     }
 }
 
+/// A `device_event` job queued by an earlier version carries only the event's id: the job
+/// reads the stored event back and acts on it.
+#[tokio::test]
+async fn a_device_event_job_without_its_event_reads_it_back() {
+    let r = start().await;
+    let (_sim, _events) = machine(&r, "VM-0001", |_| {}).await;
+    let db = &r.app_services.db;
+    let machine_id: i64 = openvend::store::query("SELECT id FROM machines WHERE code = 'VM-0001'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let now = r.app_services.now();
+    openvend::store::query(
+        "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, 'old-1', 'fault', $2, $3)",
+    )
+    .bind(machine_id)
+    .bind(now)
+    .bind(r#"{"code":"DOOR","detail":"door open"}"#)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let payload = json!({ "machine_id": machine_id, "msg_id": "old-1" }).to_string();
+    openvend::store::jobs::enqueue(
+        &db.pool,
+        "device_event",
+        "device_event:old",
+        &payload,
+        now,
+        now,
+    )
+    .await
+    .unwrap();
+    r.app_services.jobs_ready.notify_one();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let fault: Option<String> =
+            openvend::store::query("SELECT fault FROM machines WHERE code = 'VM-0001'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+                .get(0);
+        if let Some(fault) = fault {
+            assert_eq!(fault, "DOOR: door open");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "fault not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispenses_once() {
     let r = start().await;
