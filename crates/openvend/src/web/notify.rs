@@ -190,7 +190,10 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     }
     tx.commit().await?;
     if let Some(dispense) = dispense {
-        svc.device.deliver(&dispense).await;
+        // Recorded, so Alipay can have its answer now: a publish that waits for a broker
+        // link that is down must not hold the notification (the ledger re-delivers).
+        let device = svc.device.clone();
+        tokio::spawn(async move { device.deliver(&dispense).await });
     }
     Ok(())
 }
