@@ -72,6 +72,74 @@ async fn the_store_story_holds_on_postgres() {
     story(&db).await;
 }
 
+/// Many SQLite transactions and statements at once on the one connection: each commits or
+/// rolls back alone, a failed statement spoils nobody else's, and what `commit` (or a
+/// statement outside a transaction) reported done is in the file for another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sqlite_transactions_keep_their_own_outcome() {
+    let (db, dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..200i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("g{n}");
+            match n % 4 {
+                // A transaction that commits.
+                0 | 1 => {
+                    let mut tx = db.begin().await.unwrap();
+                    jobs::enqueue(&mut *tx, "refund", &key, "{}", n, n).await.unwrap();
+                    tokio::task::yield_now().await;
+                    tx.commit().await.unwrap();
+                    true
+                }
+                // One that is dropped half-way.
+                2 => {
+                    let mut tx = db.begin().await.unwrap();
+                    jobs::enqueue(&mut *tx, "refund", &key, "{}", n, n).await.unwrap();
+                    drop(tx);
+                    false
+                }
+                // A statement on its own, then one that fails its constraint.
+                _ => {
+                    jobs::enqueue(&db.pool, "refund", &key, "{}", n, n)
+                        .await
+                        .unwrap();
+                    let dup = openvend::store::query(
+                        "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) VALUES ('refund', $1, '{}', 0, 1, 1)",
+                    )
+                    .bind(&key)
+                    .execute(&db.pool)
+                    .await;
+                    assert!(dup.is_err(), "the key is taken");
+                    true
+                }
+            }
+        }));
+    }
+    let mut kept = Vec::new();
+    for (n, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap() {
+            kept.push(format!("g{n}"));
+        }
+    }
+    // Another connection to the file sees exactly what was reported committed.
+    let other = Db::connect(
+        &format!("sqlite://{}/openvend.db", dir.path().display()),
+        false,
+    )
+    .await
+    .unwrap();
+    let rows = openvend::store::query("SELECT dedup_key FROM jobs ORDER BY id")
+        .fetch_all(&other.pool)
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    seen.sort();
+    kept.sort();
+    assert_eq!(seen, kept);
+}
+
 #[tokio::test]
 async fn instances_sharing_a_sqlite_queue_claim_each_job_once() {
     let (db, _dir) = sqlite_db().await;
