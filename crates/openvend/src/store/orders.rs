@@ -240,19 +240,23 @@ pub async fn payable_by_out_trade_no(
     db: &Db,
     out_trade_no: &str,
 ) -> Result<Option<PayableOrder>, OrderError> {
-    let columns = ORDER_COLUMNS
-        .split(", ")
-        .map(|c| format!("o.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let row = crate::store::query(&format!(
-        "SELECT {columns}, p.seller_pid, m.code AS machine_code FROM orders o \
-         JOIN operators p ON p.id = o.operator_id JOIN machines m ON m.id = o.machine_id \
-         WHERE o.out_trade_no = $1"
-    ))
-    .bind(out_trade_no)
-    .fetch_optional(&db.pool)
-    .await?;
+    // Built once: every notification runs it.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns = ORDER_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {columns}, p.seller_pid, m.code AS machine_code FROM orders o \
+             JOIN operators p ON p.id = o.operator_id JOIN machines m ON m.id = o.machine_id \
+             WHERE o.out_trade_no = $1"
+        )
+    });
+    let row = crate::store::query(&SQL)
+        .bind(out_trade_no)
+        .fetch_optional(&db.pool)
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::flow::{expect_qr, log_vend, machine, next_business, pay, settle, slot};
 use crate::invariants::{self, VendLog};
-use crate::sale::{Running, control, start, wait_for_state};
+use crate::sale::{Running, control, machine_secret, start, wait_for_state};
 
 /// Buys one A1 on VM-0001, pays and waits for the goods; returns what came out.
 async fn sell_one(r: &Running, skew_ms: i64) -> VendLog {
@@ -104,12 +104,7 @@ async fn http_heartbeat(r: &Running, secret: &str, ts: i64) -> (u16, Value) {
 #[tokio::test]
 async fn f21_an_http_machine_400_s_off_gets_the_server_time_and_its_retry_passes() {
     let r = start().await;
-    let secret: String =
-        openvend::store::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
-            .fetch_one(&r.app_services.db.pool)
-            .await
-            .unwrap()
-            .get(0);
+    let secret = machine_secret(&r, "FM-0001").await;
     let machine_clock = r.app_services.now() - 400_000;
     let (status, body) = http_heartbeat(&r, &secret, machine_clock).await;
     assert_eq!(status, 401, "{body}");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::invariants::{self, VendLog};
-use crate::sale::{Running, control, start, wait_for_state};
+use crate::sale::{Running, control, machine_secret, start, wait_for_state};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,12 +21,7 @@ pub async fn machine(
     code: &str,
     tweak: impl FnOnce(&mut SimSettings),
 ) -> (MachineSim, UnboundedReceiver<SimEvent>) {
-    let secret: String = openvend::store::query("SELECT secret FROM machines WHERE code = $1")
-        .bind(code)
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .get(0);
+    let secret = machine_secret(r, code).await;
     let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
     let mut settings = SimSettings::new(code, &secret, &host, port);
     settings.persistent_session = false;
@@ -586,12 +581,7 @@ impl HttpMachine {
 #[tokio::test]
 async fn a_machine_on_the_http_fallback_sells_the_same_way() {
     let r = start().await;
-    let secret: String =
-        openvend::store::query("SELECT secret FROM machines WHERE code = 'FM-0001'")
-            .fetch_one(&r.app_services.db.pool)
-            .await
-            .unwrap()
-            .get(0);
+    let secret = machine_secret(&r, "FM-0001").await;
     let m = HttpMachine {
         base: r.http_url.clone(),
         code: "FM-0001".into(),

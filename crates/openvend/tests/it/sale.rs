@@ -80,6 +80,16 @@ pub async fn mark_machines_online(r: &Running) {
         .unwrap();
 }
 
+/// The secret of machine `code`, as the store has it.
+pub async fn machine_secret(r: &Running, code: &str) -> String {
+    openvend::store::query("SELECT secret FROM machines WHERE code = $1")
+        .bind(code)
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub fn sale(slot: &str, qty: u32) -> SaleRequest {
     SaleRequest {
         machine: "VM-0001".into(),
