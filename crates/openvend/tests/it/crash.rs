@@ -23,6 +23,23 @@ struct Server {
     database_url: Option<String>,
 }
 
+/// Where the server under test writes its log (appended across restarts).
+fn server_log(dir: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// The end of the server's log, for a failure message.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let start = log.len().saturating_sub(2000);
+    log.get(start..).unwrap_or(&log).to_owned()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -47,7 +64,7 @@ impl Server {
             .env("OPENVEND_MQTT_EMBEDDED_LISTEN", format!("127.0.0.1:{mqtt}"))
             .env("OPENVEND_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(server_log(dir));
         if let Some(url) = &database_url {
             cmd.env("OPENVEND_DATABASE_URL", url);
         }
@@ -77,17 +94,49 @@ impl Server {
         );
     }
 
-    async fn wait_healthy(&self) {
+    /// A first start on ports nobody holds: the ports come from `free_port`, and another
+    /// test may bind one of them before the server does; then it tries fresh ones.
+    async fn start(dir: &Path, database_url: Option<String>) -> Server {
+        for _ in 0..3 {
+            let mut server = Server::spawn(
+                dir,
+                free_port(),
+                free_port(),
+                free_port(),
+                database_url.clone(),
+            );
+            if server.healthy_or_exited().await {
+                return server;
+            }
+        }
+        panic!("server did not start: {}", log_tail(dir));
+    }
+
+    async fn wait_healthy(&mut self) {
+        assert!(
+            self.healthy_or_exited().await,
+            "server did not start: {}",
+            log_tail(&self.dir)
+        );
+    }
+
+    /// True once `/health` answers; false if the process exits first.
+    async fn healthy_or_exited(&mut self) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/health", self.http)).await
                 && r.status().is_success()
             {
-                return;
+                return true;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("server exited with {status}: {}", log_tail(&self.dir));
+                return false;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "server did not start"
+                "server did not start within 30 s: {}",
+                log_tail(&self.dir)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -216,14 +265,7 @@ async fn wait_vend(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog, 
 async fn kill_9_mid_sale_and_restart_drives_every_order_to_a_final_state_once() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = crate::store::postgres_url_if_asked().await;
-    let mut server = Server::spawn(
-        dir.path(),
-        free_port(),
-        free_port(),
-        free_port(),
-        database_url.clone(),
-    );
-    server.wait_healthy().await;
+    let mut server = Server::start(dir.path(), database_url.clone()).await;
     let (sim, mut events) = machine(&server).await;
     let mut log = VendLog::new();
 
