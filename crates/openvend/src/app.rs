@@ -244,8 +244,14 @@ async fn wake_on_events(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = events.recv() => match ev {
-                Some(DeviceEvent { job: Some(job), .. }) => svc.run_claimed(job),
-                Some(_) => {}
+                Some(ev) => {
+                    if let Some(job) = ev.job {
+                        svc.run_claimed(job);
+                    }
+                    if let Some(key) = ev.run_soon {
+                        svc.run_soon(key);
+                    }
+                }
                 None => return,
             },
             _ = tick.tick() => {

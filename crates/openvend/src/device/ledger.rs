@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::protocol::{AckStatus, Command, Envelope, Event, Rejection, Verified, open_envelope};
+use super::protocol::{
+    AckStatus, Command, Envelope, Event, ItemResult, Rejection, Verified, open_envelope,
+};
+use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
 use crate::store::Db;
 
 /// Default time a command may wait for its machine's ack.
@@ -118,6 +121,9 @@ pub struct DeviceEvent {
     pub event: Event,
     /// The job queued (claimed by this process) to act on it, if it needs one.
     pub job: Option<crate::store::jobs::Job>,
+    /// The dedup key of a job its transaction queued unclaimed (a refund for a failed
+    /// vend), to run now.
+    pub run_soon: Option<String>,
 }
 
 /// A command just recorded, to [`deliver`](DeviceChannel::deliver) once its transaction
@@ -681,6 +687,7 @@ impl DeviceChannel {
                 received_at: now,
                 event,
                 job: None,
+                run_soon: None,
             });
         }
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
@@ -702,6 +709,7 @@ impl DeviceChannel {
             return Err(Rejection::Duplicate);
         }
         let mut business = event.needs_business_handling();
+        let mut refund_job = None;
         match &event {
             Event::Ack {
                 command_id,
@@ -730,8 +738,14 @@ impl DeviceChannel {
             Event::DispenseResult {
                 command_id,
                 order_id,
-                ..
-            } => apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?,
+                items,
+            } => {
+                apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?;
+                // What the results decide (stock, the order's end, a refund for what did not
+                // come out) commits with them; only a refund's call to Alipay is a job.
+                business = false;
+                refund_job = record_vend(&mut tx, &m.code, order_id, items, now).await?;
+            }
             // A buy request is a sign of life too; it may arrive before the first heartbeat
             // after a reconnect.
             Event::BuyRequest { .. } => {
@@ -786,7 +800,32 @@ impl DeviceChannel {
             received_at: now,
             event,
             job,
+            run_soon: refund_job,
         })
+    }
+}
+
+/// Records a dispense's results in the ledger's transaction; answers the refund job it queued,
+/// if any. A report for an order that is no longer vending (finished by an earlier report or
+/// by the dispense watch) changes nothing but the ledger.
+async fn record_vend(
+    tx: &mut Tx,
+    machine: &str,
+    order_ref: &str,
+    items: &[ItemResult],
+    now: i64,
+) -> Result<Option<String>, Rejection> {
+    let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
+    match vend::record_results_in(tx, now, VendOrder::TradeNo(order_ref), &units).await {
+        Ok(recorded) => {
+            tracing::info!(machine, order = order_ref, state = %recorded.outcome.state, refund_fen = recorded.outcome.refund.0, "vend recorded");
+            Ok(recorded.refund_job)
+        }
+        Err(VendError::NotVending(..) | VendError::NotFound) => Ok(None),
+        Err(e) => {
+            tracing::error!(error = %e, "could not record a dispense result");
+            Err(Rejection::Unavailable)
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 
 use super::Next;
 use super::dispense;
-use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line, VendOutcome};
+use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line};
 use crate::pay::sale::{self, SaleError, SaleItem, SaleRequest};
-use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
+use crate::pay::vend::{self, UnitResult, VendError};
 use crate::services::Services;
+use crate::store::jobs::Job;
 use crate::store::orders::{self, OrderError};
 
 /// A stored event, as its job carries it.
@@ -25,6 +26,7 @@ pub struct Stored<'a> {
 /// read back from the store.
 pub async fn run(
     svc: &Services,
+    job: &Job,
     machine_id: i64,
     msg_id: &str,
     carried: Option<Stored<'_>>,
@@ -64,7 +66,7 @@ pub async fn run(
             order_id, items, ..
         } => on_result(svc, &machine, &order_id, &items).await?,
         Event::BuyRequest { request_id, items } => {
-            on_buy_request(svc, &machine, msg_id, &request_id, &items).await?
+            return on_buy_request(svc, job, &machine, msg_id, &request_id, &items).await;
         }
         Event::Fault { code, detail } => on_fault(svc, machine_id, &code, &detail).await?,
         Event::Heartbeat { .. } => {}
@@ -131,18 +133,7 @@ async fn on_result(
     let Some(order) = orders::by_out_trade_no(&svc.db, order_ref).await? else {
         return Ok(());
     };
-    let units: Vec<UnitResult> = items
-        .iter()
-        .map(|i| UnitResult {
-            slot: i.slot.clone(),
-            result: match i.result {
-                VendOutcome::Dispensed => ReportedVend::Dispensed,
-                VendOutcome::Failed => ReportedVend::Failed,
-                VendOutcome::Indeterminate => ReportedVend::Indeterminate,
-            },
-            reason: i.reason.clone(),
-        })
-        .collect();
+    let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
     match vend::record_results(svc, order.id, &units).await {
         Ok(outcome) => {
             tracing::info!(machine, order_id = order.id, state = %outcome.state, refund_fen = outcome.refund.0, "vend recorded");
@@ -156,11 +147,12 @@ async fn on_result(
 
 async fn on_buy_request(
     svc: &Services,
+    job: &Job,
     machine: &str,
     msg_id: &str,
     request_id: &str,
     items: &[Line],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Next> {
     let req = SaleRequest {
         machine: machine.to_owned(),
         items: items
@@ -177,11 +169,12 @@ async fn on_buy_request(
     let answer = sale::Answer {
         request_id,
         key: &key,
+        job: Some(job),
     };
     let refused = match sale::start_machine_sale(svc, &req, answer, svc.now()).await {
         Ok((_, recorded)) => {
             svc.device.deliver(&recorded).await;
-            return Ok(());
+            return Ok(Next::Completed);
         }
         // The store failing is not the buyer's problem: try again.
         Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
@@ -195,7 +188,7 @@ async fn on_buy_request(
         reason: refused.to_string(),
     };
     svc.device.send_once(machine, command, &key).await?;
-    Ok(())
+    Ok(Next::Done)
 }
 
 async fn on_fault(svc: &Services, machine_id: i64, code: &str, detail: &str) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! The job dispatcher: runs due jobs from the store, several at a time.
 //!
 //! Each job kind is an idempotent function of its payload and the store; it answers
-//! [`Next::Done`] (the row is deleted) or [`Next::At`] (run again later, e.g. the next poll).
+//! [`Next::Done`] (the row is deleted), [`Next::Completed`] (its own last transaction deleted it)
+//! or [`Next::At`] (run again later, e.g. the next poll).
 //! An error reschedules with exponential back-off. Several instances on PostgreSQL share the
 //! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
 //!
@@ -32,6 +33,8 @@ use crate::store::jobs::{self, Job};
 pub enum Next {
     /// Finished; delete it.
     Done,
+    /// Finished, and already deleted in the job's own last transaction.
+    Completed,
     /// Run again at this time (ms).
     At(i64),
 }
@@ -45,6 +48,7 @@ async fn run_claimed(svc: &Services, job: Job) {
     async {
         let recorded = match dispatch(svc, &job).await {
             Ok(Next::Done) => jobs::complete(&svc.db, &job).await,
+            Ok(Next::Completed) => Ok(()),
             Ok(Next::At(at)) => {
                 let recorded = jobs::retry_later(&svc.db, &job, "", at).await;
                 wake_if_soon(svc, at);
@@ -97,7 +101,7 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
                         // Queued by an earlier version: the job reads the event back.
                         _ => None,
                     };
-                    device_event::run(svc, m, msg, carried).await
+                    device_event::run(svc, job, m, msg, carried).await
                 }
                 _ => anyhow::bail!("device_event job without machine_id and msg_id"),
             }

@@ -12,6 +12,7 @@ use crate::device::ledger::Recorded;
 use crate::device::protocol::Command;
 use crate::services::Services;
 use crate::store::Conn;
+use crate::store::jobs::{self, Job};
 use crate::store::orders::{self, OrderError};
 
 /// What a machine asks to sell.
@@ -56,6 +57,8 @@ pub struct Answer<'a> {
     pub request_id: &'a str,
     /// The command's idempotency key.
     pub key: &'a str,
+    /// The job that answers (the buy request's), deleted in the answering transaction.
+    pub job: Option<&'a Job>,
 }
 
 /// Starts the QR sale a machine asked for with `buy_request`, and records the `show_qr`
@@ -89,8 +92,27 @@ pub async fn start_machine_sale(
     Ok((again, recorded))
 }
 
-/// Records the `show_qr` command answering `answer` and its timeline entry, once per key.
+/// Records the `show_qr` command answering `answer`, its timeline entry, once per key, and
+/// the end of the job that answers.
 async fn record_show_qr(
+    svc: &Services,
+    conn: &mut Conn,
+    machine: &str,
+    started: &SaleStarted,
+    answer: Answer<'_>,
+    now: i64,
+) -> Result<Recorded, SaleError> {
+    let recorded = record_show_qr_command(svc, conn, machine, started, answer, now).await?;
+    if let Some(job) = answer.job {
+        jobs::complete_in(&mut *conn, job)
+            .await
+            .map_err(|e| SaleError::Order(OrderError::Store(e)))?;
+    }
+    Ok(recorded)
+}
+
+/// Records the `show_qr` command answering `answer` and its timeline entry, once per key.
+async fn record_show_qr_command(
     svc: &Services,
     conn: &mut Conn,
     machine: &str,

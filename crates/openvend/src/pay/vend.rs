@@ -2,12 +2,13 @@
 //! in one transaction — stock corrected, the order finished, and the value of every unit that
 //! did not come out refunded (once: the refund number is derived from the order).
 
+use crate::device::protocol::{self, ItemResult};
 use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, VendState, refund_due};
 use crate::pay::refund::{self, RefundError};
 use crate::services::Services;
 use crate::store::orders::{self, OrderError};
-use crate::store::{get_int, jobs};
+use crate::store::{Tx, get_int, jobs};
 
 /// One unit's result as the machine reported it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -32,6 +33,20 @@ pub enum ReportedVend {
     Failed,
     /// Unknown (power loss mid-vend).
     Indeterminate,
+}
+
+impl From<&ItemResult> for UnitResult {
+    fn from(i: &ItemResult) -> Self {
+        UnitResult {
+            slot: i.slot.clone(),
+            result: match i.result {
+                protocol::VendOutcome::Dispensed => ReportedVend::Dispensed,
+                protocol::VendOutcome::Failed => ReportedVend::Failed,
+                protocol::VendOutcome::Indeterminate => ReportedVend::Indeterminate,
+            },
+            reason: i.reason.clone(),
+        }
+    }
 }
 
 impl From<ReportedVend> for VendState {
@@ -95,23 +110,68 @@ pub async fn record_results(
     order_id: i64,
     report: &[UnitResult],
 ) -> Result<VendOutcome, VendError> {
-    let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    let order =
-        crate::store::query("SELECT state, machine_id, out_trade_no FROM orders WHERE id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(VendError::NotFound)?;
-    let state = OrderState::parse(&order.try_get::<String, _>(0)?).ok_or(VendError::NotFound)?;
+    let recorded = record_results_in(&mut tx, svc.now(), VendOrder::Id(order_id), report).await?;
+    tx.commit().await?;
+    if let Some(key) = recorded.refund_job {
+        svc.run_soon(key);
+    }
+    Ok(recorded.outcome)
+}
+
+/// Which order a report is for.
+#[derive(Debug, Clone, Copy)]
+pub enum VendOrder<'a> {
+    /// By row id.
+    Id(i64),
+    /// By `out_trade_no`, as the machine's report names it.
+    TradeNo(&'a str),
+}
+
+/// What [`record_results_in`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedVend {
+    /// The order's state and the value refunded.
+    pub outcome: VendOutcome,
+    /// The refund job queued in the transaction, to run once it commits.
+    pub refund_job: Option<String>,
+}
+
+/// [`record_results`] in the caller's transaction, so the machine's report, the ledger's
+/// `done` mark and everything the results decide commit together. The caller runs
+/// `refund_job` once it has committed.
+pub async fn record_results_in(
+    tx: &mut Tx,
+    now: i64,
+    which: VendOrder<'_>,
+    report: &[UnitResult],
+) -> Result<RecordedVend, VendError> {
+    const COLUMNS: &str = "SELECT id, state, machine_id, out_trade_no FROM orders";
+    let order = match which {
+        VendOrder::Id(id) => {
+            crate::store::query(&format!("{COLUMNS} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        VendOrder::TradeNo(no) => {
+            crate::store::query(&format!("{COLUMNS} WHERE out_trade_no = $1"))
+                .bind(no)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    }
+    .ok_or(VendError::NotFound)?;
+    let order_id: i64 = order.try_get(0)?;
+    let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;
     if !matches!(state, OrderState::Paid | OrderState::Dispensing) {
         return Err(VendError::NotVending(order_id, state));
     }
-    let machine_id: i64 = order.try_get(1)?;
-    let out_trade_no: String = order.try_get(2)?;
+    let machine_id: i64 = order.try_get(2)?;
+    let out_trade_no: String = order.try_get(3)?;
     let lines: Vec<(i64, OrderLine)> = crate::store::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
         .bind(order_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?
         .iter()
         .map(|r| {
@@ -147,9 +207,9 @@ pub async fn record_results(
                 .bind(state_name(state))
                 .bind(reason.clone())
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
-            correct_stock(&mut tx, machine_id, &line.slot, state, reason.as_deref()).await?;
+            correct_stock(tx, machine_id, &line.slot, state, reason.as_deref()).await?;
             states.push(state);
         }
         per_line.push((line.clone(), states));
@@ -165,7 +225,7 @@ pub async fn record_results(
         .iter()
         .any(|(_, s)| s.contains(&VendState::Dispensed));
     let next = orders::transition(
-        &mut *tx,
+        &mut **tx,
         order_id,
         state,
         OrderEvent::VendFinished { dispensed_any },
@@ -178,7 +238,7 @@ pub async fn record_results(
         .map(|(l, s)| format!("{}: {:?}", l.slot, s))
         .collect();
     orders::add_event(
-        &mut *tx,
+        &mut **tx,
         order_id,
         now,
         "device",
@@ -187,7 +247,7 @@ pub async fn record_results(
     )
     .await?;
     // The order has its result: the dispense job's watch for it is over.
-    jobs::cancel(&mut *tx, &orders::dispense_key(order_id))
+    jobs::cancel(&mut **tx, &orders::dispense_key(order_id))
         .await
         .map_err(OrderError::from)?;
     let mut refund_job = None;
@@ -196,7 +256,7 @@ pub async fn record_results(
         // refund twice.
         let out_request_no = format!("{out_trade_no}V");
         let record = refund::request_in(
-            &mut tx,
+            tx,
             now,
             order_id,
             &out_request_no,
@@ -207,13 +267,12 @@ pub async fn record_results(
         .await?;
         refund_job = Some(refund::job_key(record.id));
     }
-    tx.commit().await?;
-    if let Some(key) = refund_job {
-        svc.run_soon(key);
-    }
-    Ok(VendOutcome {
-        state: next,
-        refund: due,
+    Ok(RecordedVend {
+        outcome: VendOutcome {
+            state: next,
+            refund: due,
+        },
+        refund_job,
     })
 }
 

@@ -204,10 +204,16 @@ fn job_from_row(r: &crate::store::Row) -> Result<Job, sqlx::Error> {
 /// (the payment poll ends in the transaction that records the payment) and SQLite may have
 /// given that id to a job queued in the same transaction.
 pub async fn complete(db: &Db, job: &Job) -> Result<(), StoreError> {
+    complete_in(&db.pool, job).await
+}
+
+/// [`complete`] in the caller's transaction: a job whose last effect is a transaction ends
+/// with it, one commit instead of two.
+pub async fn complete_in<E: crate::store::Executor>(conn: E, job: &Job) -> Result<(), StoreError> {
     crate::store::query("DELETE FROM jobs WHERE id = $1 AND dedup_key = $2")
         .bind(job.id)
         .bind(&job.dedup_key)
-        .execute(&db.pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
