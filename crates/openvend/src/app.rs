@@ -47,6 +47,8 @@ pub struct App {
     pub mqtt: LinkSettings,
     /// Whether the broker is the embedded one.
     pub mqtt_embedded: bool,
+    /// The server's in-memory session in the embedded broker, opened with the broker.
+    embedded_session: Option<crate::device::broker::LocalSession>,
     events: tokio::sync::mpsc::Receiver<DeviceEvent>,
     job_workers: usize,
     shutdown: CancellationToken,
@@ -112,7 +114,8 @@ impl App {
         let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);
         let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl);
         let shutdown = CancellationToken::new();
-        let (mqtt, mqtt_embedded) = start_mqtt(&settings, &device, &shutdown).await?;
+        let (mqtt, embedded_session) = start_mqtt(&settings, &device, &shutdown).await?;
+        let mqtt_embedded = embedded_session.is_some();
         let services = Arc::new(Services {
             api_token,
             db: db.clone(),
@@ -147,6 +150,7 @@ impl App {
             public_url,
             mqtt,
             mqtt_embedded,
+            embedded_session,
             events,
             job_workers: settings.job_workers,
             shutdown,
@@ -203,11 +207,18 @@ impl App {
                 }
             })
         });
-        let link = tokio::spawn(crate::device::mqtt::run_link(
-            self.services.device.clone(),
-            self.mqtt.clone(),
-            token.clone(),
-        ));
+        let link = match self.embedded_session {
+            Some(session) => tokio::spawn(crate::device::mqtt::run_local_link(
+                self.services.device.clone(),
+                session,
+                token.clone(),
+            )),
+            None => tokio::spawn(crate::device::mqtt::run_link(
+                self.services.device.clone(),
+                self.mqtt.clone(),
+                token.clone(),
+            )),
+        };
         let wake = tokio::spawn(wake_on_events(
             self.events,
             self.services.clone(),
@@ -263,17 +274,18 @@ async fn wake_on_events(
     }
 }
 
-/// The MQTT side: the embedded broker (machines log in with code + secret, the server with a
-/// password made for this run), or the configured external broker.
+/// The MQTT side: the embedded broker (machines log in with code + secret; the server joins
+/// it in memory, and over TCP with a password made for this run), or the configured external
+/// broker.
 async fn start_mqtt(
     settings: &Settings,
     device: &DeviceChannel,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(LinkSettings, bool)> {
+) -> anyhow::Result<(LinkSettings, Option<crate::device::broker::LocalSession>)> {
     let mut link =
         LinkSettings::from_settings(&settings.mqtt).map_err(|e| anyhow::anyhow!("{e}"))?;
     if settings.mqtt.url.is_some() {
-        return Ok((link, false));
+        return Ok((link, None));
     }
     let addr: SocketAddr = settings
         .mqtt
@@ -281,7 +293,7 @@ async fn start_mqtt(
         .parse()
         .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen: {e}"))?;
     let password: crate::config::Secret = crate::ids::random_hex(32).into();
-    let addr = crate::device::mqtt::start_embedded(
+    let embedded = crate::device::mqtt::start_embedded(
         addr,
         device.clone(),
         link.client_id.clone(),
@@ -289,13 +301,13 @@ async fn start_mqtt(
         shutdown.clone(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen {addr}: {e}"))?
-    .listen;
-    link.host = addr.ip().to_string();
-    link.port = addr.port();
+    .map_err(|e| anyhow::anyhow!("mqtt.embedded_listen {addr}: {e}"))?;
+    link.host = embedded.listen.ip().to_string();
+    link.port = embedded.listen.port();
     link.username = Some(link.client_id.clone());
     link.password = Some(password);
-    Ok((link, true))
+    let session = crate::device::mqtt::attach_local(&embedded.broker);
+    Ok((link, Some(session)))
 }
 
 /// The operator API token of an install without one configured: made once, kept in the data

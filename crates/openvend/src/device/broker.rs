@@ -178,6 +178,78 @@ impl Broker {
     }
 }
 
+/// The server's own session in the embedded broker, in memory: what machines publish on
+/// the filter arrives over a channel, and [`Broker::publish_local`] routes the server's
+/// commands. No loopback TCP, no MQTT encoding, no acknowledgements: nothing can be lost
+/// between two parts of one process. Ends (and unsubscribes) when dropped.
+pub struct LocalSession {
+    rx: mpsc::UnboundedReceiver<Out>,
+    broker: Broker,
+    client_id: String,
+    conn_id: u64,
+}
+
+impl std::fmt::Debug for LocalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSession")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalSession {
+    /// The broker it belongs to, to publish through.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The next message published on the session's filter: its topic and payload.
+    pub async fn recv(&mut self) -> Option<(String, Vec<u8>)> {
+        match self.rx.recv().await? {
+            Out::Publish(p) => Some((p.topic, p.payload.to_vec())),
+        }
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        detach(
+            &self.broker.state,
+            &self.client_id,
+            self.conn_id,
+            Vec::new(),
+        );
+    }
+}
+
+impl Broker {
+    /// Opens the server's in-memory session, subscribed to `filter`. `client_id` must not be
+    /// one a machine can log in with (machine codes have no `$`).
+    pub fn attach_local(&self, client_id: &str, filter: &str) -> LocalSession {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (conn_id, _, _) = attach(
+            &self.state,
+            client_id,
+            true,
+            Outbox::Unbounded(tx),
+            CancellationToken::new(),
+        );
+        subscribe(&self.state, client_id, filter);
+        LocalSession {
+            rx,
+            broker: self.clone(),
+            client_id: client_id.to_owned(),
+            conn_id,
+        }
+    }
+
+    /// Routes a message the server publishes (QoS 1, not retained) to the sessions
+    /// subscribed: a connected machine's connection, or its queue while it is away.
+    pub fn publish_local(&self, topic: String, payload: Vec<u8>) {
+        deliver(&self.state, Publish::new(topic, QoS::AtLeastOnce, payload));
+    }
+}
+
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {

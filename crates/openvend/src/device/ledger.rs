@@ -177,8 +177,7 @@ pub enum DeviceError {
     Store(#[from] sqlx::Error),
 }
 
-/// Where commands are published once recorded (the MQTT link).
-pub(super) type Publisher = rumqttc::AsyncClient;
+use super::mqtt::Publisher;
 
 /// The device channel: send commands, receive verified events. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -479,10 +478,7 @@ impl DeviceChannel {
             command.body_json(),
         );
         let topic = super::mqtt::cmd_topic(&m.code);
-        if let Err(e) = client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, sealed.to_bytes())
-            .await
-        {
+        if let Err(e) = client.publish(topic, sealed.to_bytes()).await {
             tracing::warn!(machine = %m.code, error = %e, "could not send the time");
         }
     }
@@ -494,12 +490,7 @@ impl DeviceChannel {
         };
         let topic = super::mqtt::cmd_topic(machine);
         match client
-            .publish(
-                topic,
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                cmd.payload.clone().into_bytes(),
-            )
+            .publish(topic, cmd.payload.clone().into_bytes())
             .await
         {
             Ok(()) => {

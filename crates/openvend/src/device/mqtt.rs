@@ -130,21 +130,8 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
         opts.set_credentials(user.clone(), pass);
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    channel.attach_mqtt(Some(client.clone()));
-
-    // Incoming messages are handled apart from the event loop (the handler may publish, and
-    // publishing needs the event loop to be polled), by a few workers: each machine's messages
-    // always go to the same worker, so they are handled in the order they arrived, while
-    // different machines proceed in parallel. Unbounded because the event loop must never
-    // wait on a worker; the broker's QoS 1 in-flight window bounds it in practice.
-    let mut shards = Vec::with_capacity(INCOMING_WORKERS);
-    let mut workers = Vec::with_capacity(INCOMING_WORKERS);
-    for _ in 0..INCOMING_WORKERS {
-        let (tx, rx) = mpsc::unbounded_channel::<Work>();
-        shards.push(tx);
-        workers.push(tokio::spawn(incoming_worker(channel.clone(), rx)));
-    }
-    let work_tx = Shards(shards);
+    channel.attach_mqtt(Some(Publisher::Client(client.clone())));
+    let (work_tx, workers) = start_workers(&channel);
 
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -169,18 +156,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                     tracing::warn!(topic = %p.topic, "retained message ignored");
                     continue;
                 }
-                let Some(machine) = machine_of_evt_topic(&p.topic) else {
-                    tracing::warn!(topic = %p.topic, "message on an unknown topic ignored");
-                    continue;
-                };
-                let work = Work::Message {
-                    machine: machine.to_owned(),
-                    payload: p.payload.to_vec(),
-                    arrived_at: channel.now_ms(),
-                };
-                if work_tx.send(work).is_err() {
-                    tracing::error!(topic = %p.topic, "MQTT worker stopped; event dropped");
-                }
+                hand_over(&channel, &work_tx, &p.topic, p.payload.to_vec());
             }
             Ok(_) => {}
             Err(e) => {
@@ -202,6 +178,107 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
         let _ = w.await;
     }
     tracing::info!("MQTT link stopped");
+}
+
+/// The server's client id inside the embedded broker; `$` keeps it apart from every machine
+/// code.
+const LOCAL_CLIENT_ID: &str = "$openvend-server";
+
+/// Opens the server's in-memory session in the embedded broker, subscribed to every
+/// machine's events. Open it before machines can connect: what they publish before it exists
+/// reaches nobody.
+pub fn attach_local(broker: &super::broker::Broker) -> super::broker::LocalSession {
+    broker.attach_local(LOCAL_CLIENT_ID, EVT_FILTER)
+}
+
+/// Runs the server's link to the embedded broker in memory until `shutdown` is cancelled:
+/// the same workers and ledger as [`run_link`], without a loopback connection and its TCP,
+/// MQTT encoding and acknowledgements.
+pub async fn run_local_link(
+    channel: DeviceChannel,
+    mut session: super::broker::LocalSession,
+    shutdown: CancellationToken,
+) {
+    channel.attach_mqtt(Some(Publisher::Embedded(session.broker().clone())));
+    let (work_tx, workers) = start_workers(&channel);
+    if work_tx.send(Work::RedeliverAll).is_err() {
+        tracing::error!("MQTT worker stopped; pending commands not re-delivered");
+    }
+    channel.set_link_up(true);
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = session.recv() => next,
+        };
+        let Some((topic, payload)) = next else { break };
+        hand_over(&channel, &work_tx, &topic, payload);
+    }
+    channel.attach_mqtt(None);
+    channel.set_link_up(false);
+    drop(session);
+    drop(work_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    tracing::info!("MQTT link stopped");
+}
+
+/// Where the ledger publishes commands: the MQTT client of [`run_link`], or the embedded
+/// broker itself.
+#[derive(Debug, Clone)]
+pub enum Publisher {
+    /// A client connected to a broker.
+    Client(AsyncClient),
+    /// The embedded broker, in memory.
+    Embedded(super::broker::Broker),
+}
+
+impl Publisher {
+    /// Publishes at QoS 1, not retained. An error means the message was not handed over.
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Publisher::Client(c) => c
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            Publisher::Embedded(b) => {
+                b.publish_local(topic, payload);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Starts the workers that handle incoming messages, apart from the link (a handler may
+/// publish, and publishing through a client needs its event loop polled). Each machine's
+/// messages always go to the same worker, so they are handled in the order they arrived,
+/// while different machines proceed in parallel. Unbounded because the link must never wait
+/// on a worker; the broker's QoS 1 in-flight window bounds it in practice.
+fn start_workers(channel: &DeviceChannel) -> (Shards, Vec<tokio::task::JoinHandle<()>>) {
+    let mut shards = Vec::with_capacity(INCOMING_WORKERS);
+    let mut workers = Vec::with_capacity(INCOMING_WORKERS);
+    for _ in 0..INCOMING_WORKERS {
+        let (tx, rx) = mpsc::unbounded_channel::<Work>();
+        shards.push(tx);
+        workers.push(tokio::spawn(incoming_worker(channel.clone(), rx)));
+    }
+    (Shards(shards), workers)
+}
+
+/// Passes a message on an event topic to its machine's worker.
+fn hand_over(channel: &DeviceChannel, work_tx: &Shards, topic: &str, payload: Vec<u8>) {
+    let Some(machine) = machine_of_evt_topic(topic) else {
+        tracing::warn!(topic, "message on an unknown topic ignored");
+        return;
+    };
+    let work = Work::Message {
+        machine: machine.to_owned(),
+        payload,
+        arrived_at: channel.now_ms(),
+    };
+    if work_tx.send(work).is_err() {
+        tracing::error!(topic, "MQTT worker stopped; event dropped");
+    }
 }
 
 /// How long an incoming event is retried against an unavailable store before it is dropped.

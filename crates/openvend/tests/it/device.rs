@@ -436,8 +436,20 @@ async fn wait_link_up(channel: &DeviceChannel) {
         .unwrap();
 }
 
-/// The whole MQTT story against a broker at `port`; `server` are the link's credentials.
-async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&str>)) {
+/// How the server's link joins the broker in [`mqtt_story`].
+enum ServerLink {
+    /// Over TCP, with these credentials.
+    Tcp(Option<String>, Option<&'static str>),
+    /// In memory, inside this embedded broker.
+    Local(openvend::device::broker::Broker),
+}
+
+/// The whole MQTT story against a broker at `port`, the server's link joining as `link` says.
+async fn mqtt_story(mut f: Fixture, port: u16, link: ServerLink) {
+    let server = match &link {
+        ServerLink::Tcp(user, pass) => (user.clone(), *pass),
+        ServerLink::Local(_) => (None, Some("embedded")),
+    };
     let (m1, m2) = (f.m1.clone(), f.m2.clone());
     let pw = |s: &'static str| if server.1.is_some() { Some(s) } else { None };
     let mut vm = machine(port, &m1, pw(SECRET_1)).await;
@@ -453,18 +465,25 @@ async fn mqtt_story(mut f: Fixture, port: u16, server: (Option<String>, Option<&
         .unwrap(); // stored by the broker
 
     let shutdown = CancellationToken::new();
-    let link = tokio::spawn(mqtt::run_link(
-        f.channel.clone(),
-        LinkSettings {
-            host: "127.0.0.1".into(),
-            port,
-            client_id: unique("srv"),
-            username: server.0,
-            password: server.1.map(Into::into),
-            persistent_session: false,
-        },
-        shutdown.clone(),
-    ));
+    let link = match link {
+        ServerLink::Tcp(..) => tokio::spawn(mqtt::run_link(
+            f.channel.clone(),
+            LinkSettings {
+                host: "127.0.0.1".into(),
+                port,
+                client_id: unique("srv"),
+                username: server.0,
+                password: server.1.map(Into::into),
+                persistent_session: false,
+            },
+            shutdown.clone(),
+        )),
+        ServerLink::Local(broker) => tokio::spawn(mqtt::run_local_link(
+            f.channel.clone(),
+            mqtt::attach_local(&broker),
+            shutdown.clone(),
+        )),
+    };
     wait_link_up(&f.channel).await;
     // Clear the retained message (an empty retained publish; the server ignores it as
     // malformed).
@@ -625,7 +644,28 @@ async fn a_machine_on_the_embedded_broker_gets_its_command_and_its_answers_arriv
     )
     .await
     .unwrap();
-    mqtt_story(f, port, (Some("server".into()), Some("server-pass"))).await;
+    mqtt_story(
+        f,
+        port,
+        ServerLink::Tcp(Some("server".into()), Some("server-pass")),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_joins_its_embedded_broker_in_memory_and_the_story_is_the_same() {
+    let f = sqlite_fixture().await;
+    let broker = mqtt::start_embedded(
+        "127.0.0.1:0".parse().unwrap(),
+        f.channel.clone(),
+        "server".into(),
+        "server-pass".into(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let port = broker.listen.port();
+    mqtt_story(f, port, ServerLink::Local(broker.broker)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -822,7 +862,7 @@ async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_on_mosquitto_gets_its_command_and_its_answers_arrive_once() {
     let f = sqlite_fixture().await;
-    mqtt_story(f, 1883, (None, None)).await;
+    mqtt_story(f, 1883, ServerLink::Tcp(None, None)).await;
 }
 
 // ---------------------------------------------------------------- HTTP fallback
