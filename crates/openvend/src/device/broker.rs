@@ -179,7 +179,7 @@ impl Broker {
 }
 
 /// The server's own session in the embedded broker, in memory: what machines publish on
-/// the filter arrives over a channel, and [`Broker::publish_local`] routes the server's
+/// the filter arrives over a channel, and [`LocalSession::publisher`] routes the server's
 /// commands. No loopback TCP, no MQTT encoding, no acknowledgements: nothing can be lost
 /// between two parts of one process. Ends (and unsubscribes) when dropped.
 pub struct LocalSession {
@@ -198,9 +198,10 @@ impl std::fmt::Debug for LocalSession {
 }
 
 impl LocalSession {
-    /// The broker it belongs to, to publish through.
-    pub fn broker(&self) -> &Broker {
-        &self.broker
+    /// A handle that publishes through the broker as the server. It does not keep the broker
+    /// alive: the broker's authenticator holds the device channel, which holds this handle.
+    pub fn publisher(&self) -> LocalPublisher {
+        LocalPublisher(Arc::downgrade(&self.broker.state))
     }
 
     /// The next message published on the session's filter: its topic and payload.
@@ -242,11 +243,28 @@ impl Broker {
             conn_id,
         }
     }
+}
 
+/// Publishes as the server through an embedded broker, while the broker exists.
+#[derive(Clone)]
+pub struct LocalPublisher(std::sync::Weak<State>);
+
+impl std::fmt::Debug for LocalPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPublisher").finish_non_exhaustive()
+    }
+}
+
+impl LocalPublisher {
     /// Routes a message the server publishes (QoS 1, not retained) to the sessions
-    /// subscribed: a connected machine's connection, or its queue while it is away.
-    pub fn publish_local(&self, topic: String, payload: Vec<u8>) {
-        deliver(&self.state, Publish::new(topic, QoS::AtLeastOnce, payload));
+    /// subscribed: a connected machine's connection, or its queue while it is away. False
+    /// when the broker has stopped.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> bool {
+        let Some(state) = self.0.upgrade() else {
+            return false;
+        };
+        deliver(&state, Publish::new(topic, QoS::AtLeastOnce, payload));
+        true
     }
 }
 

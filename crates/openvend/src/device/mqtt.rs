@@ -199,7 +199,7 @@ pub async fn run_local_link(
     mut session: super::broker::LocalSession,
     shutdown: CancellationToken,
 ) {
-    channel.attach_mqtt(Some(Publisher::Embedded(session.broker().clone())));
+    channel.attach_mqtt(Some(Publisher::Embedded(session.publisher())));
     let (work_tx, workers) = start_workers(&channel);
     if work_tx.send(Work::RedeliverAll).is_err() {
         tracing::error!("MQTT worker stopped; pending commands not re-delivered");
@@ -230,7 +230,7 @@ pub enum Publisher {
     /// A client connected to a broker.
     Client(AsyncClient),
     /// The embedded broker, in memory.
-    Embedded(super::broker::Broker),
+    Embedded(super::broker::LocalPublisher),
 }
 
 impl Publisher {
@@ -242,8 +242,11 @@ impl Publisher {
                 .await
                 .map_err(|e| e.to_string()),
             Publisher::Embedded(b) => {
-                b.publish_local(topic, payload);
-                Ok(())
+                if b.publish(topic, payload) {
+                    Ok(())
+                } else {
+                    Err("the embedded broker has stopped".into())
+                }
             }
         }
     }

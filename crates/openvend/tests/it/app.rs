@@ -52,3 +52,51 @@ async fn the_embedded_defaults_start_and_a_restart_keeps_the_demo_fleet_once() {
         .unwrap();
     assert_eq!(machines, 3);
 }
+
+/// Files of `dir` this process holds open.
+fn open_files_under(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
+/// A server whose runtime is gone lets go of all it held, even when its tasks never ran
+/// their shutdown: no two of its parts keep each other alive (the embedded broker's login
+/// check holds the device channel, which publishes through the broker), so its database
+/// closes. On PostgreSQL a leak here piles up connections until the server refuses more.
+#[test]
+fn a_server_whose_runtime_stops_closes_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let services = runtime.block_on(async {
+        let app = App::build(settings(dir.path())).await.unwrap();
+        let services = app.services.clone();
+        tokio::spawn(app.run_until_stopped());
+        let mut up = services.device.link_up();
+        tokio::time::timeout(std::time::Duration::from_secs(10), up.wait_for(|u| *u))
+            .await
+            .unwrap()
+            .unwrap();
+        services
+    });
+    assert!(
+        !open_files_under(dir.path()).is_empty(),
+        "the running server should hold its database open"
+    );
+    drop(runtime);
+    drop(services);
+    assert_eq!(
+        open_files_under(dir.path()),
+        Vec::<String>::new(),
+        "files still open after the server's runtime and every handle are gone"
+    );
+}
