@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::mqtt::Publisher;
 use super::protocol::{
     AckStatus, Command, Envelope, Event, ItemResult, Rejection, Verified, open_envelope,
 };
@@ -176,8 +177,6 @@ pub enum DeviceError {
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
-
-use super::mqtt::Publisher;
 
 /// The device channel: send commands, receive verified events. Cheap to clone.
 #[derive(Debug, Clone)]
