@@ -170,14 +170,8 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
             }
         }
     }
-    channel.attach_mqtt(None);
-    channel.set_link_up(false);
     let _ = client.try_disconnect();
-    drop(work_tx);
-    for w in workers {
-        let _ = w.await;
-    }
-    tracing::info!("MQTT link stopped");
+    stop(&channel, work_tx, workers).await;
 }
 
 /// The server's client id inside the embedded broker; `$` keeps it apart from every machine
@@ -213,9 +207,15 @@ pub async fn run_local_link(
         let Some((topic, payload)) = next else { break };
         hand_over(&channel, &work_tx, &topic, payload);
     }
+    drop(session);
+    stop(&channel, work_tx, workers).await;
+}
+
+/// Ends a link: the ledger stops publishing through it, and the workers finish what they
+/// were handed.
+async fn stop(channel: &DeviceChannel, work_tx: Shards, workers: Vec<tokio::task::JoinHandle<()>>) {
     channel.attach_mqtt(None);
     channel.set_link_up(false);
-    drop(session);
     drop(work_tx);
     for w in workers {
         let _ = w.await;

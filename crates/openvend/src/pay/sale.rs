@@ -92,27 +92,9 @@ pub async fn start_machine_sale(
     Ok((again, recorded))
 }
 
-/// Records the `show_qr` command answering `answer`, its timeline entry, once per key, and
-/// the end of the job that answers.
+/// Records the `show_qr` command answering `answer` and its timeline entry, once per key, and
+/// ends the job that answers.
 async fn record_show_qr(
-    svc: &Services,
-    conn: &mut Conn,
-    machine: &str,
-    started: &SaleStarted,
-    answer: Answer<'_>,
-    now: i64,
-) -> Result<Recorded, SaleError> {
-    let recorded = record_show_qr_command(svc, conn, machine, started, answer, now).await?;
-    if let Some(job) = answer.job {
-        jobs::complete_in(&mut *conn, job)
-            .await
-            .map_err(|e| SaleError::Order(OrderError::Store(e)))?;
-    }
-    Ok(recorded)
-}
-
-/// Records the `show_qr` command answering `answer` and its timeline entry, once per key.
-async fn record_show_qr_command(
     svc: &Services,
     conn: &mut Conn,
     machine: &str,
@@ -144,6 +126,11 @@ async fn record_show_qr_command(
             &detail,
         )
         .await?;
+    }
+    if let Some(job) = answer.job {
+        jobs::complete_in(&mut *conn, job)
+            .await
+            .map_err(|e| SaleError::Order(OrderError::Store(e)))?;
     }
     Ok(recorded)
 }

@@ -146,21 +146,18 @@ pub async fn record_results_in(
     which: VendOrder<'_>,
     report: &[UnitResult],
 ) -> Result<RecordedVend, VendError> {
-    const COLUMNS: &str = "SELECT id, state, machine_id, out_trade_no FROM orders";
     let order = match which {
-        VendOrder::Id(id) => {
-            crate::store::query(&format!("{COLUMNS} WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
-        VendOrder::TradeNo(no) => {
-            crate::store::query(&format!("{COLUMNS} WHERE out_trade_no = $1"))
-                .bind(no)
-                .fetch_optional(&mut **tx)
-                .await?
-        }
+        VendOrder::Id(id) => crate::store::query(
+            "SELECT id, state, machine_id, out_trade_no FROM orders WHERE id = $1",
+        )
+        .bind(id),
+        VendOrder::TradeNo(no) => crate::store::query(
+            "SELECT id, state, machine_id, out_trade_no FROM orders WHERE out_trade_no = $1",
+        )
+        .bind(no),
     }
+    .fetch_optional(&mut **tx)
+    .await?
     .ok_or(VendError::NotFound)?;
     let order_id: i64 = order.try_get(0)?;
     let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;

@@ -622,28 +622,24 @@ async fn mqtt_story(mut f: Fixture, port: u16, link: ServerLink) {
     drop(vm);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_machine_on_the_embedded_broker_gets_its_command_and_its_answers_arrive_once() {
-    let f = sqlite_fixture().await;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+/// An embedded broker on a free port for `f`'s machines, the server logging in as
+/// `server` / `server-pass`.
+async fn embedded_broker(f: &Fixture) -> mqtt::EmbeddedBroker {
     mqtt::start_embedded(
-        addr,
+        "127.0.0.1:0".parse().unwrap(),
         f.channel.clone(),
         "server".into(),
         "server-pass".into(),
         CancellationToken::new(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_on_the_embedded_broker_gets_its_command_and_its_answers_arrive_once() {
+    let f = sqlite_fixture().await;
+    let port = embedded_broker(&f).await.listen.port();
     mqtt_story(
         f,
         port,
@@ -655,15 +651,7 @@ async fn a_machine_on_the_embedded_broker_gets_its_command_and_its_answers_arriv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_joins_its_embedded_broker_in_memory_and_the_story_is_the_same() {
     let f = sqlite_fixture().await;
-    let broker = mqtt::start_embedded(
-        "127.0.0.1:0".parse().unwrap(),
-        f.channel.clone(),
-        "server".into(),
-        "server-pass".into(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let broker = embedded_broker(&f).await;
     let port = broker.listen.port();
     mqtt_story(f, port, ServerLink::Local(broker.broker)).await;
 }
@@ -671,17 +659,7 @@ async fn the_server_joins_its_embedded_broker_in_memory_and_the_story_is_the_sam
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_refuses_a_wrong_password_and_a_borrowed_client_id_at_connect() {
     let f = sqlite_fixture().await;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    mqtt::start_embedded(
-        addr,
-        f.channel.clone(),
-        "server".into(),
-        "server-pass".into(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let port = embedded_broker(&f).await.listen.port();
     for (client_id, user, pass) in [
         (f.m1.as_str(), f.m1.as_str(), "wrong"),
         (f.m2.as_str(), f.m1.as_str(), SECRET_1),
@@ -704,15 +682,7 @@ async fn the_embedded_broker_refuses_a_wrong_password_and_a_borrowed_client_id_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
     let f = sqlite_fixture().await;
-    let broker = mqtt::start_embedded(
-        "127.0.0.1:0".parse().unwrap(),
-        f.channel.clone(),
-        "server".into(),
-        "server-pass".into(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let broker = embedded_broker(&f).await;
     let port = broker.listen.port();
     let mut vm2 = machine(port, &f.m2, Some(SECRET_2)).await;
 
@@ -769,15 +739,7 @@ async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
 async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_the_machine_is_away()
 {
     let f = sqlite_fixture().await;
-    let broker = mqtt::start_embedded(
-        "127.0.0.1:0".parse().unwrap(),
-        f.channel.clone(),
-        "server".into(),
-        "server-pass".into(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let broker = embedded_broker(&f).await;
     let port = broker.listen.port();
     let connect = |clean: bool| {
         let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
