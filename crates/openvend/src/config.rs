@@ -75,6 +75,11 @@ pub struct Settings {
     pub device: DeviceSettings,
     /// Job workers in this instance (payment resolution, dispensing, refunds, device events).
     pub job_workers: usize,
+    /// Threads of the server's async runtime. One by default: a sale costs about a fifth less
+    /// CPU on one thread than on two, because no task wakes another on a second CPU, and one
+    /// thread carries hundreds of orders a second (docs/performance.md). Raise it on a
+    /// machine with many cores serving other load.
+    pub worker_threads: usize,
 }
 
 /// Timings of the device channel.
@@ -162,6 +167,7 @@ impl Default for Settings {
             sandbox_listen: "127.0.0.1:8081".into(),
             device: DeviceSettings::default(),
             job_workers: 16,
+            worker_threads: 1,
             sandbox_id_mode: Default::default(),
             h5: Default::default(),
             sms: Default::default(),
@@ -224,6 +230,7 @@ impl Settings {
             "API_TOKEN" => self.api_token = Some(Secret(value)),
             "SANDBOX_LISTEN" => self.sandbox_listen = value,
             "JOB_WORKERS" => self.job_workers = parse_number(key, &value)?,
+            "WORKER_THREADS" => self.worker_threads = parse_number(key, &value)?,
             "DEVICE_COMMAND_TTL_SECS" => self.device.command_ttl_secs = parse_number(key, &value)?,
             "DEVICE_OFFLINE_AFTER_SECS" => {
                 self.device.offline_after_secs = parse_number(key, &value)?
@@ -290,6 +297,9 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingError> {
         if !(1..=64).contains(&self.job_workers) {
             return Err(err("job_workers", "must be 1 to 64"));
+        }
+        if !(1..=256).contains(&self.worker_threads) {
+            return Err(err("worker_threads", "must be 1 to 256"));
         }
         if !(5..=3600).contains(&self.device.command_ttl_secs) {
             return Err(err("device.command_ttl_secs", "must be 5 to 3600 seconds"));
@@ -469,6 +479,7 @@ mod tests {
             (&[("OPENVEND_FROBNICATE", "1")], "OPENVEND_FROBNICATE"),
             (&[("OPENVEND_JOB_WORKERS", "many")], "OPENVEND_JOB_WORKERS"),
             (&[("OPENVEND_JOB_WORKERS", "0")], "job_workers"),
+            (&[("OPENVEND_WORKER_THREADS", "0")], "worker_threads"),
             (
                 &[("OPENVEND_DEVICE_COMMAND_TTL_SECS", "1")],
                 "device.command_ttl_secs",

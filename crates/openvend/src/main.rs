@@ -7,8 +7,7 @@ use openvend::cli;
 
 use clap::Parser as _;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENVEND_LOG")
         // The embedded broker logs every connection at info; its warnings are enough.
@@ -17,7 +16,7 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .init();
-    match cli::run(args).await {
+    match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("openvend: {e:#}");

@@ -28,14 +28,24 @@ enum Command {
     MachineSim(machine_sim::Args),
 }
 
-/// Runs the chosen subcommand.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the chosen subcommand on a runtime built for it: `serve` sizes its own from its
+/// settings; the others take one worker per core.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
-        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Serve(args) => serve::run(args),
+        Command::Sandbox(args) => runtime(None)?.block_on(sandbox::run(args)),
         Command::Keygen(args) => keygen::run(args),
-        Command::MachineSim(args) => machine_sim::run(args).await,
+        Command::MachineSim(args) => runtime(None)?.block_on(machine_sim::run(args)),
     }
+}
+
+/// A multi-threaded runtime with `threads` workers, or one per core.
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what service managers and CI send).

@@ -14,9 +14,13 @@ pub struct Args {
 }
 
 /// Builds the app from defaults, the file and the environment, prints where things are, and
-/// serves until Ctrl-C or SIGTERM.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// serves until Ctrl-C or SIGTERM, on a runtime of `worker_threads` threads.
+pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    super::runtime(Some(settings.worker_threads))?.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
     let app = App::build(settings).await?;
     println!("OpenVend is running");
