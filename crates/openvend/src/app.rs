@@ -243,17 +243,26 @@ impl App {
 
 /// Every accepted device event that needs acting on has queued its job in the store; this
 /// hands the job to the dispatcher at once (instead of at its next sweep), and keeps the
-/// channel's stream drained. It also expires
-/// unacknowledged commands now and then so the ledger shows them as such.
+/// channel's stream drained. It also expires unacknowledged commands now and then so the
+/// ledger shows them as such, and writes the hand-over times no answer has written (every
+/// second, and all of them at shutdown).
 async fn wake_on_events(
     mut events: tokio::sync::mpsc::Receiver<DeviceEvent>,
     svc: Arc<Services>,
     shutdown: CancellationToken,
 ) {
+    use crate::device::sent_marks::FLUSH_AFTER_MS;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    let mut sent_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    sent_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                if let Err(e) = svc.device.write_sent_marks(i64::MAX).await {
+                    tracing::warn!(error = %e, "could not write command hand-over times");
+                }
+                return;
+            }
             ev = events.recv() => match ev {
                 Some(ev) => {
                     if let Some(job) = ev.job {
@@ -268,6 +277,12 @@ async fn wake_on_events(
             _ = tick.tick() => {
                 if let Err(e) = svc.device.expire_due().await {
                     tracing::warn!(error = %e, "could not expire device commands");
+                }
+            }
+            _ = sent_tick.tick() => {
+                let cutoff = svc.device.now_ms().saturating_sub(FLUSH_AFTER_MS);
+                if let Err(e) = svc.device.write_sent_marks(cutoff).await {
+                    tracing::warn!(error = %e, "could not write command hand-over times");
                 }
             }
         }

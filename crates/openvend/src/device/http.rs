@@ -246,9 +246,7 @@ async fn get_commands(
         })?;
         if !pending.is_empty() {
             for c in &pending {
-                if let Err(e) = channel.mark_sent(&c.command_id).await {
-                    tracing::warn!(command.id = %c.command_id, error = %e, "could not mark command sent");
-                }
+                channel.note_sent(&c.command_id);
             }
             let list: Vec<&str> = pending.iter().map(|c| c.payload.as_str()).collect();
             let body = format!("{{\"commands\":[{}]}}", list.join(","));

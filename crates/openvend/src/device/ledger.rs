@@ -4,7 +4,9 @@
 //! Lifecycle of a command: [`DeviceChannel::send`] writes the intent row (`pending`) and
 //! commits, *then* publishes (F9: no network call inside a transaction, no publish without a
 //! record). A flow that changes state with the command records it in its own transaction
-//! ([`DeviceChannel::record`]) and delivers it after commit ([`DeviceChannel::deliver`]). A successful hand-over to the transport makes it `sent`; only the machine's own
+//! ([`DeviceChannel::record`]) and delivers it after commit ([`DeviceChannel::deliver`]). When
+//! it was handed to the transport is written with the machine's answer, or after a second
+//! without one, when the row becomes `sent` ([`super::sent_marks`]); only the machine's own
 //! `ack` makes it `acknowledged` or `rejected`, and its `dispense_result` makes it `done`. A
 //! command not acknowledged before `expires_at` (server clock) is `expired` and never
 //! re-sent; anything the machine says about it afterwards is refused.
@@ -26,6 +28,7 @@ use super::mqtt::Publisher;
 use super::protocol::{
     AckStatus, Command, Envelope, Event, ItemResult, Rejection, Verified, open_envelope,
 };
+use super::sent_marks::SentMarks;
 use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
 use crate::store::Db;
 
@@ -198,6 +201,8 @@ struct Inner {
     machines: std::sync::RwLock<std::collections::HashMap<String, MachineAuth>>,
     /// When each machine was last sent `sync_time` (server ms), to send at most one a second.
     time_syncs: Mutex<std::collections::HashMap<String, i64>>,
+    /// Hand-overs to the link whose time is not stored yet.
+    sent: SentMarks,
 }
 
 impl fmt::Debug for Inner {
@@ -228,6 +233,7 @@ impl DeviceChannel {
             link_up: watch::Sender::new(false),
             machines: Default::default(),
             time_syncs: Default::default(),
+            sent: SentMarks::default(),
         };
         (
             DeviceChannel {
@@ -482,7 +488,7 @@ impl DeviceChannel {
         }
     }
 
-    /// Hands a recorded command to the MQTT link, if there is one, and marks it `sent`.
+    /// Hands a recorded command to the MQTT link, if there is one, and notes when.
     async fn publish(&self, machine: &str, cmd: &PendingCommand) {
         let Some(client) = self.mqtt() else {
             return;
@@ -492,26 +498,51 @@ impl DeviceChannel {
             .publish(topic, cmd.payload.clone().into_bytes())
             .await
         {
-            Ok(()) => {
-                if let Err(e) = self.mark_sent(&cmd.command_id).await {
-                    tracing::warn!(command.id = %cmd.command_id, error = %e, "could not mark command sent");
-                }
-            }
+            Ok(()) => self.note_sent(&cmd.command_id),
             Err(e) => {
                 tracing::warn!(command.id = %cmd.command_id, error = %e, "publish failed; command stays pending")
             }
         }
     }
 
-    pub(super) async fn mark_sent(&self, command_id: &str) -> Result<(), sqlx::Error> {
-        crate::store::query(
-            "UPDATE device_commands SET state = 'sent', sent_at = $2 WHERE command_id = $1 AND state = 'pending'",
-        )
-        .bind(command_id)
-        .bind(self.now_ms())
-        .execute(&self.inner.db.pool)
-        .await?;
-        Ok(())
+    /// Notes that `command_id` was handed to its machine's transport now.
+    pub(super) fn note_sent(&self, command_id: &str) {
+        self.inner.sent.note(command_id, self.now_ms());
+    }
+
+    /// Writes the hand-over times noted at or before `cutoff` (server ms) that no answer of
+    /// the machine has written yet, in one transaction, and moves those still `pending` to
+    /// `sent`; answers how many. [`FLUSH_AFTER_MS`](super::sent_marks::FLUSH_AFTER_MS) before
+    /// now on a timer, everything at shutdown.
+    pub async fn write_sent_marks(&self, cutoff: i64) -> Result<usize, sqlx::Error> {
+        let marks = self.inner.sent.take_until(cutoff);
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let written = async {
+            let mut tx = self.inner.db.begin().await?;
+            for (command_id, at) in &marks {
+                crate::store::query(
+                    "UPDATE device_commands SET sent_at = $2, \
+                     state = CASE WHEN state = 'pending' THEN 'sent' ELSE state END \
+                     WHERE command_id = $1 AND sent_at IS NULL",
+                )
+                .bind(command_id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        let n = marks.len();
+        match written {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.inner.sent.restore(marks);
+                Err(e)
+            }
+        }
     }
 
     /// Commands for `machine` that still wait for its ack and are within their TTL, oldest
@@ -700,14 +731,25 @@ impl DeviceChannel {
         }
         let mut business = event.needs_business_handling();
         let mut refund_job = None;
+        // The command this event answers: its hand-over time is written with the answer.
+        let mut answered = None;
         match &event {
             Event::Ack {
                 command_id,
                 status,
                 reason,
             } => {
-                let command =
-                    apply_ack(&mut tx, m.id, command_id, *status, reason.as_deref(), now).await?;
+                let sent = self.inner.sent.get(command_id);
+                let command = apply_ack(
+                    &mut tx,
+                    m.id,
+                    command_id,
+                    *status,
+                    reason.as_deref(),
+                    (now, sent),
+                )
+                .await?;
+                answered = Some(command_id);
                 // Only a dispense's ack moves an order; the ledger row is all other acks need.
                 // An accepted one moves it here, in the same transaction (two statements
                 // instead of a job); a refusal needs a refund, which calls Alipay: a job.
@@ -730,7 +772,17 @@ impl DeviceChannel {
                 order_id,
                 items,
             } => {
-                apply_result(&mut tx, m.id, command_id, order_id, &envelope.body, now).await?;
+                let sent = self.inner.sent.get(command_id);
+                apply_result(
+                    &mut tx,
+                    m.id,
+                    command_id,
+                    order_id,
+                    &envelope.body,
+                    (now, sent),
+                )
+                .await?;
+                answered = Some(command_id);
                 // What the results decide (stock, the order's end, a refund for what did not
                 // come out) commits with them; only a refund's call to Alipay is a job.
                 business = false;
@@ -782,6 +834,9 @@ impl DeviceChannel {
             })?;
         }
         tx.commit().await.map_err(internal)?;
+        if let Some(command_id) = answered {
+            self.inner.sent.forget(command_id);
+        }
         Ok(DeviceEvent {
             machine_id: m.id,
             machine: m.code,
@@ -862,7 +917,7 @@ async fn apply_ack(
     command_id: &str,
     status: AckStatus,
     reason: Option<&str>,
-    now: i64,
+    (now, sent): (i64, Option<i64>),
 ) -> Result<OpenCommand, Rejection> {
     let c = load_command(tx, machine_id, command_id).await?;
     if is_expired(&c, now) {
@@ -878,12 +933,14 @@ async fn apply_ack(
         AckStatus::Rejected => "rejected",
     };
     crate::store::query(
-        "UPDATE device_commands SET state = $2, acked_at = $3, result = $4 WHERE command_id = $1",
+        "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
+         WHERE command_id = $1",
     )
     .bind(command_id)
     .bind(new_state)
     .bind(now)
     .bind(reason)
+    .bind(sent)
     .execute(&mut **tx)
     .await
     .map_err(internal)?;
@@ -896,7 +953,7 @@ async fn apply_result(
     command_id: &str,
     order_id: &str,
     body: &str,
-    now: i64,
+    (now, sent): (i64, Option<i64>),
 ) -> Result<(), Rejection> {
     let c = load_command(tx, machine_id, command_id).await?;
     if c.kind != "dispense" {
@@ -916,11 +973,13 @@ async fn apply_result(
         return Err(Rejection::Refused(format!("command already {}", c.state)));
     }
     crate::store::query(
-        "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3 WHERE command_id = $1",
+        "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3, \
+         sent_at = COALESCE(sent_at, $4) WHERE command_id = $1",
     )
     .bind(command_id)
     .bind(now)
     .bind(body)
+    .bind(sent)
     .execute(&mut **tx)
     .await
     .map_err(internal)?;

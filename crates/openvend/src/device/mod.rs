@@ -8,6 +8,7 @@
 //! - [`mqtt`]: the server's supervised MQTT link, and the start of the embedded broker.
 //! - [`broker`]: the embedded MQTT 3.1.1 broker, with per-machine topic access control.
 //! - [`http`]: the HTTP fallback for machines without MQTT.
+//! - [`sent_marks`]: when each command was handed over, until the ledger row is next written.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
 
@@ -16,6 +17,7 @@ pub mod http;
 pub mod ledger;
 pub mod mqtt;
 pub mod protocol;
+pub mod sent_marks;
 pub mod signing;
 
 pub use ledger::{

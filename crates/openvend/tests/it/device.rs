@@ -504,9 +504,10 @@ async fn mqtt_story(mut f: Fixture, port: u16, link: ServerLink) {
         signed.as_bytes(),
         &cmd.sig
     ));
+    // Handed over: the time is noted, and written with the machine's answer (below).
     assert_eq!(
         f.channel.command(&command_id).await.unwrap().unwrap().state,
-        "sent"
+        "pending"
     );
 
     // It acks (twice, a QoS 1 style duplicate), then reports the result.
@@ -544,6 +545,16 @@ async fn mqtt_story(mut f: Fixture, port: u16, link: ServerLink) {
         f.channel.command(&command_id).await.unwrap().unwrap().state,
         "done"
     );
+    let sent_at: Option<i64> =
+        openvend::store::query("SELECT sent_at FROM device_commands WHERE command_id = $1")
+            .bind(&command_id)
+            .fetch_one(&f.db.pool)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+    assert!(sent_at.is_some_and(|t| t > 0), "{sent_at:?}");
+    assert_eq!(f.channel.write_sent_marks(i64::MAX).await.unwrap(), 0);
 
     // Every bad message is ignored, then a good sentinel comes through next.
     let hb = r#"{"fw":"1.0"}"#;
@@ -982,6 +993,8 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
         signed.as_bytes(),
         &cmd.sig
     ));
+    // The hand-over time waits for the machine's answer, or is written on its own.
+    assert_eq!(f.channel.write_sent_marks(i64::MAX).await.unwrap(), 1);
     assert_eq!(
         f.channel.command(&command_id).await.unwrap().unwrap().state,
         "sent"

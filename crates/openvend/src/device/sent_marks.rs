@@ -1,0 +1,85 @@
+//! When each command was handed to its machine's link, held in memory until the ledger row is
+//! next written.
+//!
+//! A command's `sent_at` is written by the transaction that records the machine's answer
+//! (usually a few milliseconds later), so a hand-over costs no commit of its own; a mark
+//! still unwritten after [`FLUSH_AFTER_MS`] (no answer yet: the machine is away or slow) is
+//! written by [`DeviceChannel::write_sent_marks`](super::DeviceChannel::write_sent_marks),
+//! which also moves the row to `sent`. A mark lost in a crash leaves the row `pending`,
+//! which the ledger treats as `sent` in every decision: only the timestamp is lost.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How long a mark waits for the machine's answer before it is written on its own.
+pub const FLUSH_AFTER_MS: i64 = 1_000;
+
+/// Command id → server time (ms) of its first hand-over to the link.
+#[derive(Debug, Default)]
+pub struct SentMarks(Mutex<HashMap<String, i64>>);
+
+impl SentMarks {
+    /// Notes a hand-over; a re-delivery keeps the first time.
+    pub fn note(&self, command_id: &str, at: i64) {
+        if let Ok(mut marks) = self.0.lock() {
+            marks.entry(command_id.to_owned()).or_insert(at);
+        }
+    }
+
+    /// The mark of `command_id`, left in place until [`forget`](Self::forget) (the
+    /// transaction that writes it may still fail).
+    pub fn get(&self, command_id: &str) -> Option<i64> {
+        self.0.lock().ok()?.get(command_id).copied()
+    }
+
+    /// Drops the mark of `command_id`, once it is stored.
+    pub fn forget(&self, command_id: &str) {
+        if let Ok(mut marks) = self.0.lock() {
+            marks.remove(command_id);
+        }
+    }
+
+    /// Takes every mark made at or before `cutoff`.
+    pub fn take_until(&self, cutoff: i64) -> Vec<(String, i64)> {
+        let Ok(mut marks) = self.0.lock() else {
+            return Vec::new();
+        };
+        let due: Vec<(String, i64)> = marks
+            .iter()
+            .filter(|(_, at)| **at <= cutoff)
+            .map(|(id, at)| (id.clone(), *at))
+            .collect();
+        for (id, _) in &due {
+            marks.remove(id);
+        }
+        due
+    }
+
+    /// Puts back marks whose write failed.
+    pub fn restore(&self, marks: Vec<(String, i64)>) {
+        for (id, at) in marks {
+            self.note(&id, at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_hand_over_counts_and_a_mark_is_taken_once() {
+        let marks = SentMarks::default();
+        marks.note("c-1", 10);
+        marks.note("c-1", 20);
+        marks.note("c-2", 30);
+        assert_eq!(marks.get("c-1"), Some(10));
+        assert_eq!(marks.take_until(15), vec![("c-1".to_owned(), 10)]);
+        assert_eq!(marks.get("c-1"), None);
+        assert_eq!(marks.take_until(15), Vec::new());
+        marks.forget("c-2");
+        assert_eq!(marks.take_until(i64::MAX), Vec::new());
+        marks.restore(vec![("c-3".to_owned(), 5)]);
+        assert_eq!(marks.get("c-3"), Some(5));
+    }
+}
