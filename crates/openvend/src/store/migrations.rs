@@ -28,6 +28,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_sale"),
     migration!(6, "0006_vend_flow"),
     migration!(7, "0007_accounts"),
+    migration!(8, "0008_open_commands"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.
