@@ -112,7 +112,8 @@ impl App {
         };
         let clock = Arc::new(crate::services::Clock::default());
         let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);
-        let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl);
+        let terms = crate::pay::checkout::SaleTerms::new(&settings.device);
+        let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl, terms);
         let shutdown = CancellationToken::new();
         let (mqtt, embedded_session) = start_mqtt(&settings, &device, &shutdown).await?;
         let mqtt_embedded = embedded_session.is_some();
@@ -122,8 +123,8 @@ impl App {
             alipay: alipay.clone(),
             alipay_key,
             app_id: alipay.config().app_id.clone(),
-            pay_timeout_minutes: 5,
-            poll_interval_secs: 10,
+            pay_timeout_minutes: terms.pay_timeout_minutes,
+            poll_interval_secs: terms.poll_interval_secs,
             clock,
             jobs_ready: tokio::sync::Notify::new(),
             job_hints: crate::jobs::JobHints::new(),

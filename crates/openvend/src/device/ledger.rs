@@ -29,6 +29,8 @@ use super::protocol::{
     AckStatus, Command, Envelope, Event, ItemResult, Rejection, Verified, open_envelope,
 };
 use super::sent_marks::SentMarks;
+use crate::pay::checkout::SaleTerms;
+use crate::pay::sale::{self, BuyRequest, Taken};
 use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
 use crate::store::Db;
 
@@ -203,6 +205,8 @@ struct Inner {
     time_syncs: Mutex<std::collections::HashMap<String, i64>>,
     /// Hand-overs to the link whose time is not stored yet.
     sent: SentMarks,
+    /// The terms a machine's buy request is sold on.
+    sale_terms: SaleTerms,
 }
 
 impl fmt::Debug for Inner {
@@ -221,6 +225,7 @@ impl DeviceChannel {
         db: Db,
         clock: Arc<dyn Clock>,
         ttl: Duration,
+        sale_terms: SaleTerms,
     ) -> (DeviceChannel, mpsc::Receiver<DeviceEvent>) {
         let (tx, rx) = mpsc::channel(1024);
         let inner = Inner {
@@ -234,6 +239,7 @@ impl DeviceChannel {
             machines: Default::default(),
             time_syncs: Default::default(),
             sent: SentMarks::default(),
+            sale_terms,
         };
         (
             DeviceChannel {
@@ -733,6 +739,9 @@ impl DeviceChannel {
         let mut refund_job = None;
         // The command this event answers: its hand-over time is written with the answer.
         let mut answered = None;
+        // A buy request's precreate job, or the machine's answer, once committed.
+        let mut precreate = None;
+        let mut answer = None;
         match &event {
             Event::Ack {
                 command_id,
@@ -790,7 +799,7 @@ impl DeviceChannel {
             }
             // A buy request is a sign of life too; it may arrive before the first heartbeat
             // after a reconnect.
-            Event::BuyRequest { .. } => {
+            Event::BuyRequest { request_id, items } => {
                 crate::store::query(
                     "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
                 )
@@ -799,13 +808,31 @@ impl DeviceChannel {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
+                // Taken with the event: the order and its reservation, or the answer.
+                business = false;
+                let request = BuyRequest {
+                    machine: &m.code,
+                    msg_id: &envelope.msg_id,
+                    request_id,
+                    items,
+                };
+                match sale::take_request_in(&mut tx, self, self.inner.sale_terms, request, now)
+                    .await
+                {
+                    Ok(Taken::Precreate(claimed)) => precreate = Some(claimed),
+                    Ok(Taken::Answered(recorded)) => answer = Some(recorded),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not take a buy request");
+                        return Err(Rejection::Unavailable);
+                    }
+                }
             }
             _ => {}
         }
         // What the event means for orders and stock is decided by a job queued in the same
         // transaction: a crash after this commit cannot lose the event's consequences.
         // It is queued claimed by this process, which runs it as soon as the event is out.
-        let mut job = None;
+        let mut job = precreate;
         if business {
             let key = format!("device_event:{}:{}", m.id, envelope.msg_id);
             // The event rides along, so the job need not read it back.
@@ -836,6 +863,9 @@ impl DeviceChannel {
         tx.commit().await.map_err(internal)?;
         if let Some(command_id) = answered {
             self.inner.sent.forget(command_id);
+        }
+        if let Some(recorded) = &answer {
+            self.deliver(recorded).await;
         }
         Ok(DeviceEvent {
             machine_id: m.id,

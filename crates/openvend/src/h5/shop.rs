@@ -345,11 +345,10 @@ pub async fn create_order(
         return refused_page(&h5, lang, StatusCode::UNPROCESSABLE_ENTITY, &machine, &text).await;
     }
     let now = svc.now();
-    let order =
-        match checkout::reserve(svc, &machine, &priced, "jsapi", Some(account), None, now).await {
-            Ok(o) => o,
-            Err(e) => return sale_refused_page(&h5, lang, &machine, e).await,
-        };
+    let order = match checkout::reserve(svc, &machine, &priced, "jsapi", Some(account), now).await {
+        Ok(o) => o,
+        Err(e) => return sale_refused_page(&h5, lang, &machine, e).await,
+    };
     // The order and its reservation are committed before Alipay is called.
     let mut create = Create::new(
         order.out_trade_no.clone(),

@@ -4,12 +4,12 @@
 
 use super::Next;
 use super::dispense;
-use crate::device::protocol::{AckStatus, Command, Event, ItemResult, Line};
-use crate::pay::sale::{self, SaleError, SaleItem, SaleRequest};
+use crate::device::protocol::{AckStatus, Event, ItemResult, Line};
+use crate::pay::checkout::SaleTerms;
+use crate::pay::sale;
 use crate::pay::vend::{self, UnitResult, VendError};
 use crate::services::Services;
-use crate::store::jobs::Job;
-use crate::store::orders::{self, OrderError};
+use crate::store::orders;
 
 /// A stored event, as its job carries it.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +26,6 @@ pub struct Stored<'a> {
 /// read back from the store.
 pub async fn run(
     svc: &Services,
-    job: &Job,
     machine_id: i64,
     msg_id: &str,
     carried: Option<Stored<'_>>,
@@ -66,7 +65,7 @@ pub async fn run(
             order_id, items, ..
         } => on_result(svc, &machine, &order_id, &items).await?,
         Event::BuyRequest { request_id, items } => {
-            return on_buy_request(svc, job, &machine, msg_id, &request_id, &items).await;
+            on_buy_request(svc, &machine, msg_id, &request_id, &items).await?;
         }
         Event::Fault { code, detail } => on_fault(svc, machine_id, &code, &detail).await?,
         Event::Heartbeat { .. } => {}
@@ -145,50 +144,31 @@ async fn on_result(
     }
 }
 
+/// A buy request an earlier version queued as a device event: taken as the ledger now takes
+/// one, in a transaction of its own.
 async fn on_buy_request(
     svc: &Services,
-    job: &Job,
     machine: &str,
     msg_id: &str,
     request_id: &str,
     items: &[Line],
-) -> anyhow::Result<Next> {
-    let req = SaleRequest {
-        machine: machine.to_owned(),
-        items: items
-            .iter()
-            .map(|l| SaleItem {
-                slot: l.slot.clone(),
-                qty: l.qty,
-            })
-            .collect(),
-    };
-    // Keyed by the event: a retry of this job answers it once, while a machine asking
-    // again (a new event, the same request id) is shown the same code again.
-    let key = format!("answer:{msg_id}");
-    let answer = sale::Answer {
+) -> anyhow::Result<()> {
+    let request = sale::BuyRequest {
+        machine,
+        msg_id,
         request_id,
-        key: &key,
-        job: Some(job),
+        items,
     };
-    let refused = match sale::start_machine_sale(svc, &req, answer, svc.now()).await {
-        Ok((_, recorded)) => {
-            svc.device.deliver(&recorded).await;
-            return Ok(Next::Completed);
-        }
-        // The store failing is not the buyer's problem: try again.
-        Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
-            return Err(e.into());
-        }
-        Err(refused) => refused,
-    };
-    tracing::info!(machine, request_id, reason = %refused, "sale refused");
-    let command = Command::SaleRefused {
-        request_id: request_id.to_owned(),
-        reason: refused.to_string(),
-    };
-    svc.device.send_once(machine, command, &key).await?;
-    Ok(Next::Done)
+    let mut tx = svc.db.begin().await?;
+    let terms = SaleTerms::of(svc);
+    let taken = sale::take_request_in(&mut tx, &svc.device, terms, request, svc.now()).await?;
+    tx.commit().await?;
+    match taken {
+        // Run here, as the dispatcher would: this job is claimed by its transaction.
+        sale::Taken::Precreate(job) => Box::pin(super::run_claimed(svc, job)).await,
+        sale::Taken::Answered(recorded) => svc.device.deliver(&recorded).await,
+    }
+    Ok(())
 }
 
 async fn on_fault(svc: &Services, machine_id: i64, code: &str, detail: &str) -> anyhow::Result<()> {

@@ -87,6 +87,10 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
         ("resolve_payment", Some(id), _) => payment::resolve(svc, id).await,
         ("refund", _, Some(id)) => crate::pay::refund::run(svc, id).await,
         ("dispense", Some(id), _) => dispense::run(svc, id).await,
+        (crate::pay::sale::PRECREATE_JOB, _, _) => {
+            let p: crate::pay::sale::PrecreateJob = serde_json::from_value(payload)?;
+            crate::pay::sale::run_precreate(svc, job, &p).await
+        }
         ("device_event", _, _) => {
             let text = |name: &str| payload.get(name).and_then(serde_json::Value::as_str);
             let machine_id = id_of("machine_id");
@@ -101,7 +105,7 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
                         // Queued by an earlier version: the job reads the event back.
                         _ => None,
                     };
-                    device_event::run(svc, job, m, msg, carried).await
+                    device_event::run(svc, m, msg, carried).await
                 }
                 _ => anyhow::bail!("device_event job without machine_id and msg_id"),
             }

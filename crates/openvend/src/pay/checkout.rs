@@ -11,7 +11,53 @@ use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, order_total};
 use crate::services::Services;
 use crate::store::orders::{self, NewOrder, OrderError};
-use crate::store::{Conn, StoreError, get_int, jobs};
+use crate::store::{Conn, Executor, StoreError, get_int, jobs};
+
+/// Minutes a buyer has to pay (Alipay's `timeout_express`).
+pub const PAY_TIMEOUT_MINUTES: u32 = 5;
+
+/// Seconds from an order's creation to its resolver's first query, and between queries while
+/// the buyer may still pay (the notification's fallback).
+pub const POLL_INTERVAL_SECS: u32 = 10;
+
+/// The timings a sale is opened with, from the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleTerms {
+    /// A machine not heard from for this long (ms) cannot sell.
+    pub offline_after_ms: i64,
+    /// Minutes the buyer has to pay.
+    pub pay_timeout_minutes: u32,
+    /// Seconds to the resolver's first query.
+    pub poll_interval_secs: u32,
+}
+
+impl SaleTerms {
+    /// The terms of a server with these device settings.
+    pub fn new(device: &crate::config::DeviceSettings) -> SaleTerms {
+        SaleTerms {
+            offline_after_ms: i64::try_from(device.offline_after_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+            pay_timeout_minutes: PAY_TIMEOUT_MINUTES,
+            poll_interval_secs: POLL_INTERVAL_SECS,
+        }
+    }
+
+    /// The terms `svc` sells on.
+    pub fn of(svc: &Services) -> SaleTerms {
+        SaleTerms {
+            offline_after_ms: SaleTerms::new(&svc.device_settings).offline_after_ms,
+            pay_timeout_minutes: svc.pay_timeout_minutes,
+            poll_interval_secs: svc.poll_interval_secs,
+        }
+    }
+}
+
+impl Default for SaleTerms {
+    fn default() -> Self {
+        SaleTerms::new(&crate::config::DeviceSettings::default())
+    }
+}
 
 /// One slot and quantity.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -95,12 +141,10 @@ pub struct MachineFacts {
 
 impl MachineFacts {
     /// Refuses a sale on a machine that has not been heard from within the offline window.
-    pub fn ensure_online(&self, svc: &Services, now: i64) -> Result<(), SaleError> {
-        let window =
-            i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
+    pub fn ensure_online(&self, terms: &SaleTerms, now: i64) -> Result<(), SaleError> {
         if self
             .last_heartbeat_at
-            .is_none_or(|at| now.saturating_sub(at) > window)
+            .is_none_or(|at| now.saturating_sub(at) > terms.offline_after_ms)
         {
             return Err(SaleError::MachineOffline(self.code.clone()));
         }
@@ -134,11 +178,16 @@ pub struct Reserved {
 
 /// The machine with this code, if it can sell.
 pub async fn machine(svc: &Services, code: &str) -> Result<MachineFacts, SaleError> {
+    machine_on(&svc.db.pool, code).await
+}
+
+/// [`machine`], read on `executor` (a transaction's connection, or the pool).
+pub async fn machine_on<E: Executor>(executor: E, code: &str) -> Result<MachineFacts, SaleError> {
     let row = crate::store::query(
         "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
     )
     .bind(code)
-    .fetch_optional(&svc.db.pool)
+    .fetch_optional(executor)
     .await?
     .ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
     if let Some(fault) = row.try_get::<Option<String>, _>("fault")? {
@@ -161,30 +210,51 @@ pub async fn price(
     machine: &MachineFacts,
     items: &[SaleItem],
 ) -> Result<Priced, SaleError> {
+    price_on(&svc.db.pool, machine, items).await
+}
+
+/// Refuses a request with no lines, more than 10, or a quantity outside 1 to 10.
+pub fn check_items(items: &[SaleItem]) -> Result<(), SaleError> {
     if items.is_empty() || items.len() > 10 || items.iter().any(|i| i.qty == 0 || i.qty > 10) {
         return Err(SaleError::BadItems);
     }
+    Ok(())
+}
+
+/// [`price`], read on `executor` in one statement.
+pub async fn price_on<E: Executor>(
+    executor: E,
+    machine: &MachineFacts,
+    items: &[SaleItem],
+) -> Result<Priced, SaleError> {
+    check_items(items)?;
+    let codes: Vec<String> = (0..items.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT s.code, s.product_id, s.price_fen, s.capacity, s.stock, s.reserved, \
+         CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, p.name \
+         FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.code IN ({})",
+        codes.join(", ")
+    );
+    let mut query = crate::store::query(&sql).bind(machine.id);
+    for item in items {
+        query = query.bind(&item.slot);
+    }
+    let rows = query.fetch_all(executor).await?;
     let mut lines = Vec::new();
     let mut names = Vec::new();
     for item in items {
-        let row = crate::store::query(
-            "SELECT s.code, s.product_id, s.price_fen, s.capacity, s.stock, s.reserved, \
-             CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, p.name \
-             FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.code = $2",
-        )
-        .bind(machine.id)
-        .bind(&item.slot)
-        .fetch_optional(&svc.db.pool)
-        .await?
-        .ok_or_else(|| SaleError::Slot(item.slot.clone(), "no such slot".into()))?;
+        let row = rows
+            .iter()
+            .find(|r| r.try_get::<String, _>("code").is_ok_and(|c| c == item.slot))
+            .ok_or_else(|| SaleError::Slot(item.slot.clone(), "no such slot".into()))?;
         let slot = crate::domain::slot::Slot {
             code: row.try_get("code")?,
             product_id: row.try_get("product_id")?,
             price: Fen(row.try_get("price_fen")?),
-            capacity: u32::try_from(get_int(&row, "capacity")?).unwrap_or(0),
-            stock: u32::try_from(get_int(&row, "stock")?).unwrap_or(0),
-            reserved: u32::try_from(get_int(&row, "reserved")?).unwrap_or(0),
-            enabled: get_int(&row, "enabled")? != 0,
+            capacity: u32::try_from(get_int(row, "capacity")?).unwrap_or(0),
+            stock: u32::try_from(get_int(row, "stock")?).unwrap_or(0),
+            reserved: u32::try_from(get_int(row, "reserved")?).unwrap_or(0),
+            enabled: get_int(row, "enabled")? != 0,
         };
         slot.check_sale(item.qty)
             .map_err(|e| SaleError::Slot(item.slot.clone(), e.to_string()))?;
@@ -220,13 +290,54 @@ pub async fn reserve(
     priced: &Priced,
     channel: &'static str,
     account: Option<i64>,
-    request_id: Option<&str>,
     now: i64,
 ) -> Result<Reserved, SaleError> {
+    let mut tx = svc.db.begin().await?;
+    let order = Reservation {
+        terms: SaleTerms::of(svc),
+        machine,
+        priced,
+        channel,
+        request_id: None,
+    };
+    let reserved = reserve_in(&mut tx, &order, account, now).await?;
+    tx.commit().await?;
+    Ok(reserved)
+}
+
+/// What [`reserve_in`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation<'a> {
+    /// The terms of the sale.
+    pub terms: SaleTerms,
+    /// Where.
+    pub machine: &'a MachineFacts,
+    /// What, at what price.
+    pub priced: &'a Priced,
+    /// `qr`, `jsapi`, …
+    pub channel: &'static str,
+    /// The machine's request id, for a sale a machine asked for.
+    pub request_id: Option<&'a str>,
+}
+
+/// [`reserve`] in the caller's transaction; on an error nothing of the order remains in it.
+pub async fn reserve_in(
+    conn: &mut Conn,
+    sale: &Reservation<'_>,
+    account: Option<i64>,
+    now: i64,
+) -> Result<Reserved, SaleError> {
+    let Reservation {
+        terms,
+        machine,
+        priced,
+        channel,
+        request_id,
+    } = *sale;
     // A machine that cannot be reached could neither show the code nor vend.
-    machine.ensure_online(svc, now)?;
+    machine.ensure_online(&terms, now)?;
     let out_trade_no = new_out_trade_no(machine.id, now);
-    let expires_at = now + i64::from(svc.pay_timeout_minutes) * 60_000;
+    let expires_at = now + i64::from(terms.pay_timeout_minutes) * 60_000;
     let order = NewOrder {
         out_trade_no: out_trade_no.clone(),
         operator_id: machine.operator_id,
@@ -236,9 +347,9 @@ pub async fn reserve(
         total: priced.total,
         expires_at,
         request_id: request_id.map(str::to_owned),
-        resolve_at: now + i64::from(svc.poll_interval_secs) * 1000,
+        resolve_at: now + i64::from(terms.poll_interval_secs) * 1000,
     };
-    let order_id = orders::create_reserving_for(&svc.db, &order, account, now)
+    let order_id = orders::create_reserving_in(conn, &order, account, now)
         .await
         .map_err(|e| match e {
             OrderError::SlotUnavailable(slot) => SaleError::Slot(slot, "out of stock".into()),

@@ -2,18 +2,25 @@
 //! creates the trade with `alipay.trade.precreate` (terminal id, the operator's `seller_id`,
 //! a short timeout) and hands back the QR code to show. The steps shared with the H5 sale
 //! live in [`super::checkout`].
+//!
+//! A machine's `buy_request` is taken in the transaction that records it
+//! ([`take_request_in`]): the answer to a repeated request, the refusal, or the order with its
+//! stock reserved and a claimed `precreate` job, which calls Alipay after commit
+//! ([`run_precreate`]) and records the `show_qr` answer with Alipay's.
 
 use alipay::api::trade::Precreate;
-use alipay::{CallOptions, Outcome};
+use alipay::{Amount, CallOptions, Outcome};
 
-use super::checkout::{self};
+use super::checkout::{self, MachineFacts, Priced, Reservation, Reserved, SaleTerms};
 pub use super::checkout::{SaleError, SaleItem};
+use crate::device::DeviceChannel;
 use crate::device::ledger::Recorded;
-use crate::device::protocol::Command;
+use crate::device::protocol::{Command, Line};
+use crate::jobs::Next;
 use crate::services::Services;
-use crate::store::Conn;
 use crate::store::jobs::{self, Job};
 use crate::store::orders::{self, OrderError};
+use crate::store::{Conn, Executor};
 
 /// What a machine asks to sell.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -40,62 +47,369 @@ pub struct SaleStarted {
     pub expires_at: i64,
 }
 
-/// Starts a QR sale.
+/// A reserved order as Alipay is asked to create it: everything `precreate` sends, so the
+/// job that calls it reads nothing back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Offer {
+    /// Order id.
+    pub order_id: i64,
+    /// Merchant trade number.
+    pub out_trade_no: String,
+    /// Amount in fen.
+    pub amount_fen: i64,
+    /// The trade subject.
+    pub subject: String,
+    /// The machine's code.
+    pub machine: String,
+    /// Alipay `terminal_id`.
+    pub terminal_id: String,
+    /// The operator's PID (`seller_id`).
+    pub seller_id: String,
+    /// Minutes the buyer has to pay.
+    pub pay_timeout_minutes: u32,
+    /// When the offer ends.
+    pub expires_at: i64,
+}
+
+impl Offer {
+    fn new(
+        machine: &MachineFacts,
+        priced: &Priced,
+        order: Reserved,
+        pay_timeout_minutes: u32,
+    ) -> Offer {
+        Offer {
+            order_id: order.order_id,
+            out_trade_no: order.out_trade_no,
+            amount_fen: priced.total.0,
+            subject: checkout::subject(&priced.names),
+            machine: machine.code.clone(),
+            terminal_id: machine.terminal_id.clone(),
+            seller_id: machine.seller_pid.clone(),
+            pay_timeout_minutes,
+            expires_at: order.expires_at,
+        }
+    }
+
+    fn started(&self, qr_code: String) -> SaleStarted {
+        SaleStarted {
+            order_id: self.order_id,
+            out_trade_no: self.out_trade_no.clone(),
+            qr_code,
+            amount_fen: self.amount_fen,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// Starts a QR sale that no machine waits to be answered on (the caller shows the code).
 pub async fn start_qr_sale(
     svc: &Services,
     req: &SaleRequest,
     now: i64,
 ) -> Result<SaleStarted, SaleError> {
-    Ok(start(svc, req, None, now).await?.0)
+    checkout::check_items(&req.items)?;
+    let machine = checkout::machine(svc, &req.machine).await?;
+    let priced = checkout::price(svc, &machine, &req.items).await?;
+    let order = checkout::reserve(svc, &machine, &priced, "qr", None, now).await?;
+    // The order and its reservation are committed before Alipay is called.
+    let offer = Offer::new(&machine, &priced, order, svc.pay_timeout_minutes);
+    let qr_code = precreate(svc, &offer, now).await?;
+    checkout::created(
+        svc,
+        offer.order_id,
+        Some(&qr_code),
+        None,
+        "precreated",
+        "QR code issued",
+        now,
+    )
+    .await?;
+    Ok(offer.started(qr_code))
+}
+
+/// What a machine's buy request led to in the transaction that records it.
+#[derive(Debug)]
+pub enum Taken {
+    /// The order is written with its stock reserved; run this claimed job after commit.
+    Precreate(Job),
+    /// The machine is answered (the code of its earlier request again, or a refusal):
+    /// deliver this after commit.
+    Answered(Recorded),
+}
+
+/// The `buy_request` the ledger is recording, as a sale sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BuyRequest<'a> {
+    /// The machine's code.
+    pub machine: &'a str,
+    /// The event's `msg_id`: one answer per event.
+    pub msg_id: &'a str,
+    /// The machine's request id: one order per request.
+    pub request_id: &'a str,
+    /// What it asks for.
+    pub items: &'a [Line],
+}
+
+impl BuyRequest<'_> {
+    /// The answer's idempotency key: a retry answers once, while the machine asking again (a
+    /// new event, the same request id) is shown the same code again.
+    fn answer_key(&self) -> String {
+        format!("answer:{}", self.msg_id)
+    }
+}
+
+/// Takes a machine's buy request in `conn`, the transaction that records it. The request id
+/// makes it idempotent: asking again answers with the same order and code while it can still
+/// be paid, and never writes a second order. A refusal (offline, faulty, a slot that cannot
+/// sell …) is recorded as the `sale_refused` answer and writes nothing else. `Err` only when
+/// the store fails.
+pub async fn take_request_in(
+    conn: &mut Conn,
+    device: &DeviceChannel,
+    terms: SaleTerms,
+    request: BuyRequest<'_>,
+    now: i64,
+) -> Result<Taken, SaleError> {
+    if let Some(earlier) = existing_request(&mut *conn, request.machine, request.request_id).await?
+    {
+        return answer(conn, device, request, earlier, now).await;
+    }
+    let items: Vec<SaleItem> = request
+        .items
+        .iter()
+        .map(|l| SaleItem {
+            slot: l.slot.clone(),
+            qty: l.qty,
+        })
+        .collect();
+    let opened = async {
+        let machine = checkout::machine_on(&mut *conn, request.machine).await?;
+        let priced = checkout::price_on(&mut *conn, &machine, &items).await?;
+        let sale = Reservation {
+            terms,
+            machine: &machine,
+            priced: &priced,
+            channel: "qr",
+            request_id: Some(request.request_id),
+        };
+        let order = checkout::reserve_in(&mut *conn, &sale, None, now).await?;
+        Ok::<Offer, SaleError>(Offer::new(
+            &machine,
+            &priced,
+            order,
+            terms.pay_timeout_minutes,
+        ))
+    }
+    .await;
+    let offer = match opened {
+        Ok(offer) => offer,
+        Err(e @ SaleError::Order(OrderError::Store(_) | OrderError::Concurrent(_))) => {
+            return Err(e);
+        }
+        Err(SaleError::Order(OrderError::DuplicateRequest)) => {
+            // A concurrent copy of the same request (another instance) won the race.
+            let earlier = existing_request(&mut *conn, request.machine, request.request_id)
+                .await?
+                .ok_or(SaleError::Order(OrderError::DuplicateRequest))?;
+            return answer(conn, device, request, earlier, now).await;
+        }
+        Err(refused) => return answer(conn, device, request, Err(refused), now).await,
+    };
+    let job = PrecreateJob {
+        offer,
+        request_id: request.request_id.to_owned(),
+        answer_key: request.answer_key(),
+    };
+    let payload = serde_json::to_string(&job)
+        .map_err(|e| SaleError::from(sqlx::Error::Encode(Box::new(e))))?;
+    let claimed = jobs::enqueue_claimed(
+        &mut *conn,
+        PRECREATE_JOB,
+        &format!("precreate:{}", job.offer.order_id),
+        &payload,
+        now,
+        crate::jobs::LEASE_MS,
+    )
+    .await?
+    // A new order's key cannot exist; if it somehow does, its job runs from the queue.
+    .ok_or(SaleError::Order(OrderError::Concurrent(job.offer.order_id)))?;
+    Ok(Taken::Precreate(claimed))
+}
+
+/// The answer to a request: its code, or why it cannot be sold.
+async fn answer(
+    conn: &mut Conn,
+    device: &DeviceChannel,
+    request: BuyRequest<'_>,
+    outcome: Result<SaleStarted, SaleError>,
+    now: i64,
+) -> Result<Taken, SaleError> {
+    let key = request.answer_key();
+    let recorded = match outcome {
+        Ok(started) => {
+            let answer = Answer {
+                request_id: request.request_id,
+                key: &key,
+                job: None,
+            };
+            record_show_qr(device, conn, request.machine, &started, answer, now).await?
+        }
+        Err(refused) => {
+            tracing::info!(machine = request.machine, request.id = request.request_id, reason = %refused, "sale refused");
+            let command = Command::SaleRefused {
+                request_id: request.request_id.to_owned(),
+                reason: refused.to_string(),
+            };
+            device
+                .record(conn, request.machine, &command, Some(&key))
+                .await?
+        }
+    };
+    Ok(Taken::Answered(recorded))
+}
+
+/// The job kind that creates a machine's trade.
+pub const PRECREATE_JOB: &str = "precreate";
+
+/// A `precreate` job's payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrecreateJob {
+    /// The order, as Alipay is asked to create it.
+    pub offer: Offer,
+    /// The machine's request id.
+    pub request_id: String,
+    /// The key the machine's answer is recorded under.
+    pub answer_key: String,
+}
+
+/// Runs a `precreate` job: creates the trade, then records Alipay's answer and the machine's
+/// `show_qr` in one transaction that also ends the job; Alipay refusing or not answering
+/// closes (or resolves) the order and answers the machine with `sale_refused`. Run again
+/// after a crash, it first looks at what an earlier run recorded.
+pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyhow::Result<Next> {
+    let offer = &p.offer;
+    let answer = Answer {
+        request_id: &p.request_id,
+        key: &p.answer_key,
+        job: Some(job),
+    };
+    let now = svc.now();
+    // A first run was queued by the transaction that wrote the order: nothing to look at.
+    if job.attempts > 1 {
+        let order = orders::by_id(&svc.db, offer.order_id).await?;
+        match order {
+            Some(o)
+                if o.state == crate::domain::order::OrderState::AwaitingPayment
+                    && o.qr_code.is_some() =>
+            {
+                let qr_code = o.qr_code.unwrap_or_default();
+                let mut tx = svc.db.begin().await?;
+                let recorded = record_show_qr(
+                    &svc.device,
+                    &mut tx,
+                    &offer.machine,
+                    &offer.started(qr_code),
+                    answer,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                svc.device.deliver(&recorded).await;
+                return Ok(Next::Completed);
+            }
+            Some(o) if o.state == crate::domain::order::OrderState::AwaitingPayment => {}
+            _ => {
+                let handled =
+                    SaleError::RequestHandled(p.request_id.clone(), offer.out_trade_no.clone());
+                return refuse(svc, p, &handled).await;
+            }
+        }
+    }
+    let qr_code = match precreate(svc, offer, now).await {
+        Ok(qr_code) => qr_code,
+        // The store failing is not the buyer's problem: try again.
+        Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
+            return Err(e.into());
+        }
+        Err(refused) => return refuse(svc, p, &refused).await,
+    };
+    let started = offer.started(qr_code);
+    let mut tx = svc.db.begin().await?;
+    checkout::record_created(
+        &mut tx,
+        started.order_id,
+        Some(&started.qr_code),
+        None,
+        "precreated",
+        "QR code issued",
+        now,
+    )
+    .await?;
+    let recorded =
+        record_show_qr(&svc.device, &mut tx, &offer.machine, &started, answer, now).await?;
+    tx.commit().await?;
+    svc.device.deliver(&recorded).await;
+    Ok(Next::Completed)
+}
+
+async fn refuse(svc: &Services, p: &PrecreateJob, why: &SaleError) -> anyhow::Result<Next> {
+    tracing::info!(machine = %p.offer.machine, request.id = %p.request_id, reason = %why, "sale refused");
+    let command = Command::SaleRefused {
+        request_id: p.request_id.clone(),
+        reason: why.to_string(),
+    };
+    svc.device
+        .send_once(&p.offer.machine, command, &p.answer_key)
+        .await?;
+    Ok(Next::Done)
+}
+
+/// Asks Alipay to create the offer's trade; answers its QR code. A refusal closes the order
+/// and an unknown answer hands it to its resolver, both recorded before the error returns.
+async fn precreate(svc: &Services, offer: &Offer, now: i64) -> Result<String, SaleError> {
+    let amount = Amount::from_fen(offer.amount_fen).map_err(|_| SaleError::BadItems)?;
+    let precreate = Precreate::new(offer.out_trade_no.clone(), amount, offer.subject.clone())
+        .terminal_id(offer.terminal_id.clone())
+        .seller_id(offer.seller_id.clone())
+        .timeout_express(format!("{}m", offer.pay_timeout_minutes));
+    match svc
+        .alipay
+        .execute(&precreate, &CallOptions::default())
+        .await
+    {
+        Outcome::Success(precreated) => Ok(precreated.qr_code),
+        Outcome::Failure(f) => {
+            Err(checkout::refused(svc, offer.order_id, "precreate_refused", &f, now).await)
+        }
+        Outcome::Unknown(u) => Err(checkout::unknown(
+            svc,
+            offer.order_id,
+            &offer.out_trade_no,
+            "precreate_unknown",
+            &u,
+            now,
+        )
+        .await),
+    }
 }
 
 /// Where a machine's sale is answered: the `show_qr` command is recorded under this key in
 /// the transaction that records Alipay's answer, so a retried job answers once.
 #[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
+struct Answer<'a> {
     /// The machine's request id.
-    pub request_id: &'a str,
+    request_id: &'a str,
     /// The command's idempotency key.
-    pub key: &'a str,
-    /// The job that answers (the buy request's), deleted in the answering transaction.
-    pub job: Option<&'a Job>,
-}
-
-/// Starts the QR sale a machine asked for with `buy_request`, and records the `show_qr`
-/// command that answers it, to [`deliver`](crate::device::ledger::DeviceChannel::deliver).
-/// The request id makes it idempotent: asking again (a repeated or re-sent request) answers
-/// with the same order and code while it can still be paid, and never creates a second order.
-pub async fn start_machine_sale(
-    svc: &Services,
-    req: &SaleRequest,
-    answer: Answer<'_>,
-    now: i64,
-) -> Result<(SaleStarted, Recorded), SaleError> {
-    let again = match existing_request(svc, &req.machine, answer.request_id).await? {
-        Some(started) => started?,
-        None => match start(svc, req, Some(answer), now).await {
-            Ok((started, Some(recorded))) => return Ok((started, recorded)),
-            Ok((started, None)) => started,
-            Err(SaleError::Order(OrderError::DuplicateRequest)) => {
-                // A concurrent copy of the same request won the race.
-                match existing_request(svc, &req.machine, answer.request_id).await? {
-                    Some(started) => started?,
-                    None => return Err(SaleError::Order(OrderError::DuplicateRequest)),
-                }
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    let mut tx = svc.db.begin().await?;
-    let recorded = record_show_qr(svc, &mut tx, &req.machine, &again, answer, now).await?;
-    tx.commit().await?;
-    Ok((again, recorded))
+    key: &'a str,
+    /// The job that answers, deleted in the answering transaction.
+    job: Option<&'a Job>,
 }
 
 /// Records the `show_qr` command answering `answer` and its timeline entry, once per key, and
 /// ends the job that answers.
 async fn record_show_qr(
-    svc: &Services,
+    device: &DeviceChannel,
     conn: &mut Conn,
     machine: &str,
     started: &SaleStarted,
@@ -108,8 +422,7 @@ async fn record_show_qr(
         amount_fen: started.amount_fen,
         expires_at: started.expires_at,
     };
-    let recorded = svc
-        .device
+    let recorded = device
         .record(&mut *conn, machine, &command, Some(answer.key))
         .await?;
     if recorded.new.is_some() {
@@ -136,8 +449,8 @@ async fn record_show_qr(
 }
 
 /// The order an earlier copy of this request made, as the machine should see it.
-async fn existing_request(
-    svc: &Services,
+async fn existing_request<E: Executor>(
+    executor: E,
     machine: &str,
     request_id: &str,
 ) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
@@ -147,7 +460,7 @@ async fn existing_request(
     )
     .bind(machine)
     .bind(request_id)
-    .fetch_optional(&svc.db.pool)
+    .fetch_optional(executor)
     .await?;
     let Some(row) = row else {
         return Ok(None);
@@ -168,75 +481,4 @@ async fn existing_request(
             out_trade_no,
         )),
     }))
-}
-
-async fn start(
-    svc: &Services,
-    req: &SaleRequest,
-    answer: Option<Answer<'_>>,
-    now: i64,
-) -> Result<(SaleStarted, Option<Recorded>), SaleError> {
-    let request_id = answer.map(|a| a.request_id);
-    if req.items.is_empty() || req.items.len() > 10 {
-        return Err(SaleError::BadItems);
-    }
-    let machine = checkout::machine(svc, &req.machine).await?;
-    let priced = checkout::price(svc, &machine, &req.items).await?;
-    let order = checkout::reserve(svc, &machine, &priced, "qr", None, request_id, now).await?;
-
-    // The order and its reservation are committed before Alipay is called.
-    let precreate = Precreate::new(
-        order.out_trade_no.clone(),
-        priced.amount,
-        checkout::subject(&priced.names),
-    )
-    .terminal_id(machine.terminal_id.clone())
-    .seller_id(machine.seller_pid.clone())
-    .timeout_express(format!("{}m", svc.pay_timeout_minutes));
-    match svc
-        .alipay
-        .execute(&precreate, &CallOptions::default())
-        .await
-    {
-        Outcome::Success(precreated) => {
-            let started = SaleStarted {
-                order_id: order.order_id,
-                out_trade_no: order.out_trade_no,
-                qr_code: precreated.qr_code,
-                amount_fen: priced.total.0,
-                expires_at: order.expires_at,
-            };
-            let mut tx = svc.db.begin().await?;
-            checkout::record_created(
-                &mut tx,
-                started.order_id,
-                Some(&started.qr_code),
-                None,
-                "precreated",
-                "QR code issued",
-                now,
-            )
-            .await?;
-            let recorded = match answer {
-                Some(a) => {
-                    Some(record_show_qr(svc, &mut tx, &machine.code, &started, a, now).await?)
-                }
-                None => None,
-            };
-            tx.commit().await?;
-            Ok((started, recorded))
-        }
-        Outcome::Failure(f) => {
-            Err(checkout::refused(svc, order.order_id, "precreate_refused", &f, now).await)
-        }
-        Outcome::Unknown(u) => Err(checkout::unknown(
-            svc,
-            order.order_id,
-            &order.out_trade_no,
-            "precreate_unknown",
-            &u,
-            now,
-        )
-        .await),
-    }
 }

@@ -2,7 +2,7 @@
 //! through the domain state machine with a conditional update (so two writers cannot both
 //! move the same order), and a timeline of everything that happened to them.
 
-use super::{Db, StoreError};
+use super::{Conn, Db, StoreError};
 use crate::domain::fen::Fen;
 use crate::domain::order::{IllegalTransition, OrderEvent, OrderLine, OrderState};
 
@@ -110,48 +110,59 @@ pub async fn create_reserving_for(
     now: i64,
 ) -> Result<i64, OrderError> {
     let mut tx = db.begin().await?;
+    let id = create_reserving_in(&mut tx, order, account, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// [`create_reserving_for`] in the caller's transaction (a machine's buy request is recorded
+/// with its order). On an error nothing of the order remains in the transaction, which the
+/// caller may go on with.
+pub async fn create_reserving_in(
+    conn: &mut Conn,
+    order: &NewOrder,
+    account: Option<i64>,
+    now: i64,
+) -> Result<i64, OrderError> {
+    let mut reserved = 0;
+    let mut refusal = None;
     for line in &order.lines {
-        let reserved = crate::store::query(
-            "UPDATE slots SET reserved = reserved + $1 \
-             WHERE machine_id = $2 AND code = $3 AND enabled AND product_id = $4 AND stock - reserved >= $1",
-        )
-        .bind(i64::from(line.qty))
-        .bind(order.machine_id)
-        .bind(&line.slot)
-        .bind(line.product_id)
-        .execute(&mut *tx)
-        .await?;
-        if reserved.rows_affected() != 1 {
-            // Dropping the transaction rolls back the reservations made so far.
-            return Err(OrderError::SlotUnavailable(line.slot.clone()));
+        if reserve_line(&mut *conn, order.machine_id, line).await? {
+            reserved += 1;
+        } else {
+            refusal = Some(OrderError::SlotUnavailable(line.slot.clone()));
+            break;
         }
     }
-    let id: i64 = crate::store::query(
-        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING id",
-    )
-    .bind(&order.out_trade_no)
-    .bind(order.operator_id)
-    .bind(order.machine_id)
-    .bind(order.channel)
-    .bind(OrderState::AwaitingPayment.as_str())
-    .bind(order.total.0)
-    .bind(now)
-    .bind(order.expires_at)
-    .bind(order.request_id.as_deref())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-            && order.request_id.is_some()
-        {
-            OrderError::DuplicateRequest
-        } else {
-            OrderError::from(e)
+    // A second copy of the request (same machine and request id) writes nothing.
+    let id = match refusal {
+        Some(_) => None,
+        None => crate::store::query(
+            "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+             ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
+        )
+        .bind(&order.out_trade_no)
+        .bind(order.operator_id)
+        .bind(order.machine_id)
+        .bind(order.channel)
+        .bind(OrderState::AwaitingPayment.as_str())
+        .bind(order.total.0)
+        .bind(now)
+        .bind(order.expires_at)
+        .bind(order.request_id.as_deref())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get::<i64, _>(0))
+        .transpose()?,
+    };
+    let Some(id) = id else {
+        // Give back what this order reserved.
+        for line in &order.lines[..reserved] {
+            give_back_line(&mut *conn, order.machine_id, line).await?;
         }
-    })?
-    .try_get(0)?;
+        return Err(refusal.unwrap_or(OrderError::DuplicateRequest));
+    };
     for (i, line) in order.lines.iter().enumerate() {
         crate::store::query(
             "INSERT INTO order_lines (order_id, line_no, slot_code, product_id, qty, unit_price_fen) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -162,18 +173,18 @@ pub async fn create_reserving_for(
         .bind(line.product_id)
         .bind(i64::from(line.qty))
         .bind(line.unit_price.0)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     if let Some(account) = account {
         crate::store::query("INSERT INTO account_orders (order_id, account_id) VALUES ($1, $2)")
             .bind(id)
             .bind(account)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
     add_event(
-        &mut *tx,
+        &mut *conn,
         id,
         now,
         "system",
@@ -182,7 +193,7 @@ pub async fn create_reserving_for(
     )
     .await?;
     super::jobs::enqueue(
-        &mut *tx,
+        &mut *conn,
         "resolve_payment",
         &resolve_key(id),
         &format!("{{\"order_id\":{id}}}"),
@@ -190,8 +201,43 @@ pub async fn create_reserving_for(
         now,
     )
     .await?;
-    tx.commit().await?;
     Ok(id)
+}
+
+/// Reserves one line's quantity, if the slot sells this product and has the stock.
+async fn reserve_line(
+    conn: &mut Conn,
+    machine_id: i64,
+    line: &OrderLine,
+) -> Result<bool, OrderError> {
+    let done = crate::store::query(
+        "UPDATE slots SET reserved = reserved + $1 \
+         WHERE machine_id = $2 AND code = $3 AND enabled AND product_id = $4 AND stock - reserved >= $1",
+    )
+    .bind(i64::from(line.qty))
+    .bind(machine_id)
+    .bind(&line.slot)
+    .bind(line.product_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives back a line's reservation made in this transaction.
+async fn give_back_line(
+    conn: &mut Conn,
+    machine_id: i64,
+    line: &OrderLine,
+) -> Result<(), OrderError> {
+    crate::store::query(
+        "UPDATE slots SET reserved = reserved - $1 WHERE machine_id = $2 AND code = $3 AND reserved >= $1",
+    )
+    .bind(i64::from(line.qty))
+    .bind(machine_id)
+    .bind(&line.slot)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn row_to_order(r: &crate::store::Row) -> Result<Order, OrderError> {

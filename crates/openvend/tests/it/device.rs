@@ -74,7 +74,12 @@ async fn fixture_on(db: Db, dir: Option<tempfile::TempDir>) -> Fixture {
             .unwrap();
     }
     let clock = Arc::new(ManualClock::new(now));
-    let (channel, events) = DeviceChannel::new(db.clone(), clock.clone(), DEFAULT_TTL);
+    let (channel, events) = DeviceChannel::new(
+        db.clone(),
+        clock.clone(),
+        DEFAULT_TTL,
+        openvend::pay::checkout::SaleTerms::default(),
+    );
     Fixture {
         db,
         _dir: dir,
