@@ -29,6 +29,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_vend_flow"),
     migration!(7, "0007_accounts"),
     migration!(8, "0008_open_commands"),
+    migration!(9, "0009_keyed_tables"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.
