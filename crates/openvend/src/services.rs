@@ -18,10 +18,9 @@ pub struct Services {
     pub app_id: String,
     /// The operator API's bearer token.
     pub api_token: crate::config::Secret,
-    /// Minutes a buyer has to pay a QR order.
-    pub pay_timeout_minutes: u32,
-    /// Seconds between payment queries while a buyer may still pay (the notification's fallback).
-    pub poll_interval_secs: u32,
+    /// The timings sales are opened with (payment window, resolver's polls, offline window);
+    /// the device channel holds the same.
+    pub sale_terms: crate::pay::checkout::SaleTerms,
     /// The clock every business time is read from (shared with the device channel).
     pub clock: std::sync::Arc<Clock>,
     /// Asks the job dispatcher to sweep the queue now (a job was made due, or the clock moved).

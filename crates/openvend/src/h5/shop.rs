@@ -358,7 +358,7 @@ pub async fn create_order(
     )
     .terminal_id(machine.terminal_id.clone());
     create.seller_id = Some(machine.seller_pid.clone());
-    create.timeout_express = Some(format!("{}m", svc.pay_timeout_minutes));
+    create.timeout_express = Some(format!("{}m", svc.sale_terms.pay_timeout_minutes));
     match svc.alipay.execute(&create, &CallOptions::default()).await {
         Outcome::Success(answer) => {
             checkout::created(

@@ -5,7 +5,6 @@
 use super::Next;
 use super::dispense;
 use crate::device::protocol::{AckStatus, Event, ItemResult, Line};
-use crate::pay::checkout::SaleTerms;
 use crate::pay::sale;
 use crate::pay::vend::{self, UnitResult, VendError};
 use crate::services::Services;
@@ -160,8 +159,8 @@ async fn on_buy_request(
         items,
     };
     let mut tx = svc.db.begin().await?;
-    let terms = SaleTerms::of(svc);
-    let taken = sale::take_request_in(&mut tx, &svc.device, terms, request, svc.now()).await?;
+    let taken =
+        sale::take_request_in(&mut tx, &svc.device, svc.sale_terms, request, svc.now()).await?;
     tx.commit().await?;
     match taken {
         // Run here, as the dispatcher would: this job is claimed by its transaction.

@@ -28,7 +28,8 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
     let can_still_pay =
         (order.qr_code.is_some() || order.trade_no.is_some()) && now < order.expires_at;
     let poll_again = Next::At(
-        (now + i64::from(svc.poll_interval_secs) * 1000).min(order.expires_at.max(now + 1000)),
+        (now + i64::from(svc.sale_terms.poll_interval_secs) * 1000)
+            .min(order.expires_at.max(now + 1000)),
     );
     match svc
         .alipay

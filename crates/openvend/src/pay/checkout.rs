@@ -42,15 +42,6 @@ impl SaleTerms {
             poll_interval_secs: POLL_INTERVAL_SECS,
         }
     }
-
-    /// The terms `svc` sells on.
-    pub fn of(svc: &Services) -> SaleTerms {
-        SaleTerms {
-            offline_after_ms: SaleTerms::new(&svc.device_settings).offline_after_ms,
-            pay_timeout_minutes: svc.pay_timeout_minutes,
-            poll_interval_secs: svc.poll_interval_secs,
-        }
-    }
 }
 
 impl Default for SaleTerms {
@@ -294,7 +285,7 @@ pub async fn reserve(
 ) -> Result<Reserved, SaleError> {
     let mut tx = svc.db.begin().await?;
     let order = Reservation {
-        terms: SaleTerms::of(svc),
+        terms: svc.sale_terms,
         machine,
         priced,
         channel,

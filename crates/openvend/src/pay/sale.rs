@@ -113,7 +113,7 @@ pub async fn start_qr_sale(
     let priced = checkout::price(svc, &machine, &req.items).await?;
     let order = checkout::reserve(svc, &machine, &priced, "qr", None, now).await?;
     // The order and its reservation are committed before Alipay is called.
-    let offer = Offer::new(&machine, &priced, order, svc.pay_timeout_minutes);
+    let offer = Offer::new(&machine, &priced, order, svc.sale_terms.pay_timeout_minutes);
     let qr_code = precreate(svc, &offer, now).await?;
     checkout::created(
         svc,
@@ -296,29 +296,13 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
     };
     let now = svc.now();
     // A first run was queued by the transaction that wrote the order: nothing to look at.
+    // A run after a crash may find Alipay's answer already recorded.
+    let mut recorded_code = None;
     if job.attempts > 1 {
-        let order = orders::by_id(&svc.db, offer.order_id).await?;
-        match order {
-            Some(o)
-                if o.state == crate::domain::order::OrderState::AwaitingPayment
-                    && o.qr_code.is_some() =>
-            {
-                let qr_code = o.qr_code.unwrap_or_default();
-                let mut tx = svc.db.begin().await?;
-                let recorded = record_show_qr(
-                    &svc.device,
-                    &mut tx,
-                    &offer.machine,
-                    &offer.started(qr_code),
-                    answer,
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                svc.device.deliver(&recorded).await;
-                return Ok(Next::Completed);
+        match orders::by_id(&svc.db, offer.order_id).await? {
+            Some(o) if o.state == crate::domain::order::OrderState::AwaitingPayment => {
+                recorded_code = o.qr_code;
             }
-            Some(o) if o.state == crate::domain::order::OrderState::AwaitingPayment => {}
             _ => {
                 let handled =
                     SaleError::RequestHandled(p.request_id.clone(), offer.out_trade_no.clone());
@@ -326,26 +310,32 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
             }
         }
     }
-    let qr_code = match precreate(svc, offer, now).await {
-        Ok(qr_code) => qr_code,
-        // The store failing is not the buyer's problem: try again.
-        Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
-            return Err(e.into());
-        }
-        Err(refused) => return refuse(svc, p, &refused).await,
+    let fresh = recorded_code.is_none();
+    let qr_code = match recorded_code {
+        Some(qr_code) => qr_code,
+        None => match precreate(svc, offer, now).await {
+            Ok(qr_code) => qr_code,
+            // The store failing is not the buyer's problem: try again.
+            Err(SaleError::Order(e @ (OrderError::Store(_) | OrderError::Concurrent(_)))) => {
+                return Err(e.into());
+            }
+            Err(refused) => return refuse(svc, p, &refused).await,
+        },
     };
     let started = offer.started(qr_code);
     let mut tx = svc.db.begin().await?;
-    checkout::record_created(
-        &mut tx,
-        started.order_id,
-        Some(&started.qr_code),
-        None,
-        "precreated",
-        "QR code issued",
-        now,
-    )
-    .await?;
+    if fresh {
+        checkout::record_created(
+            &mut tx,
+            started.order_id,
+            Some(&started.qr_code),
+            None,
+            "precreated",
+            "QR code issued",
+            now,
+        )
+        .await?;
+    }
     let recorded =
         record_show_qr(&svc.device, &mut tx, &offer.machine, &started, answer, now).await?;
     tx.commit().await?;

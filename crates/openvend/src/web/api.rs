@@ -111,7 +111,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
     .fetch_all(&svc.db.pool)
     .await?;
     // Online = a heartbeat within the offline window, on the server clock.
-    let window = i64::try_from(svc.device_settings.offline_after_secs).unwrap_or(i64::MAX) * 1000;
+    let window = svc.sale_terms.offline_after_ms;
     let now = svc.now();
     let machines = rows
         .iter()
