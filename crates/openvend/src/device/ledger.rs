@@ -935,6 +935,12 @@ async fn load_command(
     })
 }
 
+/// What an acknowledged command was for.
+struct AckedCommand {
+    kind: String,
+    order_id: Option<String>,
+}
+
 fn is_expired(c: &OpenCommand, now: i64) -> bool {
     c.state == "expired"
         || (matches!(c.state.as_str(), "pending" | "sent")
@@ -948,33 +954,68 @@ async fn apply_ack(
     status: AckStatus,
     reason: Option<&str>,
     (now, sent): (i64, Option<i64>),
-) -> Result<OpenCommand, Rejection> {
-    let c = load_command(tx, machine_id, command_id).await?;
-    if is_expired(&c, now) {
-        return Err(Rejection::Refused(
-            "command expired before it was acknowledged".into(),
-        ));
-    }
-    if !matches!(c.state.as_str(), "pending" | "sent") {
-        return Err(Rejection::Refused(format!("command already {}", c.state)));
-    }
+) -> Result<AckedCommand, Rejection> {
     let new_state = match status {
         AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
         AckStatus::Rejected => "rejected",
     };
-    crate::store::query(
+    // The usual case in one statement: the command is open, this machine's, and not
+    // expired. Anything else finds no row and is explained by `refusal` below.
+    let row = crate::store::query(
         "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
-         WHERE command_id = $1",
+         WHERE command_id = $1 AND machine_id = $6 AND state IN ('pending', 'sent') AND expires_at > $7 \
+         RETURNING kind, order_id",
     )
     .bind(command_id)
     .bind(new_state)
     .bind(now)
     .bind(reason)
     .bind(sent)
-    .execute(&mut **tx)
+    .bind(machine_id)
+    .bind(now.saturating_sub(ACK_GRACE_MS))
+    .fetch_optional(&mut **tx)
     .await
     .map_err(internal)?;
-    Ok(c)
+    match row {
+        Some(row) => Ok(AckedCommand {
+            kind: row.try_get(0).map_err(internal)?,
+            order_id: row.try_get(1).map_err(internal)?,
+        }),
+        None => Err(refusal(tx, machine_id, command_id, now, None, &["pending", "sent"]).await),
+    }
+}
+
+/// Why an answer to a command changed nothing: no such command for this machine, another
+/// command kind or order, expired, or already answered. Only called once the conditional
+/// update has found no row.
+async fn refusal(
+    tx: &mut Tx,
+    machine_id: i64,
+    command_id: &str,
+    now: i64,
+    dispense_of: Option<&str>,
+    open: &[&str],
+) -> Rejection {
+    let c = match load_command(tx, machine_id, command_id).await {
+        Ok(c) => c,
+        Err(rejection) => return rejection,
+    };
+    if let Some(order_id) = dispense_of {
+        if c.kind != "dispense" {
+            return Rejection::Refused("command is not a dispense".into());
+        }
+        if c.order_id.as_deref() != Some(order_id) {
+            return Rejection::Refused("order_id does not match the command".into());
+        }
+    }
+    if is_expired(&c, now) {
+        return Rejection::Refused("command expired before it was acknowledged".into());
+    }
+    if !open.contains(&c.state.as_str()) {
+        return Rejection::Refused(format!("command already {}", c.state));
+    }
+    tracing::error!(command_id, state = %c.state, "an open command was not updated");
+    Rejection::Unavailable
 }
 
 async fn apply_result(
@@ -985,35 +1026,28 @@ async fn apply_result(
     body: &str,
     (now, sent): (i64, Option<i64>),
 ) -> Result<(), Rejection> {
-    let c = load_command(tx, machine_id, command_id).await?;
-    if c.kind != "dispense" {
-        return Err(Rejection::Refused("command is not a dispense".into()));
-    }
-    if c.order_id.as_deref() != Some(order_id) {
-        return Err(Rejection::Refused(
-            "order_id does not match the command".into(),
-        ));
-    }
-    if is_expired(&c, now) {
-        return Err(Rejection::Refused(
-            "command expired before it was acknowledged".into(),
-        ));
-    }
-    if !matches!(c.state.as_str(), "pending" | "sent" | "acknowledged") {
-        return Err(Rejection::Refused(format!("command already {}", c.state)));
-    }
-    crate::store::query(
+    // As for an ack: one conditional statement, and `refusal` says why when it finds no row.
+    let done = crate::store::query(
         "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3, \
-         sent_at = COALESCE(sent_at, $4) WHERE command_id = $1",
+         sent_at = COALESCE(sent_at, $4) \
+         WHERE command_id = $1 AND machine_id = $5 AND kind = 'dispense' AND order_id = $6 \
+         AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7))",
     )
     .bind(command_id)
     .bind(now)
     .bind(body)
     .bind(sent)
+    .bind(machine_id)
+    .bind(order_id)
+    .bind(now.saturating_sub(ACK_GRACE_MS))
     .execute(&mut **tx)
     .await
     .map_err(internal)?;
-    Ok(())
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let open = ["pending", "sent", "acknowledged"];
+    Err(refusal(tx, machine_id, command_id, now, Some(order_id), &open).await)
 }
 
 fn internal(e: sqlx::Error) -> Rejection {

@@ -146,19 +146,30 @@ pub async fn record_results_in(
     which: VendOrder<'_>,
     report: &[UnitResult],
 ) -> Result<RecordedVend, VendError> {
-    let order = match which {
-        VendOrder::Id(id) => crate::store::query(
-            "SELECT id, state, machine_id, out_trade_no FROM orders WHERE id = $1",
-        )
-        .bind(id),
-        VendOrder::TradeNo(no) => crate::store::query(
-            "SELECT id, state, machine_id, out_trade_no FROM orders WHERE out_trade_no = $1",
-        )
-        .bind(no),
-    }
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(VendError::NotFound)?;
+    // The order and its lines in one statement (a LEFT JOIN: an order without lines still
+    // answers, with nothing to match).
+    const ORDER_AND_LINES: &str = "SELECT o.id, o.state, o.machine_id, o.out_trade_no, \
+         l.line_no, l.slot_code, l.product_id, l.qty, l.unit_price_fen \
+         FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id";
+    let rows = match which {
+        VendOrder::Id(id) => {
+            crate::store::query(&format!(
+                "{ORDER_AND_LINES} WHERE o.id = $1 ORDER BY l.line_no"
+            ))
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+        VendOrder::TradeNo(no) => {
+            crate::store::query(&format!(
+                "{ORDER_AND_LINES} WHERE o.out_trade_no = $1 ORDER BY l.line_no"
+            ))
+            .bind(no)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+    };
+    let order = rows.first().ok_or(VendError::NotFound)?;
     let order_id: i64 = order.try_get(0)?;
     let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;
     if !matches!(state, OrderState::Paid | OrderState::Dispensing) {
@@ -166,23 +177,21 @@ pub async fn record_results_in(
     }
     let machine_id: i64 = order.try_get(2)?;
     let out_trade_no: String = order.try_get(3)?;
-    let lines: Vec<(i64, OrderLine)> = crate::store::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
-        .bind(order_id)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                get_int(r, "line_no")?,
-                OrderLine {
-                    slot: r.try_get("slot_code")?,
-                    product_id: r.try_get("product_id")?,
-                    qty: u32::try_from(get_int(r, "qty")?).unwrap_or(0),
-                    unit_price: Fen(r.try_get("unit_price_fen")?),
-                },
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let mut lines: Vec<(i64, OrderLine)> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Some(line_no) = r.try_get::<Option<i64>, _>("line_no")? else {
+            continue;
+        };
+        lines.push((
+            line_no,
+            OrderLine {
+                slot: r.try_get("slot_code")?,
+                product_id: r.try_get("product_id")?,
+                qty: u32::try_from(get_int(r, "qty")?).unwrap_or(0),
+                unit_price: Fen(r.try_get("unit_price_fen")?),
+            },
+        ));
+    }
 
     // Match reports to units, slot by slot, in order.
     let mut remaining: Vec<&UnitResult> = report.iter().collect();

@@ -483,30 +483,32 @@ pub async fn acknowledge_dispense(
     command_id: &str,
     now: i64,
 ) -> Result<(), OrderError> {
-    let Some(row) = crate::store::query("SELECT id, state FROM orders WHERE out_trade_no = $1")
-        .bind(out_trade_no)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(());
+    // A paid order moves on in one conditional statement; any other state (moved on
+    // already, or not ours to move) only gets the timeline entry.
+    let to = OrderState::Paid.apply(OrderEvent::DispenseAcknowledged)?;
+    let moved = crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2 WHERE out_trade_no = $3 AND state = $4 RETURNING id",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(out_trade_no)
+    .bind(OrderState::Paid.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = match moved {
+        Some(row) => row,
+        None => {
+            let found = crate::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
+                .bind(out_trade_no)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = found else {
+                return Ok(());
+            };
+            row
+        }
     };
     let id: i64 = row.try_get(0)?;
-    let state = OrderState::parse(&row.try_get::<String, _>(1)?).ok_or(OrderError::NotFound)?;
-    if state == OrderState::Paid {
-        match transition(
-            &mut *tx,
-            id,
-            OrderState::Paid,
-            OrderEvent::DispenseAcknowledged,
-            now,
-        )
-        .await
-        {
-            // Moved on meanwhile (its result was recorded): nothing left to move.
-            Ok(_) | Err(OrderError::Concurrent(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
     add_event(
         &mut *tx,
         id,

@@ -208,23 +208,56 @@ async fn ledger_story(mut f: Fixture) {
 
     // A second ack under a new msg_id changes nothing either.
     let a2 = f.event(&m1, SECRET_1, "e-2", "ack", &ack(&c1, "accepted"));
-    assert!(matches!(
+    assert_eq!(
         f.channel.receive(&m1, &a2).await,
-        Err(Rejection::Refused(_))
-    ));
+        Err(Rejection::Refused("command already acknowledged".into()))
+    );
 
-    // Another machine cannot settle machine 1's command.
+    // Another machine cannot settle machine 1's command, and cannot tell it exists.
+    let no_such = || {
+        Err(Rejection::Refused(
+            "no such command for this machine".into(),
+        ))
+    };
     let foreign = f.event(&m2, SECRET_2, "e-3", "dispense_result", &result(&c1));
-    assert!(matches!(
-        f.channel.receive(&m2, &foreign).await,
-        Err(Rejection::Refused(_))
-    ));
+    assert_eq!(f.channel.receive(&m2, &foreign).await, no_such());
+    let foreign_ack = f.event(&m2, SECRET_2, "e-3a", "ack", &ack(&c1, "accepted"));
+    assert_eq!(f.channel.receive(&m2, &foreign_ack).await, no_such());
     // Nor can anyone settle a command never issued.
     let unknown = f.event(&m1, SECRET_1, "e-4", "dispense_result", &result("c-never"));
-    assert!(matches!(
-        f.channel.receive(&m1, &unknown).await,
-        Err(Rejection::Refused(_))
-    ));
+    assert_eq!(f.channel.receive(&m1, &unknown).await, no_such());
+    // A result must name the dispense's own order…
+    let other_order = result(&c1).replace("\"o-1\"", "\"o-2\"");
+    let wrong = f.event(&m1, SECRET_1, "e-4a", "dispense_result", &other_order);
+    assert_eq!(
+        f.channel.receive(&m1, &wrong).await,
+        Err(Rejection::Refused(
+            "order_id does not match the command".into()
+        ))
+    );
+    // …and answer a dispense, not another command.
+    let qr = f
+        .channel
+        .send(
+            &m1,
+            Command::ShowQr {
+                order_id: "o-1".into(),
+                qr_code: "https://qr.example/o-1".into(),
+                amount_fen: 100,
+                expires_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let not_dispense = f.event(&m1, SECRET_1, "e-4b", "dispense_result", &result(&qr));
+    assert_eq!(
+        f.channel.receive(&m1, &not_dispense).await,
+        Err(Rejection::Refused("command is not a dispense".into()))
+    );
+    assert_eq!(
+        f.channel.command(&c1).await.unwrap().unwrap().state,
+        "acknowledged"
+    );
 
     // The result settles it, once.
     let r = f.event(&m1, SECRET_1, "e-5", "dispense_result", &result(&c1));
@@ -236,10 +269,10 @@ async fn ledger_story(mut f: Fixture) {
     assert_eq!(f.next_event().await, ev);
     assert_eq!(f.channel.command(&c1).await.unwrap().unwrap().state, "done");
     let again = f.event(&m1, SECRET_1, "e-6", "dispense_result", &result(&c1));
-    assert!(matches!(
+    assert_eq!(
         f.channel.receive(&m1, &again).await,
-        Err(Rejection::Refused(_))
-    ));
+        Err(Rejection::Refused("command already done".into()))
+    );
 
     // A command not acknowledged within the TTL expires; its late result is refused.
     let c2 = f.dispense(&m1).await;
@@ -252,17 +285,17 @@ async fn ledger_story(mut f: Fixture) {
     f.clock.advance(Duration::from_millis(
         openvend::device::ledger::ACK_GRACE_MS as u64,
     ));
+    let expired = || {
+        Err(Rejection::Refused(
+            "command expired before it was acknowledged".into(),
+        ))
+    };
     let late = f.event(&m1, SECRET_1, "e-7", "dispense_result", &result(&c2));
-    assert!(matches!(
-        f.channel.receive(&m1, &late).await,
-        Err(Rejection::Refused(_))
-    ));
+    assert_eq!(f.channel.receive(&m1, &late).await, expired());
     let late_ack = f.event(&m1, SECRET_1, "e-8", "ack", &ack(&c2, "accepted"));
-    assert!(matches!(
-        f.channel.receive(&m1, &late_ack).await,
-        Err(Rejection::Refused(_))
-    ));
-    assert_eq!(f.channel.expire_due().await.unwrap(), 1);
+    assert_eq!(f.channel.receive(&m1, &late_ack).await, expired());
+    // c2, and the show_qr nobody answered.
+    assert_eq!(f.channel.expire_due().await.unwrap(), 2);
     assert_eq!(
         f.channel.command(&c2).await.unwrap().unwrap().state,
         "expired"
