@@ -302,10 +302,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .env("OPENVEND_LOG", "warn")
         .stdout(Stdio::null());
+    // A fresh PostgreSQL schema per run, dropped when the run ends.
+    let mut pg_schema = None;
     let database_url = match &args.database_url {
         Some(base) => {
-            // A fresh schema per run.
             let schema = format!("load{}", openvend::ids::random_hex(8));
+            pg_schema = Some((base.clone(), schema.clone()));
             let admin = Db::connect(base, false).await?;
             openvend::store::query(&format!("CREATE SCHEMA {schema}"))
                 .execute(&admin.pool)
@@ -573,5 +575,11 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(server);
     drop(sandbox);
+    if let Some((base, schema)) = pg_schema {
+        let admin = Db::connect(&base, false).await?;
+        openvend::store::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin.pool)
+            .await?;
+    }
     Ok(())
 }

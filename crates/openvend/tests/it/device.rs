@@ -101,7 +101,7 @@ async fn sqlite_fixture() -> Fixture {
 async fn postgres_fixture() -> Fixture {
     let base = std::env::var("OPENVEND_TEST_POSTGRES")
         .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL to run the PostgreSQL suite");
-    let schema = format!("dev{}", unique("s").to_lowercase().replace('x', "_"));
+    let schema = crate::store::unique_schema();
     let admin = Db::connect(&base, false).await.unwrap();
     openvend::store::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin.pool)

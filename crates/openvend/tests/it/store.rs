@@ -44,7 +44,7 @@ async fn postgres_db() -> Db {
 
 /// A schema name no other test of this run (nor, practically, of an earlier run) uses: the
 /// process id, a per-process counter and the time, never added together.
-fn unique_schema() -> String {
+pub fn unique_schema() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
