@@ -148,27 +148,24 @@ pub async fn record_results_in(
 ) -> Result<RecordedVend, VendError> {
     // The order and its lines in one statement (a LEFT JOIN: an order without lines still
     // answers, with nothing to match).
-    const ORDER_AND_LINES: &str = "SELECT o.id, o.state, o.machine_id, o.out_trade_no, \
-         l.line_no, l.slot_code, l.product_id, l.qty, l.unit_price_fen \
-         FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id";
-    let rows = match which {
-        VendOrder::Id(id) => {
-            crate::store::query(&format!(
-                "{ORDER_AND_LINES} WHERE o.id = $1 ORDER BY l.line_no"
-            ))
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await?
-        }
+    macro_rules! order_and_lines {
+        ($which:literal) => {
+            concat!(
+                "SELECT o.id, o.state, o.machine_id, o.out_trade_no, ",
+                "l.line_no, l.slot_code, l.product_id, l.qty, l.unit_price_fen ",
+                "FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id WHERE ",
+                $which,
+                " ORDER BY l.line_no"
+            )
+        };
+    }
+    let query = match which {
+        VendOrder::Id(id) => crate::store::query(order_and_lines!("o.id = $1")).bind(id),
         VendOrder::TradeNo(no) => {
-            crate::store::query(&format!(
-                "{ORDER_AND_LINES} WHERE o.out_trade_no = $1 ORDER BY l.line_no"
-            ))
-            .bind(no)
-            .fetch_all(&mut **tx)
-            .await?
+            crate::store::query(order_and_lines!("o.out_trade_no = $1")).bind(no)
         }
     };
+    let rows = query.fetch_all(&mut **tx).await?;
     let order = rows.first().ok_or(VendError::NotFound)?;
     let order_id: i64 = order.try_get(0)?;
     let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;
