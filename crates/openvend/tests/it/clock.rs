@@ -281,8 +281,8 @@ async fn unpaid_sale_closes(r: &Running) {
     r.app_services.jobs_ready.notify_one();
     wait_for_state(r, &order, OrderState::Closed).await;
     // The server's clock jumped five minutes while the machine's did not: a message of the
-    // machine still on its way at the jump (its acknowledgement of the QR code) is stale to
-    // the server and answered with the time, which may come before the cancellation.
+    // machine still on its way at the jump is stale to the server and answered with the
+    // time, which may come before the cancellation.
     let next = loop {
         match next_business(&mut events).await {
             SimEvent::ClockSet { .. } => continue,
