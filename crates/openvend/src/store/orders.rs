@@ -495,18 +495,17 @@ pub async fn acknowledge_dispense(
     .bind(OrderState::Paid.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let row = match moved {
-        Some(row) => row,
+    let found = match moved {
+        Some(row) => Some(row),
         None => {
-            let found = crate::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
+            crate::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
                 .bind(out_trade_no)
                 .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = found else {
-                return Ok(());
-            };
-            row
+                .await?
         }
+    };
+    let Some(row) = found else {
+        return Ok(());
     };
     let id: i64 = row.try_get(0)?;
     add_event(
