@@ -39,11 +39,12 @@ struct Args {
     mqtt_url: Option<String>,
     bin: PathBuf,
     server_cpus: Option<String>,
+    server_log: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: load [--machines N] [--rate ORDERS_PER_S] [--seconds S] \
 [--idle-machines N] [--database-url postgres://…] [--mqtt-url mqtt://…] \
-[--bin path/to/openvend] [--server-cpus LIST]";
+[--bin path/to/openvend] [--server-cpus LIST] [--server-log FILE]";
 
 fn number<T: std::str::FromStr>(flag: &str, raw: String) -> anyhow::Result<T> {
     raw.parse()
@@ -59,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         database_url: None,
         mqtt_url: None,
         server_cpus: None,
+        server_log: None,
         bin: std::env::current_exe()?
             .parent()
             .and_then(Path::parent)
@@ -80,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--mqtt-url" => a.mqtt_url = Some(value()?),
             "--bin" => a.bin = PathBuf::from(value()?),
             "--server-cpus" => a.server_cpus = Some(value()?),
+            "--server-log" => a.server_log = Some(PathBuf::from(value()?)),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -300,8 +303,22 @@ async fn main() -> anyhow::Result<()> {
             "OPENVEND_ALIPAY_SELLER_ID",
             registered["seller_pid"].as_str().unwrap_or(""),
         )
-        .env("OPENVEND_LOG", "warn")
-        .stdout(Stdio::null());
+        // `--server-log FILE` keeps the server's output, at the level `OPENVEND_LOG` names
+        // (for example `openvend::sql=trace` to see every statement of a sale).
+        .env(
+            "OPENVEND_LOG",
+            std::env::var("OPENVEND_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+    match &args.server_log {
+        Some(path) => {
+            let log = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--server-log {}: {e}", path.display()))?;
+            serve.stdout(log.try_clone()?).stderr(log);
+        }
+        None => {
+            serve.stdout(Stdio::null());
+        }
+    }
     // A fresh PostgreSQL schema per run, dropped when the run ends.
     let mut pg_schema = None;
     let database_url = match &args.database_url {

@@ -151,7 +151,7 @@ async fn authenticate(
         return Err(Rejection::BadSignature.into());
     }
     let db = channel.db();
-    let store_err = |e: sqlx::Error| {
+    let store_err = |e: crate::store::Error| {
         tracing::error!(error = %e, "nonce store failed");
         HttpError::Unavailable
     };
@@ -173,10 +173,7 @@ async fn authenticate(
     .await;
     match inserted {
         Ok(_) => Ok(m),
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation()) =>
-        {
+        Err(e) if e.is_unique_violation() => {
             tracing::warn!(machine = %m.code, "replayed HTTP nonce refused");
             Err(HttpError::Conflict("nonce already used".into()))
         }

@@ -180,7 +180,7 @@ pub enum DeviceError {
     UnknownMachine(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::Error),
 }
 
 /// The device channel: send commands, receive verified events. Cheap to clone.
@@ -288,7 +288,7 @@ impl DeviceChannel {
 
     /// Looks a machine up by code (cached: every message needs it, and a machine's code and
     /// secret do not change while the server runs).
-    pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, sqlx::Error> {
+    pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, crate::store::Error> {
         if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
         }
@@ -301,7 +301,7 @@ impl DeviceChannel {
         &self,
         executor: E,
         code: &str,
-    ) -> Result<Option<MachineAuth>, sqlx::Error> {
+    ) -> Result<Option<MachineAuth>, crate::store::Error> {
         let row = crate::store::query("SELECT id, code, secret FROM machines WHERE code = $1")
             .bind(code)
             .fetch_optional(executor)
@@ -322,7 +322,7 @@ impl DeviceChannel {
         &self,
         conn: &mut Conn,
         code: &str,
-    ) -> Result<Option<MachineAuth>, sqlx::Error> {
+    ) -> Result<Option<MachineAuth>, crate::store::Error> {
         if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
         }
@@ -520,7 +520,7 @@ impl DeviceChannel {
     /// the machine has written yet, in one transaction, and moves those still `pending` to
     /// `sent`; answers how many. [`FLUSH_AFTER_MS`](super::sent_marks::FLUSH_AFTER_MS) before
     /// now on a timer, everything at shutdown.
-    pub async fn write_sent_marks(&self, cutoff: i64) -> Result<usize, sqlx::Error> {
+    pub async fn write_sent_marks(&self, cutoff: i64) -> Result<usize, crate::store::Error> {
         let marks = self.inner.sent.take_until(cutoff);
         if marks.is_empty() {
             return Ok(0);
@@ -553,7 +553,10 @@ impl DeviceChannel {
 
     /// Commands for `machine` that still wait for its ack and are within their TTL, oldest
     /// first.
-    pub async fn pending_for(&self, machine: &str) -> Result<Vec<PendingCommand>, sqlx::Error> {
+    pub async fn pending_for(
+        &self,
+        machine: &str,
+    ) -> Result<Vec<PendingCommand>, crate::store::Error> {
         let rows = crate::store::query(
             "SELECT c.command_id, c.payload, c.expires_at FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE m.code = $1 AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
@@ -609,7 +612,7 @@ impl DeviceChannel {
 
     /// Marks commands past their TTL and never acknowledged as `expired`; returns how many.
     /// The order flow calls this (or a job does) and refunds their orders.
-    pub async fn expire_due(&self) -> Result<u64, sqlx::Error> {
+    pub async fn expire_due(&self) -> Result<u64, crate::store::Error> {
         let r = crate::store::query(
             "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
         )
@@ -620,7 +623,10 @@ impl DeviceChannel {
     }
 
     /// The ledger row of a command.
-    pub async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, sqlx::Error> {
+    pub async fn command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, crate::store::Error> {
         let row = crate::store::query(
             "SELECT command_id, machine_id, kind, order_id, state, result FROM device_commands WHERE command_id = $1",
         )
@@ -805,7 +811,7 @@ impl DeviceChannel {
                 )
                 .bind(m.id)
                 .bind(now)
-                .execute(&mut *tx)
+                .defer(&mut *tx)
                 .await
                 .map_err(internal)?;
                 // Taken with the event: the order and its reservation, or the answer.
@@ -853,7 +859,7 @@ impl DeviceChannel {
             )
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::Sqlx(e) => internal(e),
+                crate::store::StoreError::Store(e) => internal(e),
                 other => {
                     tracing::error!(error = %other, "could not queue a device event");
                     Rejection::Unavailable
@@ -1050,7 +1056,7 @@ async fn apply_result(
     Err(refusal(tx, machine_id, command_id, now, Some(order_id), &open).await)
 }
 
-fn internal(e: sqlx::Error) -> Rejection {
+fn internal(e: crate::store::Error) -> Rejection {
     // The machine will retry with the same msg_id; nothing was recorded.
     tracing::error!(error = %e, "store error while handling a device message");
     Rejection::Unavailable

@@ -8,7 +8,10 @@ use super::session::AlipayUser;
 use crate::store::Db;
 
 /// The account bound to this Alipay user, if any.
-pub async fn by_alipay_user(db: &Db, user: &AlipayUser) -> Result<Option<i64>, sqlx::Error> {
+pub async fn by_alipay_user(
+    db: &Db,
+    user: &AlipayUser,
+) -> Result<Option<i64>, crate::store::Error> {
     let row = crate::store::query(
         "SELECT account_id FROM alipay_users WHERE app_id = $1 AND id_kind = $2 AND alipay_id = $3",
     )
@@ -86,7 +89,7 @@ pub async fn phone_of(
     db: &Db,
     keys: &Keys,
     account_id: i64,
-) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
+) -> Result<Option<(Option<String>, String)>, crate::store::Error> {
     let row = crate::store::query("SELECT phone_sealed, phone_masked FROM accounts WHERE id = $1")
         .bind(account_id)
         .fetch_optional(&db.pool)

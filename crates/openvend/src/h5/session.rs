@@ -116,7 +116,7 @@ pub async fn open(
     avatar: Option<&str>,
     machine_code: &str,
     now: i64,
-) -> Result<String, sqlx::Error> {
+) -> Result<String, crate::store::Error> {
     // Each new session sweeps out the expired ones.
     crate::store::query("DELETE FROM h5_sessions WHERE expires_at < $1")
         .bind(now)
@@ -148,7 +148,7 @@ pub async fn open(
 }
 
 /// The live session of a cookie token.
-pub async fn find(db: &Db, token: &str, now: i64) -> Result<Option<Session>, sqlx::Error> {
+pub async fn find(db: &Db, token: &str, now: i64) -> Result<Option<Session>, crate::store::Error> {
     if token.len() != 48 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
@@ -186,7 +186,7 @@ pub async fn log_in(
     session_id: i64,
     account_id: i64,
     now: i64,
-) -> Result<String, sqlx::Error> {
+) -> Result<String, crate::store::Error> {
     let (token, hash) = new_token();
     crate::store::query(
         "UPDATE h5_sessions SET token_hash = $1, account_id = $2, expires_at = $3 WHERE id = $4",
@@ -228,7 +228,7 @@ pub async fn new_state(
     scope: &str,
     machine_code: &str,
     now: i64,
-) -> Result<String, sqlx::Error> {
+) -> Result<String, crate::store::Error> {
     // Old states are worth nothing; each new sign-in sweeps them out.
     crate::store::query("DELETE FROM oauth_states WHERE expires_at < $1")
         .bind(now - STATE_TTL_MS)
@@ -256,7 +256,7 @@ pub async fn use_state(
     state: &str,
     browser: Option<&str>,
     now: i64,
-) -> Result<Result<StateUse, StateError>, sqlx::Error> {
+) -> Result<Result<StateUse, StateError>, crate::store::Error> {
     let (Some((nonce, mac)), Some(browser)) = (state.split_once('.'), browser) else {
         return Ok(Err(StateError::Forged));
     };

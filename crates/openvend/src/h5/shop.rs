@@ -70,7 +70,7 @@ struct Offer {
     free: i64,
 }
 
-async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, sqlx::Error> {
+async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, crate::store::Error> {
     let rows = crate::store::query(
         "SELECT s.code, p.name, s.price_fen, s.stock, s.reserved, CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled \
          FROM slots s JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 ORDER BY s.code",
@@ -83,7 +83,7 @@ async fn offers(h5: &H5, machine_id: i64) -> Result<Vec<Offer>, sqlx::Error> {
         .collect()
 }
 
-fn offer(r: &crate::store::Row, slot: String, name: String) -> Result<Offer, sqlx::Error> {
+fn offer(r: &crate::store::Row, slot: String, name: String) -> Result<Offer, crate::store::Error> {
     let enabled = get_int(r, "enabled")? != 0;
     let free = get_int(r, "stock")? - get_int(r, "reserved")?;
     Ok(Offer {
@@ -538,7 +538,7 @@ async fn owned_order(
     .await?
     .iter()
     .map(|r| Ok((r.try_get("name")?, get_int(r, "qty")?, r.try_get("unit_price_fen")?)))
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    .collect::<Result<Vec<_>, crate::store::Error>>()?;
     let dispense_queued = crate::store::query("SELECT 1 FROM jobs WHERE dedup_key = $1")
         .bind(format!("dispense:{id}"))
         .fetch_optional(&h5.svc.db.pool)

@@ -72,7 +72,7 @@ pub async fn record_with_payment(
 ) -> anyhow::Result<Recorded> {
     let recorded = record(svc, conn, order_id, out_trade_no, machine, now).await?;
     let payload = serde_json::json!({ "order_id": order_id }).to_string();
-    jobs::enqueue(
+    jobs::enqueue_deferred(
         &mut *conn,
         "dispense",
         &orders::dispense_key(order_id),

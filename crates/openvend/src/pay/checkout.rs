@@ -107,8 +107,8 @@ impl From<DeviceError> for SaleError {
     }
 }
 
-impl From<sqlx::Error> for SaleError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for SaleError {
+    fn from(e: crate::store::Error) -> Self {
         SaleError::Order(OrderError::from(e))
     }
 }
@@ -455,7 +455,7 @@ pub async fn unknown(
         .await?;
         let payload = serde_json::json!({ "order_id": order_id }).to_string();
         // The resolver was queued with the order: make it due now.
-        jobs::enqueue(
+        jobs::enqueue_deferred(
             &mut *tx,
             "resolve_payment",
             &resolve_key(order_id),

@@ -42,8 +42,8 @@ pub enum RefundError {
     Store(#[from] OrderError),
 }
 
-impl From<sqlx::Error> for RefundError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for RefundError {
+    fn from(e: crate::store::Error) -> Self {
         RefundError::Store(OrderError::from(e))
     }
 }
@@ -177,7 +177,7 @@ pub async fn request_in(
         .execute(&mut *tx)
         .await?;
     let payload = serde_json::json!({ "refund_id": id }).to_string();
-    jobs::enqueue(&mut *tx, "refund", &job_key(id), &payload, now, now).await?;
+    jobs::enqueue_deferred(&mut *tx, "refund", &job_key(id), &payload, now, now).await?;
     Ok(RefundRecord {
         id,
         out_request_no: out_request_no.to_owned(),

@@ -221,8 +221,11 @@ pub async fn take_request_in(
         request_id: request.request_id.to_owned(),
         answer_key: request.answer_key(),
     };
-    let payload = serde_json::to_string(&job)
-        .map_err(|e| SaleError::from(sqlx::Error::Encode(Box::new(e))))?;
+    let payload = serde_json::to_string(&job).map_err(|e| {
+        SaleError::from(crate::store::Error::Protocol(format!(
+            "encoding a job: {e}"
+        )))
+    })?;
     let claimed = jobs::enqueue_claimed(
         &mut *conn,
         PRECREATE_JOB,

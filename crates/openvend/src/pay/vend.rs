@@ -94,8 +94,8 @@ pub enum VendError {
     Refund(#[from] RefundError),
 }
 
-impl From<sqlx::Error> for VendError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for VendError {
+    fn from(e: crate::store::Error) -> Self {
         VendError::Order(OrderError::from(e))
     }
 }
@@ -210,7 +210,7 @@ pub async fn record_results_in(
                 .bind(state_name(state))
                 .bind(reason.clone())
                 .bind(now)
-                .execute(&mut **tx)
+                .defer(&mut **tx)
                 .await?;
             correct_stock(tx, machine_id, &line.slot, state, reason.as_deref()).await?;
             states.push(state);
@@ -285,7 +285,7 @@ async fn correct_stock(
     slot: &str,
     state: VendState,
     reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::store::Error> {
     // The item left (or may have left): the reservation becomes a sale. It did not: the
     // reservation is released; a jam or an empty slot also disables the slot.
     let sql = match state {
@@ -299,7 +299,7 @@ async fn correct_stock(
     crate::store::query(sql)
         .bind(machine_id)
         .bind(slot)
-        .execute(&mut *tx)
+        .defer(&mut *tx)
         .await?;
     if state == VendState::Failed && reason.is_some_and(|r| DISABLING_REASONS.contains(&r)) {
         crate::store::query("UPDATE slots SET enabled = FALSE WHERE machine_id = $1 AND code = $2")

@@ -35,7 +35,40 @@ pub async fn enqueue<E>(
 where
     E: crate::store::Executor,
 {
-    let done = crate::store::query(
+    let done = insert_job(kind, dedup_key, payload, run_at, now)
+        .execute(executor)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// [`enqueue`] for a caller that does not need to know whether the job was new: in a
+/// PostgreSQL transaction it goes out with the next statement (see
+/// [`Query::defer`](crate::store::sql::Query::defer)).
+pub async fn enqueue_deferred<E>(
+    executor: E,
+    kind: &str,
+    dedup_key: &str,
+    payload: &str,
+    run_at: i64,
+    now: i64,
+) -> Result<(), StoreError>
+where
+    E: crate::store::Executor,
+{
+    insert_job(kind, dedup_key, payload, run_at, now)
+        .defer(executor)
+        .await?;
+    Ok(())
+}
+
+fn insert_job<'q>(
+    kind: &'q str,
+    dedup_key: &'q str,
+    payload: &'q str,
+    run_at: i64,
+    now: i64,
+) -> crate::store::sql::Query<'static> {
+    crate::store::query(
         "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) VALUES ($1, $2, $3, 0, $4, $5) \
          ON CONFLICT (dedup_key) DO NOTHING",
     )
@@ -44,9 +77,6 @@ where
     .bind(payload)
     .bind(run_at)
     .bind(now)
-    .execute(executor)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Queues a job already claimed for `lease_ms` by the caller, which runs it at once in this
@@ -181,14 +211,14 @@ where
 {
     crate::store::query("DELETE FROM jobs WHERE dedup_key = $1")
         .bind(dedup_key)
-        .execute(executor)
+        .defer(executor)
         .await?;
     Ok(())
 }
 
 const JOB_COLUMNS: &str = "id, kind, dedup_key, payload, attempts";
 
-fn job_from_row(r: &crate::store::Row) -> Result<Job, sqlx::Error> {
+fn job_from_row(r: &crate::store::Row) -> Result<Job, crate::store::Error> {
     Ok(Job {
         id: r.try_get(0)?,
         kind: r.try_get(1)?,
@@ -213,7 +243,7 @@ pub async fn complete_in<E: crate::store::Executor>(conn: E, job: &Job) -> Resul
     crate::store::query("DELETE FROM jobs WHERE id = $1 AND dedup_key = $2")
         .bind(job.id)
         .bind(&job.dedup_key)
-        .execute(conn)
+        .defer(conn)
         .await?;
     Ok(())
 }

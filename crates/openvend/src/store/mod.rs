@@ -1,24 +1,26 @@
 //! Persistence on SQLite or PostgreSQL, chosen once from the URL.
 //!
 //! One code path serves both ([`sql`]: `$n` placeholders on both engines, SQLite run in the
-//! calling task, PostgreSQL through sqlx);
+//! calling task, PostgreSQL pipelined through `postgres`);
 //! where the engines differ (identity columns, `FOR UPDATE SKIP LOCKED`), [`Backend`] says
 //! which SQL to use. Migrations are embedded per backend and applied in order, each in a
 //! transaction, with a PostgreSQL advisory lock so several instances can start together.
 
+mod error;
 pub mod jobs;
 mod migrations;
 pub mod orders;
+mod postgres;
 pub mod sql;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::ConnectOptions as _;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-
+pub use error::{Error, ErrorKind};
 pub use sql::{Conn, Executor, Pool, Row, Tx, query};
+
+/// Connections a PostgreSQL pool opens at most.
+const PG_POOL_SIZE: usize = 16;
 
 /// Which engine a database URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub enum StoreError {
     MissingFile(PathBuf),
     /// The engine refused.
     #[error(transparent)]
-    Sqlx(#[from] sqlx::Error),
+    Store(#[from] Error),
 }
 
 /// The connections and their backend.
@@ -94,20 +96,12 @@ impl Db {
                 }
                 sql::open_sqlite(path, memory || wants_create || create, SQLITE_SETUP)?
             }
-            Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url)?
-                    .log_statements(tracing::log::LevelFilter::Trace);
-                let pool = PgPoolOptions::new()
-                    .max_connections(16)
-                    // A ping before every acquire doubles the round trips of short
-                    // statements; a broken connection surfaces as an error on use instead,
-                    // which every caller already handles.
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await?;
-                Pool::Postgres(pool)
-            }
+            // No ping before each use: it would double the round trips of short statements;
+            // a broken connection surfaces as an error on use, which every caller handles,
+            // and is not handed out again.
+            Backend::Postgres => Pool::Postgres(
+                postgres::PgPool::connect(url, PG_POOL_SIZE, Duration::from_secs(10)).await?,
+            ),
         };
         Ok(Db { pool, backend })
     }
@@ -116,7 +110,7 @@ impl Db {
     /// (`BEGIN IMMEDIATE`), so another process writing the same file (a restarted server
     /// beside a dying one, a maintenance script) makes it wait its turn instead of failing
     /// half-way with `SQLITE_BUSY_SNAPSHOT`.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Tx, Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
@@ -131,7 +125,7 @@ impl Db {
 
 /// Reads an integer column whatever its width: SQLite hands back 64-bit integers, PostgreSQL
 /// `INTEGER` columns are 32-bit.
-pub fn get_int(row: &Row, column: &str) -> Result<i64, sqlx::Error> {
+pub fn get_int(row: &Row, column: &str) -> Result<i64, Error> {
     row.try_get::<i64, _>(column)
         .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))
 }

@@ -89,9 +89,9 @@ pub enum OrderError {
     Store(#[from] StoreError),
 }
 
-impl From<sqlx::Error> for OrderError {
-    fn from(e: sqlx::Error) -> Self {
-        OrderError::Store(StoreError::Sqlx(e))
+impl From<crate::store::Error> for OrderError {
+    fn from(e: crate::store::Error) -> Self {
+        OrderError::Store(StoreError::Store(e))
     }
 }
 
@@ -173,14 +173,14 @@ pub async fn create_reserving_in(
         .bind(line.product_id)
         .bind(i64::from(line.qty))
         .bind(line.unit_price.0)
-        .execute(&mut *conn)
+        .defer(&mut *conn)
         .await?;
     }
     if let Some(account) = account {
         crate::store::query("INSERT INTO account_orders (order_id, account_id) VALUES ($1, $2)")
             .bind(id)
             .bind(account)
-            .execute(&mut *conn)
+            .defer(&mut *conn)
             .await?;
     }
     add_event(
@@ -192,7 +192,7 @@ pub async fn create_reserving_in(
         &format!("total {} in {} line(s)", order.total, order.lines.len()),
     )
     .await?;
-    super::jobs::enqueue(
+    super::jobs::enqueue_deferred(
         &mut *conn,
         "resolve_payment",
         &resolve_key(id),
@@ -366,7 +366,7 @@ where
         .bind(qr_code)
         .bind(trade_no)
         .bind(id)
-        .execute(executor)
+        .defer(executor)
         .await?;
     Ok(())
 }
@@ -383,7 +383,7 @@ where
            WHERE l.order_id = $1 AND l.slot_code = slots.code AND o.machine_id = slots.machine_id)",
     )
     .bind(id)
-    .execute(executor)
+    .defer(executor)
     .await?;
     Ok(())
 }
@@ -408,7 +408,7 @@ where
     .bind(source)
     .bind(kind)
     .bind(detail)
-    .execute(executor)
+    .defer(executor)
     .await?;
     Ok(())
 }
@@ -426,7 +426,7 @@ pub async fn timeline(
     .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, crate::store::Error>>()
         .map_err(OrderError::from)
 }
 
@@ -539,7 +539,7 @@ where
                 unit_price: crate::domain::fen::Fen(r.try_get("unit_price_fen")?),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, crate::store::Error>>()
         .map_err(OrderError::from)
 }
 

@@ -1,32 +1,34 @@
 //! The one way the rest of OpenVend runs SQL, on either engine.
 //!
-//! `query(sql).bind(..).fetch_one(executor)` reads like sqlx and returns [`Row`]s of plain
-//! [`Value`]s. PostgreSQL goes through sqlx's pool. SQLite runs in the calling task, on the
-//! one connection the process keeps: a statement takes microseconds, while handing it to a
-//! connection thread and back (what sqlx does) costs two thread wake-ups per statement, which
-//! cost more than the statements themselves. A transaction holds the connection until it
-//! commits or is dropped (rolled back); as before, nothing awaits the network inside one.
+//! `query(sql).bind(..).fetch_one(executor)` returns [`Row`]s of plain [`Value`]s.
+//! PostgreSQL goes through [`super::postgres`]'s pool, pipelined. SQLite runs in the calling
+//! task, on the one connection the process keeps: a statement takes microseconds, while
+//! handing it to a connection thread and back would cost two thread wake-ups per statement,
+//! more than the statements themselves. A transaction holds its connection until it commits
+//! or is dropped (rolled back); nothing awaits the network inside one.
 //!
-//! Errors stay `sqlx::Error`, so callers see one error type: SQLite's are wrapped as
-//! `sqlx::Error::Database` with the constraint kind mapped.
+//! [`Query::defer`] runs a write whose result the caller does not need: at once on SQLite,
+//! with the next statement or the `COMMIT` on PostgreSQL (one write instead of a round trip).
+//!
+//! Both engines report [`Error`], with the constraint kind mapped.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgRow, Postgres};
 use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::error::{Error, ErrorKind};
+use super::postgres::{PgPool, PgTx};
 
 /// How long a caller waits for the SQLite connection before giving up, like a pool's
 /// acquire timeout.
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The declared kind of a value, kept for NULLs so PostgreSQL gets a typed parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// 64-bit integer.
     Int,
@@ -58,6 +60,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// The kind of the value (a NULL keeps its declared one).
+    pub(super) fn kind(&self) -> Kind {
+        match self {
+            Value::Null(kind) => *kind,
+            Value::Int(_) => Kind::Int,
+            Value::Real(_) => Kind::Real,
+            Value::Text(_) => Kind::Text,
+            Value::Blob(_) => Kind::Blob,
+            Value::Bool(_) => Kind::Bool,
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Value::Null(_) => "NULL",
@@ -229,38 +243,46 @@ pub struct Row {
 /// A column by position or by name.
 pub trait ColumnIndex: fmt::Debug {
     /// Its position in `row`.
-    fn position(&self, row: &Row) -> Result<usize, sqlx::Error>;
+    fn position(&self, row: &Row) -> Result<usize, Error>;
 }
 
 impl ColumnIndex for usize {
-    fn position(&self, row: &Row) -> Result<usize, sqlx::Error> {
+    fn position(&self, row: &Row) -> Result<usize, Error> {
         if *self < row.values.len() {
             Ok(*self)
         } else {
-            Err(sqlx::Error::ColumnIndexOutOfBounds {
-                index: *self,
-                len: row.values.len(),
+            Err(Error::Decode {
+                column: self.to_string(),
+                reason: format!("no such column (the row has {})", row.values.len()),
             })
         }
     }
 }
 
 impl ColumnIndex for &str {
-    fn position(&self, row: &Row) -> Result<usize, sqlx::Error> {
+    fn position(&self, row: &Row) -> Result<usize, Error> {
         row.columns
             .iter()
             .position(|c| c == self)
-            .ok_or_else(|| sqlx::Error::ColumnNotFound((*self).to_owned()))
+            .ok_or_else(|| Error::Decode {
+                column: (*self).to_owned(),
+                reason: "no such column".into(),
+            })
     }
 }
 
 impl Row {
+    /// A row of `values` under `columns`.
+    pub(super) fn new(columns: Arc<[String]>, values: Vec<Value>) -> Row {
+        Row { columns, values }
+    }
+
     /// The column read as `T`, or an error naming the column.
-    pub fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T, sqlx::Error> {
+    pub fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T, Error> {
         let at = index.position(self)?;
-        T::decode(&self.values[at]).map_err(|why| sqlx::Error::ColumnDecode {
-            index: format!("{index:?}"),
-            source: why.into(),
+        T::decode(&self.values[at]).map_err(|why| Error::Decode {
+            column: format!("{index:?}"),
+            reason: why,
         })
     }
 
@@ -279,7 +301,7 @@ impl Row {
 /// What a statement did.
 #[derive(Debug, Clone, Copy)]
 pub struct Done {
-    rows_affected: u64,
+    pub(super) rows_affected: u64,
 }
 
 impl Done {
@@ -326,9 +348,33 @@ mod plumbing {
         Rows(Vec<super::Row>),
     }
 }
-use plumbing::{Mode, Output};
+pub(super) use plumbing::{Mode, Output};
 
 impl<'q> Query<'q> {
+    /// The statement's text.
+    pub(super) fn sql(&self) -> &'q str {
+        self.sql
+    }
+
+    /// The bound values, in order.
+    pub(super) fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The text and the values.
+    pub(super) fn into_parts(self) -> (&'q str, Vec<Value>) {
+        (self.sql, self.args)
+    }
+
+    /// Runs a write whose result the caller does not need. In a PostgreSQL transaction it
+    /// goes out with the transaction's next statement or its `COMMIT`, saving a round trip;
+    /// anywhere else it runs at once. An error (on PostgreSQL, reported by that later
+    /// statement or the commit) fails the transaction all the same, so use it only for
+    /// writes whose failure should.
+    pub async fn defer<E: Executor>(self, executor: E) -> Result<(), Error> {
+        executor.defer(self).await
+    }
+
     /// Binds the next parameter.
     #[must_use]
     pub fn bind<T: Encode>(mut self, value: T) -> Self {
@@ -337,7 +383,7 @@ impl<'q> Query<'q> {
     }
 
     /// Runs the statement for its effect.
-    pub async fn execute<E: Executor>(self, executor: E) -> Result<Done, sqlx::Error> {
+    pub async fn execute<E: Executor>(self, executor: E) -> Result<Done, Error> {
         match executor.run(self, Mode::Execute).await? {
             Output::Done(done) => Ok(done),
             Output::Rows(_) => Ok(Done { rows_affected: 0 }),
@@ -345,17 +391,14 @@ impl<'q> Query<'q> {
     }
 
     /// The first row; `RowNotFound` when there is none.
-    pub async fn fetch_one<E: Executor>(self, executor: E) -> Result<Row, sqlx::Error> {
+    pub async fn fetch_one<E: Executor>(self, executor: E) -> Result<Row, Error> {
         self.fetch_optional(executor)
             .await?
-            .ok_or(sqlx::Error::RowNotFound)
+            .ok_or(Error::RowNotFound)
     }
 
     /// The first row, if any.
-    pub async fn fetch_optional<E: Executor>(
-        self,
-        executor: E,
-    ) -> Result<Option<Row>, sqlx::Error> {
+    pub async fn fetch_optional<E: Executor>(self, executor: E) -> Result<Option<Row>, Error> {
         match executor.run(self, Mode::Optional).await? {
             Output::Rows(rows) => Ok(rows.into_iter().next()),
             Output::Done(_) => Ok(None),
@@ -363,7 +406,7 @@ impl<'q> Query<'q> {
     }
 
     /// Every row.
-    pub async fn fetch_all<E: Executor>(self, executor: E) -> Result<Vec<Row>, sqlx::Error> {
+    pub async fn fetch_all<E: Executor>(self, executor: E) -> Result<Vec<Row>, Error> {
         match executor.run(self, Mode::All).await? {
             Output::Rows(rows) => Ok(rows),
             Output::Done(_) => Ok(Vec::new()),
@@ -378,7 +421,16 @@ pub trait Executor: Send {
         self,
         query: Query<'_>,
         mode: Mode,
-    ) -> impl Future<Output = Result<Output, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Output, Error>> + Send;
+
+    /// Runs `query` for its effect, now or (in a PostgreSQL transaction) with the next
+    /// statement: see [`Query::defer`].
+    fn defer(self, query: Query<'_>) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { self.run(query, Mode::Execute).await.map(|_| ()) }
+    }
 }
 
 /// The database connections: SQLite's one connection, or a PostgreSQL pool.
@@ -403,15 +455,15 @@ impl Pool {
     /// The SQLite connection, waiting for the transaction that holds it.
     async fn sqlite(
         conn: &Arc<Mutex<rusqlite::Connection>>,
-    ) -> Result<OwnedMutexGuard<rusqlite::Connection>, sqlx::Error> {
+    ) -> Result<OwnedMutexGuard<rusqlite::Connection>, Error> {
         tokio::time::timeout(SQLITE_ACQUIRE_TIMEOUT, conn.clone().lock_owned())
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)
+            .map_err(|_| Error::PoolTimedOut)
     }
 
     /// Starts a transaction with `begin` (`BEGIN IMMEDIATE` takes SQLite's write lock up
-    /// front; PostgreSQL always uses its own `BEGIN`).
-    pub async fn begin_with(&self, begin: &str) -> Result<Tx, sqlx::Error> {
+    /// front; PostgreSQL always uses its own `BEGIN`, sent with the first statement).
+    pub async fn begin_with(&self, begin: &str) -> Result<Tx, Error> {
         let conn = match self {
             Pool::Sqlite(conn) => {
                 let guard = Pool::sqlite(conn).await?;
@@ -425,23 +477,20 @@ impl Pool {
     }
 
     /// Starts a transaction.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    pub async fn begin(&self) -> Result<Tx, Error> {
         self.begin_with("BEGIN").await
     }
 
     /// Runs several statements (no parameters, no rows), e.g. a migration, outside a
     /// transaction.
-    pub async fn execute_batch(&self, sql: &str) -> Result<(), sqlx::Error> {
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), Error> {
         match self {
             Pool::Sqlite(conn) => {
                 let guard = Pool::sqlite(conn).await?;
                 trace(sql);
                 guard.execute_batch(sql).map_err(sqlite_error)
             }
-            Pool::Postgres(pool) => {
-                sqlx::raw_sql(sql).execute(pool).await?;
-                Ok(())
-            }
+            Pool::Postgres(pool) => pool.execute_batch(sql).await,
         }
     }
 }
@@ -451,7 +500,7 @@ pub enum Conn {
     /// The SQLite connection, inside `BEGIN`.
     Sqlite(OwnedMutexGuard<rusqlite::Connection>),
     /// A PostgreSQL transaction.
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres(PgTx),
     /// Committed or rolled back.
     Closed,
 }
@@ -468,17 +517,14 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Runs several statements (no parameters, no rows) inside the transaction.
-    pub async fn execute_batch(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+    pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
         match self {
             Conn::Sqlite(conn) => {
                 trace(sql);
                 conn.execute_batch(sql).map_err(sqlite_error)
             }
-            Conn::Postgres(tx) => {
-                sqlx::raw_sql(sql).execute(&mut **tx).await?;
-                Ok(())
-            }
-            Conn::Closed => Err(sqlx::Error::PoolClosed),
+            Conn::Postgres(tx) => tx.execute_batch(sql).await,
+            Conn::Closed => Err(Error::PoolClosed),
         }
     }
 }
@@ -505,7 +551,7 @@ impl DerefMut for Tx {
 
 impl Tx {
     /// Makes the transaction's writes durable and visible.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub async fn commit(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
             Conn::Sqlite(conn) => {
                 trace("COMMIT");
@@ -518,12 +564,12 @@ impl Tx {
                 Ok(())
             }
             Conn::Postgres(tx) => tx.commit().await,
-            Conn::Closed => Err(sqlx::Error::PoolClosed),
+            Conn::Closed => Err(Error::PoolClosed),
         }
     }
 
     /// Undoes the transaction's writes.
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+    pub async fn rollback(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
             Conn::Sqlite(conn) => conn.execute_batch("ROLLBACK").map_err(sqlite_error),
             Conn::Postgres(tx) => tx.rollback().await,
@@ -542,46 +588,60 @@ impl Drop for Tx {
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
-        // PostgreSQL: sqlx rolls back a dropped transaction itself.
+        // PostgreSQL: `PgTx` rolls back when dropped.
     }
 }
 
 impl Executor for &Pool {
-    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         match self {
             Pool::Sqlite(conn) => {
                 let guard = Pool::sqlite(conn).await?;
                 run_sqlite(&guard, &query, mode)
             }
-            Pool::Postgres(pool) => run_postgres(pool, query, mode).await,
+            Pool::Postgres(pool) => pool.run(query, mode).await,
         }
     }
 }
 
 impl Executor for &mut Conn {
-    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         match self {
             Conn::Sqlite(conn) => run_sqlite(conn, &query, mode),
-            Conn::Postgres(tx) => run_postgres(&mut **tx, query, mode).await,
-            Conn::Closed => Err(sqlx::Error::PoolClosed),
+            Conn::Postgres(tx) => tx.run(query, mode).await,
+            Conn::Closed => Err(Error::PoolClosed),
+        }
+    }
+
+    async fn defer(self, query: Query<'_>) -> Result<(), Error> {
+        match self {
+            Conn::Postgres(tx) => {
+                tx.defer(query);
+                Ok(())
+            }
+            other => other.run(query, Mode::Execute).await.map(|_| ()),
         }
     }
 }
 
 impl Executor for &mut Tx {
-    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, sqlx::Error> {
+    async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         (&mut self.conn).run(query, mode).await
+    }
+
+    async fn defer(self, query: Query<'_>) -> Result<(), Error> {
+        (&mut self.conn).defer(query).await
     }
 }
 
-fn trace(sql: &str) {
+pub(super) fn trace(sql: &str) {
     tracing::trace!(target: "openvend::sql", "{sql}");
 }
 
 // ---- SQLite -------------------------------------------------------------------------------
 
 /// Opens the SQLite database at `path` (`:memory:` for a private in-memory one).
-pub fn open_sqlite(path: &str, create: bool, setup: &str) -> Result<Pool, sqlx::Error> {
+pub fn open_sqlite(path: &str, create: bool, setup: &str) -> Result<Pool, Error> {
     use rusqlite::OpenFlags;
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -623,7 +683,7 @@ fn from_sqlite(value: ValueRef<'_>) -> Value {
 
 /// Which argument a parameter takes: `$N` and `?N` name their argument (as on PostgreSQL,
 /// whatever order they appear in); a bare `?` takes the next.
-fn argument_for(name: Option<&str>, position: usize) -> Result<usize, sqlx::Error> {
+fn argument_for(name: Option<&str>, position: usize) -> Result<usize, Error> {
     match name {
         None => Ok(position),
         Some(n) => n
@@ -631,21 +691,17 @@ fn argument_for(name: Option<&str>, position: usize) -> Result<usize, sqlx::Erro
             .or_else(|| n.strip_prefix('?'))
             .and_then(|digits| digits.parse::<usize>().ok())
             .filter(|&i| i >= 1)
-            .ok_or_else(|| sqlx::Error::Protocol(format!("SQL parameter {n}: use $1, $2 …"))),
+            .ok_or_else(|| Error::Protocol(format!("SQL parameter {n}: use $1, $2 …"))),
     }
 }
 
-fn run_sqlite(
-    conn: &rusqlite::Connection,
-    query: &Query<'_>,
-    mode: Mode,
-) -> Result<Output, sqlx::Error> {
+fn run_sqlite(conn: &rusqlite::Connection, query: &Query<'_>, mode: Mode) -> Result<Output, Error> {
     trace(query.sql);
     let mut stmt = conn.prepare_cached(query.sql).map_err(sqlite_error)?;
     for position in 1..=stmt.parameter_count() {
         let argument = argument_for(stmt.parameter_name(position), position)?;
         let value = query.args.get(argument - 1).ok_or_else(|| {
-            sqlx::Error::Protocol(format!(
+            Error::Protocol(format!(
                 "SQL parameter ${argument} has no value ({} bound): {}",
                 query.args.len(),
                 query.sql
@@ -678,158 +734,25 @@ fn run_sqlite(
     Ok(Output::Rows(rows))
 }
 
-/// A SQLite error as a database error; its extended code gives the constraint kind.
-#[derive(Debug)]
-struct SqliteError {
-    message: String,
-    code: Option<i32>,
-    source: rusqlite::Error,
-}
-
-impl fmt::Display for SqliteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SqliteError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-impl sqlx::error::DatabaseError for SqliteError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-    fn code(&self) -> Option<Cow<'_, str>> {
-        self.code.map(|c| Cow::Owned(c.to_string()))
-    }
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use rusqlite::ffi;
-        use sqlx::error::ErrorKind;
-        match self.code {
-            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
-                ErrorKind::UniqueViolation
-            }
-            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
-            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
-            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
-        }
-    }
-}
-
-fn sqlite_error(e: rusqlite::Error) -> sqlx::Error {
+/// A SQLite error as a store error; its extended code gives the constraint kind.
+fn sqlite_error(e: rusqlite::Error) -> Error {
+    use rusqlite::ffi;
     let code = match &e {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
         _ => None,
     };
-    sqlx::Error::Database(Box::new(SqliteError {
+    let kind = match code {
+        Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+            ErrorKind::UniqueViolation
+        }
+        Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+        Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+        Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+        _ => ErrorKind::Other,
+    };
+    Error::Database {
+        kind,
         message: e.to_string(),
-        code,
-        source: e,
-    }))
-}
-
-// ---- PostgreSQL ---------------------------------------------------------------------------
-
-async fn run_postgres<'c, E>(
-    executor: E,
-    query: Query<'_>,
-    mode: Mode,
-) -> Result<Output, sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = Postgres>,
-{
-    let mut q = sqlx::query::<Postgres>(query.sql);
-    for value in query.args {
-        q = match value {
-            Value::Null(Kind::Int) => q.bind(None::<i64>),
-            Value::Null(Kind::Real) => q.bind(None::<f64>),
-            Value::Null(Kind::Text) => q.bind(None::<String>),
-            Value::Null(Kind::Blob) => q.bind(None::<Vec<u8>>),
-            Value::Null(Kind::Bool) => q.bind(None::<bool>),
-            Value::Int(i) => q.bind(i),
-            Value::Real(r) => q.bind(r),
-            Value::Text(s) => q.bind(s),
-            Value::Blob(b) => q.bind(b),
-            Value::Bool(b) => q.bind(b),
-        };
+        code: code.map(|c| c.to_string()),
     }
-    match mode {
-        Mode::Execute => Ok(Output::Done(Done {
-            rows_affected: q.execute(executor).await?.rows_affected(),
-        })),
-        Mode::Optional => {
-            let row = q.fetch_optional(executor).await?;
-            Ok(Output::Rows(
-                row.map(|r| from_postgres(&r))
-                    .transpose()?
-                    .into_iter()
-                    .collect(),
-            ))
-        }
-        Mode::All => {
-            let rows = q.fetch_all(executor).await?;
-            Ok(Output::Rows(
-                rows.iter().map(from_postgres).collect::<Result<_, _>>()?,
-            ))
-        }
-    }
-}
-
-fn from_postgres(row: &PgRow) -> Result<Row, sqlx::Error> {
-    use sqlx::{Column as _, TypeInfo as _};
-    let columns: Arc<[String]> = row.columns().iter().map(|c| c.name().to_owned()).collect();
-    let mut values = Vec::with_capacity(columns.len());
-    for (i, column) in row.columns().iter().enumerate() {
-        let value = match column.type_info().name() {
-            "INT8" => row
-                .try_get::<Option<i64>, _>(i)?
-                .map_or(Value::Null(Kind::Int), Value::Int),
-            "INT4" => row
-                .try_get::<Option<i32>, _>(i)?
-                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into())),
-            "INT2" => row
-                .try_get::<Option<i16>, _>(i)?
-                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into())),
-            "BOOL" => row
-                .try_get::<Option<bool>, _>(i)?
-                .map_or(Value::Null(Kind::Bool), Value::Bool),
-            "FLOAT8" => row
-                .try_get::<Option<f64>, _>(i)?
-                .map_or(Value::Null(Kind::Real), Value::Real),
-            "FLOAT4" => row
-                .try_get::<Option<f32>, _>(i)?
-                .map_or(Value::Null(Kind::Real), |v| Value::Real(v.into())),
-            "BYTEA" => row
-                .try_get::<Option<Vec<u8>>, _>(i)?
-                .map_or(Value::Null(Kind::Blob), Value::Blob),
-            "VOID" => Value::Null(Kind::Text),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN" => row
-                .try_get::<Option<String>, _>(i)?
-                .map_or(Value::Null(Kind::Text), Value::Text),
-            other => {
-                return Err(sqlx::Error::ColumnDecode {
-                    index: column.name().to_owned(),
-                    source: format!(
-                        "PostgreSQL type {other} is not read by OpenVend; cast it in the query"
-                    )
-                    .into(),
-                });
-            }
-        };
-        values.push(value);
-    }
-    Ok(Row { columns, values })
 }

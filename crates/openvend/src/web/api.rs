@@ -44,8 +44,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
         tracing::error!(error = %e, "store error in the operator API");
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
     }
@@ -125,7 +125,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
                 "h5_url": format!("{}/m/{}", svc.public_url, r.try_get::<String, _>("code")?),
             }))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     Ok(Json(json!({ "machines": machines })))
 }
 
@@ -155,11 +155,11 @@ async fn list_slots(
     let slots = rows
         .iter()
         .map(slot_json)
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     Ok(Json(json!({ "machine": code, "slots": slots })))
 }
 
-fn slot_json(r: &crate::store::Row) -> Result<Value, sqlx::Error> {
+fn slot_json(r: &crate::store::Row) -> Result<Value, crate::store::Error> {
     Ok(json!({
         "code": r.try_get::<String, _>("code")?, "product_id": r.try_get::<Option<i64>, _>("product_id")?,
         "product": r.try_get::<Option<String>, _>("name")?, "price_fen": r.try_get::<i64, _>("price_fen")?,
@@ -271,7 +271,7 @@ async fn list_products(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
     let products = rows
         .iter()
         .map(|r| Ok(json!({ "id": r.try_get::<i64, _>(0)?, "name": r.try_get::<String, _>(1)? })))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     Ok(Json(json!({ "products": products })))
 }
 
@@ -324,7 +324,7 @@ async fn list_orders(
                 "refunded_fen": r.try_get::<i64, _>(6)?, "trade_no": r.try_get::<Option<String>, _>(7)?, "created_at": r.try_get::<i64, _>(8)?,
             }))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     Ok(Json(json!({ "orders": list })))
 }
 
@@ -346,7 +346,7 @@ async fn get_order(
             Ok(json!({ "line": get_int(r, "line_no")?, "slot": r.try_get::<String, _>("slot_code")?, "product_id": r.try_get::<i64, _>("product_id")?,
                 "qty": get_int(r, "qty")?, "unit_price_fen": r.try_get::<i64, _>("unit_price_fen")? }))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     let refunds = crate::store::query("SELECT out_request_no, amount_fen, state, reason FROM refunds WHERE order_id = $1 ORDER BY id")
         .bind(id)
         .fetch_all(&svc.db.pool)
@@ -355,7 +355,7 @@ async fn get_order(
         .map(|r| {
             Ok(json!({ "out_request_no": r.try_get::<String, _>(0)?, "amount_fen": r.try_get::<i64, _>(1)?, "state": r.try_get::<String, _>(2)?, "reason": r.try_get::<String, _>(3)? }))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
     let timeline: Vec<Value> = orders::timeline(&svc.db, id)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -121,10 +121,7 @@ async fn create_machine(
     .await;
     let machine_id: i64 = match inserted {
         Ok(row) => row.try_get(0)?,
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation()) =>
-        {
+        Err(e) if e.is_unique_violation() => {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 "a machine with this code or terminal_id exists".into(),
@@ -155,7 +152,7 @@ async fn create_machine(
             .execute(&mut *tx)
             .await
             .map_err(|e| {
-                if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                if e.is_unique_violation() {
                     ApiError(StatusCode::CONFLICT, format!("slot {} is listed twice", s.code))
                 } else {
                     e.into()

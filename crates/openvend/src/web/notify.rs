@@ -70,8 +70,8 @@ impl From<OrderError> for NotifyFailure {
     }
 }
 
-impl From<sqlx::Error> for NotifyFailure {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::Error> for NotifyFailure {
+    fn from(e: crate::store::Error) -> Self {
         NotifyFailure::Internal(e.to_string())
     }
 }

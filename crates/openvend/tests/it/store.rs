@@ -85,6 +85,132 @@ async fn an_order_refused_inside_a_longer_transaction_leaves_nothing_behind_on_p
     refused_order_leaves_nothing(&db).await;
 }
 
+#[tokio::test]
+async fn deferred_writes_keep_their_order_and_fail_their_transaction_on_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    deferred_writes(&db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn deferred_writes_keep_their_order_and_fail_their_transaction_on_postgres() {
+    let db = postgres_db().await;
+    deferred_writes(&db).await;
+}
+
+async fn count_notes(db: &Db, sql: &str) -> i64 {
+    openvend::store::query(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// `Query::defer`: on PostgreSQL the write waits and goes out with the transaction's next
+/// statement or its `COMMIT`. The transaction must behave exactly as if it had run at once:
+/// later statements see it, in order; its failure fails the commit and leaves nothing; a
+/// transaction dropped before or after anything went out leaves nothing, and its connection
+/// serves the next caller outside any transaction.
+async fn deferred_writes(db: &Db) {
+    use openvend::store::query;
+    db.pool
+        .execute_batch("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let insert = |id: i64, body: &'static str| {
+        query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .bind(id)
+            .bind(body)
+    };
+
+    // Seen by the next statement, in the order deferred, and committed.
+    let mut tx = db.begin().await.unwrap();
+    insert(1, "a").defer(&mut *tx).await.unwrap();
+    query("UPDATE notes SET body = $1 WHERE id = $2")
+        .bind("b")
+        .bind(1_i64)
+        .defer(&mut *tx)
+        .await
+        .unwrap();
+    let body: String = query("SELECT body FROM notes WHERE id = 1")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(
+        body, "b",
+        "the update ran after the insert, before the read"
+    );
+    insert(2, "c").defer(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count_notes(db, "SELECT COUNT(*) FROM notes").await, 2);
+
+    // A deferred write that fails fails the transaction (SQLite says so at once, PostgreSQL
+    // at the commit), and nothing of that transaction stays.
+    let mut tx = db.begin().await.unwrap();
+    insert(3, "d").execute(&mut *tx).await.unwrap();
+    let outcome = match insert(1, "duplicate").defer(&mut *tx).await {
+        Err(e) => {
+            drop(tx); // rolled back
+            Err(e)
+        }
+        Ok(()) => tx.commit().await,
+    };
+    let e = outcome.expect_err("a duplicate key cannot commit");
+    assert!(e.is_unique_violation(), "{e}");
+    assert_eq!(count_notes(db, "SELECT COUNT(*) FROM notes").await, 2);
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE id = 3").await,
+        0
+    );
+
+    // Only deferred writes: they go out with the commit.
+    let mut tx = db.begin().await.unwrap();
+    insert(4, "e").defer(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE id = 4").await,
+        1
+    );
+
+    // Dropped before anything went out: nothing written.
+    let mut tx = db.begin().await.unwrap();
+    insert(5, "f").defer(&mut *tx).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE id = 5").await,
+        0
+    );
+
+    // Dropped after statements went out, more times than the pool has connections: each is
+    // rolled back, and no connection comes back still inside its transaction (a later
+    // commit on it would commit the dropped rows too).
+    for id in 100..140 {
+        let mut tx = db.begin().await.unwrap();
+        insert(id, "dropped").execute(&mut *tx).await.unwrap();
+        insert(id + 1000, "dropped too")
+            .defer(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+    }
+    for id in 200..240 {
+        let mut tx = db.begin().await.unwrap();
+        insert(id, "kept").defer(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE body LIKE 'dropped%'").await,
+        0
+    );
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE body = 'kept'").await,
+        40
+    );
+}
+
 /// A machine's buy request is recorded in the transaction that writes its order; when the
 /// order cannot be written (a slot without stock after another was reserved, the same
 /// request again) that transaction goes on and commits, so nothing of the order may remain.

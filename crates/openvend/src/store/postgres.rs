@@ -1,0 +1,567 @@
+//! PostgreSQL through tokio-postgres: a small pool of connections, each with its own cache of
+//! prepared statements, and transactions that pipeline.
+//!
+//! Why pipelined: a statement's round trip costs the server a socket write and a wake-up,
+//! which on a local database cost more than the statement itself. So a transaction's `BEGIN`
+//! goes out with its first statement, and a statement whose result the caller does not need
+//! ([`Query::defer`](super::sql::Query::defer)) waits and goes out with the next statement or
+//! with the `COMMIT`, all in one write. Its error, if any, is reported there: the
+//! transaction fails as a whole either way.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::future::{BoxFuture, FutureExt as _, MaybeDone, maybe_done};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::error::{Error, ErrorKind};
+use super::sql::{Done, Kind, Mode, Output, Query, Row, Value, trace};
+
+/// Prepared statements a connection keeps; past this the cache starts again, so statements
+/// built at run time cannot grow it without bound.
+const STATEMENT_CACHE: usize = 512;
+
+/// A pool of connections to one database.
+#[derive(Clone)]
+pub struct PgPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: tokio_postgres::Config,
+    // Boxed: a connection moves between this list and its borrower without being copied,
+    // and keeps a transaction (`Conn::Postgres`) as small as SQLite's.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<PgConn>>>,
+    permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+}
+
+impl fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgPool")
+            .field("size", &self.inner.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection and the statements prepared on it.
+struct PgConn {
+    client: Client,
+    statements: HashMap<(String, Vec<Kind>), Statement>,
+}
+
+/// A connection taken from the pool; it goes back when dropped, unless it broke.
+struct Pooled {
+    conn: Option<Box<PgConn>>,
+    pool: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.client.is_closed()
+            && let Ok(mut idle) = self.pool.idle.lock()
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+impl PgPool {
+    /// A pool of up to `size` connections to `url`. One connection is opened now, so a wrong
+    /// URL, password or database stops start-up instead of the first request.
+    pub async fn connect(
+        url: &str,
+        size: usize,
+        acquire_timeout: Duration,
+    ) -> Result<PgPool, Error> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::Connection(format!("database URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(acquire_timeout);
+        }
+        let pool = PgPool {
+            inner: Arc::new(Inner {
+                config,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(size)),
+                acquire_timeout,
+            }),
+        };
+        let first = pool.acquire().await?;
+        drop(first);
+        Ok(pool)
+    }
+
+    async fn acquire(&self) -> Result<Pooled, Error> {
+        let permit = tokio::time::timeout(
+            self.inner.acquire_timeout,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::PoolTimedOut)?
+        .map_err(|_| Error::PoolClosed)?;
+        let reused = loop {
+            let next = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+            match next {
+                Some(conn) if conn.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match reused {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: Arc::clone(&self.inner),
+            _permit: permit,
+        })
+    }
+
+    async fn open(&self) -> Result<Box<PgConn>, Error> {
+        let (client, connection) = self.inner.config.connect(NoTls).await.map_err(pg_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(Box::new(PgConn {
+            client,
+            statements: HashMap::new(),
+        }))
+    }
+
+    /// Runs one statement outside a transaction.
+    pub async fn run(&self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
+        let mut pooled = self.acquire().await?;
+        let conn = pooled.conn.as_mut().ok_or(Error::PoolClosed)?;
+        let mut results =
+            run_pipeline(conn, &mut Vec::new(), &mut false, Some((query, mode))).await;
+        results.pop().unwrap_or(Err(Error::PoolClosed))
+    }
+
+    /// Runs several statements without parameters (a migration), outside a transaction.
+    pub async fn execute_batch(&self, sql: &str) -> Result<(), Error> {
+        let pooled = self.acquire().await?;
+        let conn = pooled.conn.as_ref().ok_or(Error::PoolClosed)?;
+        trace(sql);
+        conn.client.batch_execute(sql).await.map_err(pg_error)
+    }
+
+    /// Starts a transaction. Nothing is sent yet: `BEGIN` goes out with the first statement.
+    pub async fn begin(&self) -> Result<PgTx, Error> {
+        Ok(PgTx {
+            pooled: Some(self.acquire().await?),
+            pending: vec![Step::Simple("BEGIN".into())],
+            sent: false,
+        })
+    }
+}
+
+/// Something waiting to be sent on a transaction's connection.
+enum Step {
+    /// Statements without parameters, by the simple protocol (`BEGIN`, a migration).
+    Simple(String),
+    /// A statement whose result nobody waits for.
+    Deferred { sql: String, args: Vec<Value> },
+}
+
+/// An open transaction on one connection.
+pub struct PgTx {
+    pooled: Option<Pooled>,
+    /// Sent with the next statement or the `COMMIT`, in order.
+    pending: Vec<Step>,
+    /// Whether anything (so `BEGIN`) has gone out: only then is there something to roll back.
+    sent: bool,
+}
+
+impl fmt::Debug for PgTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTx")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgTx {
+    /// The connection, the queue and whether anything went out, borrowed apart.
+    fn parts(&mut self) -> Result<(&mut PgConn, &mut Vec<Step>, &mut bool), Error> {
+        let conn = self
+            .pooled
+            .as_mut()
+            .and_then(|p| p.conn.as_deref_mut())
+            .ok_or(Error::PoolClosed)?;
+        Ok((conn, &mut self.pending, &mut self.sent))
+    }
+
+    /// Queues a statement whose result the caller does not need.
+    pub fn defer(&mut self, query: Query<'_>) {
+        let (sql, args) = query.into_parts();
+        self.pending.push(Step::Deferred {
+            sql: sql.to_owned(),
+            args,
+        });
+    }
+
+    /// Runs a statement, after everything queued, in one write.
+    pub async fn run(&mut self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
+        let (conn, pending, sent) = self.parts()?;
+        first_error_or_last(run_pipeline(conn, pending, sent, Some((query, mode))).await)
+    }
+
+    /// Runs several statements without parameters inside the transaction.
+    pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
+        self.pending.push(Step::Simple(sql.to_owned()));
+        let (conn, pending, sent) = self.parts()?;
+        first_error_or_last(run_pipeline(conn, pending, sent, None).await).map(|_| ())
+    }
+
+    /// Sends what is queued and `COMMIT` in one write. If a queued statement failed, its
+    /// error is returned and nothing was committed.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        if !self.sent && self.pending.len() == 1 {
+            return Ok(()); // only the `BEGIN` that never went out: nothing to do
+        }
+        self.pending.push(Step::Simple("COMMIT".into()));
+        let (conn, pending, sent) = self.parts()?;
+        let results = run_pipeline(conn, pending, sent, None).await;
+        // The COMMIT answered: the transaction ended (a failed one is rolled back by it).
+        // Otherwise (it was never sent, or the connection broke) the drop rolls back.
+        if let Some(Ok(_)) = results.last() {
+            self.sent = false;
+        }
+        first_error_or_last(results).map(|_| ())
+    }
+
+    /// Undoes the transaction.
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.pending.clear();
+        if self.sent {
+            let (conn, _, _) = self.parts()?;
+            trace("ROLLBACK");
+            conn.client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(pg_error)?;
+            self.sent = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(pooled) = self.pooled.take() else {
+            return;
+        };
+        if !self.sent {
+            return; // nothing went out; the connection is clean
+        }
+        // Dropped inside the transaction (an error, a cancelled task): roll back before the
+        // connection serves anyone else. Without a runtime the connection is closed instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let rolled_back = match pooled.conn.as_ref() {
+                    Some(conn) => conn.client.batch_execute("ROLLBACK").await.is_ok(),
+                    None => false,
+                };
+                let mut pooled = pooled;
+                if !rolled_back {
+                    pooled.conn = None;
+                }
+            });
+        }
+    }
+}
+
+/// The first error among a pipeline's results (the cause; later statements of a failed
+/// transaction only fail because of it), or the last result.
+fn first_error_or_last(results: Vec<Result<Output, Error>>) -> Result<Output, Error> {
+    let mut last = Ok(Output::Done(Done { rows_affected: 0 }));
+    for result in results {
+        match result {
+            Err(e) => return Err(e),
+            ok => last = ok,
+        }
+    }
+    last
+}
+
+fn pg_type(kind: Kind) -> Type {
+    match kind {
+        Kind::Int => Type::INT8,
+        Kind::Real => Type::FLOAT8,
+        Kind::Text => Type::TEXT,
+        Kind::Blob => Type::BYTEA,
+        Kind::Bool => Type::BOOL,
+    }
+}
+
+/// The statement for `sql` with parameters of these kinds, prepared once per connection.
+async fn statement(conn: &mut PgConn, sql: &str, args: &[Value]) -> Result<Statement, Error> {
+    let kinds: Vec<Kind> = args.iter().map(Value::kind).collect();
+    let key = (sql.to_owned(), kinds);
+    if let Some(statement) = conn.statements.get(&key) {
+        return Ok(statement.clone());
+    }
+    let types: Vec<Type> = key.1.iter().copied().map(pg_type).collect();
+    let statement = conn
+        .client
+        .prepare_typed(sql, &types)
+        .await
+        .map_err(pg_error)?;
+    if conn.statements.len() >= STATEMENT_CACHE {
+        conn.statements.clear();
+    }
+    conn.statements.insert(key, statement.clone());
+    Ok(statement)
+}
+
+/// Sends `pending` and then `last` on one connection, all before waiting for any answer,
+/// and returns every result in order. `pending` is emptied, and `sent` set, only once every
+/// statement is prepared: a statement that cannot be prepared leaves the queue (and a `BEGIN`
+/// still in it) as it was.
+async fn run_pipeline(
+    conn: &mut PgConn,
+    pending: &mut Vec<Step>,
+    sent: &mut bool,
+    last: Option<(Query<'_>, Mode)>,
+) -> Vec<Result<Output, Error>> {
+    // Prepare what this connection has not seen yet (once per statement and connection).
+    let mut prepared = Vec::with_capacity(pending.len() + 1);
+    for step in pending.iter() {
+        prepared.push(match step {
+            Step::Simple(_) => None,
+            Step::Deferred { sql, args } => match statement(conn, sql, args).await {
+                Ok(s) => Some(s),
+                Err(e) => return vec![Err(e)],
+            },
+        });
+    }
+    let last_statement = match &last {
+        Some((query, _)) => match statement(conn, query.sql(), query.args()).await {
+            Ok(s) => Some(s),
+            Err(e) => return vec![Err(e)],
+        },
+        None => None,
+    };
+    let pending = std::mem::take(pending);
+    *sent = true;
+    let client = &conn.client;
+    let mut calls: Vec<BoxFuture<'_, Result<Output, Error>>> =
+        Vec::with_capacity(prepared.len() + 1);
+    for (step, statement) in pending.iter().zip(&prepared) {
+        calls.push(match (step, statement) {
+            (Step::Deferred { sql, args }, Some(statement)) => {
+                trace(sql);
+                execute(client, statement, args).boxed()
+            }
+            (Step::Deferred { .. }, None) => {
+                async { Err(Error::Protocol("deferred statement not prepared".into())) }.boxed()
+            }
+            (Step::Simple(sql), _) => {
+                trace(sql);
+                async move {
+                    client.batch_execute(sql).await.map_err(pg_error)?;
+                    Ok(Output::Done(Done { rows_affected: 0 }))
+                }
+                .boxed()
+            }
+        });
+    }
+    if let (Some((query, mode)), Some(statement)) = (&last, &last_statement) {
+        trace(query.sql());
+        calls.push(match mode {
+            Mode::Execute => execute(client, statement, query.args()).boxed(),
+            Mode::Optional | Mode::All => fetch(client, statement, query.args(), *mode).boxed(),
+        });
+    }
+    tracing::trace!(target: "openvend::sql", "-- one round trip: {} statement(s)", calls.len());
+    in_order(calls).await
+}
+
+/// Waits for every call, polling them in order each time. A call queues its message when it is
+/// first polled, so the messages go out in this order (`join_all` promises no order), and the
+/// connection task writes them out together.
+async fn in_order(calls: Vec<BoxFuture<'_, Result<Output, Error>>>) -> Vec<Result<Output, Error>> {
+    let mut calls: Vec<MaybeDone<_>> = calls.into_iter().map(maybe_done).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for call in calls.iter_mut() {
+            done &= std::pin::Pin::new(call).poll(cx).is_ready();
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    calls
+        .iter_mut()
+        .map(|call| {
+            std::pin::Pin::new(call)
+                .take_output()
+                .unwrap_or(Err(Error::PoolClosed))
+        })
+        .collect()
+}
+
+async fn execute(client: &Client, statement: &Statement, args: &[Value]) -> Result<Output, Error> {
+    let rows_affected = client
+        .execute_raw(statement, args.iter())
+        .await
+        .map_err(pg_error)?;
+    Ok(Output::Done(Done { rows_affected }))
+}
+
+async fn fetch(
+    client: &Client,
+    statement: &Statement,
+    args: &[Value],
+    mode: Mode,
+) -> Result<Output, Error> {
+    let rows = client
+        .query_raw(statement, args.iter())
+        .await
+        .map_err(pg_error)?;
+    let columns: Arc<[String]> = statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    futures_util::pin_mut!(rows);
+    let mut out = Vec::new();
+    // Read to the end even when one row is wanted, so the statement completes.
+    while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
+        .await
+        .map_err(pg_error)?
+    {
+        if mode == Mode::All || out.is_empty() {
+            out.push(from_postgres(&row, &columns)?);
+        }
+    }
+    Ok(Output::Rows(out))
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null(_) => Ok(IsNull::Yes),
+            Value::Int(i) => i.to_sql(ty, out),
+            Value::Real(r) => r.to_sql(ty, out),
+            Value::Text(s) => s.to_sql(ty, out),
+            Value::Blob(b) => b.to_sql(ty, out),
+            Value::Bool(b) => b.to_sql(ty, out),
+        }
+    }
+
+    /// Each statement is prepared with its parameters' own types ([`pg_type`]), so a value
+    /// always meets the type it was prepared for.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<Row, Error> {
+    let decode = |i: usize, e: tokio_postgres::Error| Error::Decode {
+        column: columns.get(i).cloned().unwrap_or_else(|| i.to_string()),
+        reason: e.to_string(),
+    };
+    let mut values = Vec::with_capacity(columns.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let value = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Int), Value::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Bool), Value::Bool)
+        } else if *ty == Type::FLOAT8 {
+            row.try_get::<_, Option<f64>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Real), Value::Real)
+        } else if *ty == Type::FLOAT4 {
+            row.try_get::<_, Option<f32>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Real), |v| Value::Real(v.into()))
+        } else if *ty == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Blob), Value::Blob)
+        } else if *ty == Type::VOID {
+            Value::Null(Kind::Text)
+        } else if [
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::BPCHAR,
+            Type::NAME,
+            Type::UNKNOWN,
+        ]
+        .contains(ty)
+        {
+            row.try_get::<_, Option<String>>(i)
+                .map_err(|e| decode(i, e))?
+                .map_or(Value::Null(Kind::Text), Value::Text)
+        } else {
+            return Err(Error::Decode {
+                column: column.name().to_owned(),
+                reason: format!(
+                    "PostgreSQL type {ty} is not read by OpenVend; cast it in the query"
+                ),
+            });
+        };
+        values.push(value);
+    }
+    Ok(Row::new(Arc::clone(columns), values))
+}
+
+/// A tokio-postgres error as a store error, with the constraint kind from its SQLSTATE.
+fn pg_error(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::Connection(e.to_string());
+    };
+    let code = db.code();
+    let kind = if *code == SqlState::UNIQUE_VIOLATION {
+        ErrorKind::UniqueViolation
+    } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        ErrorKind::ForeignKeyViolation
+    } else if *code == SqlState::NOT_NULL_VIOLATION {
+        ErrorKind::NotNullViolation
+    } else if *code == SqlState::CHECK_VIOLATION {
+        ErrorKind::CheckViolation
+    } else {
+        ErrorKind::Other
+    };
+    Error::Database {
+        kind,
+        message: db.message().to_owned(),
+        code: Some(code.code().to_owned()),
+    }
+}
