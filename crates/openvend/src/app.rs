@@ -70,7 +70,9 @@ impl App {
             .trim_end_matches('/')
             .to_owned();
 
-        let db = Db::connect(&settings.database_url(), settings.database_url.is_none()).await?;
+        let db = Db::connect(&settings.database_url(), settings.database_url.is_none())
+            .await
+            .map_err(|e| anyhow::anyhow!("database_url: {e}"))?;
         db.migrate().await?;
         if db.backend == Backend::Sqlite {
             // SQLite is one instance's store: a lease left by a killed process is not another

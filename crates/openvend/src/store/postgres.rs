@@ -545,7 +545,15 @@ fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<R
 /// A tokio-postgres error as a store error, with the constraint kind from its SQLSTATE.
 fn pg_error(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
-        return Error::Connection(e.to_string());
+        // tokio-postgres says "error connecting to server"; the cause (refused, timed out,
+        // reset) is in its source.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        return Error::Connection(message);
     };
     let code = db.code();
     let kind = if *code == SqlState::UNIQUE_VIOLATION {

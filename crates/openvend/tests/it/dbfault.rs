@@ -233,6 +233,11 @@ async fn f24_connection_resets_mid_transaction_leave_no_partial_state() {
                 stuck(&db).await
             );
         }
+        // The server's clock jumps while the machines' clocks do not. A dispense handed over
+        // just before a jump would expire on the server while the machine, by its own clock,
+        // still vends it: time never jumps past a command in flight in real life. So time
+        // moves only once the dispenses out are answered (or after 5 s, for a lost one).
+        dispenses_answered(&db, &mut machines, &mut log).await;
         r.app_services.clock.advance(61_000);
         control(&r, "/control/clock/advance", json!({ "seconds": 600 })).await;
         for _ in 0..4 {
@@ -254,4 +259,30 @@ async fn f24_connection_resets_mid_transaction_leave_no_partial_state() {
         answered > 0 && completed > 0,
         "nothing sold through the resets"
     );
+}
+
+/// Waits (at most 5 s) until no dispense command is out without an answer, logging what the
+/// machines vend meanwhile.
+async fn dispenses_answered(
+    db: &Db,
+    machines: &mut [(MachineSim, UnboundedReceiver<SimEvent>)],
+    log: &mut VendLog,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        for (_, events) in machines.iter_mut() {
+            drain(events, log);
+        }
+        let out: i64 = openvend::store::query(
+            "SELECT COUNT(*) AS n FROM device_commands WHERE kind = 'dispense' AND state IN ('pending', 'sent')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .map(|row| openvend::store::get_int(&row, "n").unwrap())
+        .unwrap();
+        if out == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
