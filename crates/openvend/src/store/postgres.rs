@@ -261,7 +261,7 @@ impl PgTx {
 
 impl Drop for PgTx {
     fn drop(&mut self) {
-        let Some(pooled) = self.pooled.take() else {
+        let Some(mut pooled) = self.pooled.take() else {
             return;
         };
         if !self.sent {
@@ -269,17 +269,19 @@ impl Drop for PgTx {
         }
         // Dropped inside the transaction (an error, a cancelled task): roll back before the
         // connection serves anyone else. Without a runtime the connection is closed instead.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let rolled_back = match pooled.conn.as_ref() {
-                    Some(conn) => conn.client.batch_execute("ROLLBACK").await.is_ok(),
-                    None => false,
-                };
-                let mut pooled = pooled;
-                if !rolled_back {
-                    pooled.conn = None;
-                }
-            });
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let rolled_back = match pooled.conn.as_ref() {
+                        Some(conn) => conn.client.batch_execute("ROLLBACK").await.is_ok(),
+                        None => false,
+                    };
+                    if !rolled_back {
+                        drop(pooled.conn.take()); // closed, not handed out again
+                    }
+                });
+            }
+            Err(_) => drop(pooled.conn.take()),
         }
     }
 }
