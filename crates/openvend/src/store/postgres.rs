@@ -55,7 +55,15 @@ impl fmt::Debug for PgPool {
 /// One connection and the statements prepared on it.
 struct PgConn {
     client: Client,
-    statements: HashMap<(String, Vec<Kind>), Statement>,
+    /// By SQL text, then by parameter kinds: a hit is found without building a key.
+    statements: HashMap<String, Vec<(Vec<Kind>, Prepared)>>,
+}
+
+/// A prepared statement and its column names, shared by every row it returns.
+#[derive(Clone)]
+struct Prepared {
+    statement: Statement,
+    columns: Arc<[String]>,
 }
 
 /// A connection taken from the pool; it goes back when dropped, unless it broke.
@@ -310,23 +318,36 @@ fn pg_type(kind: Kind) -> Type {
 }
 
 /// The statement for `sql` with parameters of these kinds, prepared once per connection.
-async fn statement(conn: &mut PgConn, sql: &str, args: &[Value]) -> Result<Statement, Error> {
-    let kinds: Vec<Kind> = args.iter().map(Value::kind).collect();
-    let key = (sql.to_owned(), kinds);
-    if let Some(statement) = conn.statements.get(&key) {
-        return Ok(statement.clone());
+async fn statement(conn: &mut PgConn, sql: &str, args: &[Value]) -> Result<Prepared, Error> {
+    let same_kinds = |kinds: &[Kind]| kinds.iter().copied().eq(args.iter().map(Value::kind));
+    if let Some((_, prepared)) = conn
+        .statements
+        .get(sql)
+        .and_then(|variants| variants.iter().find(|(kinds, _)| same_kinds(kinds)))
+    {
+        return Ok(prepared.clone());
     }
-    let types: Vec<Type> = key.1.iter().copied().map(pg_type).collect();
+    let kinds: Vec<Kind> = args.iter().map(Value::kind).collect();
+    let types: Vec<Type> = kinds.iter().copied().map(pg_type).collect();
     let statement = conn
         .client
         .prepare_typed(sql, &types)
         .await
         .map_err(pg_error)?;
+    let columns = statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    let prepared = Prepared { statement, columns };
     if conn.statements.len() >= STATEMENT_CACHE {
         conn.statements.clear();
     }
-    conn.statements.insert(key, statement.clone());
-    Ok(statement)
+    conn.statements
+        .entry(sql.to_owned())
+        .or_default()
+        .push((kinds, prepared.clone()));
+    Ok(prepared)
 }
 
 /// Sends `pending` and then `last` on one connection, all before waiting for any answer,
@@ -340,9 +361,9 @@ async fn run_pipeline(
     last: Option<(Query<'_>, Mode)>,
 ) -> Vec<Result<Output, Error>> {
     // Prepare what this connection has not seen yet (once per statement and connection).
-    let mut prepared = Vec::with_capacity(pending.len() + 1);
+    let mut steps_prepared = Vec::with_capacity(pending.len() + 1);
     for step in pending.iter() {
-        prepared.push(match step {
+        steps_prepared.push(match step {
             Step::Simple(_) => None,
             Step::Deferred { sql, args } => match statement(conn, sql, args).await {
                 Ok(s) => Some(s),
@@ -361,12 +382,12 @@ async fn run_pipeline(
     *sent = true;
     let client = &conn.client;
     let mut calls: Vec<BoxFuture<'_, Result<Output, Error>>> =
-        Vec::with_capacity(prepared.len() + 1);
-    for (step, statement) in pending.iter().zip(&prepared) {
-        calls.push(match (step, statement) {
-            (Step::Deferred { sql, args }, Some(statement)) => {
+        Vec::with_capacity(steps_prepared.len() + 1);
+    for (step, prepared) in pending.iter().zip(&steps_prepared) {
+        calls.push(match (step, prepared) {
+            (Step::Deferred { sql, args }, Some(prepared)) => {
                 trace(sql);
-                execute(client, statement, args).boxed()
+                execute(client, &prepared.statement, args).boxed()
             }
             (Step::Deferred { .. }, None) => {
                 async { Err(Error::Protocol("deferred statement not prepared".into())) }.boxed()
@@ -381,11 +402,11 @@ async fn run_pipeline(
             }
         });
     }
-    if let (Some((query, mode)), Some(statement)) = (&last, &last_statement) {
+    if let (Some((query, mode)), Some(prepared)) = (&last, &last_statement) {
         trace(query.sql());
         calls.push(match mode {
-            Mode::Execute => execute(client, statement, query.args()).boxed(),
-            Mode::Optional | Mode::All => fetch(client, statement, query.args(), *mode).boxed(),
+            Mode::Execute => execute(client, &prepared.statement, query.args()).boxed(),
+            Mode::Optional | Mode::All => fetch(client, prepared, query.args(), *mode).boxed(),
         });
     }
     tracing::trace!(target: "openvend::sql", "-- one round trip: {} statement(s)", calls.len());
@@ -429,19 +450,14 @@ async fn execute(client: &Client, statement: &Statement, args: &[Value]) -> Resu
 
 async fn fetch(
     client: &Client,
-    statement: &Statement,
+    prepared: &Prepared,
     args: &[Value],
     mode: Mode,
 ) -> Result<Output, Error> {
     let rows = client
-        .query_raw(statement, args.iter())
+        .query_raw(&prepared.statement, args.iter())
         .await
         .map_err(pg_error)?;
-    let columns: Arc<[String]> = statement
-        .columns()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
     futures_util::pin_mut!(rows);
     let mut out = Vec::new();
     // Read to the end even when one row is wanted, so the statement completes.
@@ -450,7 +466,7 @@ async fn fetch(
         .map_err(pg_error)?
     {
         if mode == Mode::All || out.is_empty() {
-            out.push(from_postgres(&row, &columns)?);
+            out.push(from_postgres(&row, &prepared.columns)?);
         }
     }
     Ok(Output::Rows(out))
@@ -482,41 +498,33 @@ impl ToSql for Value {
 }
 
 fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<Row, Error> {
-    let decode = |i: usize, e: tokio_postgres::Error| Error::Decode {
-        column: columns.get(i).cloned().unwrap_or_else(|| i.to_string()),
-        reason: e.to_string(),
-    };
+    // Column `i` as `T`, NULL as `None`.
+    fn get<'r, T: tokio_postgres::types::FromSql<'r>>(
+        row: &'r tokio_postgres::Row,
+        i: usize,
+    ) -> Result<Option<T>, Error> {
+        row.try_get(i).map_err(|e| Error::Decode {
+            column: row.columns()[i].name().to_owned(),
+            reason: e.to_string(),
+        })
+    }
     let mut values = Vec::with_capacity(columns.len());
     for (i, column) in row.columns().iter().enumerate() {
         let ty = column.type_();
         let value = if *ty == Type::INT8 {
-            row.try_get::<_, Option<i64>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Int), Value::Int)
+            get::<i64>(row, i)?.map_or(Value::Null(Kind::Int), Value::Int)
         } else if *ty == Type::INT4 {
-            row.try_get::<_, Option<i32>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
+            get::<i32>(row, i)?.map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
         } else if *ty == Type::INT2 {
-            row.try_get::<_, Option<i16>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
+            get::<i16>(row, i)?.map_or(Value::Null(Kind::Int), |v| Value::Int(v.into()))
         } else if *ty == Type::BOOL {
-            row.try_get::<_, Option<bool>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Bool), Value::Bool)
+            get::<bool>(row, i)?.map_or(Value::Null(Kind::Bool), Value::Bool)
         } else if *ty == Type::FLOAT8 {
-            row.try_get::<_, Option<f64>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Real), Value::Real)
+            get::<f64>(row, i)?.map_or(Value::Null(Kind::Real), Value::Real)
         } else if *ty == Type::FLOAT4 {
-            row.try_get::<_, Option<f32>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Real), |v| Value::Real(v.into()))
+            get::<f32>(row, i)?.map_or(Value::Null(Kind::Real), |v| Value::Real(v.into()))
         } else if *ty == Type::BYTEA {
-            row.try_get::<_, Option<Vec<u8>>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Blob), Value::Blob)
+            get::<Vec<u8>>(row, i)?.map_or(Value::Null(Kind::Blob), Value::Blob)
         } else if *ty == Type::VOID {
             Value::Null(Kind::Text)
         } else if [
@@ -528,9 +536,7 @@ fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<R
         ]
         .contains(ty)
         {
-            row.try_get::<_, Option<String>>(i)
-                .map_err(|e| decode(i, e))?
-                .map_or(Value::Null(Kind::Text), Value::Text)
+            get::<String>(row, i)?.map_or(Value::Null(Kind::Text), Value::Text)
         } else {
             return Err(Error::Decode {
                 column: column.name().to_owned(),
