@@ -361,18 +361,21 @@ pub async fn create_order(
     create.timeout_express = Some(format!("{}m", svc.sale_terms.pay_timeout_minutes));
     match svc.alipay.execute(&create, &CallOptions::default()).await {
         Outcome::Success(answer) => {
-            checkout::created(
+            let recorded = checkout::created(
                 svc,
                 order.order_id,
+                &order.out_trade_no,
                 None,
                 Some(&answer.trade_no),
-                "trade_created",
-                "trade created for the H5 page",
+                ("trade_created", "trade created for the H5 page"),
                 now,
             )
-            .await
-            .map_err(anyhow::Error::from)?;
-            Ok(see_other(&format!("/m/o/{}?pay=1", order.order_id), &[]))
+            .await;
+            match recorded {
+                Ok(()) => Ok(see_other(&format!("/m/o/{}?pay=1", order.order_id), &[])),
+                Err(e @ SaleError::AnsweredTooLate(_)) => Ok(sale_refused(lang, &machine.code, e)),
+                Err(e) => Err(anyhow::Error::from(e).into()),
+            }
         }
         Outcome::Failure(f) => {
             let e = checkout::refused(svc, order.order_id, "create_refused", &f, now).await;
@@ -468,7 +471,8 @@ fn sale_refused(lang: Lang, code: &str, e: SaleError) -> Response {
             };
             html::message(StatusCode::CONFLICT, lang, lang.t("无法下单", "Order refused"), &text, link)
         }
-        SaleError::PaymentUnknown(_) => html::message(
+        // Too late an answer is, to the buyer, one that never came: the trade is cancelled.
+        SaleError::PaymentUnknown(_) | SaleError::AnsweredTooLate(_) => html::message(
             StatusCode::SERVICE_UNAVAILABLE,
             lang,
             lang.t("支付服务无响应", "Payment service unavailable"),

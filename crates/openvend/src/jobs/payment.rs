@@ -12,7 +12,7 @@ use crate::store::orders::{self, Order};
 
 /// One step of resolving order `order_id`.
 pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
-    let Some(order) = orders::by_id(&svc.db, order_id).await? else {
+    let Some(mut order) = orders::by_id(&svc.db, order_id).await? else {
         return Ok(Next::Done);
     };
     if !matches!(
@@ -22,6 +22,19 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         return Ok(Next::Done);
     }
     let now = svc.now();
+    if order.state == OrderState::AwaitingPayment
+        && order.qr_code.is_none()
+        && order.trade_no.is_none()
+    {
+        // By the first query nobody holds a code or trade number: Alipay's answer is lost
+        // (or its job still failing). Say so before cancelling, in the row a late answer
+        // needs to find waiting, so that answer is never shown for a cancelled trade.
+        if !give_up_unanswered(svc, order.id, now).await? {
+            // An answer was recorded in between: look again.
+            return Ok(Next::At(now));
+        }
+        order.state = OrderState::PaymentUnknown;
+    }
     // The buyer can pay until their time is up if they hold something to pay with: the QR code
     // on the machine's screen, or the trade number the H5 page passes to `tradePay`. Without
     // either (the create/precreate answer was lost) nobody can pay: resolve at once.
@@ -62,6 +75,25 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         Outcome::Failure(f) => anyhow::bail!("query refused: {f}"),
         Outcome::Unknown(u) => anyhow::bail!("query result unknown: {u}"),
     }
+}
+
+/// [`orders::give_up_unanswered`] with its timeline entry; false when an answer came first.
+async fn give_up_unanswered(svc: &Services, order_id: i64, now: i64) -> anyhow::Result<bool> {
+    let mut tx = svc.db.begin().await?;
+    if !orders::give_up_unanswered(&mut *tx, order_id, now).await? {
+        return Ok(false);
+    }
+    orders::add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "system",
+        "answer_lost",
+        "no QR code or trade number recorded by the first query: resolved by query, then cancel",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {

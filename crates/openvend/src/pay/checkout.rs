@@ -87,6 +87,9 @@ pub enum SaleError {
     /// Alipay's answer is unknown: the order is being resolved by query.
     #[error("the payment service did not answer; order {0} will be resolved by query")]
     PaymentUnknown(String),
+    /// Alipay answered after the order was given up (its resolver cancels the trade).
+    #[error("order {0} no longer waits for payment: Alipay's answer came too late")]
+    AnsweredTooLate(String),
     /// The store.
     #[error(transparent)]
     Order(#[from] OrderError),
@@ -355,18 +358,28 @@ pub async fn reserve_in(
 
 /// Alipay created the trade: records its refs. The order's resolver (queued with the order)
 /// queries while the buyer may still pay (the notification's fallback) and cancels when
-/// their time is up.
+/// their time is up. [`SaleError::AnsweredTooLate`] when the resolver gave the order up
+/// first: nothing is recorded and the refs must not be shown.
 pub async fn created(
     svc: &Services,
     order_id: i64,
+    out_trade_no: &str,
     qr_code: Option<&str>,
     trade_no: Option<&str>,
-    kind: &str,
-    detail: &str,
+    (kind, detail): (&str, &str),
     now: i64,
 ) -> Result<(), SaleError> {
     let mut tx = svc.db.begin().await?;
-    record_created(&mut tx, order_id, qr_code, trade_no, kind, detail, now).await?;
+    record_created(
+        &mut tx,
+        order_id,
+        out_trade_no,
+        qr_code,
+        trade_no,
+        (kind, detail),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -376,13 +389,15 @@ pub async fn created(
 pub async fn record_created(
     conn: &mut Conn,
     order_id: i64,
+    out_trade_no: &str,
     qr_code: Option<&str>,
     trade_no: Option<&str>,
-    kind: &str,
-    detail: &str,
+    (kind, detail): (&str, &str),
     now: i64,
 ) -> Result<(), SaleError> {
-    orders::set_payment_refs(&mut *conn, order_id, qr_code, trade_no).await?;
+    if !orders::set_payment_refs(&mut *conn, order_id, qr_code, trade_no).await? {
+        return Err(SaleError::AnsweredTooLate(out_trade_no.to_owned()));
+    }
     orders::add_event(&mut *conn, order_id, now, "alipay", kind, detail).await?;
     Ok(())
 }

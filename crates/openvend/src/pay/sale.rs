@@ -118,10 +118,10 @@ pub async fn start_qr_sale(
     checkout::created(
         svc,
         offer.order_id,
+        &offer.out_trade_no,
         Some(&qr_code),
         None,
-        "precreated",
-        "QR code issued",
+        ("precreated", "QR code issued"),
         now,
     )
     .await?;
@@ -327,17 +327,32 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
     };
     let started = offer.started(qr_code);
     let mut tx = svc.db.begin().await?;
-    if fresh {
+    // The code is shown only if the order still waits for it: its resolver may have given the
+    // answer up as lost meanwhile (this job kept failing) and be cancelling the trade.
+    let still_waiting = if fresh {
         checkout::record_created(
             &mut tx,
             started.order_id,
+            &started.out_trade_no,
             Some(&started.qr_code),
             None,
-            "precreated",
-            "QR code issued",
+            ("precreated", "QR code issued"),
             now,
         )
-        .await?;
+        .await
+    } else if orders::set_payment_refs(&mut *tx, started.order_id, Some(&started.qr_code), None)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(SaleError::AnsweredTooLate(started.out_trade_no.clone()))
+    };
+    if let Err(e) = still_waiting {
+        drop(tx);
+        return match e {
+            SaleError::AnsweredTooLate(_) => refuse(svc, p, &e).await,
+            other => Err(other.into()),
+        };
     }
     let recorded =
         record_show_qr(&svc.device, &mut tx, &offer.machine, &started, answer, now).await?;

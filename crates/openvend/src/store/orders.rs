@@ -352,23 +352,52 @@ where
     Ok(to)
 }
 
-/// Records the QR code and (when known) the trade number of an order.
+/// Records the QR code and (when known) the trade number of an order still awaiting payment.
+/// False when the order has moved on, e.g. its resolver gave Alipay's answer up as lost and
+/// is cancelling the trade: that answer must then not reach a buyer.
 pub async fn set_payment_refs<E>(
     executor: E,
     id: i64,
     qr_code: Option<&str>,
     trade_no: Option<&str>,
-) -> Result<(), OrderError>
+) -> Result<bool, OrderError>
 where
     E: crate::store::Executor,
 {
-    crate::store::query("UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) WHERE id = $3")
-        .bind(qr_code)
-        .bind(trade_no)
-        .bind(id)
-        .defer(executor)
-        .await?;
-    Ok(())
+    let done = crate::store::query(
+        "UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) \
+         WHERE id = $3 AND state = 'awaiting_payment'",
+    )
+    .bind(qr_code)
+    .bind(trade_no)
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves an order that is awaiting payment with neither QR code nor trade number recorded to
+/// `payment_unknown`: nobody was given anything to pay with, so Alipay's answer counts as
+/// lost and the order is resolved by query and cancel. False when an answer was recorded
+/// first (or the order moved on): the two are decided by the same row, so a late answer is
+/// either shown and waited for, or never shown.
+pub async fn give_up_unanswered<E>(executor: E, id: i64, now: i64) -> Result<bool, OrderError>
+where
+    E: crate::store::Executor,
+{
+    let from = OrderState::AwaitingPayment;
+    let to = from.apply(OrderEvent::ResultUnknown)?;
+    let done = crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2 \
+         WHERE id = $3 AND state = $4 AND qr_code IS NULL AND trade_no IS NULL",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Gives back the stock reserved by an order's lines (the order ended unpaid).

@@ -218,3 +218,99 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
         .unwrap();
     assert_eq!(dispense, 1);
 }
+
+/// The order's resolver gives Alipay's answer up as lost while the machine's `precreate` is
+/// still on its way (held 3 s here); the answer that comes afterwards is never shown: the
+/// machine is refused, the order stays closed, nobody is handed a code for a cancelled trade.
+#[tokio::test]
+async fn an_answer_that_comes_after_the_resolver_gave_it_up_is_never_shown() {
+    let r = start().await;
+    crate::sale::mark_machines_online(&r).await;
+    let (sim, mut events) = crate::flow::machine(&r, "VM-0001", |_| {}).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "latency", "ms": 3000 }, "count": 1 }),
+    )
+    .await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let order_id = first_order(&r).await;
+    // The resolver's first query is due 10 s after the order: nobody holds a code yet.
+    r.app_services.clock.advance(11_000);
+    r.app_services.jobs_ready.notify_one();
+
+    match crate::flow::next_business(&mut events).await {
+        openvend::sim::SimEvent::SaleRefused { reason, .. } => {
+            assert!(reason.contains("too late"), "{reason}")
+        }
+        other => panic!("expected the sale refused, got {other:?}"),
+    }
+    let order = openvend::store::orders::by_id(&r.app_services.db, order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.state, OrderState::Closed);
+    assert_eq!(order.qr_code, None, "the late code was not recorded");
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order_id)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.2.as_str()).collect();
+    assert!(
+        kinds.contains(&"answer_lost")
+            && kinds.contains(&"closed")
+            && !kinds.contains(&"precreated"),
+        "{kinds:?}"
+    );
+    assert!(
+        crate::flow::commands(&r, &order.out_trade_no, "show_qr")
+            .await
+            .is_empty(),
+        "no show_qr was recorded"
+    );
+    assert_eq!(
+        crate::flow::slot(&r, "VM-0001", "A1").await.1,
+        0,
+        "stock released"
+    );
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+/// The same race on a sale started without a machine waiting (`start_qr_sale`): the late
+/// answer is an error, not a code.
+#[tokio::test]
+async fn a_qr_sale_answered_after_it_was_given_up_returns_no_code() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "latency", "ms": 3000 }, "count": 1 }),
+    )
+    .await;
+    let svc = r.app_services.clone();
+    let now = svc.now();
+    let sale = tokio::spawn(async move { start_qr_sale(&svc, &sale("A2", 1), now).await });
+    first_order(&r).await;
+    r.app_services.clock.advance(11_000);
+    r.app_services.jobs_ready.notify_one();
+    let err = sale.await.unwrap().unwrap_err();
+    let openvend::pay::sale::SaleError::AnsweredTooLate(out_trade_no) = err else {
+        panic!("expected a late answer, got {err}")
+    };
+    let order = wait_for_state(&r, &out_trade_no, OrderState::Closed).await;
+    assert_eq!(order.qr_code, None);
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+/// The id of the first order written, once there is one (its precreate is then on its way).
+async fn first_order(r: &crate::sale::Running) -> i64 {
+    loop {
+        let row = openvend::store::query("SELECT id FROM orders ORDER BY id LIMIT 1")
+            .fetch_optional(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return openvend::store::get_int(&row, "id").unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
