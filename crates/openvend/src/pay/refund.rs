@@ -135,14 +135,7 @@ pub async fn request_in(
         return Err(RefundError::NotPaid(order_id));
     }
     let total: i64 = order.try_get(1)?;
-    // Everything not definitively failed counts against what can still be refunded.
-    // SUM of BIGINT is NUMERIC on PostgreSQL: cast it back so both engines return an integer.
-    let committed: i64 = crate::store::query("SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND state <> 'failed'")
-        .bind(order_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    let left = Fen(total - committed);
+    let left = Fen(total - committed(&mut *tx, order_id).await?);
     if amount > left {
         return Err(RefundError::TooMuch {
             asked: amount,
@@ -184,6 +177,33 @@ pub async fn request_in(
         amount_fen: amount.0,
         state: "requested".into(),
     })
+}
+
+/// What refunds not definitively failed add up to on an order: it counts against what can
+/// still be refunded.
+async fn committed(tx: &mut crate::store::Conn, order_id: i64) -> Result<i64, RefundError> {
+    // SUM of BIGINT is NUMERIC on PostgreSQL: cast it back so both engines return an integer.
+    let sum: i64 = crate::store::query("SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND state <> 'failed'")
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    Ok(sum)
+}
+
+/// What can still be refunded on an order: a refund due automatically (a failed vend) is
+/// capped at this, since an operator may have refunded by hand before the result came.
+pub async fn left_to_refund(
+    tx: &mut crate::store::Conn,
+    order_id: i64,
+) -> Result<Fen, RefundError> {
+    let total: i64 = crate::store::query("SELECT total_fen FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(RefundError::NotFound)?
+        .try_get(0)?;
+    Ok(Fen((total - committed(tx, order_id).await?).max(0)))
 }
 
 /// The dedup key of refund `refund_id`'s job.

@@ -235,7 +235,7 @@ pub async fn record_results_in(
         now,
     )
     .await?;
-    let due = refund_due(&per_line, Fen::ZERO).unwrap_or(Fen::ZERO);
+    let wanted = refund_due(&per_line, Fen::ZERO).unwrap_or(Fen::ZERO);
     let summary: Vec<String> = per_line
         .iter()
         .map(|(l, s)| format!("{}: {:?}", l.slot, s))
@@ -254,6 +254,13 @@ pub async fn record_results_in(
         .await
         .map_err(OrderError::from)?;
     let mut refund_job = None;
+    // A refund by hand before the result may have used up part or all of what is left: the
+    // automatic one is capped there (never more than was paid, never stuck on "too much").
+    let due = if wanted.is_positive() {
+        wanted.min(refund::left_to_refund(tx, order_id).await?)
+    } else {
+        Fen::ZERO
+    };
     if due.is_positive() {
         // One refund per order for vend failures: its number is fixed, so a replay cannot
         // refund twice.
@@ -269,6 +276,16 @@ pub async fn record_results_in(
         )
         .await?;
         refund_job = Some(refund::job_key(record.id));
+    } else if wanted.is_positive() {
+        orders::add_event(
+            &mut **tx,
+            order_id,
+            now,
+            "system",
+            "vend_refund_covered",
+            "what did not come out was already refunded by hand",
+        )
+        .await?;
     }
     Ok(RecordedVend {
         outcome: VendOutcome {

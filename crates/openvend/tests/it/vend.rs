@@ -162,3 +162,53 @@ async fn results_for_an_unpaid_order_are_refused() {
         "{err}"
     );
 }
+
+/// An operator refunds part of an order by hand before the machine reports; then nothing
+/// comes out. The automatic refund is capped at what is left, so the order still ends and
+/// the buyer gets back exactly what they paid, never more.
+#[tokio::test]
+async fn a_refund_by_hand_before_the_result_caps_the_automatic_one() {
+    let r = start().await;
+    let order = paid_order(&r, "A1", 2).await;
+    assert_eq!(order.total, Fen(700));
+    openvend::pay::refund::request(
+        &r.app_services,
+        order.id,
+        "ticket-1",
+        Fen(500),
+        "buyer complained",
+        "operator",
+    )
+    .await
+    .unwrap();
+    let failed = UnitResult {
+        slot: "A1".into(),
+        result: ReportedVend::Failed,
+        reason: Some("jam".into()),
+    };
+    let outcome = record_results(&r.app_services, order.id, &[failed.clone(), failed])
+        .await
+        .unwrap();
+    assert_eq!(outcome.refund, Fen(200), "700 failed, 500 already refunded");
+    assert_ne!(outcome.state, OrderState::Dispensing, "the order ended");
+
+    // Both refunds go through; together they are the whole payment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = openvend::store::query(
+            "SELECT amount_fen FROM refunds WHERE order_id = $1 AND state = 'succeeded'",
+        )
+        .bind(order.id)
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        let sum: i64 = rows.iter().map(|row| row.get::<i64, _>(0)).sum();
+        if rows.len() == 2 {
+            assert_eq!(sum, 700);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "refunds not done");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
