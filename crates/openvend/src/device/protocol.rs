@@ -20,6 +20,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAX_QTY: u32 = 100;
 /// Most lines in one message.
 pub const MAX_LINES: usize = 64;
+/// Most entries in a `dispense_result`: one per unit, so at least the units of the largest
+/// order a sale accepts (`pay::checkout::MAX_SALE_LINES` × `MAX_SALE_QTY`).
+pub const MAX_RESULTS: usize = 100;
 
 /// The signed envelope, as it travels. `body` is the body JSON carried as a string, so the
 /// signature covers the exact bytes the sender wrote.
@@ -356,8 +359,10 @@ impl Event {
             } => {
                 check_id("command_id", command_id)?;
                 check_id("order_id", order_id)?;
-                if items.is_empty() || items.len() > MAX_LINES {
-                    return Err(Rejection::BadBody("items: 1 to 64 results".into()));
+                if items.is_empty() || items.len() > MAX_RESULTS {
+                    return Err(Rejection::BadBody(format!(
+                        "items: 1 to {MAX_RESULTS} results"
+                    )));
                 }
                 for i in items {
                     check_id("slot", &i.slot)?;
@@ -675,6 +680,34 @@ mod tests {
         assert!(matches!(
             open_envelope(&wrong_type, "VM001", b"s3cret", NOW),
             Err(Rejection::BadBody(_))
+        ));
+    }
+
+    #[test]
+    fn a_result_for_every_unit_of_the_largest_sale_fits_and_more_is_refused() {
+        let result = |n: usize| {
+            let items = vec![r#"{"slot":"A1","result":"dispensed"}"#; n].join(",");
+            sealed(
+                "dispense_result",
+                &format!(r#"{{"command_id":"c1","order_id":"o1","items":[{items}]}}"#),
+                NOW,
+            )
+        };
+        let largest =
+            crate::pay::checkout::MAX_SALE_LINES * crate::pay::checkout::MAX_SALE_QTY as usize;
+        assert!(open_envelope(&result(largest), "VM001", b"s3cret", NOW).is_ok());
+        assert!(matches!(
+            open_envelope(&result(MAX_RESULTS + 1), "VM001", b"s3cret", NOW),
+            Err(Rejection::BadBody(why)) if why.contains("1 to 100 results")
+        ));
+        let over_qty = sealed(
+            "buy_request",
+            r#"{"request_id":"r1","items":[{"slot":"A1","qty":101}]}"#,
+            NOW,
+        );
+        assert!(matches!(
+            open_envelope(&over_qty, "VM001", b"s3cret", NOW),
+            Err(Rejection::BadBody(why)) if why.contains("qty 101")
         ));
     }
 

@@ -207,9 +207,22 @@ pub async fn price(
     price_on(&svc.db.pool, machine, items).await
 }
 
-/// Refuses a request with no lines, more than 10, or a quantity outside 1 to 10.
+/// Most lines in one sale.
+pub const MAX_SALE_LINES: usize = 10;
+/// Most units of one line of a sale.
+pub const MAX_SALE_QTY: u32 = 10;
+
+// A machine reports one result per unit: every unit of the largest sale must fit in one report.
+const _: () =
+    assert!(MAX_SALE_LINES * MAX_SALE_QTY as usize <= crate::device::protocol::MAX_RESULTS);
+
+/// Refuses a request with no lines, more than [`MAX_SALE_LINES`], or a quantity outside 1 to
+/// [`MAX_SALE_QTY`].
 pub fn check_items(items: &[SaleItem]) -> Result<(), SaleError> {
-    if items.is_empty() || items.len() > 10 || items.iter().any(|i| i.qty == 0 || i.qty > 10) {
+    if items.is_empty()
+        || items.len() > MAX_SALE_LINES
+        || items.iter().any(|i| i.qty == 0 || i.qty > MAX_SALE_QTY)
+    {
         return Err(SaleError::BadItems);
     }
     Ok(())
