@@ -1,8 +1,11 @@
 //! Resolving a payment whose outcome is not yet known, as Alipay prescribes: query; while
-//! the buyer may still pay, query again later; when their time is up, cancel (which closes an
-//! unpaid trade, or refunds one that was paid at the last second). Never guess.
+//! the buyer may still pay, query again later; when their time is up, end the trade. A trade
+//! whose code or trade number the buyer holds is known to be unpaid by the last query, so it
+//! is closed (`alipay.trade.close`): a payment that beats the close makes the close fail and
+//! is honoured, never refunded behind the back of a dispense. A trade whose creation answer
+//! was lost is cancelled (`alipay.trade.cancel`, which also refunds a payment). Never guess.
 
-use alipay::api::trade::{Cancel, CancelAction, Query};
+use alipay::api::trade::{Cancel, CancelAction, Close, Query};
 use alipay::{CallOptions, Outcome, TradeStatus};
 
 use super::Next;
@@ -62,14 +65,14 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 Ok(Next::Done)
             }
             TradeStatus::WaitBuyerPay if can_still_pay => Ok(poll_again),
-            TradeStatus::WaitBuyerPay => cancel(svc, &order).await,
+            TradeStatus::WaitBuyerPay => end_unpaid(svc, &order).await,
         },
         // Before the buyer scans a precreated code, Alipay does not know the trade yet.
         Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
             if can_still_pay {
                 Ok(poll_again)
             } else {
-                cancel(svc, &order).await
+                end_unpaid(svc, &order).await
             }
         }
         Outcome::Failure(f) => anyhow::bail!("query refused: {f}"),
@@ -94,6 +97,43 @@ async fn give_up_unanswered(svc: &Services, order_id: i64, now: i64) -> anyhow::
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Ends a trade the last query found unpaid, right after that query.
+async fn end_unpaid(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+    match order.state {
+        OrderState::AwaitingPayment => close(svc, order).await,
+        _ => cancel(svc, order).await,
+    }
+}
+
+/// Closes a trade known to be unpaid. If the buyer paid in between, Alipay refuses the close
+/// and the next query finds the payment, which is then served like any other.
+async fn close(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+    match svc
+        .alipay
+        .execute(
+            &Close::by_out_trade_no(&order.out_trade_no),
+            &CallOptions::default(),
+        )
+        .await
+    {
+        Outcome::Success(_) => {
+            close_unpaid(svc, order, "closed after the buyer's time ran out").await?;
+            Ok(Next::Done)
+        }
+        // Never scanned: Alipay has no trade to close, and no money exists.
+        Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
+            close_unpaid(svc, order, "never scanned").await?;
+            Ok(Next::Done)
+        }
+        // No longer waiting: paid (or closed) since the query. Ask again.
+        Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_STATUS_ERROR" => {
+            Ok(Next::At(svc.now() + 1_000))
+        }
+        Outcome::Failure(f) => anyhow::bail!("close refused: {f}"),
+        Outcome::Unknown(u) => anyhow::bail!("close result unknown: {u}"),
+    }
 }
 
 async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {

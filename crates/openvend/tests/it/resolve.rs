@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::sale::{control, sale, start, wait_for_state};
 
 #[tokio::test]
-async fn an_unpaid_qr_order_is_cancelled_when_time_is_up_and_its_stock_released() {
+async fn an_unpaid_qr_order_is_closed_when_time_is_up_and_its_stock_released() {
     let r = start().await;
     let started = start_qr_sale(&r.app_services, &sale("A3", 2), r.app_services.now())
         .await
@@ -27,7 +27,7 @@ async fn an_unpaid_qr_order_is_cancelled_when_time_is_up_and_its_stock_released(
     };
     assert_eq!(reserved().await, 2);
 
-    // Six minutes later (the buyer had five), the resolver queries, then cancels.
+    // Six minutes later (the buyer had five), the resolver queries, then closes the trade.
     r.app_services.clock.advance(6 * 60_000);
     r.app_services.jobs_ready.notify_one();
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Closed).await;
@@ -313,4 +313,102 @@ async fn first_order(r: &crate::sale::Running) -> i64 {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The buyer's time is up and the last query found the trade unpaid, but the buyer pays while
+/// the resolver's close is on its way (held 3 s here). The close fails on the paid trade and
+/// the payment is served: the money is neither refunded behind the dispense's back (as a
+/// cancel would) nor lost.
+#[tokio::test]
+async fn a_payment_that_beats_the_close_is_served_not_refunded() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap();
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.close", "fault": { "kind": "latency", "ms": 3000 }, "count": 1 }),
+    )
+    .await;
+    r.app_services.clock.advance(6 * 60_000);
+    r.app_services.jobs_ready.notify_one();
+    // The rule is used up when the close arrives, before its hold: pay in the hold.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let faults: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if faults["gateway"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resolver never tried to close the trade"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    assert!(paid["trade_no"].is_string(), "{paid}");
+    wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    // Let the held close answer and the resolver act on it.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    r.app_services.jobs_ready.notify_one();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let order = openvend::store::orders::by_id(
+        &r.app_services.db,
+        paid_order_id(&r, &started.out_trade_no).await,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(order.state, OrderState::Paid, "served: its dispense is out");
+    assert_eq!(order.refunded, openvend::domain::fen::Fen::ZERO);
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_trade_no"] == started.out_trade_no.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(t["trade_status"], "TRADE_SUCCESS", "not refunded: {t}");
+    // The machine vends it; the sale ends like any other.
+    let vended = openvend::pay::vend::UnitResult {
+        slot: "A1".into(),
+        result: openvend::pay::vend::ReportedVend::Dispensed,
+        reason: None,
+    };
+    let outcome = openvend::pay::vend::record_results(&r.app_services, order.id, &[vended])
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, OrderState::Completed);
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+async fn paid_order_id(r: &crate::sale::Running, out_trade_no: &str) -> i64 {
+    let row = openvend::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
+        .bind(out_trade_no)
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap();
+    openvend::store::get_int(&row, "id").unwrap()
 }
