@@ -107,22 +107,8 @@ pub async fn request_in(
     if !amount.is_positive() {
         return Err(RefundError::NotPositive);
     }
-    if let Some(existing) =
-        crate::store::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
-            .bind(out_request_no)
-            .fetch_optional(&mut *tx)
-            .await?
-    {
-        let amount_fen: i64 = existing.try_get(1)?;
-        if amount_fen != amount.0 {
-            return Err(RefundError::KeyReused(out_request_no.to_owned()));
-        }
-        return Ok(RefundRecord {
-            id: existing.try_get(0)?,
-            out_request_no: out_request_no.to_owned(),
-            amount_fen,
-            state: existing.try_get(2)?,
-        });
+    if let Some(existing) = existing(tx, out_request_no, amount).await? {
+        return Ok(existing);
     }
     let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
         .bind(order_id)
@@ -142,6 +128,64 @@ pub async fn request_in(
             left,
         });
     }
+    insert_requested(tx, now, order_id, out_request_no, amount, reason, actor).await
+}
+
+/// A payment Alipay reports for an order already closed unpaid (a code scanned after its
+/// close found no trade to close): nothing is served for it, so all of it goes back, once
+/// (its refund number is fixed).
+pub async fn refund_paid_after_close(
+    tx: &mut crate::store::Conn,
+    now: i64,
+    order_id: i64,
+    out_trade_no: &str,
+    total: Fen,
+) -> Result<RefundRecord, RefundError> {
+    let out_request_no = format!("{out_trade_no}L");
+    if let Some(existing) = existing(tx, &out_request_no, total).await? {
+        return Ok(existing);
+    }
+    let reason = "paid after the order closed";
+    insert_requested(tx, now, order_id, &out_request_no, total, reason, "system").await
+}
+
+/// The refund already requested under `out_request_no`; an error when it was for another
+/// amount (a number is never reused).
+async fn existing(
+    tx: &mut crate::store::Conn,
+    out_request_no: &str,
+    amount: Fen,
+) -> Result<Option<RefundRecord>, RefundError> {
+    let Some(row) =
+        crate::store::query("SELECT id, amount_fen, state FROM refunds WHERE out_request_no = $1")
+            .bind(out_request_no)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let amount_fen: i64 = row.try_get(1)?;
+    if amount_fen != amount.0 {
+        return Err(RefundError::KeyReused(out_request_no.to_owned()));
+    }
+    Ok(Some(RefundRecord {
+        id: row.try_get(0)?,
+        out_request_no: out_request_no.to_owned(),
+        amount_fen,
+        state: row.try_get(2)?,
+    }))
+}
+
+/// Writes a requested refund with its timeline entry, audit row and job.
+async fn insert_requested(
+    tx: &mut crate::store::Conn,
+    now: i64,
+    order_id: i64,
+    out_request_no: &str,
+    amount: Fen,
+    reason: &str,
+    actor: &str,
+) -> Result<RefundRecord, RefundError> {
     let id: i64 = crate::store::query(
         "INSERT INTO refunds (order_id, out_request_no, amount_fen, state, reason, created_at, updated_at) VALUES ($1, $2, $3, 'requested', $4, $5, $5) RETURNING id",
     )

@@ -126,6 +126,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     let detail = format!("{} notify_id={}", n.trade_status, n.notify_id);
     orders::add_event(&mut *tx, order.id, now, "alipay", "notified", &detail).await?;
     let mut dispense = None;
+    let mut refund_job = None;
     match n.trade_status {
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
             if matches!(
@@ -156,18 +157,32 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     .map_err(|e| NotifyFailure::Internal(e.to_string()))?,
                 );
             } else if order.state == OrderState::Closed {
-                // We close an order only after Alipay confirmed the trade closed, so a payment
-                // now is an anomaly for a person to look at, never something to guess about.
-                tracing::error!(out_trade_no = %n.out_trade_no, "payment notified for an order closed as unpaid");
+                // The code was paid after the order closed (Alipay had no trade to close when
+                // it was never scanned). The machine has long moved on, so nothing is served:
+                // the money goes back in full, and a person can see why on the timeline.
+                tracing::warn!(out_trade_no = %n.out_trade_no, "payment notified for an order closed as unpaid; refunding it");
                 orders::add_event(
                     &mut *tx,
                     order.id,
                     now,
                     "alipay",
                     "paid_after_close",
-                    "needs a person: refund or serve",
+                    &format!(
+                        "trade {} paid after the order closed: refunded in full",
+                        n.trade_no
+                    ),
                 )
                 .await?;
+                let refund = crate::pay::refund::refund_paid_after_close(
+                    &mut tx,
+                    now,
+                    order.id,
+                    &order.out_trade_no,
+                    order.total,
+                )
+                .await
+                .map_err(|e| NotifyFailure::Internal(e.to_string()))?;
+                refund_job = Some(crate::pay::refund::job_key(refund.id));
             }
         }
         TradeStatus::TradeClosed => {
@@ -189,6 +204,9 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         TradeStatus::WaitBuyerPay => {}
     }
     tx.commit().await?;
+    if let Some(key) = refund_job {
+        svc.run_soon(key);
+    }
     if let Some(dispense) = dispense {
         // Recorded, so Alipay can have its answer now: a publish that waits for a broker
         // link that is down must not hold the notification (the ledger re-delivers).

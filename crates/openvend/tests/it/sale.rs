@@ -335,3 +335,107 @@ async fn a_sale_of_an_empty_or_unknown_slot_is_refused_at_once_with_the_reason()
         .unwrap();
     assert_eq!(orders, 0);
 }
+
+/// Alipay reports a payment for an order already closed unpaid (in production: a code scanned
+/// after its close found no trade to close). Nothing is served for it and all of it goes back,
+/// once, however often Alipay repeats itself.
+#[tokio::test]
+async fn a_payment_for_a_closed_order_is_refunded_in_full() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
+        .await
+        .unwrap();
+    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let yuan = format!(
+        "{}.{:02}",
+        started.amount_fen / 100,
+        started.amount_fen % 100
+    );
+    // Alipay says the trade closed; the sandbox's trade stays payable.
+    let closed: Vec<(String, String)> = [
+        ("notify_type", "trade_status_sync"),
+        ("notify_id", "n-closed-1"),
+        ("notify_time", "2026-11-28 10:00:00"),
+        ("charset", "utf-8"),
+        ("version", "1.0"),
+        ("sign_type", "RSA2"),
+        ("app_id", openvend::app::SANDBOX_APP_ID),
+        ("trade_no", "2026112822001000000000000002"),
+        ("out_trade_no", started.out_trade_no.as_str()),
+        ("trade_status", "TRADE_CLOSED"),
+        ("total_amount", yuan.as_str()),
+        ("seller_id", seller.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed)).await;
+    assert_eq!(resp, (200, "success".to_owned()));
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Closed).await;
+
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    assert_eq!(paid["trade_status"], "TRADE_SUCCESS");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refunded = loop {
+        let o = orders::by_id(&r.app_services.db, order.id)
+            .await
+            .unwrap()
+            .unwrap();
+        if o.refunded.0 == started.amount_fen {
+            break o;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not refunded: {o:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(refunded.state, OrderState::Closed, "nothing was served");
+    let timeline = orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    assert!(
+        timeline.iter().any(|e| e.2 == "paid_after_close"),
+        "{timeline:?}"
+    );
+    // Alipay tells it again under another notify_id: still one refund.
+    let mut again = closed.clone();
+    for (k, v) in again.iter_mut() {
+        match k.as_str() {
+            "notify_id" => *v = "n-late-2".into(),
+            "trade_status" => *v = "TRADE_SUCCESS".into(),
+            _ => {}
+        }
+    }
+    let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &again)).await;
+    assert_eq!(resp, (200, "success".to_owned()));
+    for (sql, want) in [
+        ("SELECT COUNT(*) AS n FROM refunds", 1),
+        (
+            "SELECT COUNT(*) AS n FROM device_commands WHERE kind = 'dispense'",
+            0,
+        ),
+    ] {
+        let row = openvend::store::query(sql)
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(openvend::store::get_int(&row, "n").unwrap(), want, "{sql}");
+    }
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
