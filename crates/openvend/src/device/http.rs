@@ -189,16 +189,18 @@ async fn post_event(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let m = authenticate(&channel, &Method::POST, EVENTS_PATH, &headers, &body).await?;
+    // Every answer carries the server clock: a machine more than a few seconds off sets its
+    // clock (it measures command age by it).
     match channel.receive(&m.code, &body).await {
         Ok(_) => Ok((
             StatusCode::OK,
-            Json(serde_json::json!({ "status": "accepted" })),
+            Json(serde_json::json!({ "status": "accepted", "server_ts": channel.now_ms() })),
         )
             .into_response()),
         // A retry of something already stored: tell the machine it may stop retrying.
         Err(Rejection::Duplicate) => Ok((
             StatusCode::OK,
-            Json(serde_json::json!({ "status": "duplicate" })),
+            Json(serde_json::json!({ "status": "duplicate", "server_ts": channel.now_ms() })),
         )
             .into_response()),
         Err(r @ Rejection::Stale { .. }) => Err(skewed(&r, channel.now_ms())),

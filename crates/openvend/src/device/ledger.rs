@@ -42,6 +42,13 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// running; the server decides (and refunds) only after this grace for drift and transit.
 pub const ACK_GRACE_MS: i64 = 15_000;
 
+/// A machine whose accepted message is this far off the server clock is sent the time. The
+/// clock window for messages is ±300 s, but a machine measures a command's age by its own
+/// clock: one minutes behind would run a dispense the server had already expired (and
+/// refunded). Kept within this, its error stays inside [`ACK_GRACE_MS`].
+pub const DRIFT_SYNC_MS: i64 = 10_000;
+const _: () = assert!(DRIFT_SYNC_MS < ACK_GRACE_MS);
+
 /// The server's clock, injectable so tests never sleep.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Now, Unix milliseconds.
@@ -453,8 +460,9 @@ impl DeviceChannel {
         self.publish(&recorded.machine, pending).await;
     }
 
-    /// Answers a correctly signed message outside the clock window with `sync_time`, so the
-    /// machine sets its clock and re-sends it. Not recorded in the ledger (it changes no
+    /// Answers a correctly signed message outside the clock window (or accepted, but more
+    /// than [`DRIFT_SYNC_MS`] off) with `sync_time`, so the machine sets its clock and
+    /// re-sends it (an accepted one again changes nothing). Not recorded in the ledger (it changes no
     /// state here and needs no acknowledgement); at most one a second per machine, so a
     /// replayed old message cannot make the server flood the machine's topic.
     async fn send_time(&self, machine: &str, raw: &[u8]) {
@@ -667,6 +675,10 @@ impl DeviceChannel {
         match &result {
             Ok(ev) => {
                 tracing::debug!(machine = %ev.machine, msg_id = %ev.msg_id, kind = ev.event.kind(), "device event accepted");
+                if (ev.ts - ev.received_at).abs() > DRIFT_SYNC_MS {
+                    tracing::info!(machine = %ev.machine, skew_ms = ev.ts - ev.received_at, "machine clock drifting; sending the time");
+                    self.send_time(authenticated, raw).await;
+                }
                 if matches!(ev.event, Event::Heartbeat { .. }) {
                     self.redeliver(&ev.machine).await;
                 }

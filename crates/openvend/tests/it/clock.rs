@@ -7,7 +7,7 @@ use openvend::domain::order::OrderState;
 use openvend::sim::SimEvent;
 use serde_json::{Value, json};
 
-use crate::flow::{expect_qr, log_vend, machine, next_business, pay, settle, slot};
+use crate::flow::{expect_qr, log_vend, machine, next_with_clock, pay, settle, slot};
 use crate::invariants::{self, VendLog};
 use crate::sale::{Running, control, machine_secret, start, wait_for_state};
 
@@ -18,18 +18,37 @@ async fn sell_one(r: &Running, skew_ms: i64) -> VendLog {
     if skew_ms.abs() > 300_000 {
         // The request was refused for its clock and answered with the time; the machine
         // set its clock and sent the request again.
-        match next_business(&mut events).await {
+        match next_with_clock(&mut events).await {
             SimEvent::ClockSet { skew_ms: now_skew } => assert!(
                 now_skew.abs() < 5_000,
                 "the machine's clock is now the server's (off by {now_skew} ms)"
             ),
             other => panic!("expected the clock to be set, got {other:?}"),
         }
+    } else if skew_ms.abs() > openvend::device::ledger::DRIFT_SYNC_MS {
+        // Accepted, and answered with the time as well (a sync_time may also have answered
+        // the machine's first heartbeat already).
+        let set = match next_with_clock(&mut events).await {
+            SimEvent::ClockSet { skew_ms: now_skew } => now_skew,
+            other => panic!("expected the clock to be set, got {other:?}"),
+        };
+        assert!(set.abs() < 5_000, "clock now off by {set} ms");
     }
-    let (order, qr, _) = expect_qr(&mut events).await;
+    let (order, qr, _) = loop {
+        match next_with_clock(&mut events).await {
+            // A second correction (one answered the heartbeat, one the request) is harmless.
+            SimEvent::ClockSet { .. } => continue,
+            SimEvent::ShowQr {
+                order_id,
+                qr_code,
+                amount_fen,
+            } => break (order_id, qr_code, amount_fen),
+            other => panic!("expected a QR code, got {other:?}"),
+        }
+    };
     pay(r, &qr).await;
     let mut log = VendLog::new();
-    let ev = next_business(&mut events).await;
+    let ev = next_with_clock(&mut events).await;
     log_vend(&mut log, &ev);
     assert!(
         matches!(ev, SimEvent::Dispensed { ref order_id, .. } if *order_id == order),
@@ -62,8 +81,11 @@ async fn f21_a_machine_clock_400_s_behind_is_told_the_time_and_sells() {
     invariants::check(&r.app_services.db, &r.sandbox_url, Some(&log)).await;
 }
 
+/// Inside the ±300 s window the request is accepted, and the machine is told the time all
+/// the same: it measures a command's age by its own clock, so 250 s behind it would run a
+/// dispense the server had already expired.
 #[tokio::test]
-async fn f21_a_machine_clock_within_300_s_needs_no_correction() {
+async fn f21_a_machine_clock_250_s_behind_sells_and_is_told_the_time() {
     let r = start().await;
     let log = sell_one(&r, -250_000).await;
     settle(&r, 0).await;
@@ -118,6 +140,11 @@ async fn f21_an_http_machine_400_s_off_gets_the_server_time_and_its_retry_passes
     assert!((server_ts - r.app_services.now()).abs() < 5_000);
     let (status, body) = http_heartbeat(&r, &secret, server_ts).await;
     assert_eq!((status, &body["status"]), (200, &json!("accepted")));
+    // An accepted answer carries the clock too, for a machine drifting inside the window.
+    let again = body["server_ts"]
+        .as_i64()
+        .expect("the answer carries server_ts");
+    assert!((again - r.app_services.now()).abs() < 5_000);
 }
 
 #[tokio::test]
@@ -150,7 +177,7 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
     // A sync_time naming nothing the machine sent (a replay) is refused.
     spy.command(sync("e-never-sent", "c-replayed")).await;
     assert_eq!(
-        next_business(&mut events).await,
+        next_with_clock(&mut events).await,
         SimEvent::Refused {
             command_id: "e-never-sent".into(),
             reason: "sync_time for no message of ours".into()
@@ -158,7 +185,7 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
     );
     // One answering its fault sets the clock, and the fault is sent again, same msg_id.
     spy.command(sync(&sent, "c-answer")).await;
-    match next_business(&mut events).await {
+    match next_with_clock(&mut events).await {
         SimEvent::ClockSet { skew_ms } => assert!(
             (skew_ms - 3_600_000).abs() < 5_000,
             "clock moved by {skew_ms} ms"
@@ -284,7 +311,7 @@ async fn unpaid_sale_closes(r: &Running) {
     // machine still on its way at the jump is stale to the server and answered with the
     // time, which may come before the cancellation.
     let next = loop {
-        match next_business(&mut events).await {
+        match next_with_clock(&mut events).await {
             SimEvent::ClockSet { .. } => continue,
             other => break other,
         }
