@@ -535,14 +535,6 @@ async fn handle(
         }
         return;
     }
-    if shared.now_ms().saturating_sub(env.ts) > COMMAND_TTL_MS {
-        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("expired"))).await;
-        let _ = events.send(SimEvent::Refused {
-            command_id,
-            reason: "expired".into(),
-        });
-        return;
-    }
     let tagged = serde_json::json!({
         "kind": env.kind,
         "body": serde_json::from_str::<serde_json::Value>(&env.body).unwrap_or_default(),
@@ -556,6 +548,22 @@ async fn handle(
         .await;
         return;
     };
+    // A dispense says when it expires; any other command 60 s after it was sent.
+    let expires_at = match &command {
+        Command::Dispense {
+            expires_at: Some(at),
+            ..
+        } => *at,
+        _ => env.ts.saturating_add(COMMAND_TTL_MS),
+    };
+    if shared.now_ms() > expires_at {
+        let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("expired"))).await;
+        let _ = events.send(SimEvent::Refused {
+            command_id,
+            reason: "expired".into(),
+        });
+        return;
+    }
     if s.reject_dispense && matches!(command, Command::Dispense { .. }) {
         let _ = publish(shared, client, &ack(AckStatus::Rejected, Some("door open"))).await;
         let _ = events.send(SimEvent::Refused {
@@ -578,7 +586,9 @@ async fn handle(
                 amount_fen,
             });
         }
-        Command::Dispense { order_id, items } => {
+        Command::Dispense {
+            order_id, items, ..
+        } => {
             let mut results = Vec::new();
             for line in &items {
                 for _ in 0..line.qty {

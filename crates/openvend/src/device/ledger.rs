@@ -405,7 +405,14 @@ impl DeviceChannel {
             None => new_command_id(),
         };
         let now = self.now_ms();
-        let expires_at = now.saturating_add(self.inner.ttl_ms);
+        let expires_at = match command {
+            // The machine discards it at the time it was told.
+            Command::Dispense {
+                expires_at: Some(at),
+                ..
+            } => *at,
+            _ => self.expiry_from(now),
+        };
         let envelope = Envelope::seal(
             &m.code,
             m.secret(),
@@ -458,6 +465,11 @@ impl DeviceChannel {
         };
         self.inner.new_command.notify_waiters();
         self.publish(&recorded.machine, pending).await;
+    }
+
+    /// When a command recorded at `now` expires (server clock): now plus the operator's TTL.
+    pub fn expiry_from(&self, now: i64) -> i64 {
+        now.saturating_add(self.inner.ttl_ms)
     }
 
     /// Answers a correctly signed message outside the clock window (or accepted, but more

@@ -110,6 +110,11 @@ pub enum Command {
         order_id: String,
         /// What to dispense.
         items: Vec<Line>,
+        /// When the command expires, Unix ms (server clock): the machine discards it after
+        /// this, whatever TTL the operator set. Absent from commands recorded before it was
+        /// sent; those expire 60 s after the envelope's `ts`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
     },
     /// Unlock the door of a cabinet.
     UnlockDoor {
@@ -719,11 +724,12 @@ mod tests {
                 slot: "A1".into(),
                 qty: 2,
             }],
+            expires_at: Some(7),
         };
         assert_eq!(c.kind(), "dispense");
         assert_eq!(
             c.body_json(),
-            r#"{"order_id":"o1","items":[{"slot":"A1","qty":2}]}"#
+            r#"{"order_id":"o1","items":[{"slot":"A1","qty":2}],"expires_at":7}"#
         );
         assert_eq!(
             Command::SyncTime {

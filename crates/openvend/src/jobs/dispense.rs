@@ -117,6 +117,7 @@ async fn record(
     let command = Command::Dispense {
         order_id: out_trade_no.to_owned(),
         items,
+        expires_at: Some(svc.device.expiry_from(svc.device.now_ms())),
     };
     let recorded = svc
         .device

@@ -157,6 +157,8 @@ impl Fixture {
                         slot: "A1".into(),
                         qty: 1,
                     }],
+                    // The ledger's own TTL applies.
+                    expires_at: None,
                 },
             )
             .await

@@ -105,6 +105,8 @@ async fn f15_a_dispense_command_delivered_twice_vends_once_and_is_answered_alrea
             slot: "A1".into(),
             qty: 1,
         }],
+        // As an older server sent it: 60 s from its ts.
+        expires_at: None,
     };
     let sealed = openvend::device::protocol::Envelope::seal(
         &code,

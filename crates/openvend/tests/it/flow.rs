@@ -704,3 +704,42 @@ async fn f7_notifications_delivered_newest_first_settle_each_order_once() {
     assert_eq!(commands(&r, &second, "dispense").await, ["done"]);
     check(&r, Some(&log)).await;
 }
+
+/// The operator's command TTL is 20 s, shorter than the 60 s a machine assumes for a command
+/// that does not say. A dispense the broker kept for the machine while it was away arrives
+/// 30 s late: the machine discards it by the `expires_at` it carries, and the buyer is
+/// refunded, instead of the machine vending what the server has given up on.
+#[tokio::test]
+async fn a_dispense_delivered_after_its_expiry_is_discarded_by_the_machine() {
+    let r = crate::sale::start_with(|s| s.device.command_ttl_secs = 20).await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.persistent_session = true).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    settle(&r, 0).await;
+    sim.go_offline().await;
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Paid).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while commands(&r, &order, "dispense").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dispense command"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.app_services.clock.advance(30_000);
+    sim.go_online().await.unwrap();
+    let mut log = VendLog::new();
+    match next_business(&mut events).await {
+        SimEvent::Refused { reason, .. } => assert_eq!(reason, "expired"),
+        other => {
+            log_vend(&mut log, &other);
+            panic!("expected the late dispense discarded, got {other:?}")
+        }
+    }
+    r.app_services.clock.advance(10_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    settle(&r, 0).await;
+    check(&r, Some(&log)).await;
+}
