@@ -386,6 +386,26 @@ impl Settings {
             if !(a.gateway_url.starts_with("https://") || a.gateway_url.starts_with("http://")) {
                 return Err(err("alipay.gateway_url", "must be an http(s) URL"));
             }
+            // Alipay posts its notifications to `<public_url>/alipay/notify`: without the
+            // address it reaches us at, every payment would wait for the poll instead.
+            if self.public_url.is_none() {
+                return Err(err(
+                    "public_url",
+                    "is required with real Alipay settings: the https:// address Alipay reaches this server at",
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .unwrap_or("");
+            if host.is_empty() || host.starts_with('/') {
+                return Err(err(
+                    "public_url",
+                    format!("{url:?} must be an absolute http(s) URL like https://vend.example.com"),
+                ));
+            }
         }
         Ok(())
     }
@@ -491,6 +511,17 @@ mod tests {
             (&[("OPENVEND_SMS_PROVIDER", "aliyun")], "sms.access_key_id"),
             (&[("OPENVEND_SMS_DAILY_PER_IP", "0")], "sms.daily_per_ip"),
             (&[("OPENVEND_H5_SECRET", "short")], "h5.secret"),
+            (
+                &[
+                    ("OPENVEND_ALIPAY_APP_ID", "2021000000000001"),
+                    ("OPENVEND_ALIPAY_SELLER_ID", "2088000000000001"),
+                    ("OPENVEND_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem"),
+                    ("OPENVEND_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem"),
+                ],
+                "public_url",
+            ),
+            (&[("OPENVEND_PUBLIC_URL", "vend.example.com")], "public_url"),
+            (&[("OPENVEND_PUBLIC_URL", "https://")], "public_url"),
         ];
         for (vars, setting) in cases {
             let e = Settings::load(None, env(vars)).unwrap_err();
