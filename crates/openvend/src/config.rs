@@ -403,7 +403,9 @@ impl Settings {
             if host.is_empty() || host.starts_with('/') {
                 return Err(err(
                     "public_url",
-                    format!("{url:?} must be an absolute http(s) URL like https://vend.example.com"),
+                    format!(
+                        "{url:?} must be an absolute http(s) URL like https://vend.example.com"
+                    ),
                 ));
             }
         }

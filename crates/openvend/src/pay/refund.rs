@@ -77,20 +77,39 @@ pub async fn request(
     reason: &str,
     actor: &str,
 ) -> Result<RefundRecord, RefundError> {
-    let mut tx = svc.db.begin().await?;
-    let record = request_in(
-        &mut tx,
-        svc.now(),
-        order_id,
-        out_request_no,
-        amount,
-        reason,
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    let attempt = || async {
+        let mut tx = svc.db.begin().await?;
+        let record = request_in(
+            &mut tx,
+            svc.now(),
+            order_id,
+            out_request_no,
+            amount,
+            reason,
+            actor,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, RefundError>(record)
+    };
+    let record = match attempt().await {
+        // The same number sent twice at once: the other request wrote it first (its unique
+        // index refused this one). Once more finds it and answers as for any repeat.
+        Err(e) if e.is_unique_violation() => attempt().await?,
+        other => other?,
+    };
     svc.run_soon(job_key(record.id));
     Ok(record)
+}
+
+impl RefundError {
+    /// Whether a unique index refused the write (a concurrent request with the same number).
+    fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            RefundError::Store(OrderError::Store(StoreError::Store(e))) if e.is_unique_violation()
+        )
+    }
 }
 
 /// [`request`] inside the caller's transaction, so a refund can be written in the same

@@ -77,8 +77,16 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
             .json(&json!({ "amount_fen": amount, "reason": "customer complaint", "idempotency_key": "ticket-42" }))
             .send()
     };
-    let first = refund(100).await.unwrap();
-    assert_eq!(first.status(), 202);
+    // Sent eight times at once (a retrying client), then once more: every answer is the one
+    // refund.
+    let burst: Vec<_> = (0..8).map(|_| refund(100)).collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for resp in futures_util::future::join_all(burst).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.insert(resp.json::<Value>().await.unwrap()["id"].as_i64());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
     let second = refund(100).await.unwrap();
     assert_eq!(second.status(), 202);
     let other_amount = refund(150).await.unwrap();
