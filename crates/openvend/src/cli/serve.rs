@@ -22,15 +22,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
+    // The token is in a file only when it was not configured.
+    let token_file = settings
+        .api_token
+        .is_none()
+        .then(|| data_dir.join("api_token"));
     let app = App::build(settings).await?;
     println!("OpenVend is running");
     println!("  HTTP              {}", app.public_url);
     println!("  data folder       {}", data_dir.display());
-    println!(
-        "  operator API      {}/api/v1 (token in {})",
-        app.public_url,
-        data_dir.join("api_token").display()
-    );
+    match &token_file {
+        Some(file) => println!(
+            "  operator API      {}/api/v1 (token in {})",
+            app.public_url,
+            file.display()
+        ),
+        None => println!(
+            "  operator API      {}/api/v1 (token: the configured api_token)",
+            app.public_url
+        ),
+    }
     match app.sandbox_url() {
         Some(url) => {
             println!("  Alipay            embedded sandbox at {url} (gateway {url}/gateway.do)");
@@ -52,13 +63,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         app.public_url,
         crate::device::http::EVENTS_PATH
     );
-    if app.sandbox_url().is_some() {
+    if let (Some(sandbox), Some(file)) = (app.sandbox_url(), &token_file) {
         println!();
         println!("Buy something from the demo machine, in another terminal:");
         println!(
-            "  cargo run --release -- machine-sim --server {} --token-file {} --machine VM-0001 --buy A1 --pay",
+            "  cargo run --release -- machine-sim --server {} --sandbox {sandbox} --token-file {} --machine VM-0001 --buy A1 --pay",
             app.public_url,
-            data_dir.join("api_token").display()
+            file.display()
         );
     }
     let token = app.shutdown_token();

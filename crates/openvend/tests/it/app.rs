@@ -100,3 +100,65 @@ fn a_server_whose_runtime_stops_closes_its_database() {
         "files still open after the server's runtime and every handle are gone"
     );
 }
+
+/// `openvend serve` as a new user meets it: it prints how to buy from the demo machine, and
+/// that command, run as printed, buys, pays in the sandbox and vends.
+#[test]
+fn serve_prints_a_demo_purchase_that_works_as_printed() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_openvend"))
+        .arg("serve")
+        .env("OPENVEND_DATA_DIR", dir.path())
+        .env("OPENVEND_LISTEN", "127.0.0.1:0")
+        .env("OPENVEND_SANDBOX_LISTEN", "127.0.0.1:0")
+        .env("OPENVEND_MQTT_EMBEDDED_LISTEN", "127.0.0.1:0")
+        .env("OPENVEND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = server.stdout.take().unwrap();
+    let _server = Kill(server);
+    let mut printed = String::new();
+    let mut command = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("machine-sim") {
+            command = Some(line);
+            break;
+        }
+    }
+    let command = command.unwrap_or_else(|| panic!("no purchase command printed:\n{printed}"));
+    assert!(printed.contains("OpenVend is running"), "{printed}");
+    let args: Vec<&str> = command
+        .split_once("cargo run --release -- ")
+        .unwrap_or_else(|| panic!("not a cargo command: {command}"))
+        .1
+        .split_whitespace()
+        .collect();
+    let sim = Command::new(env!("CARGO_BIN_EXE_openvend"))
+        .args(&args)
+        .env("OPENVEND_LOG", "warn")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&sim.stdout);
+    assert!(
+        sim.status.success(),
+        "{command}\n{out}\n{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    assert!(out.contains("paid as sandbox buyer"), "{out}");
+    assert!(out.contains("A1 Dispensed"), "{out}");
+}
