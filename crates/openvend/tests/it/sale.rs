@@ -294,6 +294,36 @@ async fn forged_or_altered_notifications_are_refused_and_change_nothing() {
     // Oversize bodies are refused before they are read.
     let (status, _) = post_notify(&r, "a=".to_owned() + &"x".repeat(70 * 1024)).await;
     assert_eq!(status, 413);
+    // Signed, but for an order we never made.
+    let mut unknown = base("2.00", &seller, app_id);
+    for (k, v) in unknown.iter_mut() {
+        if k == "out_trade_no" {
+            *v = "OV20261128100000M1Rnosuchorder".into();
+        }
+    }
+    let (status, text) = post_notify(
+        &r,
+        alipay_sandbox::notify::signed_body(&r.sandbox, &unknown),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unknown out_trade_no"), "{text}");
+    // Genuine and for this order, but "waiting for payment" says nothing new: success, and
+    // nothing changes.
+    let mut waiting = base("2.00", &seller, app_id);
+    for (k, v) in waiting.iter_mut() {
+        match k.as_str() {
+            "trade_status" => *v = "WAIT_BUYER_PAY".into(),
+            "notify_id" => *v = "n-waiting-1".into(),
+            _ => {}
+        }
+    }
+    let resp = post_notify(
+        &r,
+        alipay_sandbox::notify::signed_body(&r.sandbox, &waiting),
+    )
+    .await;
+    assert_eq!(resp, (200, "success".to_owned()));
 
     let after = orders::by_out_trade_no(&r.app_services.db, &started.out_trade_no)
         .await
