@@ -106,7 +106,7 @@ impl App {
                 (client, key, Some(sandbox), pid)
             }
         };
-        demo::seed_if_empty(&db, &seller_pid).await?;
+        demo::seed_if_empty(&db, &seller_pid, sandbox.is_some()).await?;
         let sandbox_url = sandbox.as_ref().map(|s| format!("http://{}", s.addr()));
         let api_token = match &settings.api_token {
             Some(t) => t.clone(),

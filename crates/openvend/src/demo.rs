@@ -1,5 +1,6 @@
-//! The demo fleet seeded into an empty database: one operator, one machine of each kind,
-//! a few products in stocked slots, so `openvend serve` can sell something at once.
+//! What an empty database is seeded with: the operator, and with the embedded sandbox a demo
+//! fleet (one machine of each kind, a few products in stocked slots), so `openvend serve` can
+//! sell something at once.
 
 use crate::store::{Db, StoreError};
 
@@ -17,8 +18,11 @@ const PRODUCTS: &[(&str, i64)] = &[
     ("乐事薯片 Lay's chips", 650),
 ];
 
-/// Seeds the demo fleet if there is no operator yet. Returns true when it seeded.
-pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError> {
+/// Seeds an empty database: the operator receiving under `seller_pid`, and with `fleet`
+/// (the embedded sandbox) the demo machines and products too. With real Alipay only the
+/// operator is written: its machines and products come from the operator API. Returns true
+/// when it seeded.
+pub async fn seed_if_empty(db: &Db, seller_pid: &str, fleet: bool) -> Result<bool, StoreError> {
     let mut tx = db.begin().await?;
     let count: i64 = crate::store::query("SELECT COUNT(*) FROM operators")
         .fetch_one(&mut *tx)
@@ -29,12 +33,16 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str) -> Result<bool, StoreError
     }
     let now = crate::services::now_ms();
     let op: i64 = crate::store::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
-        .bind("Demo Operator")
+        .bind(if fleet { "Demo Operator" } else { "Operator" })
         .bind(seller_pid)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
+    if !fleet {
+        tx.commit().await?;
+        return Ok(true);
+    }
     let mut products = Vec::new();
     for (name, price) in PRODUCTS {
         let id: i64 = crate::store::query(

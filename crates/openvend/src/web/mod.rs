@@ -3,3 +3,4 @@
 pub mod api;
 pub mod machines;
 pub mod notify;
+pub mod products;

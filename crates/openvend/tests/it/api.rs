@@ -293,3 +293,93 @@ async fn machines_are_added_with_their_slots_and_bad_ones_are_refused_with_the_r
         .await;
     assert_eq!((status, cleared["fault"].clone()), (200, Value::Null));
 }
+
+#[tokio::test]
+async fn products_are_added_renamed_and_sold_in_a_new_machine() {
+    use reqwest::Method;
+    let api = start().await;
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({ "name": "  Oolong tea 500ml " })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "Oolong tea 500ml", "trimmed");
+    let id = created["id"].as_i64().unwrap();
+    let (status, renamed) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/products/{id}"),
+            Some(json!({ "name": "乌龙茶 500ml" })),
+        )
+        .await;
+    assert_eq!((status, &renamed["name"]), (200, &json!("乌龙茶 500ml")));
+    let (_, list) = api.call(Method::GET, "/api/v1/products", None).await;
+    assert!(
+        list["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == id && p["name"] == "乌龙茶 500ml"),
+        "{list}"
+    );
+    // A new machine's slot sells it.
+    let (status, machine) = api
+        .call(
+            Method::POST,
+            "/api/v1/machines",
+            Some(json!({ "code": "VM-0900", "kind": "vending", "terminal_id": "T0900",
+                "slots": [{ "code": "A1", "product_id": id, "price_fen": 450, "capacity": 10, "stock": 5 }] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{machine}");
+    let (_, slots) = api
+        .call(Method::GET, "/api/v1/machines/VM-0900/slots", None)
+        .await;
+    assert_eq!(slots["slots"][0]["product"], "乌龙茶 500ml", "{slots}");
+
+    // Bad input: each refused with its reason, nothing written.
+    for (method, path, body, want) in [
+        (
+            Method::POST,
+            "/api/v1/products".to_owned(),
+            json!({ "name": " " }),
+            422,
+        ),
+        (
+            Method::POST,
+            "/api/v1/products".to_owned(),
+            json!({ "name": "x".repeat(101) }),
+            422,
+        ),
+        (
+            Method::POST,
+            "/api/v1/products".to_owned(),
+            json!({ "name": "a\u{0}b" }),
+            422,
+        ),
+        (
+            Method::POST,
+            "/api/v1/products".to_owned(),
+            json!({ "name": "A", "price": 1 }),
+            422,
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/products/999999".to_owned(),
+            json!({ "name": "A" }),
+            404,
+        ),
+    ] {
+        let (status, body) = api.call(method, &path, Some(body)).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let (_, after) = api.call(Method::GET, "/api/v1/products", None).await;
+    assert_eq!(
+        after["products"].as_array().unwrap().len(),
+        list["products"].as_array().unwrap().len()
+    );
+}

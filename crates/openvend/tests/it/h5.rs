@@ -965,6 +965,38 @@ async fn with_real_alipay_a_page_outside_the_alipay_app_says_to_open_it_in_alipa
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // With real Alipay nothing but the operator is seeded: the machine and its product come
+    // from the operator API, as in a real deployment.
+    let api_token = std::fs::read_to_string(dir.path().join("data").join("api_token")).unwrap();
+    let machines: serde_json::Value = http
+        .get(format!("{base}/api/v1/machines"))
+        .bearer_auth(api_token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(machines["machines"], serde_json::json!([]), "no demo fleet");
+    let product: serde_json::Value = http
+        .post(format!("{base}/api/v1/products"))
+        .bearer_auth(api_token.trim())
+        .json(&serde_json::json!({ "name": "Water" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let added = http
+        .post(format!("{base}/api/v1/machines"))
+        .bearer_auth(api_token.trim())
+        .json(&serde_json::json!({ "code": "VM-0001", "kind": "vending", "terminal_id": "VM0001",
+            "slots": [{ "code": "A1", "product_id": product["id"], "price_fen": 200, "capacity": 10, "stock": 5 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
 
     let page = http
         .get(format!("{base}/m/VM-0001"))
