@@ -193,12 +193,8 @@ impl App {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = self.router();
         let token = self.shutdown.clone();
-        // The peer address feeds the per-IP SMS limit.
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.listener, service).with_graceful_shutdown({
-            let token = token.clone();
-            async move { token.cancelled().await }
-        });
+        // Handlers see the peer address (it feeds the per-IP SMS limit).
+        let http = crate::web::serve::serve(self.listener, router, token.clone());
         let sandbox_task = self.sandbox.map(|s| {
             let t = s.shutdown_token();
             let stop = token.clone();
@@ -231,7 +227,7 @@ impl App {
             self.job_workers,
             token.clone(),
         ));
-        let result = http.await.map_err(anyhow::Error::from);
+        http.await;
         token.cancel();
         let _ = jobs.await;
         let _ = link.await;
@@ -239,7 +235,7 @@ impl App {
         if let Some(task) = sandbox_task {
             let _ = task.await;
         }
-        result
+        Ok(())
     }
 }
 

@@ -4,3 +4,4 @@ pub mod api;
 pub mod machines;
 pub mod notify;
 pub mod products;
+pub mod serve;

@@ -469,3 +469,47 @@ async fn a_payment_for_a_closed_order_is_refunded_in_full() {
     }
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
+
+/// A client that sends its request slowly (slowloris) holds a connection for the read
+/// timeout, not forever: headers that never end get the connection closed, a body that
+/// trickles in gets 408. Both take the server's 10 s, so they run side by side.
+#[tokio::test]
+async fn slow_requests_are_cut_off_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let r = start().await;
+    let addr = r.http_url.trim_start_matches("http://").to_owned();
+    let slow_headers = {
+        let addr = addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(b"POST /alipay/notify HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            // Ends when the server closes the connection (whatever it says first).
+            let _ = s.read_to_end(&mut buf).await;
+        }
+    };
+    let slow_body = async move {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            b"POST /alipay/notify HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nnotify_id=",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let limit = std::time::Duration::from_secs(60);
+    let (headers, body) = tokio::join!(
+        tokio::time::timeout(limit, slow_headers),
+        tokio::time::timeout(limit, slow_body)
+    );
+    assert!(
+        headers.is_ok(),
+        "a request whose headers never end kept its connection"
+    );
+    let answer = body.expect("a request whose body never ends kept its connection");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
