@@ -287,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
         .arg("serve")
         .env("OPENVEND_DATA_DIR", dir.path().join("server"))
         .env("OPENVEND_LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("OPENVEND_PUBLIC_URL", &http_url)
         .env(
             "OPENVEND_MQTT_EMBEDDED_LISTEN",
             format!("127.0.0.1:{mqtt_port}"),
@@ -366,16 +367,47 @@ async fn main() -> anyhow::Result<()> {
         sandbox.0.id()
     );
 
+    // The three products the slots sell: those the server has (a build that seeds a demo
+    // catalogue), else added (with real Alipay settings nothing is seeded).
+    let listed: Value = http
+        .get(format!("{http_url}/api/v1/products"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut products: Vec<i64> = listed["products"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_i64()).take(3).collect())
+        .unwrap_or_default();
+    for name in ["Cola", "Water", "Chips"].into_iter().skip(products.len()) {
+        let created: Value = http
+            .post(format!("{http_url}/api/v1/products"))
+            .bearer_auth(&token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        products.push(
+            created["id"]
+                .as_i64()
+                .ok_or_else(|| anyhow::anyhow!("product not added: {created}"))?,
+        );
+    }
     let provision = |n: usize, prefix: &'static str, stock: i64| {
         let http = http.clone();
         let url = http_url.clone();
         let token = token.clone();
+        let products = products.clone();
         async move {
             let mut machines = Vec::with_capacity(n);
             for i in 0..n {
                 let code = format!("{prefix}{i:05}");
-                let slots: Vec<Value> = (1..=3)
-                    .map(|s| json!({ "code": format!("A{s}"), "product_id": s, "price_fen": 100 + s, "capacity": 1000, "stock": stock }))
+                let slots: Vec<Value> = products
+                    .iter()
+                    .zip(1..)
+                    .map(|(id, s)| json!({ "code": format!("A{s}"), "product_id": id, "price_fen": 100 + s, "capacity": 1000, "stock": stock }))
                     .collect();
                 let created: Value = http
                     .post(format!("{url}/api/v1/machines"))
