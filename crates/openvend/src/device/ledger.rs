@@ -44,7 +44,7 @@ pub const ACK_GRACE_MS: i64 = 15_000;
 
 /// A machine whose accepted message is this far off the server clock is sent the time. The
 /// clock window for messages is ±300 s, but a machine measures a command's age by its own
-/// clock: one minutes behind would run a dispense the server had already expired (and
+/// clock: one a minute behind would run a dispense the server had already expired (and
 /// refunded). Kept within this, its error stays inside [`ACK_GRACE_MS`].
 pub const DRIFT_SYNC_MS: i64 = 10_000;
 const _: () = assert!(DRIFT_SYNC_MS < ACK_GRACE_MS);
@@ -474,9 +474,9 @@ impl DeviceChannel {
 
     /// Answers a correctly signed message outside the clock window (or accepted, but more
     /// than [`DRIFT_SYNC_MS`] off) with `sync_time`, so the machine sets its clock and
-    /// re-sends it (an accepted one again changes nothing). Not recorded in the ledger (it changes no
-    /// state here and needs no acknowledgement); at most one a second per machine, so a
-    /// replayed old message cannot make the server flood the machine's topic.
+    /// re-sends it (an accepted one again changes nothing). Not recorded in the ledger (it
+    /// changes no state here and needs no acknowledgement); at most one a second per
+    /// machine, so a replayed old message cannot make the server flood the machine's topic.
     async fn send_time(&self, machine: &str, raw: &[u8]) {
         let (Ok(envelope), Some(client)) = (super::protocol::parse_envelope(raw), self.mqtt())
         else {
