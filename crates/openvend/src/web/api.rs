@@ -33,6 +33,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route("/api/v1/orders/{id}/refunds", post(create_refund))
         .merge(super::machines::router())
         .merge(super::products::router())
+        .merge(super::attention::router())
 }
 
 /// An API error: a status and a reason, as `{"error": "…"}`.

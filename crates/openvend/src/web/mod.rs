@@ -1,6 +1,7 @@
 //! HTTP surfaces. One router per feature; handlers extract, parse, call a service, map.
 
 pub mod api;
+pub mod attention;
 pub mod machines;
 pub mod notify;
 pub mod products;

@@ -72,6 +72,7 @@ async fn every_route_needs_the_token() {
         "/api/v1/orders",
         "/api/v1/products",
         "/api/v1/machines/VM-0001/slots",
+        "/api/v1/attention",
     ] {
         let resp = api
             .http

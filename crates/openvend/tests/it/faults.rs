@@ -246,6 +246,30 @@ async fn f17_a_refund_number_alipay_knows_with_another_amount_is_refused_and_nev
     // Alipay holds only the foreign 0.01: nothing was refunded twice.
     let trade = sandbox_trade(&r, &order).await;
     assert_eq!(trade["refunded_fen"], 1, "{trade}");
+    // And the operator's list of what needs a person names it.
+    let list = attention(&r).await;
+    assert!(
+        list["failed_refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["out_request_no"] == format!("{order}V").as_str() && f["amount_fen"] == 350),
+        "{list}"
+    );
+}
+
+/// The operator API's list of what needs a person.
+pub async fn attention(r: &crate::sale::Running) -> Value {
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    reqwest::Client::new()
+        .get(format!("{}/api/v1/attention", r.http_url))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -358,4 +382,15 @@ async fn an_acknowledged_dispense_whose_result_never_comes_goes_to_a_person_not_
         1,
         "the unit stays reserved until someone counts the slot"
     );
+    // That person finds it on the list of what needs one.
+    let list = attention(&r).await;
+    assert!(
+        list["disputes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["out_trade_no"] == order.as_str() && d["machine"] == "VM-0001"),
+        "{list}"
+    );
+    assert!(list["count"].as_u64().unwrap() >= 1, "{list}");
 }

@@ -421,6 +421,17 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
         SimEvent::SaleRefused { reason, .. } => assert!(reason.contains("faulty"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    // The operator's list of what needs a person shows the machine and its fault.
+    let list = crate::faults::attention(&r).await;
+    assert!(
+        list["faulty_machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["code"] == "VM-0001"
+                && m["fault"].as_str().is_some_and(|f| f.contains("MOTOR_A1"))),
+        "{list}"
+    );
 }
 
 /// A `device_event` job queued by an earlier version carries only the event's id: the job

@@ -420,3 +420,43 @@ async fn paid_order_id(r: &crate::sale::Running, out_trade_no: &str) -> i64 {
         .unwrap();
     openvend::store::get_int(&row, "id").unwrap()
 }
+
+/// Alipay cannot be reached for a day: the resolver keeps asking (never guessing), and the
+/// order, not final a day after it was made, is on the operator's list of what needs a person.
+#[tokio::test]
+async fn an_order_alipay_cannot_settle_for_a_day_is_listed_for_a_person() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap();
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "*", "fault": { "kind": "unknown_before" } }),
+    )
+    .await;
+    let listed = |list: &Value| {
+        list["stuck_orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["out_trade_no"] == started.out_trade_no.as_str())
+    };
+    assert!(
+        !listed(&crate::faults::attention(&r).await),
+        "not yet a day old"
+    );
+    r.app_services.clock.advance(25 * 60 * 60 * 1000);
+    r.app_services.jobs_ready.notify_one();
+    let list = crate::faults::attention(&r).await;
+    assert!(listed(&list), "{list}");
+    let order = openvend::store::orders::by_out_trade_no(&r.app_services.db, &started.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !order.state.is_terminal(),
+        "nothing was guessed: {:?}",
+        order.state
+    );
+}

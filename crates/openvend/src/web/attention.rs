@@ -1,0 +1,107 @@
+//! Operator API: what needs a person. The server never guesses about money or goods; what it
+//! cannot settle itself is listed here, and logged at `error` when it happens:
+//! - orders in `dispute` (the machine acknowledged a dispense and never said what came out);
+//! - refunds Alipay refused (`failed`);
+//! - orders not final a day after they were made (reliability's "no stuck states");
+//! - machines that reported a fault (they sell nothing until it is cleared).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::api::{ApiResult, Operator};
+use crate::services::Services;
+
+/// An order still open this long after it was made needs a person.
+pub const STUCK_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Most rows of each list (the oldest first: they have waited longest).
+const LIMIT: i64 = 200;
+
+/// The route, merged into the operator API.
+pub fn router() -> Router<Arc<Services>> {
+    Router::new().route("/api/v1/attention", get(attention))
+}
+
+async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
+    let pool = &svc.db.pool;
+    let disputes = crate::store::query(
+        "SELECT o.id, o.out_trade_no, m.code AS machine, o.total_fen, o.updated_at \
+         FROM orders o JOIN machines m ON m.id = o.machine_id \
+         WHERE o.state = 'dispute' ORDER BY o.updated_at LIMIT $1",
+    )
+    .bind(LIMIT)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(json!({
+            "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+            "machine": r.try_get::<String, _>("machine")?, "total_fen": r.try_get::<i64, _>("total_fen")?,
+            "since": r.try_get::<i64, _>("updated_at")?,
+        }))
+    })
+    .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    let failed_refunds = crate::store::query(
+        "SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.reason, r.updated_at \
+         FROM refunds r JOIN orders o ON o.id = r.order_id \
+         WHERE r.state = 'failed' ORDER BY r.updated_at LIMIT $1",
+    )
+    .bind(LIMIT)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(json!({
+            "refund_id": r.try_get::<i64, _>("id")?, "order_id": r.try_get::<i64, _>("order_id")?,
+            "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+            "out_request_no": r.try_get::<String, _>("out_request_no")?,
+            "amount_fen": r.try_get::<i64, _>("amount_fen")?, "reason": r.try_get::<String, _>("reason")?,
+            "since": r.try_get::<i64, _>("updated_at")?,
+        }))
+    })
+    .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    let stuck_orders = crate::store::query(
+        "SELECT o.id, o.out_trade_no, m.code AS machine, o.state, o.created_at \
+         FROM orders o JOIN machines m ON m.id = o.machine_id \
+         WHERE o.state NOT IN ('completed', 'refunded', 'closed', 'dispute') AND o.created_at < $1 \
+         ORDER BY o.created_at LIMIT $2",
+    )
+    .bind(svc.now().saturating_sub(STUCK_AFTER_MS))
+    .bind(LIMIT)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(json!({
+            "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+            "machine": r.try_get::<String, _>("machine")?, "state": r.try_get::<String, _>("state")?,
+            "created_at": r.try_get::<i64, _>("created_at")?,
+        }))
+    })
+    .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    let faulty_machines = crate::store::query(
+        "SELECT code, fault FROM machines WHERE fault IS NOT NULL ORDER BY code LIMIT $1",
+    )
+    .bind(LIMIT)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(json!({
+            "code": r.try_get::<String, _>("code")?, "fault": r.try_get::<String, _>("fault")?,
+        }))
+    })
+    .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    let count = disputes.len() + failed_refunds.len() + stuck_orders.len() + faulty_machines.len();
+    Ok(Json(json!({
+        "count": count,
+        "disputes": disputes,
+        "failed_refunds": failed_refunds,
+        "stuck_orders": stuck_orders,
+        "faulty_machines": faulty_machines,
+    })))
+}
