@@ -513,3 +513,114 @@ async fn slow_requests_are_cut_off_after_the_read_timeout() {
     let answer = body.expect("a request whose body never ends kept its connection");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// F7 on one trade: after the sale ended (sold, one unit refunded), Alipay's older or later
+/// news of it arrives: a stale `TRADE_SUCCESS` under a new notify_id, `TRADE_FINISHED`, and a
+/// `TRADE_CLOSED`. Each is answered `success` and none moves the order or dispenses again.
+#[tokio::test]
+async fn f7_late_and_stale_notifications_of_a_finished_sale_change_nothing() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 2), now_ms())
+        .await
+        .unwrap();
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    let units = [
+        openvend::pay::vend::ReportedVend::Dispensed,
+        openvend::pay::vend::ReportedVend::Failed,
+    ]
+    .map(|result| openvend::pay::vend::UnitResult {
+        slot: "A1".into(),
+        result,
+        reason: Some("jam".into()).filter(|_| result == openvend::pay::vend::ReportedVend::Failed),
+    });
+    let outcome = openvend::pay::vend::record_results(&r.app_services, order.id, &units)
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, OrderState::Completed);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while orders::by_id(&r.app_services.db, order.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .refunded
+        .0
+        != 350
+    {
+        assert!(tokio::time::Instant::now() < deadline, "refund not done");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let before = orders::by_id(&r.app_services.db, order.id)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let trade_no = paid["trade_no"].as_str().unwrap().to_owned();
+    for (notify_id, status) in [
+        ("n-stale-success", "TRADE_SUCCESS"),
+        ("n-finished", "TRADE_FINISHED"),
+        ("n-closed", "TRADE_CLOSED"),
+    ] {
+        let params: Vec<(String, String)> = [
+            ("notify_type", "trade_status_sync"),
+            ("notify_id", notify_id),
+            ("notify_time", "2026-11-28 10:00:00"),
+            ("charset", "utf-8"),
+            ("version", "1.0"),
+            ("sign_type", "RSA2"),
+            ("app_id", openvend::app::SANDBOX_APP_ID),
+            ("trade_no", trade_no.as_str()),
+            ("out_trade_no", started.out_trade_no.as_str()),
+            ("trade_status", status),
+            ("total_amount", "7.00"),
+            ("seller_id", seller.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &params)).await;
+        assert_eq!(resp, (200, "success".to_owned()), "{status}");
+    }
+    let after = orders::by_id(&r.app_services.db, order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, before, "nothing moved");
+    let row = openvend::store::query(
+        "SELECT COUNT(*) AS n FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
+    )
+    .bind(&started.out_trade_no)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        openvend::store::get_int(&row, "n").unwrap(),
+        1,
+        "dispensed once"
+    );
+    let row = openvend::store::query("SELECT COUNT(*) AS n FROM refunds WHERE order_id = $1")
+        .bind(order.id)
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        openvend::store::get_int(&row, "n").unwrap(),
+        1,
+        "refunded once"
+    );
+}
