@@ -175,6 +175,15 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
                         "paid at the last moment; cancel refunded it in full",
                     )
                     .await?;
+                    crate::store::audit::record(
+                        &mut *tx,
+                        now,
+                        "alipay",
+                        "cancelled_with_refund",
+                        &format!("order:{}", order.id),
+                        &format!("{} refunded in full by the cancel", order.total),
+                    )
+                    .await?;
                     tx.commit().await?;
                     stop_showing(svc, order).await;
                 }

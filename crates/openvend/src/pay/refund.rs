@@ -225,13 +225,15 @@ async fn insert_requested(
         &format!("{out_request_no}: {amount} ({reason})"),
     )
     .await?;
-    crate::store::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'refund_requested', $3, $4)")
-        .bind(now)
-        .bind(actor)
-        .bind(format!("order:{order_id}"))
-        .bind(format!("{out_request_no} {amount} {reason}"))
-        .execute(&mut *tx)
-        .await?;
+    crate::store::audit::record(
+        &mut *tx,
+        now,
+        actor,
+        "refund_requested",
+        &format!("order:{order_id}"),
+        &format!("{out_request_no} {amount} {reason}"),
+    )
+    .await?;
     let payload = serde_json::json!({ "refund_id": id }).to_string();
     jobs::enqueue_deferred(&mut *tx, "refund", &job_key(id), &payload, now, now).await?;
     Ok(RefundRecord {
@@ -428,19 +430,23 @@ async fn settle(
         .execute(&mut *tx)
         .await?;
     }
-    orders::add_event(
-        &mut *tx,
-        order_id,
-        now,
-        "alipay",
-        if to == RefundState::Succeeded {
-            "refunded"
-        } else {
-            "refund_failed"
-        },
-        detail,
-    )
-    .await?;
+    let kind = if to == RefundState::Succeeded {
+        "refunded"
+    } else {
+        "refund_failed"
+    };
+    orders::add_event(&mut *tx, order_id, now, "alipay", kind, detail).await?;
+    if moved == 1 {
+        crate::store::audit::record(
+            &mut *tx,
+            now,
+            "alipay",
+            kind,
+            &format!("order:{order_id}"),
+            &format!("refund {refund_id}: {amount_fen} fen ({detail})"),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

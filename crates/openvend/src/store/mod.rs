@@ -6,6 +6,7 @@
 //! which SQL to use. Migrations are embedded per backend and applied in order, each in a
 //! transaction, with a PostgreSQL advisory lock so several instances can start together.
 
+pub mod audit;
 mod error;
 pub mod jobs;
 mod migrations;

@@ -256,12 +256,18 @@ async fn update_slot(
     .bind(&slot)
     .execute(&mut *tx)
     .await?;
-    crate::store::query("INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, 'operator-api', 'slot_updated', $2, $3)")
-        .bind(svc.now())
-        .bind(format!("slot:{code}/{slot}"))
-        .bind(format!("price={:?} stock={stock} capacity={capacity} enabled={:?}", u.price_fen, u.enabled))
-        .execute(&mut *tx)
-        .await?;
+    crate::store::audit::record(
+        &mut *tx,
+        svc.now(),
+        "operator-api",
+        "slot_updated",
+        &format!("slot:{code}/{slot}"),
+        &format!(
+            "price={:?} stock={stock} capacity={capacity} enabled={:?}",
+            u.price_fen, u.enabled
+        ),
+    )
+    .await?;
     tx.commit().await?;
     list_slots(Operator, State(svc), Path(code)).await
 }

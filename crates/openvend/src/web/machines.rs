@@ -159,6 +159,20 @@ async fn create_machine(
                 }
             })?;
     }
+    crate::store::audit::record(
+        &mut *tx,
+        now,
+        "operator-api",
+        "machine_created",
+        &format!("machine:{}", m.code),
+        &format!(
+            "{} terminal {} with {} slot(s)",
+            m.kind,
+            m.terminal_id,
+            m.slots.len()
+        ),
+    )
+    .await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -188,6 +202,16 @@ async fn credentials(
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "machine not found".into()))?;
     let secret = String::from_utf8_lossy(machine.secret()).into_owned();
+    // Whoever reads a secret can act as the machine: the read is on the record.
+    crate::store::audit::record(
+        &svc.db.pool,
+        svc.now(),
+        "operator-api",
+        "credentials_read",
+        &format!("machine:{}", machine.code),
+        "",
+    )
+    .await?;
     Ok(Json(json!({
         "code": machine.code,
         "secret": secret,
@@ -201,13 +225,24 @@ async fn clear_fault(
     State(svc): State<Arc<Services>>,
     Path(code): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let mut tx = svc.db.begin().await?;
     let done = crate::store::query("UPDATE machines SET fault = NULL WHERE code = $1")
         .bind(&code)
-        .execute(&svc.db.pool)
+        .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
     }
+    crate::store::audit::record(
+        &mut *tx,
+        svc.now(),
+        "operator-api",
+        "fault_cleared",
+        &format!("machine:{code}"),
+        "",
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(machine = %code, "fault cleared by the operator");
     Ok(Json(json!({ "code": code, "fault": null })))
 }

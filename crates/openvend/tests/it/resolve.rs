@@ -127,6 +127,33 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
         .try_get(0)
         .unwrap();
     assert_eq!(refunds, 1);
+    // On the audit trail: asked for once by the operator API, settled once by Alipay's answer
+    // (settling may trail Alipay's side by a moment).
+    let subject = format!("order:{}", order.id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let actions = loop {
+        let actions: Vec<(String, String)> = openvend::store::query(
+            "SELECT actor, action FROM audit_log WHERE subject = $1 ORDER BY id",
+        )
+        .bind(&subject)
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        if actions.len() >= 2 || tokio::time::Instant::now() >= deadline {
+            break actions;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        actions,
+        [
+            ("operator-api".to_owned(), "refund_requested".to_owned()),
+            ("alipay".to_owned(), "refunded".to_owned())
+        ]
+    );
     let too_much = http
         .post(format!("{}/api/v1/orders/{}/refunds", r.http_url, order.id))
         .bearer_auth(token.trim())

@@ -624,3 +624,77 @@ async fn f7_late_and_stale_notifications_of_a_finished_sale_change_nothing() {
         "refunded once"
     );
 }
+
+/// The operator's acts on the fleet are on the audit trail, each in the transaction of what
+/// it records: a machine added, its secret read, its fault cleared.
+#[tokio::test]
+async fn operator_acts_on_the_fleet_are_on_the_audit_trail() {
+    let r = start().await;
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, format!("{}{path}", r.http_url))
+            .bearer_auth(token.trim());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send()
+    };
+    let added = call(
+        reqwest::Method::POST,
+        "/api/v1/machines",
+        Some(json!({ "code": "AU-0001", "kind": "vending", "terminal_id": "AU0001" })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(added.status(), 201);
+    let read = call(
+        reqwest::Method::GET,
+        "/api/v1/machines/AU-0001/credentials",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read.status(), 200);
+    let cleared = call(
+        reqwest::Method::POST,
+        "/api/v1/machines/AU-0001/clear-fault",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cleared.status(), 200);
+    let missing = call(
+        reqwest::Method::GET,
+        "/api/v1/machines/AU-0404/credentials",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+    let actions: Vec<String> = openvend::store::query(
+        "SELECT action FROM audit_log WHERE subject = 'machine:AU-0001' AND actor = 'operator-api' ORDER BY id",
+    )
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    assert_eq!(
+        actions,
+        ["machine_created", "credentials_read", "fault_cleared"]
+    );
+    let row = openvend::store::query(
+        "SELECT COUNT(*) AS n FROM audit_log WHERE subject = 'machine:AU-0404'",
+    )
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        openvend::store::get_int(&row, "n").unwrap(),
+        0,
+        "nothing read, nothing recorded"
+    );
+}

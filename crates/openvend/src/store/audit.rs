@@ -1,0 +1,28 @@
+//! The audit trail: one append-only row per money action (refunds asked for and settled, a
+//! cancel that refunded) and per operator act on the fleet (a machine added, its secret read,
+//! a fault cleared, a slot edited), written in the transaction of what it records. Payments
+//! themselves are on each order's timeline with Alipay's trade number.
+
+use super::{Error, Executor};
+
+/// Appends one row: who (`actor`) did what (`action`) to which thing (`subject`, e.g.
+/// `order:42`, `machine:VM-0001`), with the particulars in `detail`.
+pub async fn record<E: Executor>(
+    executor: E,
+    at: i64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<(), Error> {
+    super::query(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(at)
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(detail)
+    .defer(executor)
+    .await
+}
