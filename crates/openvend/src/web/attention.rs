@@ -28,74 +28,70 @@ pub fn router() -> Router<Arc<Services>> {
 
 async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
     let pool = &svc.db.pool;
-    let disputes = crate::store::query(
-        "SELECT o.id, o.out_trade_no, m.code AS machine, o.total_fen, o.updated_at \
-         FROM orders o JOIN machines m ON m.id = o.machine_id \
-         WHERE o.state = 'dispute' ORDER BY o.updated_at LIMIT $1",
+    let disputes = list(
+        crate::store::query(
+            "SELECT o.id, o.out_trade_no, m.code AS machine, o.total_fen, o.updated_at \
+             FROM orders o JOIN machines m ON m.id = o.machine_id \
+             WHERE o.state = 'dispute' ORDER BY o.updated_at LIMIT $1",
+        )
+        .bind(LIMIT),
+        pool,
+        |r| {
+            Ok(json!({
+                "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                "machine": r.try_get::<String, _>("machine")?, "total_fen": r.try_get::<i64, _>("total_fen")?,
+                "since": r.try_get::<i64, _>("updated_at")?,
+            }))
+        },
     )
-    .bind(LIMIT)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(json!({
-            "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
-            "machine": r.try_get::<String, _>("machine")?, "total_fen": r.try_get::<i64, _>("total_fen")?,
-            "since": r.try_get::<i64, _>("updated_at")?,
-        }))
-    })
-    .collect::<Result<Vec<_>, crate::store::Error>>()?;
-    let failed_refunds = crate::store::query(
-        "SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.reason, r.updated_at \
-         FROM refunds r JOIN orders o ON o.id = r.order_id \
-         WHERE r.state = 'failed' ORDER BY r.updated_at LIMIT $1",
+    .await?;
+    let failed_refunds = list(
+        crate::store::query(
+            "SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.reason, r.updated_at \
+             FROM refunds r JOIN orders o ON o.id = r.order_id \
+             WHERE r.state = 'failed' ORDER BY r.updated_at LIMIT $1",
+        )
+        .bind(LIMIT),
+        pool,
+        |r| {
+            Ok(json!({
+                "refund_id": r.try_get::<i64, _>("id")?, "order_id": r.try_get::<i64, _>("order_id")?,
+                "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                "out_request_no": r.try_get::<String, _>("out_request_no")?,
+                "amount_fen": r.try_get::<i64, _>("amount_fen")?, "reason": r.try_get::<String, _>("reason")?,
+                "since": r.try_get::<i64, _>("updated_at")?,
+            }))
+        },
     )
-    .bind(LIMIT)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(json!({
-            "refund_id": r.try_get::<i64, _>("id")?, "order_id": r.try_get::<i64, _>("order_id")?,
-            "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
-            "out_request_no": r.try_get::<String, _>("out_request_no")?,
-            "amount_fen": r.try_get::<i64, _>("amount_fen")?, "reason": r.try_get::<String, _>("reason")?,
-            "since": r.try_get::<i64, _>("updated_at")?,
-        }))
-    })
-    .collect::<Result<Vec<_>, crate::store::Error>>()?;
-    let stuck_orders = crate::store::query(
-        "SELECT o.id, o.out_trade_no, m.code AS machine, o.state, o.created_at \
-         FROM orders o JOIN machines m ON m.id = o.machine_id \
-         WHERE o.state NOT IN ('completed', 'refunded', 'closed', 'dispute') AND o.created_at < $1 \
-         ORDER BY o.created_at LIMIT $2",
+    .await?;
+    let stuck_orders = list(
+        crate::store::query(
+            "SELECT o.id, o.out_trade_no, m.code AS machine, o.state, o.created_at \
+             FROM orders o JOIN machines m ON m.id = o.machine_id \
+             WHERE o.state NOT IN ('completed', 'refunded', 'closed', 'dispute') AND o.created_at < $1 \
+             ORDER BY o.created_at LIMIT $2",
+        )
+        .bind(svc.now().saturating_sub(STUCK_AFTER_MS))
+        .bind(LIMIT),
+        pool,
+        |r| {
+            Ok(json!({
+                "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                "machine": r.try_get::<String, _>("machine")?, "state": r.try_get::<String, _>("state")?,
+                "created_at": r.try_get::<i64, _>("created_at")?,
+            }))
+        },
     )
-    .bind(svc.now().saturating_sub(STUCK_AFTER_MS))
-    .bind(LIMIT)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(json!({
-            "order_id": r.try_get::<i64, _>("id")?, "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
-            "machine": r.try_get::<String, _>("machine")?, "state": r.try_get::<String, _>("state")?,
-            "created_at": r.try_get::<i64, _>("created_at")?,
-        }))
-    })
-    .collect::<Result<Vec<_>, crate::store::Error>>()?;
-    let faulty_machines = crate::store::query(
-        "SELECT code, fault FROM machines WHERE fault IS NOT NULL ORDER BY code LIMIT $1",
+    .await?;
+    let faulty_machines = list(
+        crate::store::query(
+            "SELECT code, fault FROM machines WHERE fault IS NOT NULL ORDER BY code LIMIT $1",
+        )
+        .bind(LIMIT),
+        pool,
+        |r| Ok(json!({ "code": r.try_get::<String, _>("code")?, "fault": r.try_get::<String, _>("fault")? })),
     )
-    .bind(LIMIT)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(json!({
-            "code": r.try_get::<String, _>("code")?, "fault": r.try_get::<String, _>("fault")?,
-        }))
-    })
-    .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    .await?;
     let count = disputes.len() + failed_refunds.len() + stuck_orders.len() + faulty_machines.len();
     Ok(Json(json!({
         "count": count,
@@ -104,4 +100,13 @@ async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<J
         "stuck_orders": stuck_orders,
         "faulty_machines": faulty_machines,
     })))
+}
+
+/// The rows of one list, each as its JSON object.
+async fn list(
+    query: crate::store::sql::Query<'_>,
+    pool: &crate::store::Pool,
+    to_json: impl Fn(&crate::store::Row) -> Result<Value, crate::store::Error>,
+) -> Result<Vec<Value>, crate::store::Error> {
+    query.fetch_all(pool).await?.iter().map(to_json).collect()
 }

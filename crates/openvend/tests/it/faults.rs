@@ -14,7 +14,7 @@ use crate::invariants::{self, VendLog};
 use crate::sale::{Running, control, start, wait_for_state};
 
 /// The sandbox's record of one trade.
-async fn sandbox_trade(r: &Running, out_trade_no: &str) -> Value {
+pub async fn sandbox_trade(r: &Running, out_trade_no: &str) -> Value {
     let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
         .await
         .unwrap()

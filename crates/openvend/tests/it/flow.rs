@@ -82,7 +82,8 @@ pub async fn expect_qr(events: &mut UnboundedReceiver<SimEvent>) -> (String, Str
     }
 }
 
-pub async fn pay(r: &Running, qr_code: &str) {
+/// Pays a QR code as a new sandbox buyer; answers the sandbox's record of the payment.
+pub async fn pay(r: &Running, qr_code: &str) -> Value {
     let buyer = control(r, "/control/buyers", json!({ "balance": "500.00" })).await["user_id"]
         .as_str()
         .unwrap()
@@ -94,6 +95,19 @@ pub async fn pay(r: &Running, qr_code: &str) {
     )
     .await;
     assert!(paid["trade_no"].is_string(), "{paid}");
+    paid
+}
+
+/// Waits until the order's dispense command is recorded.
+pub async fn dispense_recorded(r: &Running, out_trade_no: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while commands(r, out_trade_no, "dispense").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dispense command"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Counts what physically left the machine, per order.
@@ -283,14 +297,7 @@ async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_ve
     pay(&r, &qr).await;
     wait_for_state(&r, &order, OrderState::Paid).await;
     // The dispense is recorded and waits for the machine.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while commands(&r, &order, "dispense").await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no dispense command"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dispense_recorded(&r, &order).await;
     settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
     r.app_services.jobs_ready.notify_one();
@@ -730,14 +737,7 @@ async fn a_dispense_delivered_after_its_expiry_is_discarded_by_the_machine() {
     sim.go_offline().await;
     pay(&r, &qr).await;
     wait_for_state(&r, &order, OrderState::Paid).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while commands(&r, &order, "dispense").await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no dispense command"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dispense_recorded(&r, &order).await;
     r.app_services.clock.advance(30_000);
     sim.go_online().await.unwrap();
     let mut log = VendLog::new();

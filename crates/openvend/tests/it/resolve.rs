@@ -386,45 +386,20 @@ async fn a_payment_that_beats_the_close_is_served_not_refunded() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let paid = control(
-        &r,
-        "/control/qr/pay",
-        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
-    )
-    .await;
-    assert!(paid["trade_no"].is_string(), "{paid}");
-    wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    crate::flow::pay(&r, &started.qr_code).await;
+    let paid = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
     // Let the held close answer and the resolver act on it.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     r.app_services.jobs_ready.notify_one();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let order = openvend::store::orders::by_id(
-        &r.app_services.db,
-        paid_order_id(&r, &started.out_trade_no).await,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let order = openvend::store::orders::by_id(&r.app_services.db, paid.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(order.state, OrderState::Paid, "served: its dispense is out");
     assert_eq!(order.refunded, openvend::domain::fen::Fen::ZERO);
-    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let t = trades["trades"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["out_trade_no"] == started.out_trade_no.as_str())
-        .unwrap()
-        .clone();
+    let t = crate::faults::sandbox_trade(&r, &started.out_trade_no).await;
     assert_eq!(t["trade_status"], "TRADE_SUCCESS", "not refunded: {t}");
     // The machine vends it; the sale ends like any other.
     let vended = openvend::pay::vend::UnitResult {
@@ -437,15 +412,6 @@ async fn a_payment_that_beats_the_close_is_served_not_refunded() {
         .unwrap();
     assert_eq!(outcome.state, OrderState::Completed);
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
-}
-
-async fn paid_order_id(r: &crate::sale::Running, out_trade_no: &str) -> i64 {
-    let row = openvend::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
-        .bind(out_trade_no)
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap();
-    openvend::store::get_int(&row, "id").unwrap()
 }
 
 /// Alipay cannot be reached for a day: the resolver keeps asking (never guessing), and the

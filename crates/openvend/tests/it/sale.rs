@@ -218,6 +218,45 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
     );
 }
 
+/// A trade notification's parameters as Alipay sends them, before signing. `trade` is
+/// (trade_no, out_trade_no).
+fn notice(
+    notify_id: &str,
+    (trade_no, out_trade_no): (&str, &str),
+    status: &str,
+    total: &str,
+    seller: &str,
+    app_id: &str,
+) -> Vec<(String, String)> {
+    [
+        ("notify_type", "trade_status_sync"),
+        ("notify_id", notify_id),
+        ("notify_time", "2026-11-28 10:00:00"),
+        ("charset", "utf-8"),
+        ("version", "1.0"),
+        ("sign_type", "RSA2"),
+        ("app_id", app_id),
+        ("trade_no", trade_no),
+        ("out_trade_no", out_trade_no),
+        ("trade_status", status),
+        ("total_amount", total),
+        ("seller_id", seller),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The operator's receiving PID, which every genuine notification names as `seller_id`.
+async fn seller_pid(r: &Running) -> String {
+    openvend::store::query("SELECT seller_pid FROM operators")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
 async fn post_notify(r: &Running, body: String) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(format!("{}/alipay/notify", r.http_url))
@@ -239,31 +278,14 @@ async fn forged_or_altered_notifications_are_refused_and_change_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let base = |total: &str, seller: &str, app: &str| -> Vec<(String, String)> {
-        [
-            ("notify_type", "trade_status_sync"),
-            ("notify_id", "n-forged-1"),
-            ("notify_time", "2026-11-28 10:00:00"),
-            ("charset", "utf-8"),
-            ("version", "1.0"),
-            ("sign_type", "RSA2"),
-            ("app_id", app),
-            ("trade_no", "2026112822001000000000000001"),
-            ("out_trade_no", started.out_trade_no.as_str()),
-            ("trade_status", "TRADE_SUCCESS"),
-            ("total_amount", total),
-            ("seller_id", seller),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    let base = |total: &str, seller: &str, app: &str| {
+        let trade = (
+            "2026112822001000000000000001",
+            started.out_trade_no.as_str(),
+        );
+        notice("n-forged-1", trade, "TRADE_SUCCESS", total, seller, app)
     };
-    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let seller = seller_pid(&r).await;
     let app_id = openvend::app::SANDBOX_APP_ID;
 
     // Signed by the real key but with the amount off by 0.01, another seller, another app.
@@ -375,49 +397,26 @@ async fn a_payment_for_a_closed_order_is_refunded_in_full() {
     let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
         .await
         .unwrap();
-    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let seller = seller_pid(&r).await;
     let yuan = format!(
         "{}.{:02}",
         started.amount_fen / 100,
         started.amount_fen % 100
     );
     // Alipay says the trade closed; the sandbox's trade stays payable.
-    let closed: Vec<(String, String)> = [
-        ("notify_type", "trade_status_sync"),
-        ("notify_id", "n-closed-1"),
-        ("notify_time", "2026-11-28 10:00:00"),
-        ("charset", "utf-8"),
-        ("version", "1.0"),
-        ("sign_type", "RSA2"),
-        ("app_id", openvend::app::SANDBOX_APP_ID),
-        ("trade_no", "2026112822001000000000000002"),
-        ("out_trade_no", started.out_trade_no.as_str()),
-        ("trade_status", "TRADE_CLOSED"),
-        ("total_amount", yuan.as_str()),
-        ("seller_id", seller.as_str()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let closed = notice(
+        "n-closed-1",
+        ("2026112822001000000000000002", &started.out_trade_no),
+        "TRADE_CLOSED",
+        &yuan,
+        &seller,
+        openvend::app::SANDBOX_APP_ID,
+    );
     let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed)).await;
     assert_eq!(resp, (200, "success".to_owned()));
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Closed).await;
 
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let paid = control(
-        &r,
-        "/control/qr/pay",
-        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
-    )
-    .await;
+    let paid = crate::flow::pay(&r, &started.qr_code).await;
     assert_eq!(paid["trade_status"], "TRADE_SUCCESS");
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -523,16 +522,7 @@ async fn f7_late_and_stale_notifications_of_a_finished_sale_change_nothing() {
     let started = start_qr_sale(&r.app_services, &sale("A1", 2), now_ms())
         .await
         .unwrap();
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let paid = control(
-        &r,
-        "/control/qr/pay",
-        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
-    )
-    .await;
+    let paid = crate::flow::pay(&r, &started.qr_code).await;
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
     let units = [
         openvend::pay::vend::ReportedVend::Dispensed,
@@ -564,35 +554,21 @@ async fn f7_late_and_stale_notifications_of_a_finished_sale_change_nothing() {
         .unwrap()
         .unwrap();
 
-    let seller: String = openvend::store::query("SELECT seller_pid FROM operators")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let seller = seller_pid(&r).await;
     let trade_no = paid["trade_no"].as_str().unwrap().to_owned();
     for (notify_id, status) in [
         ("n-stale-success", "TRADE_SUCCESS"),
         ("n-finished", "TRADE_FINISHED"),
         ("n-closed", "TRADE_CLOSED"),
     ] {
-        let params: Vec<(String, String)> = [
-            ("notify_type", "trade_status_sync"),
-            ("notify_id", notify_id),
-            ("notify_time", "2026-11-28 10:00:00"),
-            ("charset", "utf-8"),
-            ("version", "1.0"),
-            ("sign_type", "RSA2"),
-            ("app_id", openvend::app::SANDBOX_APP_ID),
-            ("trade_no", trade_no.as_str()),
-            ("out_trade_no", started.out_trade_no.as_str()),
-            ("trade_status", status),
-            ("total_amount", "7.00"),
-            ("seller_id", seller.as_str()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let params = notice(
+            notify_id,
+            (&trade_no, &started.out_trade_no),
+            status,
+            "7.00",
+            &seller,
+            openvend::app::SANDBOX_APP_ID,
+        );
         let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &params)).await;
         assert_eq!(resp, (200, "success".to_owned()), "{status}");
     }
