@@ -103,7 +103,7 @@ struct Session {
 struct Conn {
     id: u64,
     tx: Outbox,
-    /// Cancelled when another connection takes the client id over.
+    /// Cancelled when another connection takes the client id over, or the server closes it.
     taken_over: CancellationToken,
 }
 
@@ -266,6 +266,20 @@ impl LocalPublisher {
         deliver(&state, Publish::new(topic, QoS::AtLeastOnce, payload));
         true
     }
+
+    /// Closes the connection of `client_id`, if it has one; its session (and the messages
+    /// queued for it) stays, as for any dropped connection.
+    pub fn disconnect(&self, client_id: &str) {
+        let Some(state) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(inner) = state.inner.lock() else {
+            return;
+        };
+        if let Some(conn) = inner.sessions.get(client_id).and_then(|s| s.conn.as_ref()) {
+            conn.taken_over.cancel();
+        }
+    }
 }
 
 /// Why a connection was closed.
@@ -357,7 +371,7 @@ async fn serve(
     let result = loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            () = taken_over.cancelled() => break Err(ConnError::Refused("session taken over")),
+            () = taken_over.cancelled() => break Err(ConnError::Refused("session taken over or closed by the server")),
             r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf)) => match r {
                 Err(_) => break Err(ConnError::Refused("keep-alive expired")),
                 Ok(Err(e)) => break Err(e),

@@ -60,6 +60,9 @@ pub enum HttpError {
         /// The server clock, Unix ms.
         server_ts: i64,
     },
+    /// A machine its operator disabled (correctly signed, so it may be told).
+    #[error("{0}")]
+    Forbidden(String),
     /// A nonce seen before, or an ack/result the ledger refuses.
     #[error("{0}")]
     Conflict(String),
@@ -79,6 +82,7 @@ impl IntoResponse for HttpError {
         let status = match &self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized(_) | HttpError::ClockSkew { .. } => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,6 +108,7 @@ impl From<Rejection> for HttpError {
             | Rejection::WrongMachine { .. }
             | Rejection::Stale { .. }
             | Rejection::BadSignature => HttpError::Unauthorized(reason),
+            Rejection::Disabled => HttpError::Forbidden(reason),
             Rejection::Duplicate | Rejection::Refused(_) => HttpError::Conflict(reason),
             Rejection::Unavailable => HttpError::Unavailable,
         }
@@ -149,6 +154,9 @@ async fn authenticate(
     let signed = signing::http_string(method.as_str(), path, ts, nonce, body);
     if !signing::verify(m.secret(), signed.as_bytes(), sig) {
         return Err(Rejection::BadSignature.into());
+    }
+    if m.disabled {
+        return Err(Rejection::Disabled.into());
     }
     let db = channel.db();
     let store_err = |e: crate::store::Error| {

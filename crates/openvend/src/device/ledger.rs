@@ -20,7 +20,7 @@ use crate::store::{Conn, Executor, Tx};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -48,6 +48,11 @@ pub const ACK_GRACE_MS: i64 = 15_000;
 /// refunded). Kept within this, its error stays inside [`ACK_GRACE_MS`].
 pub const DRIFT_SYNC_MS: i64 = 10_000;
 const _: () = assert!(DRIFT_SYNC_MS < ACK_GRACE_MS);
+
+/// How long a machine read from the store is trusted before it is read again. Another
+/// instance's change (a machine disabled, a new secret) takes effect here within this time;
+/// this instance's own changes take effect at once.
+pub const MACHINE_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// The server's clock, injectable so tests never sleep.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -98,6 +103,9 @@ pub struct MachineAuth {
     /// Machine code (MQTT username, topic segment, envelope `machine`).
     pub code: String,
     secret: String,
+    /// Taken out of service by the operator: its messages are refused and no command is
+    /// handed to it.
+    pub disabled: bool,
 }
 
 impl MachineAuth {
@@ -113,6 +121,7 @@ impl fmt::Debug for MachineAuth {
             .field("id", &self.id)
             .field("code", &self.code)
             .field("secret", &"<redacted>")
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -206,8 +215,8 @@ struct Inner {
     new_command: Notify,
     /// Whether the MQTT link is connected and subscribed (health checks, tests).
     link_up: watch::Sender<bool>,
-    /// Machines seen so far, by code.
-    machines: std::sync::RwLock<std::collections::HashMap<String, MachineAuth>>,
+    /// Machines seen lately, by code, with when each was read from the store.
+    machines: std::sync::RwLock<std::collections::HashMap<String, (MachineAuth, Instant)>>,
     /// When each machine was last sent `sync_time` (server ms), to send at most one a second.
     time_syncs: Mutex<std::collections::HashMap<String, i64>>,
     /// Hand-overs to the link whose time is not stored yet.
@@ -293,8 +302,10 @@ impl DeviceChannel {
         &self.inner.new_command
     }
 
-    /// Looks a machine up by code (cached: every message needs it, and a machine's code and
-    /// secret do not change while the server runs).
+    /// Looks a machine up by code. Cached for [`MACHINE_CACHE_TTL`]: every message needs it.
+    /// The operator API forgets a machine it changes at once
+    /// ([`forget_machine`](Self::forget_machine)); another instance sees the change when its
+    /// entry ages out.
     pub async fn machine(&self, code: &str) -> Result<Option<MachineAuth>, crate::store::Error> {
         if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
@@ -309,15 +320,18 @@ impl DeviceChannel {
         executor: E,
         code: &str,
     ) -> Result<Option<MachineAuth>, crate::store::Error> {
-        let row = crate::store::query("SELECT id, code, secret FROM machines WHERE code = $1")
-            .bind(code)
-            .fetch_optional(executor)
-            .await?;
+        let row = crate::store::query(
+            "SELECT id, code, secret, disabled_at FROM machines WHERE code = $1",
+        )
+        .bind(code)
+        .fetch_optional(executor)
+        .await?;
         row.map(|r| {
             Ok(MachineAuth {
                 id: r.try_get(0)?,
                 code: r.try_get(1)?,
                 secret: r.try_get(2)?,
+                disabled: r.try_get::<Option<i64>, _>(3)?.is_some(),
             })
         })
         .transpose()
@@ -339,16 +353,28 @@ impl DeviceChannel {
     }
 
     fn cached_machine(&self, code: &str) -> Option<MachineAuth> {
-        self.inner
-            .machines
-            .read()
-            .ok()
-            .and_then(|c| c.get(code).cloned())
+        self.inner.machines.read().ok().and_then(|c| {
+            c.get(code)
+                .filter(|(_, read_at)| read_at.elapsed() < MACHINE_CACHE_TTL)
+                .map(|(m, _)| m.clone())
+        })
     }
 
     fn cache_machine(&self, found: &Option<MachineAuth>) {
         if let (Some(m), Ok(mut cache)) = (found, self.inner.machines.write()) {
-            cache.insert(m.code.clone(), m.clone());
+            cache.insert(m.code.clone(), (m.clone(), Instant::now()));
+        }
+    }
+
+    /// Drops what this instance remembers of a machine the operator just changed (disabled,
+    /// enabled, a new secret), and closes its connection to the embedded broker: it must
+    /// connect again, and is checked again.
+    pub fn forget_machine(&self, code: &str) {
+        if let Ok(mut cache) = self.inner.machines.write() {
+            cache.remove(code);
+        }
+        if let Some(client) = self.mqtt() {
+            client.disconnect(code);
         }
     }
 
@@ -519,6 +545,16 @@ impl DeviceChannel {
         let Some(client) = self.mqtt() else {
             return;
         };
+        // A machine out of service gets nothing: its commands stay pending and expire, and
+        // what they were for is settled as for a machine that never came back.
+        if self
+            .machine(machine)
+            .await
+            .is_ok_and(|m| m.is_some_and(|m| m.disabled))
+        {
+            tracing::info!(%machine, command.id = %cmd.command_id, "machine disabled; command not handed over");
+            return;
+        }
         let topic = super::mqtt::cmd_topic(machine);
         match client
             .publish(topic, cmd.payload.clone().into_bytes())
@@ -723,6 +759,9 @@ impl DeviceChannel {
             .await
             .map_err(internal)?
             .ok_or(Rejection::UnknownMachine)?;
+        if m.disabled {
+            return Err(Rejection::Disabled);
+        }
         let now = arrived_at;
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
         if matches!(event, Event::Heartbeat { .. }) {

@@ -250,6 +250,15 @@ impl Publisher {
             }
         }
     }
+
+    /// Closes a machine's connection to the embedded broker, so it must connect (and be
+    /// checked) again. An external broker's connections are its own: there, the operator
+    /// revokes the machine's broker account (see docs/device-protocol.md).
+    pub fn disconnect(&self, machine: &str) {
+        if let Publisher::Embedded(b) = self {
+            b.disconnect(machine);
+        }
+    }
 }
 
 /// Starts the workers that handle incoming messages, apart from the link (a handler may
@@ -385,6 +394,10 @@ pub async fn start_embedded(
                 .then_some(Role::Server);
             }
             match channel.machine(&user).await {
+                Ok(Some(m)) if m.disabled => {
+                    tracing::warn!(machine = %m.code, "MQTT CONNECT refused: machine disabled");
+                    None
+                }
                 Ok(Some(m)) => (client_id == m.code
                     && signing::secrets_equal(pass.as_bytes(), m.secret()))
                 .then_some(Role::Machine(m.code)),

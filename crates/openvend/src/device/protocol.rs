@@ -424,6 +424,9 @@ pub enum Rejection {
     /// The transport identity names no known machine.
     #[error("unknown machine")]
     UnknownMachine,
+    /// The operator took the machine out of service.
+    #[error("machine disabled by its operator")]
+    Disabled,
     /// The envelope's `machine` is not the authenticated machine.
     #[error("envelope names machine {claimed:?}, but the sender is {authenticated:?}")]
     WrongMachine {

@@ -457,7 +457,7 @@ fn sale_refused(lang: Lang, code: &str, e: SaleError) -> Response {
             ),
             link,
         ),
-        SaleError::MachineFaulty(..) => html::message(
+        SaleError::MachineFaulty(..) | SaleError::MachineDisabled(_) => html::message(
             StatusCode::SERVICE_UNAVAILABLE,
             lang,
             lang.t("暂停服务", "Out of service"),

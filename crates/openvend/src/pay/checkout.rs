@@ -69,6 +69,9 @@ pub enum SaleError {
     /// The machine reports a fault.
     #[error("machine {0} is faulty: {1}")]
     MachineFaulty(String, String),
+    /// The operator took the machine out of service.
+    #[error("machine {0} is disabled by its operator")]
+    MachineDisabled(String),
     /// Nothing asked, or too much.
     #[error("a sale needs 1 to 10 lines, each with a quantity of 1 to 10")]
     BadItems,
@@ -178,12 +181,16 @@ pub async fn machine(svc: &Services, code: &str) -> Result<MachineFacts, SaleErr
 /// [`machine`], read on `executor` (a transaction's connection, or the pool).
 pub async fn machine_on<E: Executor>(executor: E, code: &str) -> Result<MachineFacts, SaleError> {
     let row = crate::store::query(
-        "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, o.seller_pid FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
+        "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, m.disabled_at, o.seller_pid \
+         FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
     )
     .bind(code)
     .fetch_optional(executor)
     .await?
     .ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
+    if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+        return Err(SaleError::MachineDisabled(code.to_owned()));
+    }
     if let Some(fault) = row.try_get::<Option<String>, _>("fault")? {
         return Err(SaleError::MachineFaulty(code.to_owned(), fault));
     }

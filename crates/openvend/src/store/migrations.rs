@@ -30,6 +30,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_accounts"),
     migration!(8, "0008_open_commands"),
     migration!(9, "0009_keyed_tables"),
+    migration!(10, "0010_machine_disabled"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

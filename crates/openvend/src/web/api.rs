@@ -108,7 +108,7 @@ async fn openapi() -> impl IntoResponse {
 
 async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
     let rows = crate::store::query(
-        "SELECT code, kind, terminal_id, site, last_heartbeat_at, fault FROM machines ORDER BY code",
+        "SELECT code, kind, terminal_id, site, last_heartbeat_at, fault, disabled_at FROM machines ORDER BY code",
     )
     .fetch_all(&svc.db.pool)
     .await?;
@@ -124,6 +124,7 @@ async fn list_machines(_: Operator, State(svc): State<Arc<Services>>) -> ApiResu
                 "online": r.try_get::<Option<i64>, _>("last_heartbeat_at")?.is_some_and(|at| now.saturating_sub(at) <= window),
                 "last_heartbeat_at": r.try_get::<Option<i64>, _>("last_heartbeat_at")?,
                 "fault": r.try_get::<Option<String>, _>("fault")?,
+                "enabled": r.try_get::<Option<i64>, _>("disabled_at")?.is_none(),
                 "h5_url": format!("{}/m/{}", svc.public_url, r.try_get::<String, _>("code")?),
             }))
         })

@@ -1,12 +1,13 @@
 //! Operator API for the fleet itself: add a machine (with its slots), read the credentials a
-//! machine is provisioned with, and clear a fault once someone has fixed the machine.
+//! machine is provisioned with, give it a new secret, take it out of service and back, and
+//! clear a fault once someone has fixed the machine.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,6 +22,112 @@ pub fn router() -> Router<Arc<Services>> {
         .route("/api/v1/machines", post(create_machine))
         .route("/api/v1/machines/{code}/credentials", get(credentials))
         .route("/api/v1/machines/{code}/clear-fault", post(clear_fault))
+        .route("/api/v1/machines/{code}", patch(update_machine))
+        .route("/api/v1/machines/{code}/secret", post(rotate_secret))
+}
+
+/// What an operator may change on a machine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachineChange {
+    enabled: bool,
+}
+
+/// Takes a machine out of service (`enabled: false`) or back. A disabled machine cannot
+/// connect to the embedded broker (its connection is closed now), its messages are refused,
+/// no command is handed to it, and the H5 page sells nothing on it. Orders already paid are
+/// settled as for a machine that never came back: their dispense expires and they are
+/// refunded. Repeating a change changes nothing.
+async fn update_machine(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(code): Path<String>,
+    body: Result<Json<MachineChange>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(change) = body?;
+    let now = svc.now();
+    let mut tx = svc.db.begin().await?;
+    // Only a real change is recorded: the first disable keeps its time.
+    let update = if change.enabled {
+        crate::store::query(
+            "UPDATE machines SET disabled_at = NULL WHERE code = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(&code)
+    } else {
+        crate::store::query(
+            "UPDATE machines SET disabled_at = $2 WHERE code = $1 AND disabled_at IS NULL",
+        )
+        .bind(&code)
+        .bind(now)
+    };
+    let changed = update.execute(&mut *tx).await?.rows_affected() == 1;
+    if !changed {
+        crate::store::query("SELECT 1 FROM machines WHERE code = $1")
+            .bind(&code)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "machine not found".into()))?;
+    } else {
+        let action = if change.enabled {
+            "machine_enabled"
+        } else {
+            "machine_disabled"
+        };
+        crate::store::audit::record(
+            &mut *tx,
+            now,
+            "operator-api",
+            action,
+            &format!("machine:{code}"),
+            "",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if changed {
+        svc.device.forget_machine(&code);
+        tracing::info!(machine = %code, enabled = change.enabled, "machine service changed by the operator");
+    }
+    Ok(Json(json!({ "code": code, "enabled": change.enabled })))
+}
+
+/// Gives a machine a new secret and answers it, once. The old one stops working at once on
+/// this instance (its broker connection is closed) and within
+/// [`MACHINE_CACHE_TTL`](crate::device::ledger::MACHINE_CACHE_TTL) on others. Commands
+/// signed with the old secret and not yet executed are refused by the machine; they expire,
+/// and what they were for is refunded.
+async fn rotate_secret(
+    _: Operator,
+    State(svc): State<Arc<Services>>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let secret = crate::ids::random_hex(32);
+    let mut tx = svc.db.begin().await?;
+    let done = crate::store::query("UPDATE machines SET secret = $2 WHERE code = $1")
+        .bind(&code)
+        .bind(&secret)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
+    }
+    crate::store::audit::record(
+        &mut *tx,
+        svc.now(),
+        "operator-api",
+        "secret_rotated",
+        &format!("machine:{code}"),
+        "",
+    )
+    .await?;
+    tx.commit().await?;
+    svc.device.forget_machine(&code);
+    tracing::info!(machine = %code, "machine secret replaced by the operator");
+    Ok(Json(json!({
+        "code": code,
+        "secret": secret,
+        "device": endpoints(&svc),
+    })))
 }
 
 /// A machine to add.

@@ -550,6 +550,18 @@ impl HttpMachine {
     }
 
     async fn request(&self, method: &str, path_query: &str, body: Vec<u8>) -> Value {
+        let (status, answer) = self.send(method, path_query, body).await;
+        assert!(status.is_success(), "{path_query}: {status} {answer}");
+        answer
+    }
+
+    /// A signed request, and the server's answer whatever its status.
+    async fn send(
+        &self,
+        method: &str,
+        path_query: &str,
+        body: Vec<u8>,
+    ) -> (reqwest::StatusCode, Value) {
         use openvend::device::signing;
         let path = path_query.split('?').next().unwrap();
         let ts = openvend::services::now_ms();
@@ -573,15 +585,17 @@ impl HttpMachine {
             .send()
             .await
             .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "{path_query}: {}",
-            resp.status()
-        );
-        resp.json().await.unwrap()
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     async fn event(&self, kind: &str, body: Value) {
+        let (status, answer) = self.try_event(kind, body).await;
+        assert!(status.is_success(), "{kind}: {status} {answer}");
+    }
+
+    /// Sends an event; the server's answer whatever its status.
+    async fn try_event(&self, kind: &str, body: Value) -> (reqwest::StatusCode, Value) {
         let env = openvend::device::protocol::Envelope::seal(
             &self.code,
             self.secret.as_bytes(),
@@ -590,8 +604,7 @@ impl HttpMachine {
             kind,
             body.to_string(),
         );
-        self.request("POST", "/device/v1/events", env.to_bytes())
-            .await;
+        self.send("POST", "/device/v1/events", env.to_bytes()).await
     }
 
     /// Long-polls for the next command and acknowledges it.
@@ -753,4 +766,218 @@ async fn a_dispense_delivered_after_its_expiry_is_discarded_by_the_machine() {
     wait_for_state(&r, &order, OrderState::Refunded).await;
     settle(&r, 0).await;
     check(&r, Some(&log)).await;
+}
+
+/// The operator API as the operator calls it: the status and the JSON answer.
+async fn operator_call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let resp = reqwest::Client::new()
+        .request(method, format!("{}{path}", r.http_url))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// How many events and nonces the server keeps for a machine.
+async fn kept_for(r: &Running, code: &str) -> (i64, i64) {
+    let row = openvend::store::query(
+        "SELECT (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS events, \
+         (SELECT COUNT(*) FROM device_nonces n WHERE n.machine_id = m.id) AS nonces \
+         FROM machines m WHERE m.code = $1",
+    )
+    .bind(code)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    (
+        openvend::store::get_int(&row, "events").unwrap(),
+        openvend::store::get_int(&row, "nonces").unwrap(),
+    )
+}
+
+/// reliability.md §3.3, "disabled machine": a machine the operator takes out of service
+/// cannot connect, its messages are refused and change nothing, nothing is handed to it, and
+/// its paid order is refunded as for a machine that never came back. Back in service it
+/// sells again; a new secret shuts the old one out at once.
+#[tokio::test]
+async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old_one_out() {
+    use reqwest::Method;
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A2", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    let disable = json!({ "enabled": false });
+    let (status, answer) = operator_call(
+        &r,
+        Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        disable.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["enabled"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    // Disabling twice is one act.
+    let (status, _) = operator_call(
+        &r,
+        Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        disable.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The buyer pays on the code already shown: the dispense is recorded, never handed
+    // over, and the order is refunded once its command expires.
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Paid).await;
+    dispense_recorded(&r, &order).await;
+    settle(&r, 0).await;
+    r.app_services.clock.advance(61_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    assert_eq!(commands(&r, &order, "dispense").await, ["expired"]);
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, SimEvent::Dispensed { .. }),
+            "a disabled machine vended: {ev:?}"
+        );
+    }
+    drop(sim);
+    // It cannot connect, its HTTP messages are refused with the reason, and nothing of them
+    // is kept; the H5 page sells nothing on it.
+    let old_secret = machine_secret(&r, "VM-0001").await;
+    let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
+    let settings = |secret: &str| {
+        let mut s = SimSettings::new("VM-0001", secret, &host, port);
+        s.persistent_session = false;
+        s.clock = Some(r.app_services.clock.clone());
+        s
+    };
+    assert!(MachineSim::start(settings(&old_secret)).await.is_err());
+    let http = HttpMachine {
+        base: r.http_url.clone(),
+        code: "VM-0001".into(),
+        secret: old_secret.clone(),
+        n: Default::default(),
+    };
+    let before = kept_for(&r, "VM-0001").await;
+    let (status, answer) = http
+        .try_event(
+            "buy_request",
+            json!({ "request_id": "r-off-1", "items": [{ "slot": "A1", "qty": 1 }] }),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("disabled"),
+        "{answer}"
+    );
+    assert_eq!(kept_for(&r, "VM-0001").await, before);
+    match openvend::pay::checkout::machine(&r.app_services, "VM-0001").await {
+        Err(openvend::pay::checkout::SaleError::MachineDisabled(code)) => {
+            assert_eq!(code, "VM-0001")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (status, listed) = operator_call(&r, Method::GET, "/api/v1/machines", Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(
+        listed["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["code"] == "VM-0001" && m["enabled"] == false),
+        "{listed}"
+    );
+    // Back in service, it connects and sells.
+    let (status, _) = operator_call(
+        &r,
+        Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        json!({ "enabled": true }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (sim, mut events) = MachineSim::start(settings(&old_secret)).await.unwrap();
+    assert_eq!(next(&mut events).await, SimEvent::Online);
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (unpaid_before, _, _) = expect_qr(&mut events).await;
+    // A new secret: the old one no longer connects or signs; the new one does.
+    let (status, rotated) = operator_call(
+        &r,
+        Method::POST,
+        "/api/v1/machines/VM-0001/secret",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    drop(sim);
+    assert!(MachineSim::start(settings(&old_secret)).await.is_err());
+    let (status, answer) = http.try_event("heartbeat", json!({})).await;
+    assert_eq!(status, 401, "{answer}");
+    let (sim, mut events) = MachineSim::start(settings(&new_secret)).await.unwrap();
+    assert_eq!(next(&mut events).await, SimEvent::Online);
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (unpaid_after, _, _) = expect_qr(&mut events).await;
+    // Unknown machines and bad changes are refused with the reason.
+    let (status, _) = operator_call(
+        &r,
+        Method::PATCH,
+        "/api/v1/machines/VM-0404",
+        disable.clone(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = operator_call(
+        &r,
+        Method::POST,
+        "/api/v1/machines/VM-0404/secret",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, answer) = operator_call(
+        &r,
+        Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        json!({ "enabled": "no" }),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    // Each act once on the audit trail.
+    let actions: Vec<String> = openvend::store::query(
+        "SELECT action FROM audit_log WHERE subject = 'machine:VM-0001' AND actor = 'operator-api' ORDER BY id",
+    )
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    assert_eq!(
+        actions,
+        ["machine_disabled", "machine_enabled", "secret_rotated"]
+    );
+    // The two codes nobody paid close at their timeout, as any.
+    settle(&r, 0).await;
+    r.app_services.clock.advance(5 * 60_000 + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &unpaid_before, OrderState::Closed).await;
+    wait_for_state(&r, &unpaid_after, OrderState::Closed).await;
+    drop(sim);
+    settle(&r, 0).await;
+    check(&r, None).await;
 }
