@@ -867,10 +867,12 @@ impl DeviceChannel {
                 refund_job = record_vend(&mut tx, &m.code, order_id, items, now).await?;
             }
             // A buy request is a sign of life too; it may arrive before the first heartbeat
-            // after a reconnect.
+            // after a reconnect. One heard from within the last seconds is left as it is: no
+            // page written for nothing on every sale.
             Event::BuyRequest { request_id, items } => {
                 crate::store::query(
-                    "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1",
+                    "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1 \
+                     AND (NOT online OR last_heartbeat_at IS NULL OR last_heartbeat_at < $2 - 5000)",
                 )
                 .bind(m.id)
                 .bind(now)

@@ -31,6 +31,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_open_commands"),
     migration!(9, "0009_keyed_tables"),
     migration!(10, "0010_machine_disabled"),
+    migration!(11, "0011_keyed_timeline"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -432,6 +432,12 @@ where
     crate::store::query(
         "INSERT INTO order_events (order_id, at, source, kind, detail) VALUES ($1, $2, $3, $4, $5)",
     )
+    // SQLite keeps the timeline in one B-tree keyed by order (migration 11): `id` counts the
+    // order's entries. Its one writer at a time makes the count safe.
+    .on_sqlite(
+        "INSERT INTO order_events (order_id, id, at, source, kind, detail) VALUES \
+         ($1, (SELECT COALESCE(MAX(id), 0) + 1 FROM order_events WHERE order_id = $1), $2, $3, $4, $5)",
+    )
     .bind(order_id)
     .bind(at)
     .bind(source)

@@ -315,6 +315,8 @@ impl Done {
 #[derive(Debug, Clone)]
 pub struct Query<'q> {
     sql: &'q str,
+    /// The statement SQLite runs instead, where its schema differs.
+    sqlite_sql: Option<&'q str>,
     args: Vec<Value>,
 }
 
@@ -322,6 +324,7 @@ pub struct Query<'q> {
 pub fn query(sql: &str) -> Query<'_> {
     Query {
         sql,
+        sqlite_sql: None,
         args: Vec::new(),
     }
 }
@@ -373,6 +376,14 @@ impl<'q> Query<'q> {
     /// writes whose failure should.
     pub async fn defer<E: Executor>(self, executor: E) -> Result<(), Error> {
         executor.defer(self).await
+    }
+
+    /// The statement to run on SQLite instead, with the same parameters: for a table whose
+    /// SQLite schema differs (see the SQLite migrations).
+    #[must_use]
+    pub fn on_sqlite(mut self, sql: &'q str) -> Self {
+        self.sqlite_sql = Some(sql);
+        self
     }
 
     /// Binds the next parameter.
@@ -696,15 +707,16 @@ fn argument_for(name: Option<&str>, position: usize) -> Result<usize, Error> {
 }
 
 fn run_sqlite(conn: &rusqlite::Connection, query: &Query<'_>, mode: Mode) -> Result<Output, Error> {
-    trace(query.sql);
-    let mut stmt = conn.prepare_cached(query.sql).map_err(sqlite_error)?;
+    let sql = query.sqlite_sql.unwrap_or(query.sql);
+    trace(sql);
+    let mut stmt = conn.prepare_cached(sql).map_err(sqlite_error)?;
     for position in 1..=stmt.parameter_count() {
         let argument = argument_for(stmt.parameter_name(position), position)?;
         let value = query.args.get(argument - 1).ok_or_else(|| {
             Error::Protocol(format!(
                 "SQL parameter ${argument} has no value ({} bound): {}",
                 query.args.len(),
-                query.sql
+                sql
             ))
         })?;
         stmt.raw_bind_parameter(position, value)
