@@ -286,8 +286,9 @@ impl Settings {
                     _ => a.seller_id = value,
                 }
             }
-            // Variables of other tools (OPENVEND_LOG, test settings) are not settings.
-            "LOG" => {}
+            // Variables of other tools (OPENVEND_LOG, the fault tests' OPENVEND_FAILPOINTS,
+            // test settings) are not settings.
+            "LOG" | "FAILPOINTS" => {}
             _ if name.starts_with("TEST_") => {}
             other => return Err(err(key, format!("unknown setting OPENVEND_{other}"))),
         }

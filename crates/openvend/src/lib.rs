@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod domain;
+pub mod failpoint;
 pub mod h5;
 pub mod ids;
 pub mod jobs;

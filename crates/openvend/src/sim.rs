@@ -230,6 +230,7 @@ impl MachineSim {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let topic = cmd_topic(&s.machine);
         let sub_client = client.clone();
+        let poll_shared = self.shared.clone();
         // The event loop only moves bytes; commands are handled on another task, because
         // publishing from the polling task can stall it when the request queue is full.
         let poll = tokio::spawn(async move {
@@ -243,6 +244,14 @@ impl MachineSim {
                             .is_err()
                         {
                             return;
+                        }
+                        // Back after a drop the client reconnected by itself: what the
+                        // server may have lost with the connection goes again (on another
+                        // task: publishing from this one can stall it).
+                        if ready.is_none() {
+                            let shared = poll_shared.clone();
+                            let client = sub_client.clone();
+                            tokio::spawn(async move { resend_unconfirmed(&shared, &client).await });
                         }
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
@@ -305,22 +314,7 @@ impl MachineSim {
         // The first heartbeat makes the server re-deliver what is pending: send it only once
         // the command topic is subscribed, or the re-delivery would find nobody listening.
         let heartbeat = heartbeat();
-        // Events that may not have reached the server before the machine went away (a vend
-        // finishing during an outage) go again, under their original ids.
-        let unconfirmed: Vec<(String, &'static str, String)> = self
-            .shared
-            .outbox
-            .lock()
-            .map(|o| {
-                o.iter()
-                    .filter(|s| s.resend)
-                    .map(|s| (s.msg_id.clone(), s.kind, s.body.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (msg_id, kind, body) in unconfirmed {
-            let _ = send_sealed(&self.shared, &client, &msg_id, kind, body).await;
-        }
+        resend_unconfirmed(&self.shared, &client).await;
         let tasks = vec![poll, handler, heartbeat];
         if let Ok(mut link) = self.link.lock() {
             *link = Some(Link { client, tasks });
@@ -425,6 +419,25 @@ impl Shared {
             *g = state;
         }
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Sends again, under their original ids, the events that may not have reached the server
+/// before the connection dropped (a vend finishing during an outage, a report the server
+/// stopped before storing): it deduplicates by `msg_id`.
+async fn resend_unconfirmed(shared: &Shared, client: &AsyncClient) {
+    let unconfirmed: Vec<(String, &'static str, String)> = shared
+        .outbox
+        .lock()
+        .map(|o| {
+            o.iter()
+                .filter(|s| s.resend)
+                .map(|s| (s.msg_id.clone(), s.kind, s.body.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (msg_id, kind, body) in unconfirmed {
+        let _ = send_sealed(shared, client, &msg_id, kind, body).await;
     }
 }
 

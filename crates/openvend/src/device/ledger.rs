@@ -786,6 +786,9 @@ impl DeviceChannel {
                 run_soon: None,
             });
         }
+        if matches!(event, Event::DispenseResult { .. }) {
+            crate::failpoint::crash_if_armed(crate::failpoint::DISPENSE_RESULT_BEFORE_RECORD);
+        }
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
         // Recorded first: a repeated msg_id stops here, before anything is applied twice. A
         // rejection below drops the transaction, and with it this row.

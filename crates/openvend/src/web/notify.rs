@@ -203,6 +203,9 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         }
         TradeStatus::WaitBuyerPay => {}
     }
+    if dispense.is_some() {
+        crate::failpoint::crash_if_armed(crate::failpoint::NOTIFY_PAID_BEFORE_COMMIT);
+    }
     tx.commit().await?;
     if let Some(key) = refund_job {
         svc.run_soon(key);

@@ -55,6 +55,7 @@ impl Server {
         sandbox: u16,
         mqtt: u16,
         database_url: Option<String>,
+        failpoint: Option<&str>,
     ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_openvend"));
         cmd.arg("serve")
@@ -67,6 +68,9 @@ impl Server {
             .stderr(server_log(dir));
         if let Some(url) = &database_url {
             cmd.env("OPENVEND_DATABASE_URL", url);
+        }
+        if let Some(point) = failpoint {
+            cmd.env("OPENVEND_FAILPOINTS", point);
         }
         Server {
             child: cmd.spawn().unwrap(),
@@ -84,6 +88,7 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    /// Starts the server again on the same ports and data, with no failpoint armed.
     fn restart(&mut self) {
         *self = Server::spawn(
             &self.dir,
@@ -91,12 +96,52 @@ impl Server {
             self.sandbox,
             self.mqtt,
             self.database_url.clone(),
+            None,
         );
     }
 
-    /// A first start on ports nobody holds: the ports come from `free_port`, and another
-    /// test may bind one of them before the server does; then it tries fresh ones.
+    /// Waits for the process to stop at its armed failpoint.
+    async fn wait_failpoint(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(status.code(), Some(86), "{}", log_tail(&self.dir));
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the failpoint was not reached: {}",
+                log_tail(&self.dir)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's database, read from outside (also while the server is down).
+    async fn db(&self) -> Db {
+        match &self.database_url {
+            Some(url) => Db::connect(url, false).await.unwrap(),
+            None => Db::connect(
+                &format!("sqlite://{}", self.dir.join("openvend.db").display()),
+                false,
+            )
+            .await
+            .unwrap(),
+        }
+    }
+
     async fn start(dir: &Path, database_url: Option<String>) -> Server {
+        Server::start_armed(dir, database_url, None).await
+    }
+
+    /// A first start on ports nobody holds: the ports come from `free_port`, and another
+    /// test may bind one of them before the server does; then it tries fresh ones. With
+    /// `failpoint`, the process stops dead when it reaches that point.
+    async fn start_armed(
+        dir: &Path,
+        database_url: Option<String>,
+        failpoint: Option<&str>,
+    ) -> Server {
         for _ in 0..3 {
             let mut server = Server::spawn(
                 dir,
@@ -104,6 +149,7 @@ impl Server {
                 free_port(),
                 free_port(),
                 database_url.clone(),
+                failpoint,
             );
             if server.healthy_or_exited().await {
                 return server;
@@ -304,16 +350,102 @@ async fn kill_9_mid_sale_and_restart_drives_every_order_to_a_final_state_once() 
     server.wait_state(&third, "completed").await;
 
     // Nothing left to do, and nothing done twice.
-    let db = match &database_url {
-        Some(url) => Db::connect(url, false).await.unwrap(),
-        None => Db::connect(
-            &format!("sqlite://{}", dir.path().join("openvend.db").display()),
-            false,
-        )
-        .await
-        .unwrap(),
-    };
+    let db = server.db().await;
     let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
     invariants::check(&db, &sandbox_url, Some(&log)).await;
     assert_eq!(log.values().sum::<u32>(), 4);
+}
+
+/// The state the database holds for `out_trade_no`.
+async fn stored_state(db: &Db, out_trade_no: &str) -> String {
+    openvend::store::query("SELECT state FROM orders WHERE out_trade_no = $1")
+        .bind(out_trade_no)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// F8: the server stops dead after Alipay said "paid" (the notification passed every check,
+/// the order was marked paid and its dispense recorded) but before that was committed.
+/// Nothing of it was stored; after the restart the payment is found again (the
+/// notification's retry or the query), the goods come out once and the buyer is charged once.
+#[tokio::test]
+async fn f8_a_crash_between_paid_and_its_commit_loses_nothing_and_vends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crate::store::postgres_url_if_asked().await;
+    let mut server = Server::start_armed(
+        dir.path(),
+        database_url,
+        Some(openvend::failpoint::NOTIFY_PAID_BEFORE_COMMIT),
+    )
+    .await;
+    let (sim, mut events) = machine(&server).await;
+    let mut log = VendLog::new();
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr_code) = qr(&mut events).await;
+    // The sandbox stores the payment, answers, then notifies: the server stops there. (Its
+    // answer may be cut off with it; the sandbox's ledger says what happened.)
+    let _ = pay_unchecked(&server, &qr_code).await;
+    server.wait_failpoint().await;
+    let db = server.db().await;
+    assert_eq!(stored_state(&db, &order).await, "awaiting_payment");
+    server.restart();
+    server.wait_healthy().await;
+    wait_vend(&mut events, &mut log, &order).await;
+    server.wait_state(&order, "completed").await;
+    let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
+    invariants::check(&server.db().await, &sandbox_url, Some(&log)).await;
+    assert_eq!(log.values().sum::<u32>(), 1);
+}
+
+/// F9: the machine vended and reported it; the server stops dead after its broker took the
+/// report and before it was stored. The order stays `dispensing`; after the restart the
+/// machine re-sends its unconfirmed events (device-protocol.md §2), the report is stored
+/// once, the order completes, and nothing vends twice.
+#[tokio::test]
+async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crate::store::postgres_url_if_asked().await;
+    let mut server = Server::start_armed(
+        dir.path(),
+        database_url,
+        Some(openvend::failpoint::DISPENSE_RESULT_BEFORE_RECORD),
+    )
+    .await;
+    let (sim, mut events) = machine(&server).await;
+    let mut log = VendLog::new();
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr_code) = qr(&mut events).await;
+    pay(&server, &qr_code).await;
+    wait_vend(&mut events, &mut log, &order).await;
+    server.wait_failpoint().await;
+    let db = server.db().await;
+    assert_eq!(stored_state(&db, &order).await, "dispensing");
+    server.restart();
+    server.wait_healthy().await;
+    server.wait_state(&order, "completed").await;
+    // Nothing vends twice, however long the machine stays connected.
+    while let Ok(ev) = events.try_recv() {
+        crate::flow::log_vend(&mut log, &ev);
+    }
+    let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
+    invariants::check(&server.db().await, &sandbox_url, Some(&log)).await;
+    assert_eq!(log.values().sum::<u32>(), 1);
+}
+
+/// Pays a code through the sandbox without insisting on its answer.
+async fn pay_unchecked(server: &Server, qr_code: &str) -> Result<(), reqwest::Error> {
+    let buyer = server
+        .sandbox_control("/control/buyers", json!({ "balance": "100.00" }))
+        .await;
+    reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/control/qr/pay",
+            server.sandbox
+        ))
+        .json(&json!({ "qr_code": qr_code, "buyer_id": buyer["user_id"] }))
+        .send()
+        .await
+        .map(|_| ())
 }

@@ -1,0 +1,34 @@
+//! Named crash points for the fault tests (reliability.md F8, F9): a process started with
+//! `OPENVEND_FAILPOINTS=name[,name…]` stops dead at each named point it reaches, as a
+//! `kill -9` there would: no destructor, no shutdown, nothing flushed that was not committed.
+//! Unset (always, in production), a point costs one read of a value set once.
+
+use std::sync::OnceLock;
+
+/// After a payment notification's checks, with the order marked paid and its dispense
+/// recorded in the transaction, before the commit (F8).
+pub const NOTIFY_PAID_BEFORE_COMMIT: &str = "notify_paid_before_commit";
+/// A machine's dispense result has arrived (and the broker has acknowledged it), before it is
+/// stored (F9: the machine vended; the server does not know).
+pub const DISPENSE_RESULT_BEFORE_RECORD: &str = "dispense_result_before_record";
+
+static ARMED: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Ends the process at once if `name` is armed.
+pub fn crash_if_armed(name: &str) {
+    let armed = ARMED.get_or_init(|| {
+        std::env::var("OPENVEND_FAILPOINTS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    if armed.iter().any(|p| p == name) {
+        eprintln!("failpoint {name}: stopping the process");
+        std::process::exit(86);
+    }
+}
