@@ -32,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_keyed_tables"),
     migration!(10, "0010_machine_disabled"),
     migration!(11, "0011_keyed_timeline"),
+    migration!(12, "0012_indeterminate_vends"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

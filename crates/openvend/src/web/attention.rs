@@ -3,7 +3,9 @@
 //! - orders in `dispute` (the machine acknowledged a dispense and never said what came out);
 //! - refunds Alipay refused (`failed`);
 //! - orders not final a day after they were made (reliability's "no stuck states");
-//! - machines that reported a fault (they sell nothing until it is cleared).
+//! - machines that reported a fault (they sell nothing until it is cleared);
+//! - units a machine could not say came out (power lost mid-vend; reliability F14) in the
+//!   last week: the buyer was refunded, and someone checks the machine's stock.
 
 use std::sync::Arc;
 
@@ -17,6 +19,9 @@ use crate::services::Services;
 
 /// An order still open this long after it was made needs a person.
 pub const STUCK_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// How far back the list of units of unknown outcome goes.
+pub const INDETERMINATE_WITHIN_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Most rows of each list (the oldest first: they have waited longest).
 const LIMIT: i64 = 200;
@@ -92,13 +97,38 @@ async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<J
         |r| Ok(json!({ "code": r.try_get::<String, _>("code")?, "fault": r.try_get::<String, _>("fault")? })),
     )
     .await?;
-    let count = disputes.len() + failed_refunds.len() + stuck_orders.len() + faulty_machines.len();
+    let indeterminate_vends = list(
+        crate::store::query(
+            "SELECT o.out_trade_no, m.code AS machine, l.slot_code, v.at \
+             FROM vend_results v JOIN orders o ON o.id = v.order_id \
+             JOIN machines m ON m.id = o.machine_id \
+             JOIN order_lines l ON l.order_id = v.order_id AND l.line_no = v.line_no \
+             WHERE v.state = 'indeterminate' AND v.at >= $1 ORDER BY v.at LIMIT $2",
+        )
+        .bind(svc.now().saturating_sub(INDETERMINATE_WITHIN_MS))
+        .bind(LIMIT),
+        pool,
+        |r| {
+            Ok(json!({
+                "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                "machine": r.try_get::<String, _>("machine")?, "slot": r.try_get::<String, _>("slot_code")?,
+                "at": r.try_get::<i64, _>("at")?,
+            }))
+        },
+    )
+    .await?;
+    let count = disputes.len()
+        + failed_refunds.len()
+        + stuck_orders.len()
+        + faulty_machines.len()
+        + indeterminate_vends.len();
     Ok(Json(json!({
         "count": count,
         "disputes": disputes,
         "failed_refunds": failed_refunds,
         "stuck_orders": stuck_orders,
         "faulty_machines": faulty_machines,
+        "indeterminate_vends": indeterminate_vends,
     })))
 }
 
