@@ -102,25 +102,10 @@ async fn rotate_secret(
     Path(code): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let secret = crate::ids::random_hex(32);
-    let mut tx = svc.db.begin().await?;
-    let done = crate::store::query("UPDATE machines SET secret = $2 WHERE code = $1")
+    let update = crate::store::query("UPDATE machines SET secret = $2 WHERE code = $1")
         .bind(&code)
-        .bind(&secret)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
-    }
-    crate::store::audit::record(
-        &mut *tx,
-        svc.now(),
-        "operator-api",
-        "secret_rotated",
-        &format!("machine:{code}"),
-        "",
-    )
-    .await?;
-    tx.commit().await?;
+        .bind(&secret);
+    change_recorded(&svc, &code, update, "secret_rotated").await?;
     svc.device.forget_machine(&code);
     tracing::info!(machine = %code, "machine secret replaced by the operator");
     Ok(Json(json!({
@@ -332,24 +317,27 @@ async fn clear_fault(
     State(svc): State<Arc<Services>>,
     Path(code): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut tx = svc.db.begin().await?;
-    let done = crate::store::query("UPDATE machines SET fault = NULL WHERE code = $1")
-        .bind(&code)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
-    }
-    crate::store::audit::record(
-        &mut *tx,
-        svc.now(),
-        "operator-api",
-        "fault_cleared",
-        &format!("machine:{code}"),
-        "",
-    )
-    .await?;
-    tx.commit().await?;
+    let update =
+        crate::store::query("UPDATE machines SET fault = NULL WHERE code = $1").bind(&code);
+    change_recorded(&svc, &code, update, "fault_cleared").await?;
     tracing::info!(machine = %code, "fault cleared by the operator");
     Ok(Json(json!({ "code": code, "fault": null })))
+}
+
+/// Runs `update`, a change to the machine `code`, with its audit row in one transaction;
+/// 404 when no machine has that code.
+async fn change_recorded(
+    svc: &Services,
+    code: &str,
+    update: crate::store::sql::Query<'_>,
+    action: &str,
+) -> ApiResult<()> {
+    let mut tx = svc.db.begin().await?;
+    if update.execute(&mut *tx).await?.rows_affected() == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, "machine not found".into()));
+    }
+    let subject = format!("machine:{code}");
+    crate::store::audit::record(&mut *tx, svc.now(), "operator-api", action, &subject, "").await?;
+    tx.commit().await?;
+    Ok(())
 }

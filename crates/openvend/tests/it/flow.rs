@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::invariants::{self, VendLog};
-use crate::sale::{Running, control, machine_secret, start, wait_for_state};
+use crate::sale::{Running, control, machine_secret, operator_acts, start, wait_for_state};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -978,17 +978,8 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     .await;
     assert_eq!(status, 422, "{answer}");
     // Each act once on the audit trail.
-    let actions: Vec<String> = openvend::store::query(
-        "SELECT action FROM audit_log WHERE subject = 'machine:VM-0001' AND actor = 'operator-api' ORDER BY id",
-    )
-    .fetch_all(&r.app_services.db.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect();
     assert_eq!(
-        actions,
+        operator_acts(&r, "machine:VM-0001").await,
         ["machine_disabled", "machine_enabled", "secret_rotated"]
     );
     // The two codes nobody paid close at their timeout, as any.

@@ -81,6 +81,20 @@ pub async fn mark_machines_online(r: &Running) {
 }
 
 /// The secret of machine `code`, as the store has it.
+/// The operator API's acts on `subject` in the audit trail, oldest first.
+pub async fn operator_acts(r: &Running, subject: &str) -> Vec<String> {
+    openvend::store::query(
+        "SELECT action FROM audit_log WHERE subject = $1 AND actor = 'operator-api' ORDER BY id",
+    )
+    .bind(subject)
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
+}
+
 pub async fn machine_secret(r: &Running, code: &str) -> String {
     openvend::store::query("SELECT secret FROM machines WHERE code = $1")
         .bind(code)
@@ -649,17 +663,8 @@ async fn operator_acts_on_the_fleet_are_on_the_audit_trail() {
     .await
     .unwrap();
     assert_eq!(missing.status(), 404);
-    let actions: Vec<String> = openvend::store::query(
-        "SELECT action FROM audit_log WHERE subject = 'machine:AU-0001' AND actor = 'operator-api' ORDER BY id",
-    )
-    .fetch_all(&r.app_services.db.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect();
     assert_eq!(
-        actions,
+        operator_acts(&r, "machine:AU-0001").await,
         ["machine_created", "credentials_read", "fault_cleared"]
     );
     let row = openvend::store::query(
