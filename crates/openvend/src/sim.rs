@@ -49,6 +49,11 @@ pub struct SimSettings {
     pub fail_slots: Vec<String>,
     /// Slots whose units lose power mid-vend: reported `indeterminate`, never re-vended.
     pub indeterminate_slots: Vec<String>,
+    /// The power goes off while the motor of this slot's first unit runs (its journal entry
+    /// written, the motor not done): the machine reports nothing more ([`SimEvent::PowerLost`])
+    /// until it is back ([`MachineSim::go_online`]); then it reports that unit
+    /// `indeterminate`, the units it had not started `failed`, and never vends them again.
+    pub power_cut_at_slot: Option<String>,
     /// The machine's clock, when it is kept in step with a server whose clock a test moves;
     /// `None` = system time (a machine synchronised by NTP or `sync_time`).
     pub clock: Option<Arc<crate::services::Clock>>,
@@ -74,6 +79,7 @@ impl SimSettings {
             reject_dispense: false,
             fail_slots: Vec::new(),
             indeterminate_slots: Vec::new(),
+            power_cut_at_slot: None,
             clock: None,
             clock_skew_ms: 0,
         }
@@ -119,6 +125,11 @@ pub enum SimEvent {
         /// The machine clock's new offset from its base clock, ms.
         skew_ms: i64,
     },
+    /// The power went off mid-vend ([`SimSettings::power_cut_at_slot`]).
+    PowerLost {
+        /// The order being vended.
+        order_id: String,
+    },
     /// A command was refused by the machine (bad signature, expired, rejected on request).
     Refused {
         /// The command id.
@@ -161,6 +172,8 @@ struct Shared {
     /// Command ids executed, with the result body sent for dispenses (the journal a real
     /// machine persists before it starts the motor).
     journal: Mutex<HashMap<String, Option<String>>>,
+    /// Dispenses the power cut short: what the journal knew when it went off.
+    interrupted: Mutex<Vec<Interrupted>>,
     next_id: AtomicU64,
     rng: Mutex<u64>,
     /// The machine clock's offset from its base clock (set by `sync_time`).
@@ -199,6 +212,7 @@ impl MachineSim {
             shared: Arc::new(Shared {
                 settings,
                 journal: Mutex::new(HashMap::new()),
+                interrupted: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(0),
                 rng: Mutex::new(seed),
                 skew_ms: AtomicI64::new(skew),
@@ -315,6 +329,7 @@ impl MachineSim {
         // the command topic is subscribed, or the re-delivery would find nobody listening.
         let heartbeat = heartbeat();
         resend_unconfirmed(&self.shared, &client).await;
+        report_interrupted(&self.shared, &client, &self.events_tx).await;
         let tasks = vec![poll, handler, heartbeat];
         if let Ok(mut link) = self.link.lock() {
             *link = Some(Link { client, tasks });
@@ -419,6 +434,59 @@ impl Shared {
             *g = state;
         }
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A dispense the power cut short, as the machine's journal has it.
+struct Interrupted {
+    command_id: String,
+    order_id: String,
+    /// The units finished before the cut, with their outcome.
+    done: Vec<ItemResult>,
+    /// The slot whose motor was running: whether its unit came out is unknown.
+    running: String,
+    /// Units whose motors never started.
+    not_started: Vec<String>,
+}
+
+/// After a power cut, what the journal says of each interrupted dispense: the finished units
+/// as they were, the running one `indeterminate`, the ones never started `failed`. Journaled
+/// as done first, so the command is never vended again (a re-delivery is `already_done`).
+async fn report_interrupted(
+    shared: &Shared,
+    client: &AsyncClient,
+    events: &mpsc::UnboundedSender<SimEvent>,
+) {
+    let cut = shared
+        .interrupted
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for d in cut {
+        let mut items = d.done;
+        items.push(ItemResult {
+            slot: d.running,
+            result: VendOutcome::Indeterminate,
+            reason: Some("power lost mid-vend".into()),
+        });
+        items.extend(d.not_started.into_iter().map(|slot| ItemResult {
+            slot,
+            result: VendOutcome::Failed,
+            reason: Some("not started: power lost".into()),
+        }));
+        let result = Event::DispenseResult {
+            command_id: d.command_id.clone(),
+            order_id: d.order_id.clone(),
+            items: items.clone(),
+        };
+        if let (Ok(mut j), Ok(v)) = (shared.journal.lock(), serde_json::to_value(&result)) {
+            j.insert(d.command_id, v.get("body").map(|b| b.to_string()));
+        }
+        let _ = publish(shared, client, &result).await;
+        let _ = events.send(SimEvent::Dispensed {
+            order_id: d.order_id,
+            items,
+        });
     }
 }
 
@@ -603,28 +671,45 @@ async fn handle(
             order_id, items, ..
         } => {
             let mut results = Vec::new();
-            for line in &items {
-                for _ in 0..line.qty {
-                    tokio::time::sleep(s.vend_time).await;
-                    let result = if s.indeterminate_slots.contains(&line.slot) {
-                        VendOutcome::Indeterminate
-                    } else if s.fail_slots.contains(&line.slot)
-                        || (s.fail_rate > 0.0 && shared.draw() < s.fail_rate)
-                    {
-                        VendOutcome::Failed
-                    } else {
-                        VendOutcome::Dispensed
-                    };
-                    results.push(ItemResult {
-                        slot: line.slot.clone(),
-                        result,
-                        reason: match result {
-                            VendOutcome::Failed => Some(s.fail_reason.clone()),
-                            VendOutcome::Indeterminate => Some("power lost mid-vend".into()),
-                            VendOutcome::Dispensed => None,
-                        },
-                    });
+            let units: Vec<&str> = items
+                .iter()
+                .flat_map(|line| (0..line.qty).map(|_| line.slot.as_str()))
+                .collect();
+            for (n, &slot) in units.iter().enumerate() {
+                if s.power_cut_at_slot.as_deref() == Some(slot) {
+                    // The journal has this unit as started and the motor never finishes:
+                    // nothing more happens until the machine is back.
+                    if let Ok(mut cut) = shared.interrupted.lock() {
+                        cut.push(Interrupted {
+                            command_id: command_id.clone(),
+                            order_id: order_id.clone(),
+                            done: results,
+                            running: slot.to_owned(),
+                            not_started: units[n + 1..].iter().map(|u| (*u).to_owned()).collect(),
+                        });
+                    }
+                    let _ = events.send(SimEvent::PowerLost { order_id });
+                    return;
                 }
+                tokio::time::sleep(s.vend_time).await;
+                let result = if s.indeterminate_slots.iter().any(|i| i == slot) {
+                    VendOutcome::Indeterminate
+                } else if s.fail_slots.iter().any(|f| f == slot)
+                    || (s.fail_rate > 0.0 && shared.draw() < s.fail_rate)
+                {
+                    VendOutcome::Failed
+                } else {
+                    VendOutcome::Dispensed
+                };
+                results.push(ItemResult {
+                    slot: slot.to_owned(),
+                    result,
+                    reason: match result {
+                        VendOutcome::Failed => Some(s.fail_reason.clone()),
+                        VendOutcome::Indeterminate => Some("power lost mid-vend".into()),
+                        VendOutcome::Dispensed => None,
+                    },
+                });
             }
             let result = Event::DispenseResult {
                 command_id: command_id.clone(),

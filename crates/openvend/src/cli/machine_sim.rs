@@ -130,6 +130,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             SimEvent::Refused { reason, .. } => println!("command refused: {reason}"),
             SimEvent::ClockSet { skew_ms } => println!("clock set by the server ({skew_ms} ms)"),
+            SimEvent::PowerLost { order_id } => {
+                println!("power lost while vending order {order_id}");
+                return Ok(());
+            }
             SimEvent::Online => {}
         }
     }
@@ -159,6 +163,7 @@ async fn interactive(
                 Some(SimEvent::SaleRefused { reason, .. }) => println!("sale refused: {reason}"),
                 Some(SimEvent::Cancelled { order_id }) => println!("order {order_id} cancelled"),
                 Some(SimEvent::Refused { reason, command_id }) => println!("command {command_id} refused: {reason}"),
+                Some(SimEvent::PowerLost { order_id }) => println!("power lost while vending order {order_id}"),
                 Some(SimEvent::Online) => println!("online"),
                 Some(SimEvent::ClockSet { skew_ms }) => println!("clock set by the server ({skew_ms} ms)"),
                 None => return Ok(()),

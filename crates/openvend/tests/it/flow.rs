@@ -720,6 +720,67 @@ async fn f13_f14_a_partly_dispensed_order_refunds_exactly_the_missing_units() {
     check(&r, Some(&log)).await;
 }
 
+/// F14 with the machine's own reboot: the power goes off while the motor of the second unit
+/// runs. Back on, the machine reports from its journal: the first unit out, the second
+/// `indeterminate`, the third never started. The server refunds the two it cannot count as
+/// sold, lists the unknown one for a person, and nothing is vended again.
+#[tokio::test]
+async fn f14_a_power_cut_mid_vend_is_reported_after_the_reboot_refunded_and_never_re_vended() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| {
+        s.power_cut_at_slot = Some("A2".into());
+    })
+    .await;
+    sim.buy(&[("A1", 1), ("A2", 1), ("A3", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    assert_eq!(
+        next_business(&mut events).await,
+        SimEvent::PowerLost {
+            order_id: order.clone()
+        }
+    );
+    sim.go_offline().await;
+    // While it is off, the order waits: the server does not guess what came out.
+    wait_for_state(&r, &order, OrderState::Dispensing).await;
+    sim.go_online().await.unwrap();
+    let mut log = VendLog::new();
+    match next_business(&mut events).await {
+        ev @ SimEvent::Dispensed { .. } => log_vend(&mut log, &ev),
+        other => panic!("expected the report of the interrupted vend, got {other:?}"),
+    }
+    assert_eq!(log.get(&order), Some(&1));
+    let o = wait_for_state(&r, &order, OrderState::Completed).await;
+    settle(&r, 0).await;
+    let refunds =
+        openvend::store::query("SELECT amount_fen, state FROM refunds WHERE order_id = $1")
+            .bind(o.id)
+            .fetch_all(&r.app_services.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),
+        200 + 650
+    );
+    assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
+    // A1 sold; A2 may have left: counted out, still on sale, and a ticket; A3 kept.
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (7, 0, true));
+    assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
+    assert_eq!(slot(&r, "VM-0001", "A3").await, (8, 0, true));
+    let list = crate::faults::attention(&r).await;
+    let units = list["indeterminate_vends"].as_array().unwrap();
+    assert_eq!(units.len(), 1, "{list}");
+    assert_eq!(units[0]["slot"], "A2");
+    // Nothing more comes out, whatever else the machine receives.
+    sim.heartbeat(None).await.unwrap();
+    settle(&r, 0).await;
+    while let Ok(ev) = events.try_recv() {
+        log_vend(&mut log, &ev);
+    }
+    check(&r, Some(&log)).await;
+}
+
 #[tokio::test]
 async fn f7_notifications_delivered_newest_first_settle_each_order_once() {
     let r = start().await;
