@@ -1,3 +1,3 @@
 -- A machine the operator took out of service: set when disabled (server ms), NULL when in
--- service. A disabled machine's messages are refused and no command is handed to it.
+-- service. A disabled machine starts nothing and is handed nothing.
 ALTER TABLE machines ADD COLUMN disabled_at BIGINT;

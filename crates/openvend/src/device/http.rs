@@ -155,9 +155,6 @@ async fn authenticate(
     if !signing::verify(m.secret(), signed.as_bytes(), sig) {
         return Err(Rejection::BadSignature.into());
     }
-    if m.disabled {
-        return Err(Rejection::Disabled.into());
-    }
     let db = channel.db();
     let store_err = |e: crate::store::Error| {
         tracing::error!(error = %e, "nonce store failed");
@@ -240,6 +237,9 @@ async fn get_commands(
 ) -> Result<Response, HttpError> {
     let Query(q) = query.map_err(|e| HttpError::BadRequest(e.body_text()))?;
     let m = authenticate(&channel, &Method::GET, COMMANDS_PATH, &headers, b"").await?;
+    if m.disabled {
+        return Err(Rejection::Disabled.into());
+    }
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_S));
     let deadline = tokio::time::Instant::now() + wait;
     loop {

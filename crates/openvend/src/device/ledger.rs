@@ -18,7 +18,7 @@
 
 use crate::store::{Conn, Executor, Tx};
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -217,6 +217,8 @@ struct Inner {
     link_up: watch::Sender<bool>,
     /// Machines seen lately, by code, with when each was read from the store.
     machines: std::sync::RwLock<std::collections::HashMap<String, (MachineAuth, Instant)>>,
+    /// How many times the operator changed a machine on this instance.
+    machines_changed: AtomicU64,
     /// When each machine was last sent `sync_time` (server ms), to send at most one a second.
     time_syncs: Mutex<std::collections::HashMap<String, i64>>,
     /// Hand-overs to the link whose time is not stored yet.
@@ -253,6 +255,7 @@ impl DeviceChannel {
             new_command: Notify::new(),
             link_up: watch::Sender::new(false),
             machines: Default::default(),
+            machines_changed: AtomicU64::new(0),
             time_syncs: Default::default(),
             sent: SentMarks::default(),
             sale_terms,
@@ -310,8 +313,9 @@ impl DeviceChannel {
         if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
         }
+        let changes = self.inner.machines_changed.load(Ordering::SeqCst);
         let found = self.machine_from_store(&self.inner.db.pool, code).await?;
-        self.cache_machine(&found);
+        self.cache_machine(&found, changes);
         Ok(found)
     }
 
@@ -347,8 +351,9 @@ impl DeviceChannel {
         if let Some(m) = self.cached_machine(code) {
             return Ok(Some(m));
         }
+        let changes = self.inner.machines_changed.load(Ordering::SeqCst);
         let found = self.machine_from_store(&mut *conn, code).await?;
-        self.cache_machine(&found);
+        self.cache_machine(&found, changes);
         Ok(found)
     }
 
@@ -360,19 +365,29 @@ impl DeviceChannel {
         })
     }
 
-    fn cache_machine(&self, found: &Option<MachineAuth>) {
-        if let (Some(m), Ok(mut cache)) = (found, self.inner.machines.write()) {
+    /// Caches what a lookup found, unless a machine was changed since the lookup began
+    /// (`changes` is the count it saw then): that answer may be the old one.
+    fn cache_machine(&self, found: &Option<MachineAuth>, changes: u64) {
+        if let (Some(m), Ok(mut cache)) = (found, self.inner.machines.write())
+            && self.inner.machines_changed.load(Ordering::SeqCst) == changes
+        {
             cache.insert(m.code.clone(), (m.clone(), Instant::now()));
         }
     }
 
     /// Drops what this instance remembers of a machine the operator just changed (disabled,
-    /// enabled, a new secret), and closes its connection to the embedded broker: it must
-    /// connect again, and is checked again.
+    /// enabled, a new secret). A lookup already under way when this runs read the machine as
+    /// it was: its answer is not cached.
     pub fn forget_machine(&self, code: &str) {
         if let Ok(mut cache) = self.inner.machines.write() {
+            self.inner.machines_changed.fetch_add(1, Ordering::SeqCst);
             cache.remove(code);
         }
+    }
+
+    /// Closes a machine's connection to the embedded broker: it must connect again, and is
+    /// checked again (after a new secret).
+    pub fn close_connection(&self, code: &str) {
         if let Some(client) = self.mqtt() {
             client.disconnect(code);
         }
@@ -546,13 +561,10 @@ impl DeviceChannel {
             return;
         };
         // A machine out of service gets nothing: its commands stay pending and expire, and
-        // what they were for is settled as for a machine that never came back.
-        if self
-            .machine(machine)
-            .await
-            .is_ok_and(|m| m.is_some_and(|m| m.disabled))
-        {
-            tracing::info!(%machine, command.id = %cmd.command_id, "machine disabled; command not handed over");
+        // what they were for is settled as for a machine that never came back. A lookup that
+        // fails hands nothing over either; the command is re-delivered later.
+        if !matches!(self.machine(machine).await, Ok(Some(m)) if !m.disabled) {
+            tracing::info!(%machine, command.id = %cmd.command_id, "machine disabled or unknown; command not handed over");
             return;
         }
         let topic = super::mqtt::cmd_topic(machine);
@@ -615,7 +627,8 @@ impl DeviceChannel {
     ) -> Result<Vec<PendingCommand>, crate::store::Error> {
         let rows = crate::store::query(
             "SELECT c.command_id, c.payload, c.expires_at FROM device_commands c JOIN machines m ON m.id = c.machine_id \
-             WHERE m.code = $1 AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
+             WHERE m.code = $1 AND m.disabled_at IS NULL AND c.state IN ('pending', 'sent') AND c.expires_at > $2 \
+             ORDER BY c.id",
         )
         .bind(machine)
         .bind(self.now_ms())
@@ -759,11 +772,13 @@ impl DeviceChannel {
             .await
             .map_err(internal)?
             .ok_or(Rejection::UnknownMachine)?;
-        if m.disabled {
-            return Err(Rejection::Disabled);
-        }
         let now = arrived_at;
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
+        // A machine out of service starts nothing; its answers to commands it already had
+        // still count, so a vend under way when it was disabled settles as it happened.
+        if m.disabled && !matches!(event, Event::Ack { .. } | Event::DispenseResult { .. }) {
+            return Err(Rejection::Disabled);
+        }
         if matches!(event, Event::Heartbeat { .. }) {
             // A heartbeat only says "alive now": applying it twice changes nothing, so it is
             // neither deduplicated nor kept (a fleet sends millions a day).

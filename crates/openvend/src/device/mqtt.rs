@@ -394,10 +394,6 @@ pub async fn start_embedded(
                 .then_some(Role::Server);
             }
             match channel.machine(&user).await {
-                Ok(Some(m)) if m.disabled => {
-                    tracing::warn!(machine = %m.code, "MQTT CONNECT refused: machine disabled");
-                    None
-                }
                 Ok(Some(m)) => (client_id == m.code
                     && signing::secrets_equal(pass.as_bytes(), m.secret()))
                 .then_some(Role::Machine(m.code)),

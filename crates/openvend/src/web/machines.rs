@@ -33,11 +33,11 @@ struct MachineChange {
     enabled: bool,
 }
 
-/// Takes a machine out of service (`enabled: false`) or back. A disabled machine cannot
-/// connect to the embedded broker (its connection is closed now), its messages are refused,
-/// no command is handed to it, and the H5 page sells nothing on it. Orders already paid are
-/// settled as for a machine that never came back: their dispense expires and they are
-/// refunded. Repeating a change changes nothing.
+/// Takes a machine out of service (`enabled: false`) or back. A disabled machine starts
+/// nothing: its events other than answers to commands it already had are refused, no command
+/// is handed to it, and the H5 page sells nothing on it. A vend under way settles as it
+/// happened; a dispense not yet handed over expires and its order is refunded, as for a
+/// machine that never came back. Repeating a change changes nothing.
 async fn update_machine(
     _: Operator,
     State(svc): State<Arc<Services>>,
@@ -107,6 +107,7 @@ async fn rotate_secret(
         .bind(&secret);
     change_recorded(&svc, &code, update, "secret_rotated").await?;
     svc.device.forget_machine(&code);
+    svc.device.close_connection(&code);
     tracing::info!(machine = %code, "machine secret replaced by the operator");
     Ok(Json(json!({
         "code": code,

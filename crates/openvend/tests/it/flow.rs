@@ -841,6 +841,38 @@ async fn a_dispense_delivered_after_its_expiry_is_discarded_by_the_machine() {
     check(&r, Some(&log)).await;
 }
 
+/// A vend under way when the machine is disabled settles as it happened: the machine's
+/// answers to the dispense it already had are still taken, so the buyer who got the goods is
+/// not refunded.
+#[tokio::test]
+async fn a_vend_under_way_when_the_machine_is_disabled_settles_as_it_happened() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| {
+        s.vend_time = Duration::from_millis(1_500);
+    })
+    .await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    // The machine has the dispense and its motor runs.
+    wait_for_state(&r, &order, OrderState::Dispensing).await;
+    let (status, _) = operator_call(
+        &r,
+        reqwest::Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        json!({ "enabled": false }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    assert_eq!(log.get(&order), Some(&1));
+    let o = wait_for_state(&r, &order, OrderState::Completed).await;
+    assert_eq!(o.refunded.0, 0, "the buyer got the goods");
+    settle(&r, 0).await;
+    check(&r, Some(&log)).await;
+}
+
 /// The operator API as the operator calls it: the status and the JSON answer.
 async fn operator_call(
     r: &Running,
@@ -860,7 +892,7 @@ async fn operator_call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// How many events and nonces the server keeps for a machine.
+/// How many events and HTTP nonces the server keeps for a machine.
 async fn kept_for(r: &Running, code: &str) -> (i64, i64) {
     let row = openvend::store::query(
         "SELECT (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS events, \
@@ -888,6 +920,38 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
     sim.buy(&[("A2", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
+    // The machine also long-polls over HTTP, from before it is disabled until after the
+    // buyer has paid: nothing may come out of that poll either. (First the code's command is
+    // answered, so the poll has nothing to return at once.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while commands(&r, &order, "show_qr").await != ["acknowledged"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "show_qr never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old_secret = machine_secret(&r, "VM-0001").await;
+    let http = HttpMachine {
+        base: r.http_url.clone(),
+        code: "VM-0001".into(),
+        secret: old_secret.clone(),
+        n: Default::default(),
+    };
+    let poll = {
+        let poller = HttpMachine {
+            base: r.http_url.clone(),
+            code: "VM-0001".into(),
+            secret: old_secret.clone(),
+            n: Default::default(),
+        };
+        tokio::spawn(async move {
+            poller
+                .send("GET", "/device/v1/commands?wait=5", Vec::new())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let disable = json!({ "enabled": false });
     let (status, answer) = operator_call(
         &r,
@@ -911,15 +975,30 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     .await;
     assert_eq!(status, 200);
     // The buyer pays on the code already shown: the dispense is recorded, never handed
-    // over, and the order is refunded once its command expires.
+    // over (neither published nor given to the open poll), and the order is refunded once
+    // its command expires.
     pay(&r, &qr).await;
     wait_for_state(&r, &order, OrderState::Paid).await;
     dispense_recorded(&r, &order).await;
+    let (status, polled) = poll.await.unwrap();
+    assert!(
+        status == 403 || polled["commands"] == json!([]),
+        "{status} {polled}"
+    );
     settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
     r.app_services.jobs_ready.notify_one();
     wait_for_state(&r, &order, OrderState::Refunded).await;
     assert_eq!(commands(&r, &order, "dispense").await, ["expired"]);
+    let handed_over = openvend::store::query(
+        "SELECT COUNT(*) AS n FROM device_commands \
+         WHERE order_id = $1 AND kind = 'dispense' AND sent_at IS NOT NULL",
+    )
+    .bind(&order)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(openvend::store::get_int(&handed_over, "n").unwrap(), 0);
     while let Ok(ev) = events.try_recv() {
         assert!(
             !matches!(ev, SimEvent::Dispensed { .. }),
@@ -927,22 +1006,14 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         );
     }
     drop(sim);
-    // It cannot connect, its HTTP messages are refused with the reason, and nothing of them
-    // is kept; the H5 page sells nothing on it.
-    let old_secret = machine_secret(&r, "VM-0001").await;
+    // What it starts is refused with the reason, and nothing of it is kept; it gets no
+    // commands; the H5 page sells nothing on it.
     let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
     let settings = |secret: &str| {
         let mut s = SimSettings::new("VM-0001", secret, &host, port);
         s.persistent_session = false;
         s.clock = Some(r.app_services.clock.clone());
         s
-    };
-    assert!(MachineSim::start(settings(&old_secret)).await.is_err());
-    let http = HttpMachine {
-        base: r.http_url.clone(),
-        code: "VM-0001".into(),
-        secret: old_secret.clone(),
-        n: Default::default(),
     };
     let before = kept_for(&r, "VM-0001").await;
     let (status, answer) = http
@@ -956,7 +1027,13 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         answer["error"].as_str().unwrap().contains("disabled"),
         "{answer}"
     );
-    assert_eq!(kept_for(&r, "VM-0001").await, before);
+    // Its event is not kept; its nonce is, so the refused request cannot be replayed once
+    // the machine is back in service.
+    assert_eq!(kept_for(&r, "VM-0001").await, (before.0, before.1 + 1));
+    let (status, answer) = http
+        .send("GET", "/device/v1/commands?wait=0", Vec::new())
+        .await;
+    assert_eq!(status, 403, "{answer}");
     match openvend::pay::checkout::machine(&r.app_services, "VM-0001").await {
         Err(openvend::pay::checkout::SaleError::MachineDisabled(code)) => {
             assert_eq!(code, "VM-0001")

@@ -80,7 +80,6 @@ pub async fn mark_machines_online(r: &Running) {
         .unwrap();
 }
 
-/// The secret of machine `code`, as the store has it.
 /// The operator API's acts on `subject` in the audit trail, oldest first.
 pub async fn operator_acts(r: &Running, subject: &str) -> Vec<String> {
     openvend::store::query(
@@ -95,6 +94,7 @@ pub async fn operator_acts(r: &Running, subject: &str) -> Vec<String> {
     .collect()
 }
 
+/// The secret of machine `code`, as the store has it.
 pub async fn machine_secret(r: &Running, code: &str) -> String {
     openvend::store::query("SELECT secret FROM machines WHERE code = $1")
         .bind(code)
