@@ -1,7 +1,7 @@
-//! The audit trail: one append-only row per money action (refunds asked for and settled, a
-//! cancel that refunded) and per operator act on the fleet (a machine added, its secret read,
-//! a fault cleared, a slot edited), written in the transaction of what it records. Payments
-//! themselves are on each order's timeline with Alipay's trade number.
+//! The audit trail: one append-only row per money action (a payment received, refunds asked
+//! for and settled, a cancel that refunded) and per operator act on the fleet (a machine
+//! added, its secret read or replaced, its service stopped or resumed, a fault cleared, a
+//! slot edited), written in the transaction of what it records.
 
 use super::{Error, Executor};
 

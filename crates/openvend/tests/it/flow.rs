@@ -532,6 +532,21 @@ async fn f5_f6_a_lost_notification_is_replaced_by_the_query_and_a_burst_dispense
         counts.insert(k.clone(), *v);
     }
     assert_eq!(counts.get(&order2), Some(&1));
+    // Each payment is on the audit trail once: the one the query found, and the one
+    // notified twenty times.
+    for (out_trade_no, how) in [(&order, "query"), (&order2, "notification")] {
+        let rows = openvend::store::query(
+            "SELECT a.detail FROM audit_log a JOIN orders o ON a.subject = 'order:' || CAST(o.id AS TEXT) \
+             WHERE o.out_trade_no = $1 AND a.action = 'payment_received'",
+        )
+        .bind(out_trade_no)
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1, "{out_trade_no}");
+        let detail: String = rows[0].get(0);
+        assert!(detail.contains(how), "{detail}");
+    }
     check(&r, Some(&log)).await;
 }
 
