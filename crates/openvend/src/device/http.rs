@@ -236,10 +236,8 @@ async fn get_commands(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(q) = query.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    // (A disabled machine polls as any other: it is handed only `cancel`s.)
     let m = authenticate(&channel, &Method::GET, COMMANDS_PATH, &headers, b"").await?;
-    if m.disabled {
-        return Err(Rejection::Disabled.into());
-    }
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_S));
     let deadline = tokio::time::Instant::now() + wait;
     loop {

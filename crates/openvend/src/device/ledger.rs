@@ -169,6 +169,8 @@ pub struct PendingCommand {
     pub payload: String,
     /// Server-clock expiry, Unix ms.
     pub expires_at: i64,
+    /// The command's kind (`show_qr`, `dispense`, `cancel`, …).
+    pub kind: String,
 }
 
 /// A command's ledger row.
@@ -493,6 +495,7 @@ impl DeviceChannel {
                 command_id,
                 payload,
                 expires_at,
+                kind: command.kind().to_owned(),
             }),
         })
     }
@@ -560,10 +563,12 @@ impl DeviceChannel {
         let Some(client) = self.mqtt() else {
             return;
         };
-        // A machine out of service gets nothing: its commands stay pending and expire, and
-        // what they were for is settled as for a machine that never came back. A lookup that
-        // fails hands nothing over either; the command is re-delivered later.
-        if !matches!(self.machine(machine).await, Ok(Some(m)) if !m.disabled) {
+        // A machine out of service gets nothing new but `cancel` (clear a code): its other
+        // commands stay pending and expire, and what they were for is settled as for a
+        // machine that never came back. A lookup that fails hands nothing over either; the
+        // command is re-delivered later.
+        let in_service = matches!(self.machine(machine).await, Ok(Some(m)) if !m.disabled);
+        if !in_service && cmd.kind != "cancel" {
             tracing::info!(%machine, command.id = %cmd.command_id, "machine disabled or unknown; command not handed over");
             return;
         }
@@ -626,9 +631,9 @@ impl DeviceChannel {
         machine: &str,
     ) -> Result<Vec<PendingCommand>, crate::store::Error> {
         let rows = crate::store::query(
-            "SELECT c.command_id, c.payload, c.expires_at FROM device_commands c JOIN machines m ON m.id = c.machine_id \
-             WHERE m.code = $1 AND m.disabled_at IS NULL AND c.state IN ('pending', 'sent') AND c.expires_at > $2 \
-             ORDER BY c.id",
+            "SELECT c.command_id, c.payload, c.expires_at, c.kind FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+             WHERE m.code = $1 AND (m.disabled_at IS NULL OR c.kind = 'cancel') \
+             AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
         )
         .bind(machine)
         .bind(self.now_ms())
@@ -640,6 +645,7 @@ impl DeviceChannel {
                     command_id: r.try_get(0)?,
                     payload: r.try_get(1)?,
                     expires_at: r.try_get(2)?,
+                    kind: r.try_get(3)?,
                 })
             })
             .collect()
@@ -750,6 +756,12 @@ impl DeviceChannel {
             Err(Rejection::Duplicate) => {
                 tracing::debug!(machine = authenticated, "duplicate device message ignored")
             }
+            Err(Rejection::Disabled) => {
+                tracing::debug!(
+                    machine = authenticated,
+                    "a disabled machine's request refused"
+                )
+            }
             Err(reason @ Rejection::Stale { .. }) => {
                 tracing::warn!(machine = authenticated, %reason, "device message ignored; sending the time");
                 self.send_time(authenticated, raw).await;
@@ -774,9 +786,15 @@ impl DeviceChannel {
             .ok_or(Rejection::UnknownMachine)?;
         let now = arrived_at;
         let Verified { envelope, event } = open_envelope(raw, &m.code, m.secret(), now)?;
-        // A machine out of service starts nothing; its answers to commands it already had
-        // still count, so a vend under way when it was disabled settles as it happened.
-        if m.disabled && !matches!(event, Event::Ack { .. } | Event::DispenseResult { .. }) {
+        // A machine out of service starts nothing. What it reports still counts: its answers
+        // to commands it already had (a vend under way settles as it happened), its faults
+        // and signs of life.
+        if m.disabled
+            && matches!(
+                event,
+                Event::BuyRequest { .. } | Event::FaceToken { .. } | Event::DoorClosed { .. }
+            )
+        {
             return Err(Rejection::Disabled);
         }
         if matches!(event, Event::Heartbeat { .. }) {

@@ -158,12 +158,23 @@ pub async fn refund_paid_after_close(
     now: i64,
     order_id: i64,
     out_trade_no: &str,
+    trade_no: &str,
     total: Fen,
 ) -> Result<RefundRecord, RefundError> {
     let out_request_no = format!("{out_trade_no}L");
     if let Some(existing) = existing(tx, &out_request_no, total).await? {
         return Ok(existing);
     }
+    // The money came in, once: on the audit trail with the refund that returns it.
+    crate::store::audit::record(
+        &mut *tx,
+        now,
+        "alipay",
+        "payment_received",
+        &format!("order:{order_id}"),
+        &format!("trade {trade_no}, after the order closed: refunded in full"),
+    )
+    .await?;
     let reason = "paid after the order closed";
     insert_requested(tx, now, order_id, &out_request_no, total, reason, "system").await
 }

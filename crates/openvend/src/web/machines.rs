@@ -34,10 +34,12 @@ struct MachineChange {
 }
 
 /// Takes a machine out of service (`enabled: false`) or back. A disabled machine starts
-/// nothing: its events other than answers to commands it already had are refused, no command
-/// is handed to it, and the H5 page sells nothing on it. A vend under way settles as it
-/// happened; a dispense not yet handed over expires and its order is refunded, as for a
-/// machine that never came back. Repeating a change changes nothing.
+/// nothing (its buy requests are refused, the H5 page sells nothing on it) and is handed no
+/// command but `cancel`. Its codes still awaiting payment are closed now (their resolvers run
+/// at once: a payment that beats the close is served as any). What it reports still counts,
+/// so a vend under way settles as it happened; a dispense not yet handed over expires and its
+/// order is refunded, as for a machine that never came back. Repeating a change changes
+/// nothing.
 async fn update_machine(
     _: Operator,
     State(svc): State<Arc<Services>>,
@@ -61,6 +63,23 @@ async fn update_machine(
         .bind(now)
     };
     let changed = update.execute(&mut *tx).await?.rows_affected() == 1;
+    // Out of service, no code of it should stay payable: each is given up now.
+    let mut closing = Vec::new();
+    if changed && !change.enabled {
+        let open = crate::store::query(
+            "UPDATE orders SET expires_at = $1 WHERE machine_id = (SELECT id FROM machines WHERE code = $2) \
+             AND state = 'awaiting_payment' AND expires_at > $1 RETURNING id",
+        )
+        .bind(now)
+        .bind(&code)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in open {
+            let key = crate::store::orders::resolve_key(row.try_get(0)?);
+            crate::store::jobs::run_now(&mut *tx, &key, now).await?;
+            closing.push(key);
+        }
+    }
     if !changed {
         crate::store::query("SELECT 1 FROM machines WHERE code = $1")
             .bind(&code)
@@ -84,6 +103,9 @@ async fn update_machine(
         .await?;
     }
     tx.commit().await?;
+    for key in closing {
+        svc.run_soon(key);
+    }
     if changed {
         svc.device.forget_machine(&code);
         tracing::info!(machine = %code, enabled = change.enabled, "machine service changed by the operator");

@@ -178,6 +178,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     now,
                     order.id,
                     &order.out_trade_no,
+                    &n.trade_no,
                     order.total,
                 )
                 .await

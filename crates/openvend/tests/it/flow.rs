@@ -888,6 +888,37 @@ async fn a_vend_under_way_when_the_machine_is_disabled_settles_as_it_happened() 
     check(&r, Some(&log)).await;
 }
 
+/// A dispense the broker already held for the machine (away, persistent session) when it was
+/// disabled still arrives when it reconnects: its acknowledgement and result, sent while
+/// disabled, are taken, and the order settles as vended, not refunded.
+#[tokio::test]
+async fn a_dispense_handed_over_before_the_disable_is_answered_and_settles_as_vended() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.persistent_session = true).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    sim.go_offline().await;
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Paid).await;
+    dispense_recorded(&r, &order).await;
+    let (status, _) = operator_call(
+        &r,
+        reqwest::Method::PATCH,
+        "/api/v1/machines/VM-0001",
+        json!({ "enabled": false }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.go_online().await.unwrap();
+    let mut log = VendLog::new();
+    log_vend(&mut log, &next_business(&mut events).await);
+    assert_eq!(log.get(&order), Some(&1));
+    let o = wait_for_state(&r, &order, OrderState::Completed).await;
+    assert_eq!(o.refunded.0, 0, "the buyer got the goods");
+    settle(&r, 0).await;
+    check(&r, Some(&log)).await;
+}
+
 /// The operator API as the operator calls it: the status and the JSON answer.
 async fn operator_call(
     r: &Running,
@@ -905,6 +936,28 @@ async fn operator_call(
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The machine's orders, by number.
+async fn orders_of(r: &Running, code: &str) -> i64 {
+    let row = openvend::store::query(
+        "SELECT COUNT(*) AS n FROM orders o JOIN machines m ON m.id = o.machine_id WHERE m.code = $1",
+    )
+    .bind(code)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    openvend::store::get_int(&row, "n").unwrap()
+}
+
+/// When the machine was last heard from, as stored.
+async fn last_heartbeat(r: &Running, code: &str) -> Option<i64> {
+    openvend::store::query("SELECT last_heartbeat_at FROM machines WHERE code = $1")
+        .bind(code)
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// How many events and HTTP nonces the server keeps for a machine.
@@ -925,48 +978,24 @@ async fn kept_for(r: &Running, code: &str) -> (i64, i64) {
 }
 
 /// reliability.md §3.3, "disabled machine": a machine the operator takes out of service
-/// cannot connect, its messages are refused and change nothing, nothing is handed to it, and
-/// its paid order is refunded as for a machine that never came back. Back in service it
+/// starts nothing (its buy requests are refused and change nothing), its code still awaiting
+/// payment is closed and cleared from its screen, and no dispense reaches it, over MQTT or
+/// HTTP: its paid order is refunded as for a machine that never came back. Back in service it
 /// sells again; a new secret shuts the old one out at once.
 #[tokio::test]
 async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old_one_out() {
     use reqwest::Method;
     let r = start().await;
     let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    // A code on the screen, and a paid order whose dispense waits for the machine (away).
     sim.buy(&[("A2", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    // The machine also long-polls over HTTP, from before it is disabled until after the
-    // buyer has paid: nothing may come out of that poll either. (First the code's command is
-    // answered, so the poll has nothing to return at once.)
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while commands(&r, &order, "show_qr").await != ["acknowledged"] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "show_qr never acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let old_secret = machine_secret(&r, "VM-0001").await;
-    let http = HttpMachine {
-        base: r.http_url.clone(),
-        code: "VM-0001".into(),
-        secret: old_secret.clone(),
-        n: Default::default(),
-    };
-    let poll = {
-        let poller = HttpMachine {
-            base: r.http_url.clone(),
-            code: "VM-0001".into(),
-            secret: old_secret.clone(),
-            n: Default::default(),
-        };
-        tokio::spawn(async move {
-            poller
-                .send("GET", "/device/v1/commands?wait=5", Vec::new())
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (shown, shown_qr, _) = expect_qr(&mut events).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (paid, paid_qr, _) = expect_qr(&mut events).await;
+    sim.go_offline().await;
+    pay(&r, &paid_qr).await;
+    wait_for_state(&r, &paid, OrderState::Paid).await;
+    dispense_recorded(&r, &paid).await;
     let disable = json!({ "enabled": false });
     let (status, answer) = operator_call(
         &r,
@@ -989,40 +1018,81 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     )
     .await;
     assert_eq!(status, 200);
-    // The buyer pays on the code already shown: the dispense is recorded, never handed
-    // over (neither published nor given to the open poll), and the order is refunded once
-    // its command expires.
-    pay(&r, &qr).await;
-    wait_for_state(&r, &order, OrderState::Paid).await;
-    dispense_recorded(&r, &order).await;
-    let (status, polled) = poll.await.unwrap();
-    assert!(
-        status == 403 || polled["commands"] == json!([]),
-        "{status} {polled}"
-    );
+    // The code on the screen is closed at once: nobody can pay it any more.
+    wait_for_state(&r, &shown, OrderState::Closed).await;
+    let late = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/control/qr/pay", r.sandbox_url))
+        .json(&json!({ "qr_code": shown_qr, "buyer_id": late["user_id"] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(!refused.status().is_success());
+    // Polling over HTTP, it is handed the `cancel` that clears that code, and no dispense.
+    let old_secret = machine_secret(&r, "VM-0001").await;
+    let http = HttpMachine {
+        base: r.http_url.clone(),
+        code: "VM-0001".into(),
+        secret: old_secret.clone(),
+        n: Default::default(),
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while commands(&r, &shown, "cancel").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no cancel recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, polled) = http
+        .send("GET", "/device/v1/commands?wait=1", Vec::new())
+        .await;
+    assert_eq!(status, 200, "{polled}");
+    let kinds: Vec<&str> = polled["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["cancel"], "{polled}");
+    // Back on MQTT, its screen is cleared; a buy request it sends is refused and leaves
+    // nothing (its heartbeat after it is taken: once that is stored, the request was judged).
+    sim.go_online().await.unwrap();
+    sim.heartbeat(None).await.unwrap();
+    let orders_before = orders_of(&r, "VM-0001").await;
+    let before = kept_for(&r, "VM-0001").await;
+    let beat_before = last_heartbeat(&r, "VM-0001").await;
+    sim.buy(&[("A3", 1)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    sim.heartbeat(None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while last_heartbeat(&r, "VM-0001").await == beat_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "heartbeat not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(orders_of(&r, "VM-0001").await, orders_before);
+    assert_eq!(kept_for(&r, "VM-0001").await, before);
+    // The paid order's dispense never reaches it; it is refunded when the command expires.
     settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
     r.app_services.jobs_ready.notify_one();
-    wait_for_state(&r, &order, OrderState::Refunded).await;
-    assert_eq!(commands(&r, &order, "dispense").await, ["expired"]);
-    let handed_over = openvend::store::query(
-        "SELECT COUNT(*) AS n FROM device_commands \
-         WHERE order_id = $1 AND kind = 'dispense' AND sent_at IS NOT NULL",
-    )
-    .bind(&order)
-    .fetch_one(&r.app_services.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(openvend::store::get_int(&handed_over, "n").unwrap(), 0);
+    wait_for_state(&r, &paid, OrderState::Refunded).await;
+    assert_eq!(commands(&r, &paid, "dispense").await, ["expired"]);
+    let mut cleared = false;
     while let Ok(ev) = events.try_recv() {
         assert!(
-            !matches!(ev, SimEvent::Dispensed { .. }),
-            "a disabled machine vended: {ev:?}"
+            !matches!(ev, SimEvent::Dispensed { .. } | SimEvent::ShowQr { .. }),
+            "a disabled machine was handed business: {ev:?}"
         );
+        cleared |= ev
+            == SimEvent::Cancelled {
+                order_id: shown.clone(),
+            };
     }
+    assert!(cleared, "the closed code was not cleared from the screen");
     drop(sim);
-    // What it starts is refused with the reason, and nothing of it is kept; it gets no
-    // commands; the H5 page sells nothing on it.
+    // Over HTTP, what it starts is refused with the reason; nothing of it is kept but its
+    // nonce, so the refused request cannot be replayed once the machine is back in service.
     let (host, port) = mqtt_addr(&r.app_services.mqtt_url);
     let settings = |secret: &str| {
         let mut s = SimSettings::new("VM-0001", secret, &host, port);
@@ -1042,13 +1112,8 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         answer["error"].as_str().unwrap().contains("disabled"),
         "{answer}"
     );
-    // Its event is not kept; its nonce is, so the refused request cannot be replayed once
-    // the machine is back in service.
     assert_eq!(kept_for(&r, "VM-0001").await, (before.0, before.1 + 1));
-    let (status, answer) = http
-        .send("GET", "/device/v1/commands?wait=0", Vec::new())
-        .await;
-    assert_eq!(status, 403, "{answer}");
+    // The H5 page sells nothing on it.
     match openvend::pay::checkout::machine(&r.app_services, "VM-0001").await {
         Err(openvend::pay::checkout::SaleError::MachineDisabled(code)) => {
             assert_eq!(code, "VM-0001")

@@ -473,6 +473,12 @@ async fn a_payment_for_a_closed_order_is_refunded_in_full() {
             "SELECT COUNT(*) AS n FROM device_commands WHERE kind = 'dispense'",
             0,
         ),
+        // The money came in (and goes back): one payment on the audit trail, however often
+        // Alipay tells it.
+        (
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'payment_received'",
+            1,
+        ),
     ] {
         let row = openvend::store::query(sql)
             .fetch_one(&r.app_services.db.pool)
