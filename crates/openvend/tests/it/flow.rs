@@ -960,10 +960,10 @@ async fn last_heartbeat(r: &Running, code: &str) -> Option<i64> {
         .get(0)
 }
 
-/// How many events and HTTP nonces the server keeps for a machine.
+/// How many buy requests and HTTP nonces the server keeps for a machine.
 async fn kept_for(r: &Running, code: &str) -> (i64, i64) {
     let row = openvend::store::query(
-        "SELECT (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id) AS events, \
+        "SELECT (SELECT COUNT(*) FROM device_events e WHERE e.machine_id = m.id AND e.kind = 'buy_request') AS events, \
          (SELECT COUNT(*) FROM device_nonces n WHERE n.machine_id = m.id) AS nonces \
          FROM machines m WHERE m.code = $1",
     )
@@ -1057,7 +1057,7 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     sim.go_online().await.unwrap();
     sim.heartbeat(None).await.unwrap();
     let orders_before = orders_of(&r, "VM-0001").await;
-    let before = kept_for(&r, "VM-0001").await;
+    let before = kept_for(&r, "VM-0001").await.0;
     let beat_before = last_heartbeat(&r, "VM-0001").await;
     sim.buy(&[("A3", 1)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1071,7 +1071,7 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(orders_of(&r, "VM-0001").await, orders_before);
-    assert_eq!(kept_for(&r, "VM-0001").await, before);
+    assert_eq!(kept_for(&r, "VM-0001").await.0, before);
     // The paid order's dispense never reaches it; it is refunded when the command expires.
     settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
