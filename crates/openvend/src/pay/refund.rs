@@ -166,15 +166,8 @@ pub async fn refund_paid_after_close(
         return Ok(existing);
     }
     // The money came in, once: on the audit trail with the refund that returns it.
-    crate::store::audit::record(
-        &mut *tx,
-        now,
-        "alipay",
-        "payment_received",
-        &format!("order:{order_id}"),
-        &format!("trade {trade_no}, after the order closed: refunded in full"),
-    )
-    .await?;
+    let detail = format!("trade {trade_no}, after the order closed: refunded in full");
+    crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;
     let reason = "paid after the order closed";
     insert_requested(tx, now, order_id, &out_request_no, total, reason, "system").await
 }

@@ -5,6 +5,17 @@
 
 use super::{Error, Executor};
 
+/// A payment received for order `order_id` (Alipay is the actor), with its particulars.
+pub async fn payment_received<E: Executor>(
+    executor: E,
+    at: i64,
+    order_id: i64,
+    detail: &str,
+) -> Result<(), Error> {
+    let subject = format!("order:{order_id}");
+    record(executor, at, "alipay", "payment_received", &subject, detail).await
+}
+
 /// Appends one row: who (`actor`) did what (`action`) to which thing (`subject`, e.g.
 /// `order:42`, `machine:VM-0001`), with the particulars in `detail`.
 pub async fn record<E: Executor>(

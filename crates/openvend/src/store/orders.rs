@@ -504,15 +504,8 @@ pub async fn mark_paid(
     )
     .await?;
     // Money in is a money action: on the audit trail too, with Alipay's trade number.
-    crate::store::audit::record(
-        &mut *tx,
-        now,
-        "alipay",
-        "payment_received",
-        &format!("order:{order_id}"),
-        &format!("trade {trade_no}, confirmed by {source}"),
-    )
-    .await?;
+    let detail = format!("trade {trade_no}, confirmed by {source}");
+    crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;
     // The payment is known: the poll that was waiting for it has nothing left to do.
     super::jobs::cancel(&mut *tx, &resolve_key(order_id)).await?;
     Ok(())

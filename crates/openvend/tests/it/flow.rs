@@ -703,27 +703,14 @@ async fn f13_f14_a_partly_dispensed_order_refunds_exactly_the_missing_units() {
     let o = wait_for_state(&r, &order, OrderState::Completed).await;
     settle(&r, 0).await;
     // The jammed unit and the one lost to a power cut are refunded, once, under one number.
-    let refunds = openvend::store::query(
-        "SELECT out_request_no, amount_fen, state FROM refunds WHERE order_id = $1",
-    )
-    .bind(o.id)
-    .fetch_all(&r.app_services.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(refunds.len(), 1);
-    assert_eq!(
-        openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),
-        200 + 650
-    );
-    assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
+    assert_one_refund(&r, o.id, 200 + 650).await;
     // A1 sold 2; A2 jammed: kept, disabled; A3 may have left: counted out, still on sale.
     assert_eq!(slot(&r, "VM-0001", "A1").await, (6, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A2").await, (8, 0, false));
     assert_eq!(slot(&r, "VM-0001", "A3").await, (7, 0, true));
     // The unit lost to the power cut is a ticket: someone checks the machine's stock.
-    let list = crate::faults::attention(&r).await;
-    let units = list["indeterminate_vends"].as_array().unwrap();
-    assert_eq!(units.len(), 1, "{list}");
+    let units = indeterminate_units(&r).await;
+    assert_eq!(units.len(), 1, "{units:?}");
     assert_eq!(
         (
             &units[0]["out_trade_no"],
@@ -767,25 +754,13 @@ async fn f14_a_power_cut_mid_vend_is_reported_after_the_reboot_refunded_and_neve
     assert_eq!(log.get(&order), Some(&1));
     let o = wait_for_state(&r, &order, OrderState::Completed).await;
     settle(&r, 0).await;
-    let refunds =
-        openvend::store::query("SELECT amount_fen, state FROM refunds WHERE order_id = $1")
-            .bind(o.id)
-            .fetch_all(&r.app_services.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(refunds.len(), 1);
-    assert_eq!(
-        openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),
-        200 + 650
-    );
-    assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
+    assert_one_refund(&r, o.id, 200 + 650).await;
     // A1 sold; A2 may have left: counted out, still on sale, and a ticket; A3 kept.
     assert_eq!(slot(&r, "VM-0001", "A1").await, (7, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A3").await, (8, 0, true));
-    let list = crate::faults::attention(&r).await;
-    let units = list["indeterminate_vends"].as_array().unwrap();
-    assert_eq!(units.len(), 1, "{list}");
+    let units = indeterminate_units(&r).await;
+    assert_eq!(units.len(), 1, "{units:?}");
     assert_eq!(units[0]["slot"], "A2");
     // Nothing more comes out, whatever else the machine receives.
     sim.heartbeat(None).await.unwrap();
@@ -936,6 +911,28 @@ async fn operator_call(
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The order's one refund, of `fen`, succeeded.
+async fn assert_one_refund(r: &Running, order_id: i64, fen: i64) {
+    let refunds =
+        openvend::store::query("SELECT amount_fen, state FROM refunds WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(&r.app_services.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        openvend::store::get_int(&refunds[0], "amount_fen").unwrap(),
+        fen
+    );
+    assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
+}
+
+/// The units of unknown outcome the operator's attention list shows.
+async fn indeterminate_units(r: &Running) -> Vec<Value> {
+    let list = crate::faults::attention(r).await;
+    list["indeterminate_vends"].as_array().unwrap().clone()
 }
 
 /// The machine's orders, by number.
