@@ -487,7 +487,8 @@ impl DeviceChannel {
                 new: None,
             });
         }
-        tracing::info!(machine = %m.code, command.id = %command_id, kind = command.kind(), "device command recorded");
+        // Routine, twice a sale: the vend's own line (`vend recorded`) is the sale's one at info.
+        tracing::debug!(machine = %m.code, command.id = %command_id, kind = command.kind(), "device command recorded");
         Ok(Recorded {
             machine: m.code,
             command_id: command_id.clone(),
