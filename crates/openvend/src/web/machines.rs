@@ -62,55 +62,56 @@ async fn update_machine(
         .bind(&code)
         .bind(now)
     };
-    let changed = update.execute(&mut *tx).await?.rows_affected() == 1;
-    // Out of service, no code of it should stay payable: each is given up now.
-    let mut closing = Vec::new();
-    if changed && !change.enabled {
-        let open = crate::store::query(
-            "UPDATE orders SET expires_at = $1 WHERE machine_id = (SELECT id FROM machines WHERE code = $2) \
-             AND state = 'awaiting_payment' AND expires_at > $1 RETURNING id",
-        )
-        .bind(now)
-        .bind(&code)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in open {
-            let key = crate::store::orders::resolve_key(row.try_get(0)?);
-            crate::store::jobs::run_now(&mut *tx, &key, now).await?;
-            closing.push(key);
-        }
-    }
-    if !changed {
+    if update.execute(&mut *tx).await?.rows_affected() == 0 {
         crate::store::query("SELECT 1 FROM machines WHERE code = $1")
             .bind(&code)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "machine not found".into()))?;
-    } else {
-        let action = if change.enabled {
-            "machine_enabled"
-        } else {
-            "machine_disabled"
-        };
-        crate::store::audit::record(
-            &mut *tx,
-            now,
-            "operator-api",
-            action,
-            &format!("machine:{code}"),
-            "",
-        )
-        .await?;
+        return Ok(Json(json!({ "code": code, "enabled": change.enabled })));
     }
+    let (action, closing) = if change.enabled {
+        ("machine_enabled", Vec::new())
+    } else {
+        (
+            "machine_disabled",
+            give_up_open_codes(&mut tx, &code, now).await?,
+        )
+    };
+    let subject = format!("machine:{code}");
+    crate::store::audit::record(&mut *tx, now, "operator-api", action, &subject, "").await?;
     tx.commit().await?;
     for key in closing {
         svc.run_soon(key);
     }
-    if changed {
-        svc.device.forget_machine(&code);
-        tracing::info!(machine = %code, enabled = change.enabled, "machine service changed by the operator");
-    }
+    svc.device.forget_machine(&code);
+    tracing::info!(machine = %code, enabled = change.enabled, "machine service changed by the operator");
     Ok(Json(json!({ "code": code, "enabled": change.enabled })))
+}
+
+/// Out of service, no code of the machine should stay payable: the buyer's time of each order
+/// still awaiting payment ends now and its resolver is due at once (it closes the trade and
+/// clears the screen). Answers the resolvers' keys, to run once committed.
+async fn give_up_open_codes(
+    tx: &mut crate::store::Tx,
+    code: &str,
+    now: i64,
+) -> ApiResult<Vec<String>> {
+    let open = crate::store::query(
+        "UPDATE orders SET expires_at = $1 WHERE machine_id = (SELECT id FROM machines WHERE code = $2) \
+         AND state = 'awaiting_payment' AND expires_at > $1 RETURNING id",
+    )
+    .bind(now)
+    .bind(code)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut keys = Vec::with_capacity(open.len());
+    for row in open {
+        let key = crate::store::orders::resolve_key(row.try_get(0)?);
+        crate::store::jobs::run_now(&mut **tx, &key, now).await?;
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// Gives a machine a new secret and answers it, once. The old one stops working at once on

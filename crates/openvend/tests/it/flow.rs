@@ -291,13 +291,8 @@ async fn f11_f13_a_jammed_unit_is_refunded_once_and_its_slot_disabled() {
 async fn f10_a_machine_offline_at_payment_is_refunded_after_the_ttl_and_never_vends_late() {
     let r = start().await;
     let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
-    sim.buy(&[("A2", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    sim.go_offline().await;
-    pay(&r, &qr).await;
-    wait_for_state(&r, &order, OrderState::Paid).await;
     // The dispense is recorded and waits for the machine.
-    dispense_recorded(&r, &order).await;
+    let order = paid_while_away(&r, &sim, &mut events, "A2").await;
     settle(&r, 0).await;
     r.app_services.clock.advance(61_000);
     r.app_services.jobs_ready.notify_one();
@@ -846,13 +841,7 @@ async fn a_vend_under_way_when_the_machine_is_disabled_settles_as_it_happened() 
     pay(&r, &qr).await;
     // The machine has the dispense and its motor runs.
     wait_for_state(&r, &order, OrderState::Dispensing).await;
-    let (status, _) = operator_call(
-        &r,
-        reqwest::Method::PATCH,
-        "/api/v1/machines/VM-0001",
-        json!({ "enabled": false }),
-    )
-    .await;
+    let (status, _) = set_enabled(&r, "VM-0001", false).await;
     assert_eq!(status, 200);
     let mut log = VendLog::new();
     log_vend(&mut log, &next_business(&mut events).await);
@@ -870,19 +859,8 @@ async fn a_vend_under_way_when_the_machine_is_disabled_settles_as_it_happened() 
 async fn a_dispense_handed_over_before_the_disable_is_answered_and_settles_as_vended() {
     let r = start().await;
     let (sim, mut events) = machine(&r, "VM-0001", |s| s.persistent_session = true).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    sim.go_offline().await;
-    pay(&r, &qr).await;
-    wait_for_state(&r, &order, OrderState::Paid).await;
-    dispense_recorded(&r, &order).await;
-    let (status, _) = operator_call(
-        &r,
-        reqwest::Method::PATCH,
-        "/api/v1/machines/VM-0001",
-        json!({ "enabled": false }),
-    )
-    .await;
+    let order = paid_while_away(&r, &sim, &mut events, "A1").await;
+    let (status, _) = set_enabled(&r, "VM-0001", false).await;
     assert_eq!(status, 200);
     sim.go_online().await.unwrap();
     let mut log = VendLog::new();
@@ -892,6 +870,35 @@ async fn a_dispense_handed_over_before_the_disable_is_answered_and_settles_as_ve
     assert_eq!(o.refunded.0, 0, "the buyer got the goods");
     settle(&r, 0).await;
     check(&r, Some(&log)).await;
+}
+
+/// A sale of one unit of `slot`, paid while the machine is away: its dispense is recorded
+/// and waits for the machine. Answers the order.
+async fn paid_while_away(
+    r: &Running,
+    sim: &MachineSim,
+    events: &mut UnboundedReceiver<SimEvent>,
+    slot: &str,
+) -> String {
+    sim.buy(&[(slot, 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(events).await;
+    sim.go_offline().await;
+    pay(r, &qr).await;
+    wait_for_state(r, &order, OrderState::Paid).await;
+    dispense_recorded(r, &order).await;
+    order
+}
+
+/// Takes machine `code` out of service (`false`) or back through the operator API.
+async fn set_enabled(r: &Running, code: &str, enabled: bool) -> (u16, Value) {
+    let path = format!("/api/v1/machines/{code}");
+    operator_call(
+        r,
+        reqwest::Method::PATCH,
+        &path,
+        json!({ "enabled": enabled }),
+    )
+    .await
 }
 
 /// The operator API as the operator calls it: the status and the JSON answer.
@@ -987,33 +994,15 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
     // A code on the screen, and a paid order whose dispense waits for the machine (away).
     sim.buy(&[("A2", 1)]).await.unwrap();
     let (shown, shown_qr, _) = expect_qr(&mut events).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (paid, paid_qr, _) = expect_qr(&mut events).await;
-    sim.go_offline().await;
-    pay(&r, &paid_qr).await;
-    wait_for_state(&r, &paid, OrderState::Paid).await;
-    dispense_recorded(&r, &paid).await;
-    let disable = json!({ "enabled": false });
-    let (status, answer) = operator_call(
-        &r,
-        Method::PATCH,
-        "/api/v1/machines/VM-0001",
-        disable.clone(),
-    )
-    .await;
+    let paid = paid_while_away(&r, &sim, &mut events, "A1").await;
+    let (status, answer) = set_enabled(&r, "VM-0001", false).await;
     assert_eq!(
         (status, &answer["enabled"]),
         (200, &json!(false)),
         "{answer}"
     );
     // Disabling twice is one act.
-    let (status, _) = operator_call(
-        &r,
-        Method::PATCH,
-        "/api/v1/machines/VM-0001",
-        disable.clone(),
-    )
-    .await;
+    let (status, _) = set_enabled(&r, "VM-0001", false).await;
     assert_eq!(status, 200);
     // The code on the screen is closed at once: nobody can pay it any more.
     wait_for_state(&r, &shown, OrderState::Closed).await;
@@ -1128,13 +1117,7 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         "{listed}"
     );
     // Back in service, it connects and sells.
-    let (status, _) = operator_call(
-        &r,
-        Method::PATCH,
-        "/api/v1/machines/VM-0001",
-        json!({ "enabled": true }),
-    )
-    .await;
+    let (status, _) = set_enabled(&r, "VM-0001", true).await;
     assert_eq!(status, 200);
     let (sim, mut events) = MachineSim::start(settings(&old_secret)).await.unwrap();
     assert_eq!(next(&mut events).await, SimEvent::Online);
@@ -1168,13 +1151,7 @@ async fn a_disabled_machine_is_refused_everywhere_and_a_new_secret_shuts_the_old
         }
     };
     // Unknown machines and bad changes are refused with the reason.
-    let (status, _) = operator_call(
-        &r,
-        Method::PATCH,
-        "/api/v1/machines/VM-0404",
-        disable.clone(),
-    )
-    .await;
+    let (status, _) = set_enabled(&r, "VM-0404", false).await;
     assert_eq!(status, 404);
     let (status, _) = operator_call(
         &r,
