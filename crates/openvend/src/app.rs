@@ -242,8 +242,9 @@ impl App {
 /// Every accepted device event that needs acting on has queued its job in the store; this
 /// hands the job to the dispatcher at once (instead of at its next sweep), and keeps the
 /// channel's stream drained. It also expires unacknowledged commands now and then so the
-/// ledger shows them as such, and writes the hand-over times no answer has written (every
-/// second, and all of them at shutdown).
+/// ledger shows them as such, writes the acks held in memory (every
+/// [`WRITE_EVERY`](crate::device::held_acks::WRITE_EVERY)) and the hand-over times no answer
+/// has written (every second); all of both at shutdown.
 async fn wake_on_events(
     mut events: tokio::sync::mpsc::Receiver<DeviceEvent>,
     svc: Arc<Services>,
@@ -253,9 +254,14 @@ async fn wake_on_events(
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     let mut sent_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     sent_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held_tick = tokio::time::interval(crate::device::held_acks::WRITE_EVERY);
+    held_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
+                if let Err(e) = svc.device.write_held_acks().await {
+                    tracing::warn!(error = %e, "could not write held acks");
+                }
                 if let Err(e) = svc.device.write_sent_marks(i64::MAX).await {
                     tracing::warn!(error = %e, "could not write command hand-over times");
                 }
@@ -275,6 +281,11 @@ async fn wake_on_events(
             _ = tick.tick() => {
                 if let Err(e) = svc.device.expire_due().await {
                     tracing::warn!(error = %e, "could not expire device commands");
+                }
+            }
+            _ = held_tick.tick() => {
+                if let Err(e) = svc.device.write_held_acks().await {
+                    tracing::warn!(error = %e, "could not write held acks");
                 }
             }
             _ = sent_tick.tick() => {

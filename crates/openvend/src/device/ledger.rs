@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::held_acks::{self, HeldAck, HeldAcks, Hold};
 use super::mqtt::Publisher;
 use super::protocol::{
     AckStatus, Command, Envelope, Event, ItemResult, Rejection, Verified, open_envelope,
 };
-use super::sent_marks::SentMarks;
+use super::sent_marks::{Holdable, SentMarks};
 use crate::pay::checkout::SaleTerms;
 use crate::pay::sale::{self, BuyRequest, Taken};
 use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
@@ -225,6 +226,8 @@ struct Inner {
     time_syncs: Mutex<std::collections::HashMap<String, i64>>,
     /// Hand-overs to the link whose time is not stored yet.
     sent: SentMarks,
+    /// Acks checked in memory, written together.
+    held: HeldAcks,
     /// The terms a machine's buy request is sold on.
     sale_terms: SaleTerms,
 }
@@ -260,6 +263,7 @@ impl DeviceChannel {
             machines_changed: AtomicU64::new(0),
             time_syncs: Default::default(),
             sent: SentMarks::default(),
+            held: HeldAcks::default(),
             sale_terms,
         };
         (
@@ -568,7 +572,10 @@ impl DeviceChannel {
         // commands stay pending and expire, and what they were for is settled as for a
         // machine that never came back. A lookup that fails hands nothing over either; the
         // command is re-delivered later.
-        let in_service = matches!(self.machine(machine).await, Ok(Some(m)) if !m.disabled);
+        let (machine_id, in_service) = match self.machine(machine).await {
+            Ok(Some(m)) => (Some(m.id), !m.disabled),
+            _ => (None, false),
+        };
         if !in_service && cmd.kind != "cancel" {
             tracing::info!(%machine, command.id = %cmd.command_id, "machine disabled or unknown; command not handed over");
             return;
@@ -578,16 +585,125 @@ impl DeviceChannel {
             .publish(topic, cmd.payload.clone().into_bytes())
             .await
         {
-            Ok(()) => self.note_sent(&cmd.command_id),
+            Ok(()) => {
+                if let Some(id) = machine_id {
+                    self.note_sent(cmd, id);
+                }
+            }
             Err(e) => {
                 tracing::warn!(command.id = %cmd.command_id, error = %e, "publish failed; command stays pending")
             }
         }
     }
 
-    /// Notes that `command_id` was handed to its machine's transport now.
-    pub(super) fn note_sent(&self, command_id: &str) {
-        self.inner.sent.note(command_id, self.now_ms());
+    /// Notes that `cmd` was handed to its machine's transport now.
+    pub(super) fn note_sent(&self, cmd: &PendingCommand, machine_id: i64) {
+        let holdable = held_acks::settles_only_its_row(&cmd.kind).then_some(Holdable {
+            machine_id,
+            expires_at: cmd.expires_at,
+        });
+        self.inner
+            .sent
+            .note(&cmd.command_id, self.now_ms(), holdable);
+    }
+
+    /// Writes the acks held in memory ([`super::held_acks`]) in one transaction; answers how
+    /// many settled their command. An ack whose command was settled meanwhile (expired by
+    /// another instance, or answered through the store) changes nothing and is not recorded.
+    pub async fn write_held_acks(&self) -> Result<usize, crate::store::Error> {
+        let acks = self.inner.held.take_all();
+        if acks.is_empty() {
+            return Ok(0);
+        }
+        let written = async {
+            let mut tx = self.inner.db.begin().await?;
+            let mut settled = 0;
+            for a in &acks {
+                // Checked against the command when it arrived; only a change since stops it.
+                let done = crate::store::query(
+                    "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
+                     WHERE command_id = $1 AND machine_id = $6 AND state IN ('pending', 'sent')",
+                )
+                .bind(&a.command_id)
+                .bind(a.state)
+                .bind(a.received_at)
+                .bind(a.reason.as_deref())
+                .bind(a.sent_at)
+                .bind(a.machine_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
+                    continue;
+                }
+                settled += 1;
+                crate::store::query(
+                    "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
+                     ON CONFLICT (machine_id, msg_id) DO NOTHING",
+                )
+                .bind(a.machine_id)
+                .bind(&a.msg_id)
+                .bind(a.received_at)
+                .bind(&a.body)
+                .defer(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(settled)
+        }
+        .await;
+        if written.is_err() {
+            self.inner.held.restore(acks);
+        }
+        written
+    }
+
+    /// Holds an ack that settles nothing but its command's row, when this process can check
+    /// it in memory (see [`super::held_acks`]). `Ok(false)`: the store must check it.
+    fn hold_ack(
+        &self,
+        machine_id: i64,
+        envelope: &Envelope,
+        command_id: &str,
+        status: AckStatus,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool, Rejection> {
+        let state = match status {
+            AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
+            AckStatus::Rejected => "rejected",
+        };
+        let make = || {
+            let sent_at = self.inner.sent.take_holdable(
+                command_id,
+                machine_id,
+                now.saturating_sub(ACK_GRACE_MS),
+            )?;
+            Some(HeldAck {
+                command_id: command_id.to_owned(),
+                machine_id,
+                msg_id: envelope.msg_id.clone(),
+                body: envelope.body.clone(),
+                received_at: now,
+                state,
+                reason: reason.map(str::to_owned),
+                sent_at: Some(sent_at),
+            })
+        };
+        match self
+            .inner
+            .held
+            .hold(command_id, machine_id, &envelope.msg_id, make)
+        {
+            Hold::Held => Ok(true),
+            Hold::NotHere => Ok(false),
+            Hold::AlreadyHeld {
+                same_message: true, ..
+            } => Err(Rejection::Duplicate),
+            Hold::AlreadyHeld { state, .. } => {
+                Err(Rejection::Refused(format!("command already {state}")))
+            }
+        }
     }
 
     /// Writes the hand-over times noted at or before `cutoff` (server ms) that no answer of
@@ -640,16 +756,21 @@ impl DeviceChannel {
         .bind(self.now_ms())
         .fetch_all(&self.inner.db.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingCommand {
-                    command_id: r.try_get(0)?,
-                    payload: r.try_get(1)?,
-                    expires_at: r.try_get(2)?,
-                    kind: r.try_get(3)?,
-                })
-            })
-            .collect()
+        let mut pending = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let command_id: String = r.try_get(0)?;
+            // Answered already, in memory.
+            if self.inner.held.contains(&command_id) {
+                continue;
+            }
+            pending.push(PendingCommand {
+                command_id,
+                payload: r.try_get(1)?,
+                expires_at: r.try_get(2)?,
+                kind: r.try_get(3)?,
+            });
+        }
+        Ok(pending)
     }
 
     /// Re-publishes `machine`'s pending commands (same id, same bytes: the machine executes
@@ -689,6 +810,8 @@ impl DeviceChannel {
     /// Marks commands past their TTL and never acknowledged as `expired`; returns how many.
     /// The order flow calls this (or a job does) and refunds their orders.
     pub async fn expire_due(&self) -> Result<u64, crate::store::Error> {
+        // An ack held in memory came in time: written first, its command is not expired.
+        self.write_held_acks().await?;
         let r = crate::store::query(
             "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
         )
@@ -709,15 +832,22 @@ impl DeviceChannel {
         .bind(command_id)
         .fetch_optional(&self.inner.db.pool)
         .await?;
+        let held = self.inner.held.get(command_id);
         row.map(|r| {
-            Ok(CommandRecord {
+            let mut record = CommandRecord {
                 command_id: r.try_get(0)?,
                 machine_id: r.try_get(1)?,
                 kind: r.try_get(2)?,
                 order_id: r.try_get(3)?,
                 state: r.try_get(4)?,
                 result: r.try_get(5)?,
-            })
+            };
+            // An ack held in memory is the ledger's answer until it is written.
+            if let Some(ack) = held {
+                record.state = ack.state.to_owned();
+                record.result = ack.reason;
+            }
+            Ok(record)
         })
         .transpose()
     }
@@ -819,6 +949,25 @@ impl DeviceChannel {
                 job: None,
                 run_soon: None,
             });
+        }
+        if let Event::Ack {
+            command_id,
+            status,
+            reason,
+        } = &event
+        {
+            if self.hold_ack(m.id, &envelope, command_id, *status, reason.as_deref(), now)? {
+                return Ok(DeviceEvent {
+                    machine_id: m.id,
+                    machine: m.code,
+                    msg_id: envelope.msg_id,
+                    ts: envelope.ts,
+                    received_at: now,
+                    event,
+                    job: None,
+                    run_soon: None,
+                });
+            }
         }
         if matches!(event, Event::DispenseResult { .. }) {
             crate::failpoint::crash_if_armed(crate::failpoint::DISPENSE_RESULT_BEFORE_RECORD);

@@ -9,10 +9,12 @@
 //! - [`broker`]: the embedded MQTT 3.1.1 broker, with per-machine topic access control.
 //! - [`http`]: the HTTP fallback for machines without MQTT.
 //! - [`sent_marks`]: when each command was handed over, until the ledger row is next written.
+//! - [`held_acks`]: acks that settle nothing but their command's row, written together.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
 
 pub mod broker;
+pub mod held_acks;
 pub mod http;
 pub mod ledger;
 pub mod mqtt;

@@ -14,22 +14,52 @@ use std::sync::Mutex;
 /// How long a mark waits for the machine's answer before it is written on its own.
 pub const FLUSH_AFTER_MS: i64 = 1_000;
 
+/// A command whose ack settles nothing but its row
+/// ([`settles_only_its_row`](super::held_acks::settles_only_its_row)): what checking that ack
+/// in memory needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holdable {
+    /// The machine's row id.
+    pub machine_id: i64,
+    /// The command's expiry (server ms).
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: i64,
+    holdable: Option<Holdable>,
+}
+
 /// Command id → server time (ms) of its first hand-over to the link.
 #[derive(Debug, Default)]
-pub struct SentMarks(Mutex<HashMap<String, i64>>);
+pub struct SentMarks(Mutex<HashMap<String, Mark>>);
 
 impl SentMarks {
     /// Notes a hand-over; a re-delivery keeps the first time.
-    pub fn note(&self, command_id: &str, at: i64) {
+    pub fn note(&self, command_id: &str, at: i64, holdable: Option<Holdable>) {
         if let Ok(mut marks) = self.0.lock() {
-            marks.entry(command_id.to_owned()).or_insert(at);
+            marks
+                .entry(command_id.to_owned())
+                .or_insert(Mark { at, holdable });
         }
     }
 
     /// The mark of `command_id`, left in place until [`forget`](Self::forget) (the
     /// transaction that writes it may still fail).
     pub fn get(&self, command_id: &str) -> Option<i64> {
-        self.0.lock().ok()?.get(command_id).copied()
+        self.0.lock().ok()?.get(command_id).map(|m| m.at)
+    }
+
+    /// Takes the mark of a command whose ack may be held: one of `machine_id`'s, still open
+    /// at `open_at` (server ms). `None` leaves the mark as it is.
+    pub fn take_holdable(&self, command_id: &str, machine_id: i64, open_at: i64) -> Option<i64> {
+        let mut marks = self.0.lock().ok()?;
+        let h = marks.get(command_id)?.holdable?;
+        if h.machine_id != machine_id || h.expires_at <= open_at {
+            return None;
+        }
+        marks.remove(command_id).map(|m| m.at)
     }
 
     /// Drops the mark of `command_id`, once it is stored.
@@ -46,8 +76,8 @@ impl SentMarks {
         };
         let due: Vec<(String, i64)> = marks
             .iter()
-            .filter(|(_, at)| **at <= cutoff)
-            .map(|(id, at)| (id.clone(), *at))
+            .filter(|(_, m)| m.at <= cutoff)
+            .map(|(id, m)| (id.clone(), m.at))
             .collect();
         for (id, _) in &due {
             marks.remove(id);
@@ -58,7 +88,7 @@ impl SentMarks {
     /// Puts back marks whose write failed.
     pub fn restore(&self, marks: Vec<(String, i64)>) {
         for (id, at) in marks {
-            self.note(&id, at);
+            self.note(&id, at, None);
         }
     }
 }
@@ -70,9 +100,9 @@ mod tests {
     #[test]
     fn the_first_hand_over_counts_and_a_mark_is_taken_once() {
         let marks = SentMarks::default();
-        marks.note("c-1", 10);
-        marks.note("c-1", 20);
-        marks.note("c-2", 30);
+        marks.note("c-1", 10, None);
+        marks.note("c-1", 20, None);
+        marks.note("c-2", 30, None);
         assert_eq!(marks.get("c-1"), Some(10));
         assert_eq!(marks.take_until(15), vec![("c-1".to_owned(), 10)]);
         assert_eq!(marks.get("c-1"), None);
@@ -81,5 +111,23 @@ mod tests {
         assert_eq!(marks.take_until(i64::MAX), Vec::new());
         marks.restore(vec![("c-3".to_owned(), 5)]);
         assert_eq!(marks.get("c-3"), Some(5));
+    }
+
+    #[test]
+    fn only_an_open_holdable_command_of_the_same_machine_gives_up_its_mark() {
+        let marks = SentMarks::default();
+        let h = Holdable {
+            machine_id: 7,
+            expires_at: 100,
+        };
+        marks.note("c-1", 10, Some(h));
+        marks.note("c-2", 10, None);
+        assert_eq!(marks.take_holdable("c-2", 7, 0), None);
+        assert_eq!(marks.take_holdable("c-1", 8, 0), None);
+        assert_eq!(marks.take_holdable("c-1", 7, 100), None);
+        assert_eq!(marks.get("c-1"), Some(10));
+        assert_eq!(marks.take_holdable("c-1", 7, 99), Some(10));
+        assert_eq!(marks.get("c-1"), None);
+        assert_eq!(marks.get("c-2"), Some(10));
     }
 }

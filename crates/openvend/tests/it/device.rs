@@ -1041,6 +1041,145 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     );
 }
 
+/// The state of `command_id` as stored (not as the ledger answers it).
+async fn stored_state(f: &Fixture, command_id: &str) -> (String, Option<i64>, Option<i64>) {
+    let row = openvend::store::query(
+        "SELECT state, sent_at, acked_at FROM device_commands WHERE command_id = $1",
+    )
+    .bind(command_id)
+    .fetch_one(&f.db.pool)
+    .await
+    .unwrap();
+    (
+        row.try_get(0).unwrap(),
+        row.try_get(1).unwrap(),
+        row.try_get(2).unwrap(),
+    )
+}
+
+async fn held_ack_story(f: Fixture) {
+    let h = http(&f).await;
+    let m1 = f.m1.clone();
+    let nonce = std::sync::atomic::AtomicU32::new(0);
+    let call = |method: &'static str, path: &'static str, body: Vec<u8>| {
+        let n = format!(
+            "hn-{}",
+            nonce.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let (h, f) = (&h, &f);
+        async move { h.call(f, method, path, &n, SECRET_1, body).await }
+    };
+    let poll = || call("GET", "/device/v1/commands?wait=0", vec![]);
+    let post = |body: Vec<u8>| call("POST", "/device/v1/events", body);
+    let show_qr = |order: &str| Command::ShowQr {
+        order_id: order.into(),
+        qr_code: format!("https://qr.example/{order}"),
+        amount_fen: 100,
+        expires_at: 0,
+    };
+
+    // A show_qr handed over by this process: its ack is checked in memory and held.
+    let qr = f.channel.send(&m1, show_qr("o-1")).await.unwrap();
+    let (_, body) = poll().await;
+    assert_eq!(body["commands"].as_array().map(Vec::len), Some(1), "{body}");
+    let a = f.event(&m1, SECRET_1, "k-1", "ack", &ack(&qr, "accepted"));
+    let (status, body) = post(a.clone()).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("accepted")),
+        "{body}"
+    );
+    // The ledger answers with it at once; the store has it only once written.
+    let ledger = f.channel.command(&qr).await.unwrap().unwrap();
+    assert_eq!(ledger.state, "acknowledged");
+    assert_eq!(stored_state(&f, &qr).await.0, "pending");
+    assert_eq!(f.count("device_events").await, 0);
+    // Meanwhile it is not handed over again, a repeat is a duplicate and another answer is
+    // refused, as for a stored ack.
+    let (_, body) = poll().await;
+    assert_eq!(body["commands"].as_array().map(Vec::len), Some(0), "{body}");
+    let (status, body) = post(a.clone()).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    let second = f.event(&m1, SECRET_1, "k-2", "ack", &ack(&qr, "accepted"));
+    let (status, body) = post(second).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"].as_str(),
+        Some("refused: command already acknowledged")
+    );
+
+    // Written together: the row as a stored ack leaves it, and the event once.
+    assert_eq!(f.channel.write_held_acks().await.unwrap(), 1);
+    let (state, sent_at, acked_at) = stored_state(&f, &qr).await;
+    assert_eq!(state, "acknowledged");
+    assert!(
+        sent_at.is_some() && acked_at.is_some(),
+        "{sent_at:?} {acked_at:?}"
+    );
+    assert_eq!(f.count("device_events").await, 1);
+    assert_eq!(f.channel.write_held_acks().await.unwrap(), 0);
+    let (status, body) = post(a).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    assert_eq!(f.count("device_events").await, 1);
+
+    // A refusal is held the same way, with its reason.
+    let refused = f.channel.send(&m1, show_qr("o-2")).await.unwrap();
+    poll().await;
+    let no = format!(r#"{{"command_id":"{refused}","status":"rejected","reason":"busy"}}"#);
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-3", "ack", &no)).await;
+    assert_eq!(status, 200);
+    let ledger = f.channel.command(&refused).await.unwrap().unwrap();
+    assert_eq!(
+        (ledger.state.as_str(), ledger.result.as_deref()),
+        ("rejected", Some("busy"))
+    );
+
+    // An ack that came in time is written before the commands past their time are expired.
+    let late = f.channel.send(&m1, show_qr("o-3")).await.unwrap();
+    poll().await;
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-4", "ack", &ack(&late, "accepted"))).await;
+    assert_eq!(status, 200);
+    f.clock.advance(
+        DEFAULT_TTL + Duration::from_millis(openvend::device::ledger::ACK_GRACE_MS as u64 + 1),
+    );
+    assert_eq!(f.channel.expire_due().await.unwrap(), 0);
+    assert_eq!(stored_state(&f, &late).await.0, "acknowledged");
+    assert_eq!(stored_state(&f, &refused).await.0, "rejected");
+
+    // A dispense's ack moves an order: never held, stored before it is answered.
+    let d = f.dispense(&m1).await;
+    poll().await;
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-5", "ack", &ack(&d, "accepted"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_state(&f, &d).await.0, "acknowledged");
+    // Nor is the ack of a command this process did not hand over (recorded by another
+    // instance, or before a restart): the store checks it.
+    let unseen = f.channel.send(&m1, show_qr("o-4")).await.unwrap();
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-6", "ack", &ack(&unseen, "accepted"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_state(&f, &unseen).await.0, "acknowledged");
+    assert_eq!(f.count("device_events").await, 5);
+}
+
+#[tokio::test]
+async fn an_ack_that_settles_only_its_command_is_held_and_written_with_others_on_sqlite() {
+    held_ack_story(sqlite_fixture().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn an_ack_that_settles_only_its_command_is_held_and_written_with_others_on_postgres() {
+    held_ack_story(postgres_fixture().await).await;
+}
+
 #[tokio::test]
 async fn a_long_poll_wakes_when_a_command_is_recorded() {
     let f = sqlite_fixture().await;

@@ -1,0 +1,183 @@
+//! Acknowledgements that settle nothing but their command's ledger row, held in memory and
+//! written together.
+//!
+//! Only a `dispense`'s ack moves an order. The acks of `show_qr`, `cancel` and
+//! `sale_refused` change nothing but the command's row, yet one of them comes with nearly
+//! every sale. When the server can check such an ack in memory (this process handed the
+//! command over, to this machine, and it has not expired), the ack is answered at once and
+//! written with the others every [`WRITE_EVERY`], in one transaction, instead of one commit
+//! each. Until then the ledger reads it from here: the command is not re-delivered and a
+//! second ack is refused. A crash loses at most that long of them: their rows stay `pending`
+//! or `sent`, which no decision waits on, and the machine sends its unconfirmed events again
+//! after it reconnects (device-protocol §2).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How often held acks are written.
+pub const WRITE_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether an ack of a command of this kind settles nothing but the command's own row.
+pub fn settles_only_its_row(kind: &str) -> bool {
+    matches!(kind, "show_qr" | "cancel" | "sale_refused")
+}
+
+/// An ack checked in memory and not yet written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAck {
+    /// The command it answers.
+    pub command_id: String,
+    /// The machine's row id.
+    pub machine_id: i64,
+    /// The event's `msg_id`.
+    pub msg_id: String,
+    /// The event's body, as signed.
+    pub body: String,
+    /// When it reached the server (server ms).
+    pub received_at: i64,
+    /// `acknowledged` or `rejected`.
+    pub state: &'static str,
+    /// The machine's reason, if any.
+    pub reason: Option<String>,
+    /// When the command was handed over, if this process noted it.
+    pub sent_at: Option<i64>,
+}
+
+/// What [`HeldAcks::hold`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Held; it will be written.
+    Held,
+    /// This machine's command already has a held ack: this very message again
+    /// (`same_message`), or another answer, refused with the held one's state.
+    AlreadyHeld {
+        /// Whether it is the held ack's own `msg_id`.
+        same_message: bool,
+        /// The held ack's state.
+        state: &'static str,
+    },
+    /// Not for holding: the store must check it.
+    NotHere,
+}
+
+/// Command id → its held ack.
+#[derive(Debug, Default)]
+pub struct HeldAcks(Mutex<HashMap<String, HeldAck>>);
+
+impl HeldAcks {
+    /// Holds the ack `make` builds, unless the command already has one. `make` answers `None`
+    /// when the ack cannot be checked in memory; it runs under this map's lock, so two acks
+    /// of one command are never both held.
+    pub fn hold(
+        &self,
+        command_id: &str,
+        machine_id: i64,
+        msg_id: &str,
+        make: impl FnOnce() -> Option<HeldAck>,
+    ) -> Hold {
+        let Ok(mut held) = self.0.lock() else {
+            return Hold::NotHere;
+        };
+        if let Some(h) = held.get(command_id) {
+            // Another machine's answer is the store's to refuse (without telling it that
+            // the command exists).
+            if h.machine_id != machine_id {
+                return Hold::NotHere;
+            }
+            return Hold::AlreadyHeld {
+                same_message: h.msg_id == msg_id,
+                state: h.state,
+            };
+        }
+        match make() {
+            Some(ack) => {
+                held.insert(command_id.to_owned(), ack);
+                Hold::Held
+            }
+            None => Hold::NotHere,
+        }
+    }
+
+    /// The held ack of `command_id`, if any.
+    pub fn get(&self, command_id: &str) -> Option<HeldAck> {
+        self.0.lock().ok()?.get(command_id).cloned()
+    }
+
+    /// Whether `command_id` has a held ack.
+    pub fn contains(&self, command_id: &str) -> bool {
+        self.0.lock().is_ok_and(|h| h.contains_key(command_id))
+    }
+
+    /// Takes every held ack, to write them.
+    pub fn take_all(&self) -> Vec<HeldAck> {
+        match self.0.lock() {
+            Ok(mut held) => held.drain().map(|(_, ack)| ack).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Puts back acks whose write failed (an ack held since for the same command stays).
+    pub fn restore(&self, acks: Vec<HeldAck>) {
+        if let Ok(mut held) = self.0.lock() {
+            for ack in acks {
+                held.entry(ack.command_id.clone()).or_insert(ack);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(command_id: &str, machine_id: i64, msg_id: &str) -> HeldAck {
+        HeldAck {
+            command_id: command_id.into(),
+            machine_id,
+            msg_id: msg_id.into(),
+            body: "{}".into(),
+            received_at: 1,
+            state: "acknowledged",
+            reason: None,
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn one_ack_per_command_is_held_and_a_repeat_is_told_apart_from_a_second_answer() {
+        let held = HeldAcks::default();
+        assert_eq!(held.hold("c-1", 7, "e-1", || None), Hold::NotHere);
+        assert!(!held.contains("c-1"));
+        assert_eq!(
+            held.hold("c-1", 7, "e-1", || Some(ack("c-1", 7, "e-1"))),
+            Hold::Held
+        );
+        let never = || -> Option<HeldAck> { panic!("not asked once held") };
+        assert_eq!(
+            held.hold("c-1", 7, "e-1", never),
+            Hold::AlreadyHeld {
+                same_message: true,
+                state: "acknowledged"
+            }
+        );
+        assert_eq!(
+            held.hold("c-1", 7, "e-2", never),
+            Hold::AlreadyHeld {
+                same_message: false,
+                state: "acknowledged"
+            }
+        );
+        // Another machine is sent to the store, which refuses it.
+        assert_eq!(held.hold("c-1", 8, "e-3", never), Hold::NotHere);
+        assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-1".into()));
+
+        let taken = held.take_all();
+        assert_eq!(taken.len(), 1);
+        assert!(!held.contains("c-1"));
+        // A failed write puts it back, behind any ack held since.
+        held.hold("c-1", 7, "e-9", || Some(ack("c-1", 7, "e-9")));
+        held.restore(taken);
+        assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-9".into()));
+    }
+}
