@@ -11,7 +11,8 @@ use super::{Backend, Db, StoreError};
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    /// Row id.
+    /// Row id: tells this job from a later one under the same key (on SQLite a random
+    /// number, see migration 13).
     pub id: i64,
     /// What to do (e.g. `resolve_payment`).
     pub kind: String,
@@ -149,20 +150,21 @@ pub async fn claim_due(
     lease_ms: i64,
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
+    // Picked by key: on SQLite the key is the table's own (see migration 13).
     let pick = match db.backend {
         Backend::Postgres => {
-            "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+            "SELECT dedup_key FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
              ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
         }
         // One writer at a time: the UPDATE with its sub-select is atomic.
         Backend::Sqlite => {
-            "SELECT id FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+            "SELECT dedup_key FROM jobs WHERE run_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
              ORDER BY run_at, id LIMIT $3"
         }
     };
     let sql = format!(
-        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id IN ({pick}) \
-         RETURNING {JOB_COLUMNS}"
+        "UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE dedup_key IN ({pick}) \
+         RETURNING {JOB_COLUMNS}, run_at"
     );
     let rows = crate::store::query(&sql)
         .bind(now + lease_ms)
@@ -172,11 +174,11 @@ pub async fn claim_due(
         .await?;
     let mut jobs = rows
         .iter()
-        .map(job_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    // RETURNING does not promise an order.
-    jobs.sort_by_key(|j| j.id);
-    Ok(jobs)
+        .map(|r| Ok((r.try_get::<i64, _>(5)?, job_from_row(r)?)))
+        .collect::<Result<Vec<_>, crate::store::Error>>()?;
+    // RETURNING does not promise an order: oldest due first, as picked.
+    jobs.sort_by_key(|(run_at, j)| (*run_at, j.id));
+    Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
 /// Claims the job with this dedup key if it is due and nobody holds it: the in-process
@@ -231,8 +233,8 @@ fn job_from_row(r: &crate::store::Row) -> Result<Job, crate::store::Error> {
 }
 
 /// Removes a finished job. Matched by id *and* dedup key: a job may have deleted its own row
-/// (the payment poll ends in the transaction that records the payment) and SQLite may have
-/// given that id to a job queued in the same transaction.
+/// (the payment poll ends in the transaction that records the payment), and a new job may
+/// have been queued under the same key since: the id tells them apart.
 pub async fn complete(db: &Db, job: &Job) -> Result<(), StoreError> {
     complete_in(&db.pool, job).await
 }

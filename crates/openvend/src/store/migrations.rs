@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_machine_disabled"),
     migration!(11, "0011_keyed_timeline"),
     migration!(12, "0012_indeterminate_vends"),
+    migration!(13, "0013_keyed_jobs"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.
