@@ -259,7 +259,7 @@ async fn wake_on_events(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                if let Err(e) = svc.device.write_held_acks().await {
+                if let Err(e) = svc.device.stop_holding_acks().await {
                     tracing::warn!(error = %e, "could not write held acks");
                 }
                 if let Err(e) = svc.device.write_sent_marks(i64::MAX).await {

@@ -7,9 +7,11 @@
 //! command over, to this machine, and it has not expired), the ack is answered at once and
 //! written with the others every [`WRITE_EVERY`], in one transaction, instead of one commit
 //! each. Until then the ledger reads it from here: the command is not re-delivered and a
-//! second ack is refused. A crash loses at most that long of them: their rows stay `pending`
-//! or `sent`, which no decision waits on, and the machine sends its unconfirmed events again
-//! after it reconnects (device-protocol §2).
+//! second ack is refused. Holding stops when the server begins to shut down, and what is held
+//! then is written. A crash loses at most [`WRITE_EVERY`] of them: their rows stay `pending`
+//! or `sent`, which no decision waits on. A machine on MQTT sends its unconfirmed events again
+//! after it reconnects (device-protocol §2); one on HTTP is handed the command again and
+//! answers `already_done`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,9 +63,15 @@ pub enum Hold {
     NotHere,
 }
 
-/// Command id → its held ack.
+/// Command id → its held ack; once closed, nothing more is held.
 #[derive(Debug, Default)]
-pub struct HeldAcks(Mutex<HashMap<String, HeldAck>>);
+pub struct HeldAcks(Mutex<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    held: HashMap<String, HeldAck>,
+    closed: bool,
+}
 
 impl HeldAcks {
     /// Holds the ack `make` builds, unless the command already has one. `make` answers `None`
@@ -76,10 +84,10 @@ impl HeldAcks {
         msg_id: &str,
         make: impl FnOnce() -> Option<HeldAck>,
     ) -> Hold {
-        let Ok(mut held) = self.0.lock() else {
+        let Ok(mut state) = self.0.lock() else {
             return Hold::NotHere;
         };
-        if let Some(h) = held.get(command_id) {
+        if let Some(h) = state.held.get(command_id) {
             // Another machine's answer is the store's to refuse (without telling it that
             // the command exists).
             if h.machine_id != machine_id {
@@ -90,38 +98,51 @@ impl HeldAcks {
                 state: h.state,
             };
         }
+        if state.closed {
+            return Hold::NotHere;
+        }
         match make() {
             Some(ack) => {
-                held.insert(command_id.to_owned(), ack);
+                state.held.insert(command_id.to_owned(), ack);
                 Hold::Held
             }
             None => Hold::NotHere,
         }
     }
 
+    /// Holds nothing more (shutdown): every later ack goes to the store.
+    pub fn close(&self) {
+        if let Ok(mut state) = self.0.lock() {
+            state.closed = true;
+        }
+    }
+
     /// The held ack of `command_id`, if any.
     pub fn get(&self, command_id: &str) -> Option<HeldAck> {
-        self.0.lock().ok()?.get(command_id).cloned()
+        self.0.lock().ok()?.held.get(command_id).cloned()
     }
 
     /// Whether `command_id` has a held ack.
     pub fn contains(&self, command_id: &str) -> bool {
-        self.0.lock().is_ok_and(|h| h.contains_key(command_id))
+        self.0.lock().is_ok_and(|s| s.held.contains_key(command_id))
     }
 
-    /// Takes every held ack, to write them.
+    /// Takes every held ack, to write them, in command order (so that two instances writing
+    /// acks of the same commands lock their rows in the same order).
     pub fn take_all(&self) -> Vec<HeldAck> {
-        match self.0.lock() {
-            Ok(mut held) => held.drain().map(|(_, ack)| ack).collect(),
+        let mut acks: Vec<HeldAck> = match self.0.lock() {
+            Ok(mut state) => state.held.drain().map(|(_, ack)| ack).collect(),
             Err(_) => Vec::new(),
-        }
+        };
+        acks.sort_by(|a, b| a.command_id.cmp(&b.command_id));
+        acks
     }
 
     /// Puts back acks whose write failed (an ack held since for the same command stays).
     pub fn restore(&self, acks: Vec<HeldAck>) {
-        if let Ok(mut held) = self.0.lock() {
+        if let Ok(mut state) = self.0.lock() {
             for ack in acks {
-                held.entry(ack.command_id.clone()).or_insert(ack);
+                state.held.entry(ack.command_id.clone()).or_insert(ack);
             }
         }
     }
@@ -179,5 +200,23 @@ mod tests {
         held.hold("c-1", 7, "e-9", || Some(ack("c-1", 7, "e-9")));
         held.restore(taken);
         assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-9".into()));
+
+        // Closed (shutdown): nothing more is held; what is held is still taken.
+        held.close();
+        assert_eq!(
+            held.hold("c-2", 7, "e-10", || Some(ack("c-2", 7, "e-10"))),
+            Hold::NotHere
+        );
+        assert_eq!(held.take_all().len(), 1);
+    }
+
+    #[test]
+    fn held_acks_are_taken_in_command_order() {
+        let held = HeldAcks::default();
+        for id in ["c-3", "c-1", "c-2"] {
+            held.hold(id, 7, id, || Some(ack(id, 7, id)));
+        }
+        let ids: Vec<String> = held.take_all().into_iter().map(|a| a.command_id).collect();
+        assert_eq!(ids, ["c-1", "c-2", "c-3"]);
     }
 }

@@ -251,7 +251,7 @@ async fn get_commands(
         })?;
         if !pending.is_empty() {
             for c in &pending {
-                channel.note_sent(c, m.id);
+                channel.note_sent(c, Some(m.id));
             }
             let list: Vec<&str> = pending.iter().map(|c| c.payload.as_str()).collect();
             let body = format!("{{\"commands\":[{}]}}", list.join(","));

@@ -14,7 +14,10 @@
 //! Lifecycle of an event: [`DeviceChannel::receive`] verifies it ([`super::protocol`]),
 //! then in one transaction checks the `msg_id` is new, checks an ack/result against the
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
-//! A refused or duplicate event rolls back: nothing is recorded, nothing changes.
+//! A refused or duplicate event rolls back: nothing is recorded, nothing changes. The one
+//! exception is an ack that settles nothing but its command's row (`show_qr`, `cancel`,
+//! `sale_refused`) of a command this process handed over: it is checked in memory, answered
+//! at once and written with the others a moment later ([`super::held_acks`]).
 
 use crate::store::{Conn, Executor, Tx};
 use std::fmt;
@@ -228,6 +231,9 @@ struct Inner {
     sent: SentMarks,
     /// Acks checked in memory, written together.
     held: HeldAcks,
+    /// Taken while held acks are written and while commands are expired, so an expiry never
+    /// overtakes acks taken for writing but not yet committed.
+    settling: tokio::sync::Mutex<()>,
     /// The terms a machine's buy request is sold on.
     sale_terms: SaleTerms,
 }
@@ -264,6 +270,7 @@ impl DeviceChannel {
             time_syncs: Default::default(),
             sent: SentMarks::default(),
             held: HeldAcks::default(),
+            settling: tokio::sync::Mutex::new(()),
             sale_terms,
         };
         (
@@ -585,32 +592,44 @@ impl DeviceChannel {
             .publish(topic, cmd.payload.clone().into_bytes())
             .await
         {
-            Ok(()) => {
-                if let Some(id) = machine_id {
-                    self.note_sent(cmd, id);
-                }
-            }
+            Ok(()) => self.note_sent(cmd, machine_id),
             Err(e) => {
                 tracing::warn!(command.id = %cmd.command_id, error = %e, "publish failed; command stays pending")
             }
         }
     }
 
-    /// Notes that `cmd` was handed to its machine's transport now.
-    pub(super) fn note_sent(&self, cmd: &PendingCommand, machine_id: i64) {
-        let holdable = held_acks::settles_only_its_row(&cmd.kind).then_some(Holdable {
-            machine_id,
-            expires_at: cmd.expires_at,
-        });
+    /// Notes that `cmd` was handed to its machine's transport now; its ack may be held when
+    /// the machine is known.
+    pub(super) fn note_sent(&self, cmd: &PendingCommand, machine_id: Option<i64>) {
+        let holdable = machine_id
+            .filter(|_| held_acks::settles_only_its_row(&cmd.kind))
+            .map(|machine_id| Holdable {
+                machine_id,
+                expires_at: cmd.expires_at,
+            });
         self.inner
             .sent
             .note(&cmd.command_id, self.now_ms(), holdable);
     }
 
     /// Writes the acks held in memory ([`super::held_acks`]) in one transaction; answers how
-    /// many settled their command. An ack whose command was settled meanwhile (expired by
-    /// another instance, or answered through the store) changes nothing and is not recorded.
+    /// many settled their command. An ack whose command was settled meanwhile (by another
+    /// instance) changes nothing, but its event is recorded: the machine was told it was
+    /// taken, so its repeat is a duplicate.
     pub async fn write_held_acks(&self) -> Result<usize, crate::store::Error> {
+        let _settling = self.inner.settling.lock().await;
+        self.write_held_acks_locked().await
+    }
+
+    /// Stops holding acks (shutdown: answers still being handled go to the store) and writes
+    /// those held.
+    pub async fn stop_holding_acks(&self) -> Result<usize, crate::store::Error> {
+        self.inner.held.close();
+        self.write_held_acks().await
+    }
+
+    async fn write_held_acks_locked(&self) -> Result<usize, crate::store::Error> {
         let acks = self.inner.held.take_all();
         if acks.is_empty() {
             return Ok(0);
@@ -634,9 +653,9 @@ impl DeviceChannel {
                 .await?;
                 if done.rows_affected() == 0 {
                     tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
-                    continue;
+                } else {
+                    settled += 1;
                 }
-                settled += 1;
                 crate::store::query(
                     "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
                      ON CONFLICT (machine_id, msg_id) DO NOTHING",
@@ -811,7 +830,10 @@ impl DeviceChannel {
     /// The order flow calls this (or a job does) and refunds their orders.
     pub async fn expire_due(&self) -> Result<u64, crate::store::Error> {
         // An ack held in memory came in time: written first, its command is not expired.
-        self.write_held_acks().await?;
+        let _settling = self.inner.settling.lock().await;
+        if let Err(e) = self.write_held_acks_locked().await {
+            tracing::warn!(error = %e, "could not write held acks; expiring the rest");
+        }
         let r = crate::store::query(
             "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
         )

@@ -1167,6 +1167,43 @@ async fn held_ack_story(f: Fixture) {
     assert_eq!(status, 200);
     assert_eq!(stored_state(&f, &unseen).await.0, "acknowledged");
     assert_eq!(f.count("device_events").await, 5);
+
+    // Settled meanwhile by another instance (it handed the command out again and stored the
+    // machine's `already_done`): the held ack changes nothing, but its event is recorded, so
+    // the machine, told it was taken, gets `duplicate` for its repeat.
+    let twice = f.channel.send(&m1, show_qr("o-5")).await.unwrap();
+    poll().await;
+    let first = f.event(&m1, SECRET_1, "k-7", "ack", &ack(&twice, "accepted"));
+    let (status, _) = post(first.clone()).await;
+    assert_eq!(status, 200);
+    openvend::store::query(
+        "UPDATE device_commands SET state = 'acknowledged', acked_at = 1 WHERE command_id = $1",
+    )
+    .bind(&twice)
+    .execute(&f.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(f.channel.write_held_acks().await.unwrap(), 0);
+    assert_eq!(f.count("device_events").await, 6);
+    let (status, body) = post(first).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+
+    // Shutting down: what is held is written, and nothing more is held.
+    let last = f.channel.send(&m1, show_qr("o-6")).await.unwrap();
+    let after = f.channel.send(&m1, show_qr("o-7")).await.unwrap();
+    poll().await;
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-8", "ack", &ack(&last, "accepted"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(f.channel.stop_holding_acks().await.unwrap(), 1);
+    assert_eq!(stored_state(&f, &last).await.0, "acknowledged");
+    let (status, _) = post(f.event(&m1, SECRET_1, "k-9", "ack", &ack(&after, "accepted"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_state(&f, &after).await.0, "acknowledged");
+    assert_eq!(f.count("device_events").await, 8);
 }
 
 #[tokio::test]
