@@ -152,6 +152,22 @@ pub struct DeviceEvent {
     pub run_soon: Option<String>,
 }
 
+impl DeviceEvent {
+    /// An event of `machine` taken as `envelope` says, with nothing left to run.
+    fn taken(machine: MachineAuth, envelope: Envelope, event: Event, received_at: i64) -> Self {
+        DeviceEvent {
+            machine_id: machine.id,
+            machine: machine.code,
+            msg_id: envelope.msg_id,
+            ts: envelope.ts,
+            received_at,
+            event,
+            job: None,
+            run_soon: None,
+        }
+    }
+}
+
 /// A command just recorded, to [`deliver`](DeviceChannel::deliver) once its transaction
 /// has committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -961,16 +977,7 @@ impl DeviceChannel {
             .execute(&self.inner.db.pool)
             .await
             .map_err(internal)?;
-            return Ok(DeviceEvent {
-                machine_id: m.id,
-                machine: m.code,
-                msg_id: envelope.msg_id,
-                ts: envelope.ts,
-                received_at: now,
-                event,
-                job: None,
-                run_soon: None,
-            });
+            return Ok(DeviceEvent::taken(m, envelope, event, now));
         }
         if let Event::Ack {
             command_id,
@@ -979,16 +986,7 @@ impl DeviceChannel {
         } = &event
         {
             if self.hold_ack(m.id, &envelope, command_id, *status, reason.as_deref(), now)? {
-                return Ok(DeviceEvent {
-                    machine_id: m.id,
-                    machine: m.code,
-                    msg_id: envelope.msg_id,
-                    ts: envelope.ts,
-                    received_at: now,
-                    event,
-                    job: None,
-                    run_soon: None,
-                });
+                return Ok(DeviceEvent::taken(m, envelope, event, now));
             }
         }
         if matches!(event, Event::DispenseResult { .. }) {
