@@ -42,8 +42,8 @@ pub struct HeldAck {
     pub state: &'static str,
     /// The machine's reason, if any.
     pub reason: Option<String>,
-    /// When the command was handed over, if this process noted it.
-    pub sent_at: Option<i64>,
+    /// When this process handed the command over.
+    pub sent_at: i64,
 }
 
 /// What [`HeldAcks::hold`] did.
@@ -161,7 +161,7 @@ mod tests {
             received_at: 1,
             state: "acknowledged",
             reason: None,
-            sent_at: None,
+            sent_at: 0,
         }
     }
 
@@ -174,7 +174,12 @@ mod tests {
             held.hold("c-1", 7, "e-1", || Some(ack("c-1", 7, "e-1"))),
             Hold::Held
         );
-        let never = || -> Option<HeldAck> { panic!("not asked once held") };
+        // Once a command has a held ack, no other is built for it.
+        let built = std::cell::Cell::new(0);
+        let never = || {
+            built.set(built.get() + 1);
+            Some(ack("c-1", 7, "e-x"))
+        };
         assert_eq!(
             held.hold("c-1", 7, "e-1", never),
             Hold::AlreadyHeld {
@@ -192,6 +197,7 @@ mod tests {
         // Another machine is sent to the store, which refuses it.
         assert_eq!(held.hold("c-1", 8, "e-3", never), Hold::NotHere);
         assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-1".into()));
+        assert_eq!(built.get(), 0);
 
         let taken = held.take_all();
         assert_eq!(taken.len(), 1);

@@ -722,7 +722,7 @@ impl DeviceChannel {
                 received_at: now,
                 state,
                 reason: reason.map(str::to_owned),
-                sent_at: Some(sent_at),
+                sent_at,
             })
         };
         match self

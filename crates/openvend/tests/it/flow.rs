@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::invariants::{self, VendLog};
-use crate::sale::{Running, control, machine_secret, operator_acts, start, wait_for_state};
+use crate::sale::{
+    Running, control, machine_secret, operator_acts, start, strings, wait_for_state,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -135,17 +137,15 @@ pub async fn slot(r: &Running, machine: &str, code: &str) -> (i64, i64, bool) {
 }
 
 pub async fn commands(r: &Running, out_trade_no: &str, kind: &str) -> Vec<String> {
-    openvend::store::query(
-        "SELECT state FROM device_commands WHERE order_id = $1 AND kind = $2 ORDER BY id",
+    strings(
+        r,
+        openvend::store::query(
+            "SELECT state FROM device_commands WHERE order_id = $1 AND kind = $2 ORDER BY id",
+        )
+        .bind(out_trade_no)
+        .bind(kind),
     )
-    .bind(out_trade_no)
-    .bind(kind)
-    .fetch_all(&r.app_services.db.pool)
     .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect()
 }
 
 /// Waits until no job is due within `horizon_ms` of the server clock (the flow has settled).
@@ -704,14 +704,9 @@ async fn f13_f14_a_partly_dispensed_order_refunds_exactly_the_missing_units() {
     assert_eq!(slot(&r, "VM-0001", "A2").await, (8, 0, false));
     assert_eq!(slot(&r, "VM-0001", "A3").await, (7, 0, true));
     // The unit lost to the power cut is a ticket: someone checks the machine's stock.
-    let units = indeterminate_units(&r).await;
-    assert_eq!(units.len(), 1, "{units:?}");
+    let unit = the_one_indeterminate_unit(&r).await;
     assert_eq!(
-        (
-            &units[0]["out_trade_no"],
-            &units[0]["machine"],
-            &units[0]["slot"]
-        ),
+        (&unit["out_trade_no"], &unit["machine"], &unit["slot"]),
         (&json!(order), &json!("VM-0001"), &json!("A3"))
     );
     check(&r, Some(&log)).await;
@@ -754,9 +749,7 @@ async fn f14_a_power_cut_mid_vend_is_reported_after_the_reboot_refunded_and_neve
     assert_eq!(slot(&r, "VM-0001", "A1").await, (7, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A2").await, (7, 0, true));
     assert_eq!(slot(&r, "VM-0001", "A3").await, (8, 0, true));
-    let units = indeterminate_units(&r).await;
-    assert_eq!(units.len(), 1, "{units:?}");
-    assert_eq!(units[0]["slot"], "A2");
+    assert_eq!(the_one_indeterminate_unit(&r).await["slot"], "A2");
     // Nothing more comes out, whatever else the machine receives.
     sim.heartbeat(None).await.unwrap();
     settle(&r, 0).await;
@@ -936,10 +929,12 @@ async fn assert_one_refund(r: &Running, order_id: i64, fen: i64) {
     assert_eq!(refunds[0].get::<String, _>("state"), "succeeded");
 }
 
-/// The units of unknown outcome the operator's attention list shows.
-async fn indeterminate_units(r: &Running) -> Vec<Value> {
+/// The one unit of unknown outcome the operator's attention list shows.
+async fn the_one_indeterminate_unit(r: &Running) -> Value {
     let list = crate::faults::attention(r).await;
-    list["indeterminate_vends"].as_array().unwrap().clone()
+    let units = list["indeterminate_vends"].as_array().unwrap();
+    assert_eq!(units.len(), 1, "{units:?}");
+    units[0].clone()
 }
 
 /// The machine's orders, by number.

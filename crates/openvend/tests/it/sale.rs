@@ -82,16 +82,25 @@ pub async fn mark_machines_online(r: &Running) {
 
 /// The operator API's acts on `subject` in the audit trail, oldest first.
 pub async fn operator_acts(r: &Running, subject: &str) -> Vec<String> {
-    openvend::store::query(
-        "SELECT action FROM audit_log WHERE subject = $1 AND actor = 'operator-api' ORDER BY id",
+    strings(
+        r,
+        openvend::store::query(
+            "SELECT action FROM audit_log WHERE subject = $1 AND actor = 'operator-api' ORDER BY id",
+        )
+        .bind(subject),
     )
-    .bind(subject)
-    .fetch_all(&r.app_services.db.pool)
     .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect()
+}
+
+/// The first column of every row `query` finds, as text.
+pub async fn strings(r: &Running, query: openvend::store::sql::Query<'_>) -> Vec<String> {
+    query
+        .fetch_all(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 /// The secret of machine `code`, as the store has it.
