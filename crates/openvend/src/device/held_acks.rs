@@ -1,25 +1,17 @@
-//! Acknowledgements checked in memory, answered at once, and written together.
+//! Acknowledgements that settle nothing but their command's ledger row, held in memory and
+//! written together.
 //!
-//! Nearly every sale brings two acks: its `show_qr`'s, which settles nothing but the
-//! command's ledger row, and its `dispense`'s, which also moves the order from `paid` to
-//! `dispensing`. When the server can check such an ack in memory (this process handed the
-//! command over, to this machine, and it is open), the ack is answered at once and written
-//! with the others every [`WRITE_EVERY`], in one transaction, instead of one commit each; a
-//! dispense's result that arrives first writes its ack in its own transaction, before
-//! itself. Until written, the ledger reads the ack from here: the command is not
-//! re-delivered and a second ack is refused.
-//!
-//! A dispense's ack is held only while its command has [`DISPENSE_MARGIN_MS`] left before
-//! expiry, so no expiry and no dispense decision (on any instance) can meet it unwritten; a
-//! refusal is never held (it needs a refund, which is a job). The order reads `paid` until
-//! the ack is written; nothing decides on `paid` against `dispensing` within that time.
-//!
-//! Holding stops when the server begins to shut down, and what is held then is written. A
-//! crash loses at most [`WRITE_EVERY`] of them: their rows stay `pending` or `sent` (and a
-//! dispense's order `paid`), as if the ack had not arrived yet. A machine on MQTT sends its
-//! unconfirmed events again after it reconnects (device-protocol §2); one on HTTP is handed
-//! the command again and answers `already_done`; a dispense's result settles the order
-//! either way.
+//! Only a `dispense`'s ack moves an order. The acks of `show_qr`, `cancel` and
+//! `sale_refused` change nothing but the command's row, yet one of them comes with nearly
+//! every sale. When the server can check such an ack in memory (this process handed the
+//! command over, to this machine, and it has not expired), the ack is answered at once and
+//! written with the others every [`WRITE_EVERY`], in one transaction, instead of one commit
+//! each. Until then the ledger reads it from here: the command is not re-delivered and a
+//! second ack is refused. Holding stops when the server begins to shut down, and what is held
+//! then is written. A crash loses at most [`WRITE_EVERY`] of them: their rows stay `pending`
+//! or `sent`, which no decision waits on. A machine on MQTT sends its unconfirmed events again
+//! after it reconnects (device-protocol §2); one on HTTP is handed the command again and
+//! answers `already_done`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,13 +20,9 @@ use std::time::Duration;
 /// How often held acks are written.
 pub const WRITE_EVERY: Duration = Duration::from_millis(100);
 
-/// How long before its command's expiry a dispense's ack is still held.
-pub const DISPENSE_MARGIN_MS: i64 = 5_000;
-
-/// Whether an ack of a command of this kind may be held: those that settle nothing but the
-/// command's own row, and a dispense's (which also moves its order).
-pub fn may_hold(kind: &str) -> bool {
-    matches!(kind, "show_qr" | "cancel" | "sale_refused" | "dispense")
+/// Whether an ack of a command of this kind settles nothing but the command's own row.
+pub fn settles_only_its_row(kind: &str) -> bool {
+    matches!(kind, "show_qr" | "cancel" | "sale_refused")
 }
 
 /// An ack checked in memory and not yet written.
@@ -56,8 +44,6 @@ pub struct HeldAck {
     pub reason: Option<String>,
     /// When this process handed the command over.
     pub sent_at: i64,
-    /// A dispense's order (`out_trade_no`), moved to `dispensing` when the ack is written.
-    pub order: Option<String>,
 }
 
 /// What [`HeldAcks::hold`] did.
@@ -152,19 +138,6 @@ impl HeldAcks {
         acks
     }
 
-    /// Drops the held ack `msg_id` of `command_id`, written by another transaction (the
-    /// command's result); one held since, or taken for a batch meanwhile, is left alone.
-    pub fn forget_written(&self, command_id: &str, msg_id: &str) {
-        if let Ok(mut state) = self.0.lock()
-            && state
-                .held
-                .get(command_id)
-                .is_some_and(|h| h.msg_id == msg_id)
-        {
-            state.held.remove(command_id);
-        }
-    }
-
     /// Puts back acks whose write failed (an ack held since for the same command stays).
     pub fn restore(&self, acks: Vec<HeldAck>) {
         if let Ok(mut state) = self.0.lock() {
@@ -189,7 +162,6 @@ mod tests {
             state: "acknowledged",
             reason: None,
             sent_at: 0,
-            order: None,
         }
     }
 
@@ -252,17 +224,5 @@ mod tests {
         }
         let ids: Vec<String> = held.take_all().into_iter().map(|a| a.command_id).collect();
         assert_eq!(ids, ["c-1", "c-2", "c-3"]);
-    }
-
-    #[test]
-    fn an_ack_written_with_its_result_is_dropped_only_if_it_is_still_the_one_held() {
-        let held = HeldAcks::default();
-        held.hold("c-1", 7, "e-1", || Some(ack("c-1", 7, "e-1")));
-        held.forget_written("c-1", "e-0");
-        assert!(held.contains("c-1"));
-        held.forget_written("c-1", "e-1");
-        assert!(!held.contains("c-1"));
-        held.forget_written("c-2", "e-1");
-        assert!(held.take_all().is_empty());
     }
 }

@@ -15,10 +15,9 @@
 //! then in one transaction checks the `msg_id` is new, checks an ack/result against the
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
 //! A refused or duplicate event rolls back: nothing is recorded, nothing changes. The one
-//! exception is an accepted ack of a command this process handed over (`show_qr`, `cancel`,
-//! `sale_refused`, and a `dispense` well within its time): it is checked in memory, answered
-//! at once and written with the others a moment later, or with the dispense's result if that
-//! comes first ([`super::held_acks`]).
+//! exception is an ack that settles nothing but its command's row (`show_qr`, `cancel`,
+//! `sale_refused`) of a command this process handed over: it is checked in memory, answered
+//! at once and written with the others a moment later ([`super::held_acks`]).
 
 use crate::store::{Conn, Executor, Tx};
 use std::fmt;
@@ -192,8 +191,6 @@ pub struct PendingCommand {
     pub expires_at: i64,
     /// The command's kind (`show_qr`, `dispense`, `cancel`, …).
     pub kind: String,
-    /// The order it is for, if any (`out_trade_no`).
-    pub order_id: Option<String>,
 }
 
 /// A command's ledger row.
@@ -527,7 +524,6 @@ impl DeviceChannel {
                 payload,
                 expires_at,
                 kind: command.kind().to_owned(),
-                order_id: command.order_id().map(str::to_owned),
             }),
         })
     }
@@ -622,13 +618,11 @@ impl DeviceChannel {
     /// Notes that `cmd` was handed to its machine's transport now; its ack may be held when
     /// the machine is known.
     pub(super) fn note_sent(&self, cmd: &PendingCommand, machine_id: Option<i64>) {
-        let dispense = cmd.kind == "dispense";
         let holdable = machine_id
-            .filter(|_| held_acks::may_hold(&cmd.kind) && (!dispense || cmd.order_id.is_some()))
+            .filter(|_| held_acks::settles_only_its_row(&cmd.kind))
             .map(|machine_id| Holdable {
                 machine_id,
                 expires_at: cmd.expires_at,
-                order: cmd.order_id.clone().filter(|_| dispense),
             });
         self.inner
             .sent
@@ -660,9 +654,34 @@ impl DeviceChannel {
             let mut tx = self.inner.db.begin().await?;
             let mut settled = 0;
             for a in &acks {
-                if write_held_ack(&mut tx, a).await? {
+                // Checked against the command when it arrived; only a change since stops it.
+                let done = crate::store::query(
+                    "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
+                     WHERE command_id = $1 AND machine_id = $6 AND state IN ('pending', 'sent')",
+                )
+                .bind(&a.command_id)
+                .bind(a.state)
+                .bind(a.received_at)
+                .bind(a.reason.as_deref())
+                .bind(a.sent_at)
+                .bind(a.machine_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
+                } else {
                     settled += 1;
                 }
+                crate::store::query(
+                    "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
+                     ON CONFLICT (machine_id, msg_id) DO NOTHING",
+                )
+                .bind(a.machine_id)
+                .bind(&a.msg_id)
+                .bind(a.received_at)
+                .bind(&a.body)
+                .defer(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(settled)
@@ -674,8 +693,8 @@ impl DeviceChannel {
         written
     }
 
-    /// Holds an ack when this process can check it in memory (see [`super::held_acks`]).
-    /// `Ok(false)`: the store must check it.
+    /// Holds an ack that settles nothing but its command's row, when this process can check
+    /// it in memory (see [`super::held_acks`]). `Ok(false)`: the store must check it.
     fn hold_ack(
         &self,
         machine_id: i64,
@@ -689,21 +708,12 @@ impl DeviceChannel {
             AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
             AckStatus::Rejected => "rejected",
         };
-        // A dispense's ack is held only well before its command expires, and never a refusal
-        // (which needs a refund); other acks up to the grace after expiry, as the store takes
-        // them.
-        let open = |h: &Holdable| match h.order {
-            Some(_) => {
-                state == "acknowledged"
-                    && h.expires_at > now.saturating_add(held_acks::DISPENSE_MARGIN_MS)
-            }
-            None => h.expires_at > now.saturating_sub(ACK_GRACE_MS),
-        };
         let make = || {
-            let (sent_at, holdable) = self
-                .inner
-                .sent
-                .take_holdable(command_id, machine_id, open)?;
+            let sent_at = self.inner.sent.take_holdable(
+                command_id,
+                machine_id,
+                now.saturating_sub(ACK_GRACE_MS),
+            )?;
             Some(HeldAck {
                 command_id: command_id.to_owned(),
                 machine_id,
@@ -713,7 +723,6 @@ impl DeviceChannel {
                 state,
                 reason: reason.map(str::to_owned),
                 sent_at,
-                order: holdable.order,
             })
         };
         match self
@@ -774,7 +783,7 @@ impl DeviceChannel {
         machine: &str,
     ) -> Result<Vec<PendingCommand>, crate::store::Error> {
         let rows = crate::store::query(
-            "SELECT c.command_id, c.payload, c.expires_at, c.kind, c.order_id FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+            "SELECT c.command_id, c.payload, c.expires_at, c.kind FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE m.code = $1 AND (m.disabled_at IS NULL OR c.kind = 'cancel') \
              AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
         )
@@ -794,7 +803,6 @@ impl DeviceChannel {
                 payload: r.try_get(1)?,
                 expires_at: r.try_get(2)?,
                 kind: r.try_get(3)?,
-                order_id: r.try_get(4)?,
             });
         }
         Ok(pending)
@@ -1008,8 +1016,6 @@ impl DeviceChannel {
         let mut answered = None;
         // A buy request's precreate job, or the machine's answer, once committed.
         let mut precreate = None;
-        // A held ack this transaction writes with its command's result.
-        let mut folded = None;
         let mut answer = None;
         match &event {
             Event::Ack {
@@ -1050,16 +1056,6 @@ impl DeviceChannel {
                 order_id,
                 items,
             } => {
-                // Its ack, if still held here, is written first, in this transaction: one
-                // commit for both, and the ledger and timeline read the ack before the result.
-                folded = self
-                    .inner
-                    .held
-                    .get(command_id)
-                    .filter(|a| a.machine_id == m.id);
-                if let Some(a) = &folded {
-                    write_held_ack(&mut tx, a).await.map_err(internal)?;
-                }
                 let sent = self.inner.sent.get(command_id);
                 apply_result(
                     &mut tx,
@@ -1145,9 +1141,6 @@ impl DeviceChannel {
         if let Some(command_id) = answered {
             self.inner.sent.forget(command_id);
         }
-        if let Some(a) = folded {
-            self.inner.held.forget_written(&a.command_id, &a.msg_id);
-        }
         if let Some(recorded) = &answer {
             self.deliver(recorded).await;
         }
@@ -1162,49 +1155,6 @@ impl DeviceChannel {
             run_soon: refund_job,
         })
     }
-}
-
-/// Writes a held ack ([`super::held_acks`]) on `tx`; answers whether it settled its command.
-/// It was checked against the command when it arrived, so only a change since (another
-/// instance, or the same ack written by another transaction) stops it; its event is recorded
-/// either way, so the machine, told it was taken, gets `duplicate` for its repeat. A
-/// dispense's ack that settles its command moves the order as a stored one does.
-async fn write_held_ack(tx: &mut Tx, a: &HeldAck) -> Result<bool, crate::store::Error> {
-    let done = crate::store::query(
-        "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
-         WHERE command_id = $1 AND machine_id = $6 AND state IN ('pending', 'sent')",
-    )
-    .bind(&a.command_id)
-    .bind(a.state)
-    .bind(a.received_at)
-    .bind(a.reason.as_deref())
-    .bind(a.sent_at)
-    .bind(a.machine_id)
-    .execute(&mut **tx)
-    .await?;
-    let settled = done.rows_affected() > 0;
-    if !settled {
-        tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
-    }
-    crate::store::query(
-        "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
-         ON CONFLICT (machine_id, msg_id) DO NOTHING",
-    )
-    .bind(a.machine_id)
-    .bind(&a.msg_id)
-    .bind(a.received_at)
-    .bind(&a.body)
-    .defer(&mut **tx)
-    .await?;
-    if let (true, Some(order)) = (settled, &a.order) {
-        crate::store::orders::acknowledge_dispense(&mut *tx, order, &a.command_id, a.received_at)
-            .await
-            .map_err(|e| match e {
-                crate::store::orders::OrderError::Store(crate::store::StoreError::Store(e)) => e,
-                other => crate::store::Error::Protocol(other.to_string()),
-            })?;
-    }
-    Ok(settled)
 }
 
 /// Records a dispense's results in the ledger's transaction; answers the refund job it queued,

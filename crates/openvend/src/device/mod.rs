@@ -9,7 +9,7 @@
 //! - [`broker`]: the embedded MQTT 3.1.1 broker, with per-machine topic access control.
 //! - [`http`]: the HTTP fallback for machines without MQTT.
 //! - [`sent_marks`]: when each command was handed over, until the ledger row is next written.
-//! - [`held_acks`]: acks checked in memory, answered at once and written together.
+//! - [`held_acks`]: acks that settle nothing but their command's row, written together.
 //!
 //! The protocol, for device makers, is in `docs/device-protocol.md`.
 

@@ -14,19 +14,18 @@ use std::sync::Mutex;
 /// How long a mark waits for the machine's answer before it is written on its own.
 pub const FLUSH_AFTER_MS: i64 = 1_000;
 
-/// A command whose ack may be held ([`super::held_acks`]): what checking that ack in memory
-/// needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command whose ack settles nothing but its row
+/// ([`settles_only_its_row`](super::held_acks::settles_only_its_row)): what checking that ack
+/// in memory needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holdable {
     /// The machine's row id.
     pub machine_id: i64,
     /// The command's expiry (server ms).
     pub expires_at: i64,
-    /// A dispense's order (`out_trade_no`), which its ack moves to `dispensing`.
-    pub order: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Mark {
     at: i64,
     holdable: Option<Holdable>,
@@ -52,22 +51,15 @@ impl SentMarks {
         self.0.lock().ok()?.get(command_id).map(|m| m.at)
     }
 
-    /// Takes the mark of a command whose ack may be held: one of `machine_id`'s that `open`
-    /// accepts. Answers when it was handed over and its [`Holdable`]; `None` leaves the mark
-    /// as it is.
-    pub fn take_holdable(
-        &self,
-        command_id: &str,
-        machine_id: i64,
-        open: impl FnOnce(&Holdable) -> bool,
-    ) -> Option<(i64, Holdable)> {
+    /// Takes the mark of a command whose ack may be held: one of `machine_id`'s, still open
+    /// at `open_at` (server ms). `None` leaves the mark as it is.
+    pub fn take_holdable(&self, command_id: &str, machine_id: i64, open_at: i64) -> Option<i64> {
         let mut marks = self.0.lock().ok()?;
-        let h = marks.get(command_id)?.holdable.as_ref()?;
-        if h.machine_id != machine_id || !open(h) {
+        let h = marks.get(command_id)?.holdable?;
+        if h.machine_id != machine_id || h.expires_at <= open_at {
             return None;
         }
-        let mark = marks.remove(command_id)?;
-        Some((mark.at, mark.holdable?))
+        marks.remove(command_id).map(|m| m.at)
     }
 
     /// Drops the mark of `command_id`, once it is stored.
@@ -127,16 +119,14 @@ mod tests {
         let h = Holdable {
             machine_id: 7,
             expires_at: 100,
-            order: Some("o-1".into()),
         };
-        marks.note("c-1", 10, Some(h.clone()));
+        marks.note("c-1", 10, Some(h));
         marks.note("c-2", 10, None);
-        let open_at = |t: i64| move |h: &Holdable| h.expires_at > t;
-        assert_eq!(marks.take_holdable("c-2", 7, open_at(0)), None);
-        assert_eq!(marks.take_holdable("c-1", 8, open_at(0)), None);
-        assert_eq!(marks.take_holdable("c-1", 7, open_at(100)), None);
+        assert_eq!(marks.take_holdable("c-2", 7, 0), None);
+        assert_eq!(marks.take_holdable("c-1", 8, 0), None);
+        assert_eq!(marks.take_holdable("c-1", 7, 100), None);
         assert_eq!(marks.get("c-1"), Some(10));
-        assert_eq!(marks.take_holdable("c-1", 7, open_at(99)), Some((10, h)));
+        assert_eq!(marks.take_holdable("c-1", 7, 99), Some(10));
         assert_eq!(marks.get("c-1"), None);
         assert_eq!(marks.get("c-2"), Some(10));
     }

@@ -21,9 +21,6 @@ use crate::store::{Conn, jobs};
 
 /// One step of dispensing order `order_id`.
 pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
-    // An ack held in memory is written before anything is decided from the store. (One is
-    // held only well before its command expires, so this is a second line of defence.)
-    svc.device.write_held_acks().await?;
     let Some(order) = orders::by_id(&svc.db, order_id).await? else {
         return Ok(Next::Done);
     };
