@@ -654,6 +654,18 @@ impl DeviceChannel {
             let mut tx = self.inner.db.begin().await?;
             let mut settled = 0;
             for a in &acks {
+                // The event first, then the command, as a machine's event is stored: two
+                // instances taking the same ack lock its rows in the same order.
+                crate::store::query(
+                    "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
+                     ON CONFLICT (machine_id, msg_id) DO NOTHING",
+                )
+                .bind(a.machine_id)
+                .bind(&a.msg_id)
+                .bind(a.received_at)
+                .bind(&a.body)
+                .defer(&mut *tx)
+                .await?;
                 // Checked against the command when it arrived; only a change since stops it.
                 let done = crate::store::query(
                     "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
@@ -672,16 +684,6 @@ impl DeviceChannel {
                 } else {
                     settled += 1;
                 }
-                crate::store::query(
-                    "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, 'ack', $3, $4) \
-                     ON CONFLICT (machine_id, msg_id) DO NOTHING",
-                )
-                .bind(a.machine_id)
-                .bind(&a.msg_id)
-                .bind(a.received_at)
-                .bind(&a.body)
-                .defer(&mut *tx)
-                .await?;
             }
             tx.commit().await?;
             Ok(settled)

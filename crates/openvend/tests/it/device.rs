@@ -1217,6 +1217,82 @@ async fn an_ack_that_settles_only_its_command_is_held_and_written_with_others_on
     held_ack_story(postgres_fixture().await).await;
 }
 
+/// Two instances taking the same ack (an external broker may hand an event to both): the one
+/// that holds it writes the event before the command, as the other stores a machine's event,
+/// so neither waits on the other in a circle. Both commit; the ack counts once.
+async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
+    let h = http(&f).await;
+    let m1 = f.m1.clone();
+    let qr = f
+        .channel
+        .send(
+            &m1,
+            Command::ShowQr {
+                order_id: "o-1".into(),
+                qr_code: "https://qr.example/o-1".into(),
+                amount_fen: 100,
+                expires_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let (status, _) = h
+        .call(
+            &f,
+            "GET",
+            "/device/v1/commands?wait=0",
+            "dl-0",
+            SECRET_1,
+            vec![],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let a = f.event(&m1, SECRET_1, "dl-ack", "ack", &ack(&qr, "accepted"));
+    let (status, _) = h
+        .call(&f, "POST", "/device/v1/events", "dl-1", SECRET_1, a)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stored_state(&f, &qr).await.0, "pending", "the ack is held");
+
+    // The other instance stores the same ack: its event row first...
+    let mut other = f.db.begin().await.unwrap();
+    openvend::store::query(
+        "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) \
+         SELECT id, 'dl-ack', 'ack', 1, '{}' FROM machines WHERE code = $1",
+    )
+    .bind(&m1)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    // ...while this instance writes what it holds (and waits on that row)...
+    let channel = f.channel.clone();
+    let batch = tokio::spawn(async move { channel.write_held_acks().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...then its command row.
+    openvend::store::query(
+        "UPDATE device_commands SET state = 'acknowledged', acked_at = 1 WHERE command_id = $1",
+    )
+    .bind(&qr)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    other.commit().await.unwrap();
+    assert_eq!(batch.await.unwrap().unwrap(), 0, "settled by the other");
+    assert_eq!(stored_state(&f, &qr).await.0, "acknowledged");
+    assert_eq!(f.count("device_events").await, 1);
+}
+
+#[tokio::test]
+async fn a_held_ack_and_the_same_ack_stored_elsewhere_both_commit_on_sqlite() {
+    held_ack_meets_the_same_ack_stored_elsewhere(sqlite_fixture().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn a_held_ack_and_the_same_ack_stored_elsewhere_both_commit_on_postgres() {
+    held_ack_meets_the_same_ack_stored_elsewhere(postgres_fixture().await).await;
+}
+
 #[tokio::test]
 async fn a_long_poll_wakes_when_a_command_is_recorded() {
     let f = sqlite_fixture().await;
