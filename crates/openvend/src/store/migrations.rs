@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_keyed_timeline"),
     migration!(12, "0012_indeterminate_vends"),
     migration!(13, "0013_keyed_jobs"),
+    migration!(14, "0014_cheap_checks"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.
