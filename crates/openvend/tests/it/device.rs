@@ -147,6 +147,11 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Sends `show_qr` for `order` to `machine`; answers the command id.
+    async fn show_qr(&self, machine: &str, order: &str) -> String {
+        self.channel.send(machine, show_qr(order)).await.unwrap()
+    }
+
     async fn dispense(&self, machine: &str) -> String {
         self.channel
             .send(
@@ -163,6 +168,15 @@ impl Fixture {
             )
             .await
             .unwrap()
+    }
+}
+
+fn show_qr(order: &str) -> Command {
+    Command::ShowQr {
+        order_id: order.into(),
+        qr_code: format!("https://qr.example/{order}"),
+        amount_fen: 100,
+        expires_at: 0,
     }
 }
 
@@ -238,19 +252,7 @@ async fn ledger_story(mut f: Fixture) {
         ))
     );
     // …and answer a dispense, not another command.
-    let qr = f
-        .channel
-        .send(
-            &m1,
-            Command::ShowQr {
-                order_id: "o-1".into(),
-                qr_code: "https://qr.example/o-1".into(),
-                amount_fen: 100,
-                expires_at: 0,
-            },
-        )
-        .await
-        .unwrap();
+    let qr = f.show_qr(&m1, "o-1").await;
     let not_dispense = f.event(&m1, SECRET_1, "e-4b", "dispense_result", &result(&qr));
     assert_eq!(
         f.channel.receive(&m1, &not_dispense).await,
@@ -1071,15 +1073,9 @@ async fn held_ack_story(f: Fixture) {
     };
     let poll = || call("GET", "/device/v1/commands?wait=0", vec![]);
     let post = |body: Vec<u8>| call("POST", "/device/v1/events", body);
-    let show_qr = |order: &str| Command::ShowQr {
-        order_id: order.into(),
-        qr_code: format!("https://qr.example/{order}"),
-        amount_fen: 100,
-        expires_at: 0,
-    };
 
     // A show_qr handed over by this process: its ack is checked in memory and held.
-    let qr = f.channel.send(&m1, show_qr("o-1")).await.unwrap();
+    let qr = f.show_qr(&m1, "o-1").await;
     let (_, body) = poll().await;
     assert_eq!(body["commands"].as_array().map(Vec::len), Some(1), "{body}");
     let a = f.event(&m1, SECRET_1, "k-1", "ack", &ack(&qr, "accepted"));
@@ -1131,7 +1127,7 @@ async fn held_ack_story(f: Fixture) {
     assert_eq!(f.count("device_events").await, 1);
 
     // A refusal is held the same way, with its reason.
-    let refused = f.channel.send(&m1, show_qr("o-2")).await.unwrap();
+    let refused = f.show_qr(&m1, "o-2").await;
     poll().await;
     let no = format!(r#"{{"command_id":"{refused}","status":"rejected","reason":"busy"}}"#);
     let (status, _) = post(f.event(&m1, SECRET_1, "k-3", "ack", &no)).await;
@@ -1143,7 +1139,7 @@ async fn held_ack_story(f: Fixture) {
     );
 
     // An ack that came in time is written before the commands past their time are expired.
-    let late = f.channel.send(&m1, show_qr("o-3")).await.unwrap();
+    let late = f.show_qr(&m1, "o-3").await;
     poll().await;
     let (status, _) = post(f.event(&m1, SECRET_1, "k-4", "ack", &ack(&late, "accepted"))).await;
     assert_eq!(status, 200);
@@ -1162,7 +1158,7 @@ async fn held_ack_story(f: Fixture) {
     assert_eq!(stored_state(&f, &d).await.0, "acknowledged");
     // Nor is the ack of a command this process did not hand over (recorded by another
     // instance, or before a restart): the store checks it.
-    let unseen = f.channel.send(&m1, show_qr("o-4")).await.unwrap();
+    let unseen = f.show_qr(&m1, "o-4").await;
     let (status, _) = post(f.event(&m1, SECRET_1, "k-6", "ack", &ack(&unseen, "accepted"))).await;
     assert_eq!(status, 200);
     assert_eq!(stored_state(&f, &unseen).await.0, "acknowledged");
@@ -1171,7 +1167,7 @@ async fn held_ack_story(f: Fixture) {
     // Settled meanwhile by another instance (it handed the command out again and stored the
     // machine's `already_done`): the held ack changes nothing, but its event is recorded, so
     // the machine, told it was taken, gets `duplicate` for its repeat.
-    let twice = f.channel.send(&m1, show_qr("o-5")).await.unwrap();
+    let twice = f.show_qr(&m1, "o-5").await;
     poll().await;
     let first = f.event(&m1, SECRET_1, "k-7", "ack", &ack(&twice, "accepted"));
     let (status, _) = post(first.clone()).await;
@@ -1193,8 +1189,8 @@ async fn held_ack_story(f: Fixture) {
     );
 
     // Shutting down: what is held is written, and nothing more is held.
-    let last = f.channel.send(&m1, show_qr("o-6")).await.unwrap();
-    let after = f.channel.send(&m1, show_qr("o-7")).await.unwrap();
+    let last = f.show_qr(&m1, "o-6").await;
+    let after = f.show_qr(&m1, "o-7").await;
     poll().await;
     let (status, _) = post(f.event(&m1, SECRET_1, "k-8", "ack", &ack(&last, "accepted"))).await;
     assert_eq!(status, 200);
@@ -1223,19 +1219,7 @@ async fn an_ack_that_settles_only_its_command_is_held_and_written_with_others_on
 async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     let h = http(&f).await;
     let m1 = f.m1.clone();
-    let qr = f
-        .channel
-        .send(
-            &m1,
-            Command::ShowQr {
-                order_id: "o-1".into(),
-                qr_code: "https://qr.example/o-1".into(),
-                amount_fen: 100,
-                expires_at: 0,
-            },
-        )
-        .await
-        .unwrap();
+    let qr = f.show_qr(&m1, "o-1").await;
     let (status, _) = h
         .call(
             &f,

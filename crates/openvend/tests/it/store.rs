@@ -2,6 +2,17 @@
 
 use openvend::store::{Db, StoreError, jobs};
 
+/// The first column of every row `sql` answers, as text.
+async fn texts(db: &Db, sql: &str) -> Vec<String> {
+    openvend::store::query(sql)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0).unwrap())
+        .collect()
+}
+
 async fn sqlite_db() -> (Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/openvend.db", dir.path().display());
@@ -267,13 +278,7 @@ async fn refused_order_leaves_nothing(db: &Db) {
         .try_get(0)
         .unwrap();
     assert_eq!(reserved, 1, "only the order that was written holds stock");
-    let orders: Vec<String> = openvend::store::query("SELECT out_trade_no FROM orders")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.try_get(0).unwrap())
-        .collect();
+    let orders = texts(db, "SELECT out_trade_no FROM orders").await;
     assert_eq!(orders, vec!["o-2".to_owned()]);
     let lines: i64 = openvend::store::query("SELECT COUNT(*) FROM order_lines WHERE order_id = $1")
         .bind(id)
@@ -429,26 +434,19 @@ async fn claim_race(instances: Vec<Db>) {
 async fn no_check_constraint_makes_sqlite_build_a_temporary_table() {
     let (db, _dir) = sqlite_db().await;
     db.migrate().await.unwrap();
-    let tables: Vec<String> = openvend::store::query(
+    let tables = texts(
+        &db,
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.try_get(0).unwrap())
-    .collect();
+    .await;
     assert!(tables.len() > 10, "{tables:?}");
     let mut building = Vec::new();
     for table in &tables {
-        let columns: Vec<String> =
-            openvend::store::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .fetch_all(&db.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get(0).unwrap())
-                .collect();
+        let columns = texts(
+            &db,
+            &format!("SELECT name FROM pragma_table_info('{table}')"),
+        )
+        .await;
         let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "EXPLAIN INSERT INTO {table} ({}) VALUES ({})",
