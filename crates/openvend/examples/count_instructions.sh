@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Instructions the server executes per sale, apart from the signature, counted by callgrind.
-# Unlike CPU time on a shared machine, the count repeats to within about 1% from run to run,
-# so two builds can be told apart by changes far smaller than the noise of `compare_load.sh`.
+# Unlike CPU time on a shared machine (10% apart from run to run here), the count of one build
+# repeats to within a few tenths of a percent, so two builds can be told apart by changes far
+# smaller than the noise of `compare_load.sh`.
 #
 #   cargo build --release -p openvend --bins --examples
 #   crates/openvend/examples/count_instructions.sh /tmp/openvend-before target/release/openvend
 #
 # Each build serves 20 simulated machines buying 10 times a second (SQLite, the sandbox as
-# the gateway) under `valgrind --tool=callgrind`; after 15 s of warm-up, 25 s are counted.
-# Printed per build: the sales in that window (precreate signatures made) and the user-space
-# instructions per sale, the signature's left out. Two things this count does not see: the
-# kernel's work (system calls, the loopback network, the page cache), and the signature as the
-# server makes it (under valgrind aws-lc takes its AVX2 code, not the AVX-512 one).
+# the gateway) under `valgrind --tool=callgrind`. Counted: from 10 s after the first sale to
+# just after the last one ended (so no signature is half done at either end; the load
+# benchmark pauses there). Printed per build: the sales in that window (precreate signatures
+# made) and the user-space instructions per sale, the signature's left out. "Per sale" is per
+# sale at 10 a second under valgrind's pace: the server's timers (the 100 ms held-ack flush,
+# the job sweep) are spread over those sales. Not seen: the kernel's work (system calls, the
+# loopback network, the page cache), and the signature and SHA-256 as the server runs them
+# (under valgrind aws-lc takes its AVX2 code, not AVX-512 or SHA-NI).
 # Needs valgrind (Debian package `valgrind`).
 set -euo pipefail
 
@@ -37,9 +41,21 @@ for bin in "$@"; do
   bin="$(realpath "$bin")"
   out="$work/callgrind.out"
   rm -f "$out"*
-  COUNT_BIN="$bin" COUNT_OUT="$out" "$load" --machines 20 --rate 10 --seconds 45 \
-    --bin "$work/wrap" > "$work/load.log" 2>&1 &
+  COUNT_BIN="$bin" COUNT_OUT="$out" "$load" --machines 20 --rate 10 --seconds 35 \
+    --pause-after-orders 5 --bin "$work/wrap" > "$work/load.log" 2>&1 &
   load_pid=$!
+  # Waits for a line of the load benchmark's output (at most 3 minutes).
+  await_line() {
+    for _ in $(seq 1 360); do
+      grep -q "$1" "$work/load.log" && return 0
+      kill -0 "$load_pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    echo "no \"$1\" from the load benchmark:" >&2
+    cat "$work/load.log" >&2
+    kill "$load_pid" 2>/dev/null || true
+    exit 1
+  }
   # The server's pid once it runs under valgrind.
   pid=""
   for _ in $(seq 1 60); do
@@ -47,33 +63,45 @@ for bin in "$@"; do
     [ -n "$pid" ] && break
     sleep 0.5
   done
-  [ -n "$pid" ] || { echo "the server did not start under valgrind" >&2; cat "$work/load.log" >&2; exit 1; }
-  sleep 15
-  callgrind_control --zero "$pid" > /dev/null 2>&1
-  sleep 25
-  callgrind_control --dump "$pid" > /dev/null 2>&1
+  [ -n "$pid" ] || { echo "the server did not start under valgrind" >&2; cat "$work/load.log" >&2; kill "$load_pid" 2>/dev/null; exit 1; }
+  await_line "orders: under way"
+  sleep 10
+  callgrind_control --zero "$pid" > "$work/zero.log" 2>&1 || { cat "$work/zero.log" >&2; exit 1; }
+  await_line "orders: done"
+  # The last results a moment to be stored.
+  sleep 1
+  callgrind_control --dump "$pid" > "$work/dump.log" 2>&1 || { cat "$work/dump.log" >&2; exit 1; }
   wait "$load_pid" || { echo "the load run failed:" >&2; cat "$work/load.log" >&2; exit 1; }
+  # A build whose sales fail after the signature would look cheaper: every sale must finish.
+  grep -q "failed 0$" "$work/load.log" || { echo "$bin: sales failed:" >&2; cat "$work/load.log" >&2; exit 1; }
   dump="$(ls -t "$out".* 2>/dev/null | head -1)"
   [ -n "$dump" ] || { echo "callgrind wrote no dump" >&2; exit 1; }
   python3 - "$dump" "$bin" <<'PY'
 import re, sys
 # The dump's total, and every call of AppPrivateKey::sign_raw with its inclusive cost (the line
 # after `calls=`). Names are given once as `(id) name`, then by `(id)` alone.
+SIGN = "AppPrivateKey::sign_raw"
 names, total, calls, signing = {}, 0, 0, 0
-callee, after_calls = None, False
+caller, callee, after_calls = None, None, False
+def signs(fn):
+    return fn is not None and SIGN in names.get(fn, "")
 for line in open(sys.argv[1]):
     if after_calls:
         after_calls = False
-        if callee and "AppPrivateKey::sign_raw" in names.get(callee, ""):
+        # A call from inside the signature is already in the outer call's cost.
+        if signs(callee) and not signs(caller):
             signing += int(line.split()[1])
         continue
     m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
     if m:
         if m.group(3):
             names[m.group(2)] = m.group(3)
-        callee = m.group(2) if m.group(1) == "cfn" else None
+        if m.group(1) == "fn":
+            caller, callee = m.group(2), None
+        else:
+            callee = m.group(2)
     elif line.startswith("calls="):
-        if callee and "AppPrivateKey::sign_raw" in names.get(callee, ""):
+        if signs(callee) and not signs(caller):
             calls += int(line[6:].split()[0])
         after_calls = True
     elif line.startswith(("summary:", "totals:")):

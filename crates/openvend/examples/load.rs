@@ -40,11 +40,12 @@ struct Args {
     bin: PathBuf,
     server_cpus: Option<String>,
     server_log: Option<PathBuf>,
+    pause_after_orders: u64,
 }
 
 const USAGE: &str = "usage: load [--machines N] [--rate ORDERS_PER_S] [--seconds S] \
 [--idle-machines N] [--database-url postgres://…] [--mqtt-url mqtt://…] \
-[--bin path/to/openvend] [--server-cpus LIST] [--server-log FILE]";
+[--bin path/to/openvend] [--server-cpus LIST] [--server-log FILE] [--pause-after-orders S]";
 
 fn number<T: std::str::FromStr>(flag: &str, raw: String) -> anyhow::Result<T> {
     raw.parse()
@@ -61,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
         mqtt_url: None,
         server_cpus: None,
         server_log: None,
+        pause_after_orders: 0,
         bin: std::env::current_exe()?
             .parent()
             .and_then(Path::parent)
@@ -83,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--bin" => a.bin = PathBuf::from(value()?),
             "--server-cpus" => a.server_cpus = Some(value()?),
             "--server-log" => a.server_log = Some(PathBuf::from(value()?)),
+            "--pause-after-orders" => a.pause_after_orders = number(&flag, value()?)?,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -460,6 +463,8 @@ async fn main() -> anyhow::Result<()> {
             machine_busy_seconds(),
         );
         let started = Instant::now();
+        // Markers for tools that watch the run (`count_instructions.sh`).
+        println!("orders: under way");
         for (i, (sim, mut events, buyer)) in sims.into_iter().enumerate() {
             let samples = samples.clone();
             let http = http.clone();
@@ -531,6 +536,12 @@ async fn main() -> anyhow::Result<()> {
             cpu_seconds(std::process::id()) - others0.1,
             machine_busy_seconds() - others0.2,
         );
+        // `--pause-after-orders S`: every sale has ended; the server idles S seconds before
+        // the summary (and before it is stopped), for a tool to read it in that state.
+        if args.pause_after_orders > 0 {
+            println!("orders: done; pausing {} s", args.pause_after_orders);
+            tokio::time::sleep(Duration::from_secs(args.pause_after_orders)).await;
+        }
         let s = std::mem::take(&mut *samples.lock().await);
         let db = Db::connect(&database_url, false).await?;
         let rows = openvend::store::query(

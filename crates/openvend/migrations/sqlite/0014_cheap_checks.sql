@@ -4,11 +4,13 @@
 -- timeline entry, every state change of an order or a command). The same constraints written
 -- as chains of `=` cost next to nothing.
 --
--- They are rewritten in place, the way SQLite documents for changing a CHECK constraint
--- (lang_altertable.html, "other kinds of table schema changes"): the accepted values are the
--- same, so every row already satisfies them and nothing on disk changes. `RESET` makes this
--- connection read the new schema; the table created and dropped at the end changes the schema
--- version, so every other connection does too.
+-- They are rewritten in place, by the simpler procedure SQLite documents for removing CHECK
+-- constraints or changing defaults (lang_altertable.html, "other kinds of table schema
+-- changes"). It applies here because the accepted values are the same (every row already
+-- satisfies the new text, nothing on disk changes) and no index, view or trigger depends on
+-- the text. `RESET` makes this connection read the new schema; the table created and dropped
+-- at the end changes the schema version, so every other connection does too. A later
+-- migration that changes one of these lists must search for the `=` chain.
 PRAGMA writable_schema = ON;
 UPDATE sqlite_schema SET sql = replace(replace(sql,
     'CHECK (kind IN (''show_qr'', ''dispense'', ''unlock_door'', ''cancel'', ''sync_time'', ''sale_refused''))',

@@ -69,12 +69,13 @@ impl SentMarks {
         }
     }
 
-    /// Takes every mark made at or before `cutoff`.
+    /// Takes every mark made at or before `cutoff`, in command order (so that two instances
+    /// writing marks of the same commands lock their rows in the same order).
     pub fn take_until(&self, cutoff: i64) -> Vec<(String, i64)> {
         let Ok(mut marks) = self.0.lock() else {
             return Vec::new();
         };
-        let due: Vec<(String, i64)> = marks
+        let mut due: Vec<(String, i64)> = marks
             .iter()
             .filter(|(_, m)| m.at <= cutoff)
             .map(|(id, m)| (id.clone(), m.at))
@@ -82,6 +83,7 @@ impl SentMarks {
         for (id, _) in &due {
             marks.remove(id);
         }
+        due.sort();
         due
     }
 
@@ -111,6 +113,16 @@ mod tests {
         assert_eq!(marks.take_until(i64::MAX), Vec::new());
         marks.restore(vec![("c-3".to_owned(), 5)]);
         assert_eq!(marks.get("c-3"), Some(5));
+    }
+
+    #[test]
+    fn marks_are_taken_in_command_order() {
+        let marks = SentMarks::default();
+        for id in ["c-3", "c-1", "c-4", "c-2"] {
+            marks.note(id, 10, None);
+        }
+        let ids: Vec<String> = marks.take_until(10).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["c-1", "c-2", "c-3", "c-4"]);
     }
 
     #[test]
