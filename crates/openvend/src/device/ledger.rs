@@ -706,10 +706,7 @@ impl DeviceChannel {
         reason: Option<&str>,
         now: i64,
     ) -> Result<bool, Rejection> {
-        let state = match status {
-            AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
-            AckStatus::Rejected => "rejected",
-        };
+        let state = status.ledger_state();
         let make = || {
             let sent_at = self.inner.sent.take_holdable(
                 command_id,
@@ -1234,10 +1231,7 @@ async fn apply_ack(
     reason: Option<&str>,
     (now, sent): (i64, Option<i64>),
 ) -> Result<AckedCommand, Rejection> {
-    let new_state = match status {
-        AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
-        AckStatus::Rejected => "rejected",
-    };
+    let new_state = status.ledger_state();
     // The usual case in one statement: the command is open, this machine's, and not
     // expired. Anything else finds no row and is explained by `refusal` below.
     let row = crate::store::query(

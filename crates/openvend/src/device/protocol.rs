@@ -202,6 +202,16 @@ pub enum AckStatus {
     AlreadyDone,
 }
 
+impl AckStatus {
+    /// The command's ledger state once this answer is taken.
+    pub fn ledger_state(self) -> &'static str {
+        match self {
+            AckStatus::Accepted | AckStatus::AlreadyDone => "acknowledged",
+            AckStatus::Rejected => "rejected",
+        }
+    }
+}
+
 /// The outcome of one slot in a dispense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
