@@ -479,7 +479,7 @@ impl Pool {
             Pool::Sqlite(conn) => {
                 let guard = Pool::sqlite(conn).await?;
                 trace(begin);
-                guard.execute_batch(begin).map_err(sqlite_error)?;
+                control(&guard, begin).map_err(sqlite_error)?;
                 Conn::Sqlite(guard)
             }
             Pool::Postgres(pool) => Conn::Postgres(pool.begin().await?),
@@ -566,10 +566,10 @@ impl Tx {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
             Conn::Sqlite(conn) => {
                 trace("COMMIT");
-                if let Err(e) = conn.execute_batch("COMMIT") {
+                if let Err(e) = control(&conn, "COMMIT") {
                     // A failed COMMIT may leave the transaction open; never hand the
                     // connection on inside it.
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = control(&conn, "ROLLBACK");
                     return Err(sqlite_error(e));
                 }
                 Ok(())
@@ -582,7 +582,7 @@ impl Tx {
     /// Undoes the transaction's writes.
     pub async fn rollback(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
-            Conn::Sqlite(conn) => conn.execute_batch("ROLLBACK").map_err(sqlite_error),
+            Conn::Sqlite(conn) => control(&conn, "ROLLBACK").map_err(sqlite_error),
             Conn::Postgres(tx) => tx.rollback().await,
             Conn::Closed => Ok(()),
         }
@@ -596,7 +596,7 @@ impl Drop for Tx {
             // caller gets the connection. A transaction SQLite already ended makes this a
             // harmless error.
             if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = control(conn, "ROLLBACK");
             }
         }
         // PostgreSQL: `PgTx` rolls back when dropped.
@@ -704,6 +704,12 @@ fn argument_for(name: Option<&str>, position: usize) -> Result<usize, Error> {
             .filter(|&i| i >= 1)
             .ok_or_else(|| Error::Protocol(format!("SQL parameter {n}: use $1, $2 …"))),
     }
+}
+
+/// Runs a transaction-control statement (`BEGIN …`, `COMMIT`, `ROLLBACK`) from the statement
+/// cache: `execute_batch` would parse it again at each of a sale's ten or so.
+fn control(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn run_sqlite(conn: &rusqlite::Connection, query: &Query<'_>, mode: Mode) -> Result<Output, Error> {
