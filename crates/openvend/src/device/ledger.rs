@@ -14,8 +14,9 @@
 //! Lifecycle of an event: [`DeviceChannel::receive`] verifies it ([`super::protocol`]),
 //! then in one transaction checks the `msg_id` is new, checks an ack/result against the
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
-//! A refused or duplicate event rolls back: nothing is recorded, nothing changes. The one
-//! exception is an ack that settles nothing but its command's row (`show_qr`, `cancel`,
+//! A refused or duplicate event rolls back: nothing is recorded, nothing changes, except that
+//! a refused `dispense_result` of an expired dispense is kept as evidence with its event
+//! ([`crate::pay::late_vend`]). The one exception to the order above is an ack that settles nothing but its command's row (`show_qr`, `cancel`,
 //! `sale_refused`) of a command this process handed over: it is checked in memory, answered
 //! at once and written with the others a moment later ([`super::held_acks`]).
 
@@ -34,6 +35,7 @@ use super::protocol::{
 };
 use super::sent_marks::{Holdable, SentMarks};
 use crate::pay::checkout::SaleTerms;
+use crate::pay::late_vend;
 use crate::pay::sale::{self, BuyRequest, Taken};
 use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
 use crate::store::Db;
@@ -1056,7 +1058,7 @@ impl DeviceChannel {
                 items,
             } => {
                 let sent = self.inner.sent.get(command_id);
-                apply_result(
+                let fate = apply_result(
                     &mut tx,
                     m.id,
                     command_id,
@@ -1065,6 +1067,30 @@ impl DeviceChannel {
                     (now, sent),
                 )
                 .await?;
+                if let ResultFate::Late = fate {
+                    // Refused, as the protocol says: the order is settled, or will be, without
+                    // it. What it says came out is kept with the event, once per command;
+                    // anything else (a repeat under a new msg_id) is dropped as before.
+                    let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
+                    let kept = late_vend::keep(
+                        &mut tx,
+                        m.id,
+                        (command_id, &envelope.msg_id),
+                        order_id,
+                        &units,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "could not keep a late dispense result");
+                        Rejection::Unavailable
+                    })?;
+                    if kept.is_some() {
+                        tx.commit().await.map_err(internal)?;
+                        self.inner.sent.forget(command_id);
+                    }
+                    return Err(Rejection::Refused(EXPIRED.into()));
+                }
                 answered = Some(command_id);
                 // What the results decide (stock, the order's end, a refund for what did not
                 // come out) commits with them; only a refund's call to Alipay is a job.
@@ -1269,10 +1295,20 @@ async fn refusal(
     dispense_of: Option<&str>,
     open: &[&str],
 ) -> Rejection {
-    let c = match load_command(tx, machine_id, command_id).await {
-        Ok(c) => c,
-        Err(rejection) => return rejection,
-    };
+    match load_command(tx, machine_id, command_id).await {
+        Ok(c) => explain(&c, command_id, now, dispense_of, open),
+        Err(rejection) => rejection,
+    }
+}
+
+/// [`refusal`] for a command already loaded.
+fn explain(
+    c: &OpenCommand,
+    command_id: &str,
+    now: i64,
+    dispense_of: Option<&str>,
+    open: &[&str],
+) -> Rejection {
     if let Some(order_id) = dispense_of {
         if c.kind != "dispense" {
             return Rejection::Refused("command is not a dispense".into());
@@ -1281,14 +1317,25 @@ async fn refusal(
             return Rejection::Refused("order_id does not match the command".into());
         }
     }
-    if is_expired(&c, now) {
-        return Rejection::Refused("command expired before it was acknowledged".into());
+    if is_expired(c, now) {
+        return Rejection::Refused(EXPIRED.into());
     }
     if !open.contains(&c.state.as_str()) {
         return Rejection::Refused(format!("command already {}", c.state));
     }
     tracing::error!(command_id, state = %c.state, "an open command was not updated");
     Rejection::Unavailable
+}
+
+/// Why an answer to an expired command is refused.
+const EXPIRED: &str = "command expired before it was acknowledged";
+
+/// What became of a dispense result.
+enum ResultFate {
+    /// It settled its command; what it means for the order is the caller's.
+    Applied,
+    /// Its command had expired: refused, but what it says came out is evidence to keep.
+    Late,
 }
 
 async fn apply_result(
@@ -1298,8 +1345,8 @@ async fn apply_result(
     order_id: &str,
     body: &str,
     (now, sent): (i64, Option<i64>),
-) -> Result<(), Rejection> {
-    // As for an ack: one conditional statement, and `refusal` says why when it finds no row.
+) -> Result<ResultFate, Rejection> {
+    // As for an ack: one conditional statement, and `explain` says why when it finds no row.
     let done = crate::store::query(
         "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3, \
          sent_at = COALESCE(sent_at, $4) \
@@ -1317,10 +1364,14 @@ async fn apply_result(
     .await
     .map_err(internal)?;
     if done.rows_affected() == 1 {
-        return Ok(());
+        return Ok(ResultFate::Applied);
+    }
+    let c = load_command(tx, machine_id, command_id).await?;
+    if c.kind == "dispense" && c.order_id.as_deref() == Some(order_id) && is_expired(&c, now) {
+        return Ok(ResultFate::Late);
     }
     let open = ["pending", "sent", "acknowledged"];
-    Err(refusal(tx, machine_id, command_id, now, Some(order_id), &open).await)
+    Err(explain(&c, command_id, now, Some(order_id), &open))
 }
 
 fn internal(e: crate::store::Error) -> Rejection {

@@ -2,6 +2,7 @@
 //! calls Alipay after the transaction commits, and records the verified answer.
 
 pub mod checkout;
+pub mod late_vend;
 pub mod refund;
 pub mod sale;
 pub mod vend;

@@ -190,23 +190,15 @@ pub async fn record_results_in(
         ));
     }
 
-    // Match reports to units, slot by slot, in order.
-    let mut remaining: Vec<&UnitResult> = report.iter().collect();
+    let (units, extra) = match_units(lines.iter().map(|(_, l)| l), report);
     let mut per_line: Vec<(OrderLine, Vec<VendState>)> = Vec::new();
-    for (line_no, line) in &lines {
+    for ((line_no, line), line_units) in lines.iter().zip(units) {
         let mut states = Vec::new();
-        for unit in 0..line.qty {
-            let (state, reason) = match remaining.iter().position(|r| r.slot == line.slot) {
-                Some(i) => {
-                    let r = remaining.remove(i);
-                    (VendState::from(r.result), r.reason.clone())
-                }
-                None => (VendState::Failed, Some("not reported".to_owned())),
-            };
+        for (unit, (state, reason)) in (1i64..).zip(line_units) {
             crate::store::query("INSERT INTO vend_results (order_id, line_no, unit_no, state, reason, at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(order_id)
                 .bind(*line_no)
-                .bind(i64::from(unit) + 1)
+                .bind(unit)
                 .bind(state_name(state))
                 .bind(reason.clone())
                 .bind(now)
@@ -217,10 +209,10 @@ pub async fn record_results_in(
         }
         per_line.push((line.clone(), states));
     }
-    if !remaining.is_empty() {
+    if extra > 0 {
         tracing::warn!(
             order_id,
-            extra = remaining.len(),
+            extra,
             "machine reported more units than were ordered; ignored"
         );
     }
@@ -294,6 +286,35 @@ pub async fn record_results_in(
         },
         refund_job,
     })
+}
+
+/// One unit's state and the machine's reason for it.
+pub(crate) type UnitState = (VendState, Option<String>);
+
+/// Each ordered unit's result, line by line, with the machine's reason: reports are matched
+/// to units slot by slot, in order, and a unit the report does not mention did not come out.
+/// Also returns how many reports matched no unit (at most one vend per unit).
+pub(crate) fn match_units<'a>(
+    lines: impl Iterator<Item = &'a OrderLine>,
+    report: &[UnitResult],
+) -> (Vec<Vec<UnitState>>, usize) {
+    let mut remaining: Vec<&UnitResult> = report.iter().collect();
+    let units = lines
+        .map(|line| {
+            (0..line.qty)
+                .map(
+                    |_| match remaining.iter().position(|r| r.slot == line.slot) {
+                        Some(i) => {
+                            let r = remaining.remove(i);
+                            (VendState::from(r.result), r.reason.clone())
+                        }
+                        None => (VendState::Failed, Some("not reported".to_owned())),
+                    },
+                )
+                .collect()
+        })
+        .collect();
+    (units, remaining.len())
 }
 
 async fn correct_stock(

@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_indeterminate_vends"),
     migration!(13, "0013_keyed_jobs"),
     migration!(14, "0014_cheap_checks"),
+    migration!(15, "0015_late_vends"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -5,7 +5,11 @@
 //! - orders not final a day after they were made (reliability's "no stuck states");
 //! - machines that reported a fault (they sell nothing until it is cleared);
 //! - units a machine could not say came out (power lost mid-vend; reliability F14) in the
-//!   last week: the buyer was refunded, and someone checks the machine's stock.
+//!   last week: the buyer was refunded, and someone checks the machine's stock;
+//! - dispenses a machine reported after the server had given up on them (`late_vends`) in the
+//!   last week, where units came out: the buyer was refunded, or the order was settled
+//!   otherwise, yet the goods are gone; `stock_corrected` below the units means a slot's count
+//!   is still too high.
 
 use std::sync::Arc;
 
@@ -16,11 +20,12 @@ use serde_json::{Value, json};
 
 use super::api::{ApiResult, Operator};
 use crate::services::Services;
+use crate::store::get_int;
 
 /// An order still open this long after it was made needs a person.
 pub const STUCK_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// How far back the list of units of unknown outcome goes.
+/// How far back the lists of units of unknown outcome and of late vends go.
 pub const INDETERMINATE_WITHIN_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Most rows of each list (the oldest first: they have waited longest).
@@ -117,11 +122,38 @@ async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<J
         },
     )
     .await?;
+    let vended_after_expiry = list(
+        crate::store::query(
+            "SELECT o.out_trade_no, m.code AS machine, o.state, lv.command_id, lv.dispensed, \
+             lv.indeterminate, lv.stock_corrected, lv.reported_at \
+             FROM late_vends lv JOIN orders o ON o.id = lv.order_id \
+             JOIN machines m ON m.id = lv.machine_id \
+             WHERE lv.reported_at >= $1 AND lv.dispensed + lv.indeterminate > 0 \
+             ORDER BY lv.reported_at LIMIT $2",
+        )
+        .bind(svc.now().saturating_sub(INDETERMINATE_WITHIN_MS))
+        .bind(LIMIT),
+        pool,
+        |r| {
+            Ok(json!({
+                "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                "machine": r.try_get::<String, _>("machine")?,
+                "order_state": r.try_get::<String, _>("state")?,
+                "command_id": r.try_get::<String, _>("command_id")?,
+                "dispensed": get_int(r, "dispensed")?,
+                "indeterminate": get_int(r, "indeterminate")?,
+                "stock_corrected": get_int(r, "stock_corrected")?,
+                "at": r.try_get::<i64, _>("reported_at")?,
+            }))
+        },
+    )
+    .await?;
     let count = disputes.len()
         + failed_refunds.len()
         + stuck_orders.len()
         + faulty_machines.len()
-        + indeterminate_vends.len();
+        + indeterminate_vends.len()
+        + vended_after_expiry.len();
     Ok(Json(json!({
         "count": count,
         "disputes": disputes,
@@ -129,6 +161,7 @@ async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<J
         "stuck_orders": stuck_orders,
         "faulty_machines": faulty_machines,
         "indeterminate_vends": indeterminate_vends,
+        "vended_after_expiry": vended_after_expiry,
     })))
 }
 

@@ -212,3 +212,184 @@ async fn a_refund_by_hand_before_the_result_caps_the_automatic_one() {
     }
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
+
+/// One signed event from machine VM-0001 over the HTTP fallback: status and body.
+async fn post_event(r: &Running, msg_id: &str, kind: &str, body: &str) -> (u16, serde_json::Value) {
+    use openvend::device::signing;
+    let secret = crate::sale::machine_secret(r, "VM-0001").await;
+    let ts = r.app_services.now();
+    let envelope = openvend::device::protocol::Envelope::seal(
+        "VM-0001",
+        secret.as_bytes(),
+        msg_id,
+        ts,
+        kind,
+        body.to_owned(),
+    )
+    .to_bytes();
+    let nonce = format!("n-{}", openvend::ids::random_hex(8));
+    let path = "/device/v1/events";
+    let sig = signing::sign(
+        secret.as_bytes(),
+        signing::http_string("POST", path, ts, &nonce, &envelope).as_bytes(),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", r.http_url))
+        .header("X-Machine", "VM-0001")
+        .header("X-Timestamp", ts.to_string())
+        .header("X-Nonce", nonce)
+        .header("X-Signature", sig)
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The machine was cut off after it took the dispense and came back only after the server
+/// had refunded the buyer. Its result is still refused and the order keeps its refund, but
+/// what it says came out is kept once: the slot's stock is lowered, the timeline says so and
+/// the attention list shows it. A repeat changes nothing more.
+#[tokio::test]
+async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_person() {
+    let r = start().await;
+    let (stock_before, _, _) = slot_row(&r, "A1").await;
+    let order = paid_order(&r, "A1", 2).await;
+    let command: String = crate::sale::strings(
+        &r,
+        openvend::store::query(
+            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
+        )
+        .bind(&order.out_trade_no),
+    )
+    .await
+    .remove(0);
+    // No ack within the command's time and the grace after it: the server refunds.
+    let ttl = r.app_services.device.command_ttl_ms();
+    r.app_services
+        .clock
+        .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order.out_trade_no, OrderState::Refunded).await;
+    wait_for_refund_state(&r, order.id, "succeeded").await;
+    assert_eq!(slot_row(&r, "A1").await, (stock_before, 0, true));
+
+    // The machine is back: one unit came out, one jammed.
+    let ack = format!(r#"{{"command_id":"{command}","status":"accepted"}}"#);
+    let (status, body) = post_event(&r, "late-ack", "ack", &ack).await;
+    assert_eq!(status, 409, "{body}");
+    let report = format!(
+        r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A1","result":"dispensed"}},{{"slot":"A1","result":"failed","reason":"jam"}}]}}"#,
+        order.out_trade_no
+    );
+    let (status, body) = post_event(&r, "late-result", "dispense_result", &report).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+
+    // The order and its money are as the refund left them.
+    let after = orders::by_id(&r.app_services.db, order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, OrderState::Refunded);
+    assert_eq!(after.refunded, order.total);
+    // The unit that came out is off the stock; the jam does not disable a slot from here.
+    assert_eq!(slot_row(&r, "A1").await, (stock_before - 1, 0, true));
+    let timeline = orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    let late: Vec<_> = timeline
+        .iter()
+        .filter(|e| e.2 == "vended_after_expiry")
+        .collect();
+    assert_eq!(late.len(), 1, "{timeline:?}");
+    assert!(
+        late[0].3.contains(&command) && late[0].3.contains("1 of 1"),
+        "{late:?}"
+    );
+    let list = crate::faults::attention(&r).await;
+    let listed = list["vended_after_expiry"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["out_trade_no"], order.out_trade_no.as_str());
+    assert_eq!(listed[0]["order_state"], "refunded");
+    assert_eq!(listed[0]["command_id"], command.as_str());
+    assert_eq!(
+        (
+            &listed[0]["dispensed"],
+            &listed[0]["indeterminate"],
+            &listed[0]["stock_corrected"]
+        ),
+        (&json!(1), &json!(0), &json!(1))
+    );
+
+    // The same message again is a duplicate; the same report under a new id is refused and
+    // lowers nothing twice.
+    let (status, body) = post_event(&r, "late-result", "dispense_result", &report).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    let (status, body) = post_event(&r, "late-result-2", "dispense_result", &report).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(slot_row(&r, "A1").await, (stock_before - 1, 0, true));
+    assert_eq!(
+        crate::faults::attention(&r).await["vended_after_expiry"],
+        list["vended_after_expiry"]
+    );
+    let events = crate::sale::strings(
+        &r,
+        openvend::store::query(
+            "SELECT msg_id FROM device_events WHERE msg_id LIKE 'late-%' ORDER BY msg_id",
+        ),
+    )
+    .await;
+    assert_eq!(events, ["late-result"], "only the kept report is stored");
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+/// A late report that nothing came out confirms the refund: kept on the timeline, not listed.
+#[tokio::test]
+async fn a_late_result_that_nothing_came_out_is_not_listed() {
+    let r = start().await;
+    let order = paid_order(&r, "A2", 1).await;
+    let command: String = crate::sale::strings(
+        &r,
+        openvend::store::query(
+            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
+        )
+        .bind(&order.out_trade_no),
+    )
+    .await
+    .remove(0);
+    let ttl = r.app_services.device.command_ttl_ms();
+    r.app_services
+        .clock
+        .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order.out_trade_no, OrderState::Refunded).await;
+    let (stock, _, _) = slot_row(&r, "A2").await;
+    let report = format!(
+        r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A2","result":"failed","reason":"sensor"}}]}}"#,
+        order.out_trade_no
+    );
+    let (status, body) = post_event(&r, "late-result", "dispense_result", &report).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(slot_row(&r, "A2").await.0, stock);
+    let timeline = orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "vended_after_expiry" && e.3.contains("0 of 0")),
+        "{timeline:?}"
+    );
+    assert_eq!(
+        crate::faults::attention(&r).await["vended_after_expiry"],
+        json!([])
+    );
+}

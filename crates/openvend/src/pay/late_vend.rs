@@ -1,0 +1,120 @@
+//! A vend the server heard of too late. A machine that acknowledged a `dispense` in time by
+//! its own clock, then lost its network (or whose server was down) for longer than the grace
+//! after the command's expiry, has its ack and result refused: the server has refunded the
+//! buyer, or will, without them (device protocol §5). The refusal stands, and the order is
+//! not touched. But if the result says units came out, the goods are gone and the operator
+//! must know: the report is kept ([`keep`]), the slot's stock is lowered to what is really
+//! in it, the order's timeline says so, and `/api/v1/attention` lists it.
+
+use crate::domain::order::VendState;
+use crate::pay::vend::{UnitResult, match_units};
+use crate::store::Conn;
+use crate::store::orders::{self, OrderError};
+
+/// What a late report says came out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LateVend {
+    /// Units the machine says came out.
+    pub dispensed: i64,
+    /// Units it could not say (power lost mid-vend).
+    pub indeterminate: i64,
+    /// Units taken off their slot's stock: fewer than the two above when the rest of the
+    /// slot's stock was reserved by other orders, and a person must count it.
+    pub stock_corrected: i64,
+}
+
+/// Keeps the refused `dispense_result` (event `msg_id`, already recorded in `tx`) of the
+/// expired dispense `command_id` for the order `out_trade_no` of machine `machine_id`.
+/// Returns `None`, and the caller drops the transaction, when there is nothing to keep: the
+/// order is unknown, or a report of this command was already kept (a machine repeating its
+/// result under a new `msg_id` does not lower the stock twice).
+pub async fn keep(
+    tx: &mut Conn,
+    machine_id: i64,
+    (command_id, msg_id): (&str, &str),
+    out_trade_no: &str,
+    report: &[UnitResult],
+    now: i64,
+) -> Result<Option<LateVend>, OrderError> {
+    let Some(order) = crate::store::query(
+        "SELECT id, state FROM orders WHERE out_trade_no = $1 AND machine_id = $2",
+    )
+    .bind(out_trade_no)
+    .bind(machine_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let order_id: i64 = order.try_get(0)?;
+    let state: String = order.try_get(1)?;
+    let lines = orders::lines(&mut *tx, order_id).await?;
+    let (units, _extra) = match_units(lines.iter(), report);
+    let mut late = LateVend::default();
+    let mut summary = Vec::new();
+    for (line, line_units) in lines.iter().zip(units) {
+        let states: Vec<VendState> = line_units.into_iter().map(|(s, _)| s).collect();
+        for state in &states {
+            match state {
+                VendState::Dispensed => late.dispensed += 1,
+                VendState::Indeterminate => late.indeterminate += 1,
+                VendState::Failed | VendState::Pending => continue,
+            }
+            // Only stock no other order holds: the reservations stay as they are, and this
+            // order's own is released by whoever settles it.
+            let lowered = crate::store::query(
+                "UPDATE slots SET stock = stock - 1 WHERE machine_id = $1 AND code = $2 AND stock > reserved",
+            )
+            .bind(machine_id)
+            .bind(&line.slot)
+            .execute(&mut *tx)
+            .await?;
+            late.stock_corrected += i64::try_from(lowered.rows_affected()).unwrap_or(0);
+        }
+        summary.push(format!("{}: {:?}", line.slot, states));
+    }
+    let kept = crate::store::query(
+        "INSERT INTO late_vends (command_id, order_id, machine_id, msg_id, reported_at, dispensed, indeterminate, stock_corrected) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING",
+    )
+    .bind(command_id)
+    .bind(order_id)
+    .bind(machine_id)
+    .bind(msg_id)
+    .bind(now)
+    .bind(late.dispensed)
+    .bind(late.indeterminate)
+    .bind(late.stock_corrected)
+    .execute(&mut *tx)
+    .await?;
+    if kept.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let out = late.dispensed + late.indeterminate;
+    let detail = format!(
+        "the machine reported after its dispense {command_id} had expired: {}; refused, the order stays {state}; \
+         {} of {out} units taken off the slot stock",
+        summary.join("; "),
+        late.stock_corrected
+    );
+    orders::add_event(
+        &mut *tx,
+        order_id,
+        now,
+        "device",
+        "vended_after_expiry",
+        &detail,
+    )
+    .await?;
+    if out > 0 {
+        tracing::error!(
+            order = out_trade_no,
+            command_id,
+            dispensed = late.dispensed,
+            indeterminate = late.indeterminate,
+            order_state = %state,
+            "a machine vended a dispense the server had given up on; a person must check"
+        );
+    }
+    Ok(Some(late))
+}
