@@ -14,11 +14,12 @@
 //! Lifecycle of an event: [`DeviceChannel::receive`] verifies it ([`super::protocol`]),
 //! then in one transaction checks the `msg_id` is new, checks an ack/result against the
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
-//! A refused or duplicate event rolls back: nothing is recorded, nothing changes, except that
-//! a refused `dispense_result` of an expired dispense is kept as evidence with its event
-//! ([`crate::pay::late_vend`]). The one exception to the order above is an ack that settles nothing but its command's row (`show_qr`, `cancel`,
-//! `sale_refused`) of a command this process handed over: it is checked in memory, answered
-//! at once and written with the others a moment later ([`super::held_acks`]).
+//! A refused or duplicate event rolls back: nothing is recorded, nothing changes. Only the
+//! first `dispense_result` of an expired dispense is kept, refused all the same, as evidence
+//! that goods came out ([`crate::pay::late_vend`]). An ack that settles nothing but its
+//! command's row (`show_qr`, `cancel`, `sale_refused`) of a command this process handed over
+//! is not written before it is answered: it is checked in memory, answered at once and
+//! written with the others a moment later ([`super::held_acks`]).
 
 use crate::store::{Conn, Executor, Tx};
 use std::fmt;
@@ -39,6 +40,7 @@ use crate::pay::late_vend;
 use crate::pay::sale::{self, BuyRequest, Taken};
 use crate::pay::vend::{self, UnitResult, VendError, VendOrder};
 use crate::store::Db;
+use crate::store::orders::OrderError;
 
 /// Default time a command may wait for its machine's ack.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -893,7 +895,8 @@ impl DeviceChannel {
 
     /// The full incoming pipeline for one raw message from the machine the transport
     /// authenticated as `authenticated`: verify, deduplicate, apply, record, then forward to
-    /// the event stream. A rejection is logged with its reason and changes nothing.
+    /// the event stream. A rejection is logged with its reason and changes nothing (a late
+    /// dispense result is kept as evidence: [`crate::pay::late_vend`]).
     pub async fn receive(&self, authenticated: &str, raw: &[u8]) -> Result<DeviceEvent, Rejection> {
         self.receive_arrived(authenticated, raw, self.now_ms())
             .await
@@ -1080,11 +1083,20 @@ impl DeviceChannel {
                         &units,
                         now,
                     )
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "could not keep a late dispense result");
-                        Rejection::Unavailable
-                    })?;
+                    .await;
+                    let kept = match kept {
+                        Ok(kept) => kept,
+                        // The store: the machine sends it again later, as for any event.
+                        Err(OrderError::Store(e)) => {
+                            tracing::error!(error = %e, "could not keep a late dispense result");
+                            return Err(Rejection::Unavailable);
+                        }
+                        // Anything else would fail again: refused as before, nothing kept.
+                        Err(e) => {
+                            tracing::error!(error = %e, "a late dispense result could not be kept");
+                            None
+                        }
+                    };
                     if kept.is_some() {
                         tx.commit().await.map_err(internal)?;
                         self.inner.sent.forget(command_id);

@@ -3,8 +3,9 @@
 //! after the command's expiry, has its ack and result refused: the server has refunded the
 //! buyer, or will, without them (device protocol §5). The refusal stands, and the order is
 //! not touched. But if the result says units came out, the goods are gone and the operator
-//! must know: the report is kept ([`keep`]), the slot's stock is lowered to what is really
-//! in it, the order's timeline says so, and `/api/v1/attention` lists it.
+//! must know: the first such report of each command is kept ([`keep`]), the units it says
+//! came out are taken off stock no reservation holds, the order's timeline says so, and
+//! `/api/v1/attention` lists it.
 
 use crate::domain::order::VendState;
 use crate::pay::vend::{UnitResult, match_units};
@@ -60,8 +61,9 @@ pub async fn keep(
                 VendState::Indeterminate => late.indeterminate += 1,
                 VendState::Failed | VendState::Pending => continue,
             }
-            // Only stock no other order holds: the reservations stay as they are, and this
-            // order's own is released by whoever settles it.
+            // Only stock no reservation holds: reservations stay as they are. If this order's
+            // own is not yet released (the server had not settled it when this arrived), its
+            // units are not taken and `stock_corrected` falls short: a person counts the slot.
             let lowered = crate::store::query(
                 "UPDATE slots SET stock = stock - 1 WHERE machine_id = $1 AND code = $2 AND stock > reserved",
             )
@@ -92,8 +94,8 @@ pub async fn keep(
     }
     let out = late.dispensed + late.indeterminate;
     let detail = format!(
-        "the machine reported after its dispense {command_id} had expired: {}; refused, the order stays {state}; \
-         {} of {out} units taken off the slot stock",
+        "the machine reported after its dispense {command_id} had expired: {}; refused, the order was {state} \
+         when it arrived; {} of {out} units taken off the slot stock",
         summary.join("; "),
         late.stock_corrected
     );

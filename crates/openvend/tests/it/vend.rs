@@ -274,12 +274,12 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
     wait_for_refund_state(&r, order.id, "succeeded").await;
     assert_eq!(slot_row(&r, "A1").await, (stock_before, 0, true));
 
-    // The machine is back: one unit came out, one jammed.
+    // The machine is back: one unit came out, and the power failed during the other.
     let ack = format!(r#"{{"command_id":"{command}","status":"accepted"}}"#);
     let (status, body) = post_event(&r, "late-ack", "ack", &ack).await;
     assert_eq!(status, 409, "{body}");
     let report = format!(
-        r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A1","result":"dispensed"}},{{"slot":"A1","result":"failed","reason":"jam"}}]}}"#,
+        r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A1","result":"dispensed"}},{{"slot":"A1","result":"indeterminate"}}]}}"#,
         order.out_trade_no
     );
     let (status, body) = post_event(&r, "late-result", "dispense_result", &report).await;
@@ -296,8 +296,8 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
         .unwrap();
     assert_eq!(after.state, OrderState::Refunded);
     assert_eq!(after.refunded, order.total);
-    // The unit that came out is off the stock; the jam does not disable a slot from here.
-    assert_eq!(slot_row(&r, "A1").await, (stock_before - 1, 0, true));
+    // Both units may be gone: both are off the stock.
+    assert_eq!(slot_row(&r, "A1").await, (stock_before - 2, 0, true));
     let timeline = orders::timeline(&r.app_services.db, order.id)
         .await
         .unwrap();
@@ -307,7 +307,7 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
         .collect();
     assert_eq!(late.len(), 1, "{timeline:?}");
     assert!(
-        late[0].3.contains(&command) && late[0].3.contains("1 of 1"),
+        late[0].3.contains(&command) && late[0].3.contains("2 of 2"),
         "{late:?}"
     );
     let list = crate::faults::attention(&r).await;
@@ -322,7 +322,7 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
             &listed[0]["indeterminate"],
             &listed[0]["stock_corrected"]
         ),
-        (&json!(1), &json!(0), &json!(1))
+        (&json!(1), &json!(1), &json!(2))
     );
 
     // The same message again is a duplicate; the same report under a new id is refused and
@@ -335,7 +335,7 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
     );
     let (status, body) = post_event(&r, "late-result-2", "dispense_result", &report).await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(slot_row(&r, "A1").await, (stock_before - 1, 0, true));
+    assert_eq!(slot_row(&r, "A1").await, (stock_before - 2, 0, true));
     assert_eq!(
         crate::faults::attention(&r).await["vended_after_expiry"],
         list["vended_after_expiry"]
@@ -371,7 +371,22 @@ async fn a_late_result_that_nothing_came_out_is_not_listed() {
         .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
     r.app_services.jobs_ready.notify_one();
     wait_for_state(&r, &order.out_trade_no, OrderState::Refunded).await;
+    wait_for_refund_state(&r, order.id, "succeeded").await;
     let (stock, _, _) = slot_row(&r, "A2").await;
+    let rows = |table: &'static str| {
+        let r = &r;
+        async move {
+            crate::sale::strings(
+                r,
+                openvend::store::query(&format!(
+                    "SELECT CAST(COUNT(*) AS TEXT) FROM {table} WHERE order_id = {}",
+                    order.id
+                )),
+            )
+            .await
+        }
+    };
+    let (refunds, vends) = (rows("refunds").await, rows("vend_results").await);
     let report = format!(
         r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A2","result":"failed","reason":"sensor"}}]}}"#,
         order.out_trade_no
@@ -379,6 +394,10 @@ async fn a_late_result_that_nothing_came_out_is_not_listed() {
     let (status, body) = post_event(&r, "late-result", "dispense_result", &report).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(slot_row(&r, "A2").await.0, stock);
+    assert_eq!(
+        (rows("refunds").await, rows("vend_results").await),
+        (refunds, vends)
+    );
     let timeline = orders::timeline(&r.app_services.db, order.id)
         .await
         .unwrap();
