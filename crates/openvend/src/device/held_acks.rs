@@ -127,22 +127,36 @@ impl HeldAcks {
         self.0.lock().is_ok_and(|s| s.held.contains_key(command_id))
     }
 
-    /// Takes every held ack, to write them, in command order (so that two instances writing
-    /// acks of the same commands lock their rows in the same order).
-    pub fn take_all(&self) -> Vec<HeldAck> {
+    /// The command ids with a held ack now. A reader of the store checks this before it
+    /// reads and [`contains`](Self::contains) after: an ack leaves this map only once its
+    /// write has committed, so one of the two sees every ack the store does not.
+    pub fn ids(&self) -> std::collections::HashSet<String> {
+        self.0
+            .lock()
+            .map(|s| s.held.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every held ack, to write them, in command order (so that two instances writing acks of
+    /// the same commands lock their rows in the same order). They stay held, and answer for
+    /// the store, until [`written`](Self::written) says their write has committed; a failed
+    /// write leaves them to the next.
+    pub fn to_write(&self) -> Vec<HeldAck> {
         let mut acks: Vec<HeldAck> = match self.0.lock() {
-            Ok(mut state) => state.held.drain().map(|(_, ack)| ack).collect(),
+            Ok(state) => state.held.values().cloned().collect(),
             Err(_) => Vec::new(),
         };
         acks.sort_by(|a, b| a.command_id.cmp(&b.command_id));
         acks
     }
 
-    /// Puts back acks whose write failed (an ack held since for the same command stays).
-    pub fn restore(&self, acks: Vec<HeldAck>) {
+    /// Lets go of acks whose write has committed: the store answers for them now.
+    pub fn written(&self, acks: &[HeldAck]) {
         if let Ok(mut state) = self.0.lock() {
             for ack in acks {
-                state.held.entry(ack.command_id.clone()).or_insert(ack);
+                if state.held.get(&ack.command_id) == Some(ack) {
+                    state.held.remove(&ack.command_id);
+                }
             }
         }
     }
@@ -199,12 +213,22 @@ mod tests {
         assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-1".into()));
         assert_eq!(built.get(), 0);
 
-        let taken = held.take_all();
-        assert_eq!(taken.len(), 1);
-        assert!(!held.contains("c-1"));
-        // A failed write puts it back, behind any ack held since.
+        // Being written, it still answers; only a committed write lets go of it.
+        let writing = held.to_write();
+        assert_eq!(writing.len(), 1);
+        assert!(held.contains("c-1") && held.ids().contains("c-1"));
+        assert!(matches!(
+            held.hold("c-1", 7, "e-9", || Some(ack("c-1", 7, "e-9"))),
+            Hold::AlreadyHeld {
+                same_message: false,
+                ..
+            }
+        ));
+        held.written(&writing);
+        assert!(!held.contains("c-1") && held.ids().is_empty());
+        // An ack held after a write began is not let go of by it.
         held.hold("c-1", 7, "e-9", || Some(ack("c-1", 7, "e-9")));
-        held.restore(taken);
+        held.written(&writing);
         assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-9".into()));
 
         // Closed (shutdown): nothing more is held; what is held is still taken.
@@ -213,7 +237,7 @@ mod tests {
             held.hold("c-2", 7, "e-10", || Some(ack("c-2", 7, "e-10"))),
             Hold::NotHere
         );
-        assert_eq!(held.take_all().len(), 1);
+        assert_eq!(held.to_write().len(), 1);
     }
 
     #[test]
@@ -222,7 +246,7 @@ mod tests {
         for id in ["c-3", "c-1", "c-2"] {
             held.hold(id, 7, id, || Some(ack(id, 7, id)));
         }
-        let ids: Vec<String> = held.take_all().into_iter().map(|a| a.command_id).collect();
+        let ids: Vec<String> = held.to_write().into_iter().map(|a| a.command_id).collect();
         assert_eq!(ids, ["c-1", "c-2", "c-3"]);
     }
 }

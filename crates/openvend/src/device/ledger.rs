@@ -650,7 +650,8 @@ impl DeviceChannel {
     }
 
     async fn write_held_acks_locked(&self) -> Result<usize, crate::store::Error> {
-        let acks = self.inner.held.take_all();
+        // They stay held while written: a reader finds each either here or in the store.
+        let acks = self.inner.held.to_write();
         if acks.is_empty() {
             return Ok(0);
         }
@@ -693,8 +694,8 @@ impl DeviceChannel {
             Ok(settled)
         }
         .await;
-        if written.is_err() {
-            self.inner.held.restore(acks);
+        if written.is_ok() {
+            self.inner.held.written(&acks);
         }
         written
     }
@@ -785,6 +786,8 @@ impl DeviceChannel {
         &self,
         machine: &str,
     ) -> Result<Vec<PendingCommand>, crate::store::Error> {
+        // Held acks before and after the read: one written meanwhile is in one or the other.
+        let held_before = self.inner.held.ids();
         let rows = crate::store::query(
             "SELECT c.command_id, c.payload, c.expires_at, c.kind FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE m.code = $1 AND (m.disabled_at IS NULL OR c.kind = 'cancel') \
@@ -798,7 +801,7 @@ impl DeviceChannel {
         for r in &rows {
             let command_id: String = r.try_get(0)?;
             // Answered already, in memory.
-            if self.inner.held.contains(&command_id) {
+            if held_before.contains(&command_id) || self.inner.held.contains(&command_id) {
                 continue;
             }
             pending.push(PendingCommand {
@@ -867,13 +870,15 @@ impl DeviceChannel {
         &self,
         command_id: &str,
     ) -> Result<Option<CommandRecord>, crate::store::Error> {
+        // As in `pending_for`: an ack written while the row is read is held before or after.
+        let held_before = self.inner.held.get(command_id);
         let row = crate::store::query(
             "SELECT command_id, machine_id, kind, order_id, state, result FROM device_commands WHERE command_id = $1",
         )
         .bind(command_id)
         .fetch_optional(&self.inner.db.pool)
         .await?;
-        let held = self.inner.held.get(command_id);
+        let held = held_before.or_else(|| self.inner.held.get(command_id));
         row.map(|r| {
             let mut record = CommandRecord {
                 command_id: r.try_get(0)?,

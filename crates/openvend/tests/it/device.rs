@@ -1213,6 +1213,62 @@ async fn an_ack_that_settles_only_its_command_is_held_and_written_with_others_on
     held_ack_story(postgres_fixture().await).await;
 }
 
+/// A held ack stays the ledger's answer until its write has committed. Here a reader of the
+/// store queues for SQLite's one connection before the writer of held acks, so it reads the
+/// command's row while the ack is being written: it must still find the ack in memory, or it
+/// would hand an answered command over again.
+#[tokio::test]
+async fn a_held_ack_being_written_is_not_handed_over_again() {
+    let f = sqlite_fixture().await;
+    let h = http(&f).await;
+    let m1 = f.m1.clone();
+    let qr = f.show_qr(&m1, "o-1").await;
+    let (_, body) = h
+        .call(
+            &f,
+            "GET",
+            "/device/v1/commands?wait=0",
+            "w-1",
+            SECRET_1,
+            vec![],
+        )
+        .await;
+    assert_eq!(body["commands"].as_array().map(Vec::len), Some(1), "{body}");
+    let a = f.event(&m1, SECRET_1, "w-ack", "ack", &ack(&qr, "accepted"));
+    let (status, body) = h
+        .call(&f, "POST", "/device/v1/events", "w-2", SECRET_1, a)
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    assert_eq!(
+        stored_state(&f, &qr).await.0,
+        "pending",
+        "held, not yet written"
+    );
+
+    let busy = f.db.begin().await.unwrap();
+    let reader = async {
+        let pending = f.channel.pending_for(&m1).await.unwrap();
+        let record = f.channel.command(&qr).await.unwrap().unwrap();
+        (pending, record.state)
+    };
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        f.channel.write_held_acks().await.unwrap()
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(busy);
+    };
+    let ((pending, state), written, ()) = tokio::join!(reader, writer, release);
+    assert!(
+        pending.is_empty(),
+        "an acknowledged command would be handed over again: {pending:?}"
+    );
+    assert_eq!(state, "acknowledged");
+    assert_eq!(written, 1);
+    assert_eq!(stored_state(&f, &qr).await.0, "acknowledged");
+}
+
 /// Two instances taking the same ack (an external broker may hand an event to both): the one
 /// that holds it writes the event before the command, as the other stores a machine's event,
 /// so neither waits on the other in a circle. Both commit; the ack counts once.
