@@ -7,7 +7,9 @@
 //! command over, to this machine, and it has not expired), the ack is answered at once and
 //! written with the others every [`WRITE_EVERY`], in one transaction, instead of one commit
 //! each. Until then the ledger reads it from here: the command is not re-delivered and a
-//! second ack is refused. Holding stops when the server begins to shut down, and what is held
+//! second ack is refused. An ack leaves here only once its write has committed, and the
+//! ledger's readers of the store look here before and after they read, so an ack held before
+//! a read is never missed by it. Holding stops when the server begins to shut down, and what is held
 //! then is written. A crash loses at most [`WRITE_EVERY`] of them: their rows stay `pending`
 //! or `sent`, which no decision waits on. A machine on MQTT sends its unconfirmed events again
 //! after it reconnects (device-protocol §2); one on HTTP is handed the command again and
@@ -25,7 +27,7 @@ pub fn settles_only_its_row(kind: &str) -> bool {
     matches!(kind, "show_qr" | "cancel" | "sale_refused")
 }
 
-/// An ack checked in memory and not yet written.
+/// An ack checked in memory whose write has not committed yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldAck {
     /// The command it answers.
@@ -231,7 +233,7 @@ mod tests {
         held.written(&writing);
         assert_eq!(held.get("c-1").map(|a| a.msg_id), Some("e-9".into()));
 
-        // Closed (shutdown): nothing more is held; what is held is still taken.
+        // Closed (shutdown): nothing more is held; what is held is still written.
         held.close();
         assert_eq!(
             held.hold("c-2", 7, "e-10", || Some(ack("c-2", 7, "e-10"))),
@@ -241,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn held_acks_are_taken_in_command_order() {
+    fn held_acks_are_written_in_command_order() {
         let held = HeldAcks::default();
         for id in ["c-3", "c-1", "c-2"] {
             held.hold(id, 7, id, || Some(ack(id, 7, id)));

@@ -252,7 +252,7 @@ struct Inner {
     /// Acks checked in memory, written together.
     held: HeldAcks,
     /// Taken while held acks are written and while commands are expired, so an expiry never
-    /// overtakes acks taken for writing but not yet committed.
+    /// overtakes acks being written but not yet committed.
     settling: tokio::sync::Mutex<()>,
     /// The terms a machine's buy request is sold on.
     sale_terms: SaleTerms,
@@ -888,8 +888,10 @@ impl DeviceChannel {
                 state: r.try_get(4)?,
                 result: r.try_get(5)?,
             };
-            // An ack held in memory is the ledger's answer until it is written.
-            if let Some(ack) = held {
+            // An ack held in memory is the ledger's answer until it is written (and only for a
+            // row still open: one settled meanwhile, e.g. expired, is the store's answer).
+            if let Some(ack) = held.filter(|_| matches!(record.state.as_str(), "pending" | "sent"))
+            {
                 record.state = ack.state.to_owned();
                 record.result = ack.reason;
             }

@@ -1245,21 +1245,21 @@ async fn a_held_ack_being_written_is_not_handed_over_again() {
         "held, not yet written"
     );
 
+    // Polled in this order every time (`biased`): both readers queue for the connection
+    // first, the writer takes the acks for writing and queues behind them, then the
+    // connection is let go. However late the timers fire, the readers read first.
     let busy = f.db.begin().await.unwrap();
-    let reader = async {
-        let pending = f.channel.pending_for(&m1).await.unwrap();
-        let record = f.channel.command(&qr).await.unwrap().unwrap();
-        (pending, record.state)
-    };
+    let pending = async { f.channel.pending_for(&m1).await.unwrap() };
+    let record = async { f.channel.command(&qr).await.unwrap().unwrap().state };
     let writer = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         f.channel.write_held_acks().await.unwrap()
     };
     let release = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         drop(busy);
     };
-    let ((pending, state), written, ()) = tokio::join!(reader, writer, release);
+    let (pending, state, written, ()) = tokio::join!(biased; pending, record, writer, release);
     assert!(
         pending.is_empty(),
         "an acknowledged command would be handed over again: {pending:?}"
