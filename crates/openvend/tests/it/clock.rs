@@ -94,33 +94,8 @@ async fn f21_a_machine_clock_250_s_behind_sells_and_is_told_the_time() {
 
 /// One signed HTTP fallback request with the given timestamp; returns status and body.
 async fn http_heartbeat(r: &Running, secret: &str, ts: i64) -> (u16, Value) {
-    use openvend::device::signing;
-    let env = openvend::device::protocol::Envelope::seal(
-        "FM-0001",
-        secret.as_bytes(),
-        &format!("e-{}", openvend::ids::random_hex(8)),
-        ts,
-        "heartbeat",
-        "{}".into(),
-    )
-    .to_bytes();
-    let nonce = format!("n-{}", openvend::ids::random_hex(8));
-    let path = "/device/v1/events";
-    let sig = signing::sign(
-        secret.as_bytes(),
-        signing::http_string("POST", path, ts, &nonce, &env).as_bytes(),
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", r.http_url))
-        .header("X-Machine", "FM-0001")
-        .header("X-Timestamp", ts.to_string())
-        .header("X-Nonce", nonce)
-        .header("X-Signature", sig)
-        .body(env)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    let msg_id = format!("e-{}", openvend::ids::random_hex(8));
+    crate::sale::post_device_event(r, "FM-0001", secret, ts, &msg_id, "heartbeat", "{}").await
 }
 
 #[tokio::test]

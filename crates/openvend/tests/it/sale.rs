@@ -113,6 +113,46 @@ pub async fn machine_secret(r: &Running, code: &str) -> String {
         .get(0)
 }
 
+/// One signed event envelope POSTed over the device HTTP fallback as `machine` at `ts` (its
+/// envelope and its request both): status and body.
+pub async fn post_device_event(
+    r: &Running,
+    machine: &str,
+    secret: &str,
+    ts: i64,
+    msg_id: &str,
+    kind: &str,
+    body: &str,
+) -> (u16, Value) {
+    use openvend::device::signing;
+    let envelope = openvend::device::protocol::Envelope::seal(
+        machine,
+        secret.as_bytes(),
+        msg_id,
+        ts,
+        kind,
+        body.to_owned(),
+    )
+    .to_bytes();
+    let nonce = format!("n-{}", openvend::ids::random_hex(8));
+    let path = "/device/v1/events";
+    let sig = signing::sign(
+        secret.as_bytes(),
+        signing::http_string("POST", path, ts, &nonce, &envelope).as_bytes(),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", r.http_url))
+        .header("X-Machine", machine)
+        .header("X-Timestamp", ts.to_string())
+        .header("X-Nonce", nonce)
+        .header("X-Signature", sig)
+        .body(envelope)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 pub fn sale(slot: &str, qty: u32) -> SaleRequest {
     SaleRequest {
         machine: "VM-0001".into(),

@@ -215,35 +215,32 @@ async fn a_refund_by_hand_before_the_result_caps_the_automatic_one() {
 
 /// One signed event from machine VM-0001 over the HTTP fallback: status and body.
 async fn post_event(r: &Running, msg_id: &str, kind: &str, body: &str) -> (u16, serde_json::Value) {
-    use openvend::device::signing;
     let secret = crate::sale::machine_secret(r, "VM-0001").await;
     let ts = r.app_services.now();
-    let envelope = openvend::device::protocol::Envelope::seal(
-        "VM-0001",
-        secret.as_bytes(),
-        msg_id,
-        ts,
-        kind,
-        body.to_owned(),
+    crate::sale::post_device_event(r, "VM-0001", &secret, ts, msg_id, kind, body).await
+}
+
+/// A paid order whose dispense was never acknowledged: past the command's time and the grace
+/// after it, the server refunds it in full. Answers the order and its dispense command's id.
+async fn refunded_undelivered(r: &Running, slot: &str, qty: u32) -> (orders::Order, String) {
+    let order = paid_order(r, slot, qty).await;
+    let command: String = crate::sale::strings(
+        r,
+        openvend::store::query(
+            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
+        )
+        .bind(&order.out_trade_no),
     )
-    .to_bytes();
-    let nonce = format!("n-{}", openvend::ids::random_hex(8));
-    let path = "/device/v1/events";
-    let sig = signing::sign(
-        secret.as_bytes(),
-        signing::http_string("POST", path, ts, &nonce, &envelope).as_bytes(),
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", r.http_url))
-        .header("X-Machine", "VM-0001")
-        .header("X-Timestamp", ts.to_string())
-        .header("X-Nonce", nonce)
-        .header("X-Signature", sig)
-        .body(envelope)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    .await
+    .remove(0);
+    let ttl = r.app_services.device.command_ttl_ms();
+    r.app_services
+        .clock
+        .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(r, &order.out_trade_no, OrderState::Refunded).await;
+    wait_for_refund_state(r, order.id, "succeeded").await;
+    (order, command)
 }
 
 /// The machine was cut off after it took the dispense and came back only after the server
@@ -254,24 +251,7 @@ async fn post_event(r: &Running, msg_id: &str, kind: &str, body: &str) -> (u16, 
 async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_person() {
     let r = start().await;
     let (stock_before, _, _) = slot_row(&r, "A1").await;
-    let order = paid_order(&r, "A1", 2).await;
-    let command: String = crate::sale::strings(
-        &r,
-        openvend::store::query(
-            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
-        )
-        .bind(&order.out_trade_no),
-    )
-    .await
-    .remove(0);
-    // No ack within the command's time and the grace after it: the server refunds.
-    let ttl = r.app_services.device.command_ttl_ms();
-    r.app_services
-        .clock
-        .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
-    r.app_services.jobs_ready.notify_one();
-    wait_for_state(&r, &order.out_trade_no, OrderState::Refunded).await;
-    wait_for_refund_state(&r, order.id, "succeeded").await;
+    let (order, command) = refunded_undelivered(&r, "A1", 2).await;
     assert_eq!(slot_row(&r, "A1").await, (stock_before, 0, true));
 
     // The machine is back: one unit came out, and the power failed during the other.
@@ -355,23 +335,7 @@ async fn a_result_after_the_refund_is_refused_but_what_came_out_is_kept_for_a_pe
 #[tokio::test]
 async fn a_late_result_that_nothing_came_out_is_not_listed() {
     let r = start().await;
-    let order = paid_order(&r, "A2", 1).await;
-    let command: String = crate::sale::strings(
-        &r,
-        openvend::store::query(
-            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
-        )
-        .bind(&order.out_trade_no),
-    )
-    .await
-    .remove(0);
-    let ttl = r.app_services.device.command_ttl_ms();
-    r.app_services
-        .clock
-        .advance(ttl + openvend::device::ledger::ACK_GRACE_MS + 1_000);
-    r.app_services.jobs_ready.notify_one();
-    wait_for_state(&r, &order.out_trade_no, OrderState::Refunded).await;
-    wait_for_refund_state(&r, order.id, "succeeded").await;
+    let (order, command) = refunded_undelivered(&r, "A2", 1).await;
     let (stock, _, _) = slot_row(&r, "A2").await;
     let rows = |table: &'static str| {
         let r = &r;
