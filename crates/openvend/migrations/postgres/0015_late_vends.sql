@@ -10,8 +10,12 @@ CREATE TABLE late_vends (
     reported_at    BIGINT  NOT NULL,
     dispensed      INTEGER NOT NULL CHECK (dispensed >= 0),
     indeterminate  INTEGER NOT NULL CHECK (indeterminate >= 0),
-    -- Units whose slot stock was lowered: fewer than dispensed + indeterminate when the
-    -- slot's stock was all reserved by other orders, and a person must count it.
-    stock_corrected INTEGER NOT NULL CHECK (stock_corrected >= 0)
+    -- Units taken off their slot's stock, and the slot of each unit not yet taken off (a JSON
+    -- list): a slot's stock held wholly by reservations, this order's own included while the
+    -- server had not settled it, cannot go lower. The order's settlement takes off the rest
+    -- once its reservation is released; what is left after that, a person counts.
+    stock_corrected INTEGER NOT NULL CHECK (stock_corrected >= 0),
+    uncorrected     TEXT    NOT NULL DEFAULT '[]'
 );
 CREATE INDEX late_vends_reported ON late_vends (reported_at);
+CREATE INDEX late_vends_order ON late_vends (order_id);

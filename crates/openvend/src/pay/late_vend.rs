@@ -4,13 +4,14 @@
 //! buyer, or will, without them (device protocol §5). The refusal stands, and the order is
 //! not touched. But if the result says units came out, the goods are gone and the operator
 //! must know: the first such report of each command is kept ([`keep`]), the units it says
-//! came out are taken off stock no reservation holds, the order's timeline says so, and
-//! `/api/v1/attention` lists it.
+//! came out are taken off stock no reservation holds (those the order itself still holds, when
+//! the report beat the order's settlement, once that releases them: [`correct_rest`]), the
+//! order's timeline says so, and `/api/v1/attention` lists it.
 
 use crate::domain::order::VendState;
 use crate::pay::vend::{UnitResult, match_units};
-use crate::store::Conn;
 use crate::store::orders::{self, OrderError};
+use crate::store::{Conn, Db};
 
 /// What a late report says came out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,8 +20,9 @@ pub struct LateVend {
     pub dispensed: i64,
     /// Units it could not say (power lost mid-vend).
     pub indeterminate: i64,
-    /// Units taken off their slot's stock: fewer than the two above when the rest of the
-    /// slot's stock was reserved by other orders, and a person must count it.
+    /// Units taken off their slot's stock so far: fewer than the two above while the slot's
+    /// stock is held by reservations (the rest waits for the order's settlement, or, if other
+    /// orders hold it, for a person to count the slot).
     pub stock_corrected: i64,
 }
 
@@ -53,6 +55,7 @@ pub async fn keep(
     let (units, _extra) = match_units(lines.iter(), report);
     let mut late = LateVend::default();
     let mut summary = Vec::new();
+    let mut uncorrected: Vec<&str> = Vec::new();
     for (line, line_units) in lines.iter().zip(units) {
         let states: Vec<VendState> = line_units.into_iter().map(|(s, _)| s).collect();
         for state in &states {
@@ -62,22 +65,19 @@ pub async fn keep(
                 VendState::Failed | VendState::Pending => continue,
             }
             // Only stock no reservation holds: reservations stay as they are. If this order's
-            // own is not yet released (the server had not settled it when this arrived), its
-            // units are not taken and `stock_corrected` falls short: a person counts the slot.
-            let lowered = crate::store::query(
-                "UPDATE slots SET stock = stock - 1 WHERE machine_id = $1 AND code = $2 AND stock > reserved",
-            )
-            .bind(machine_id)
-            .bind(&line.slot)
-            .execute(&mut *tx)
-            .await?;
-            late.stock_corrected += i64::try_from(lowered.rows_affected()).unwrap_or(0);
+            // own is not yet released (the server had not settled it when this arrived), a
+            // unit it holds waits for the settlement ([`correct_rest`]).
+            if lower_stock(tx, machine_id, &line.slot).await? {
+                late.stock_corrected += 1;
+            } else {
+                uncorrected.push(&line.slot);
+            }
         }
         summary.push(format!("{}: {:?}", line.slot, states));
     }
     let kept = crate::store::query(
-        "INSERT INTO late_vends (command_id, order_id, machine_id, msg_id, reported_at, dispensed, indeterminate, stock_corrected) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING",
+        "INSERT INTO late_vends (command_id, order_id, machine_id, msg_id, reported_at, dispensed, indeterminate, stock_corrected, uncorrected) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (command_id) DO NOTHING",
     )
     .bind(command_id)
     .bind(order_id)
@@ -87,6 +87,7 @@ pub async fn keep(
     .bind(late.dispensed)
     .bind(late.indeterminate)
     .bind(late.stock_corrected)
+    .bind(serde_json::to_string(&uncorrected).unwrap_or_else(|_| "[]".into()))
     .execute(&mut *tx)
     .await?;
     if kept.rows_affected() == 0 {
@@ -119,4 +120,73 @@ pub async fn keep(
         );
     }
     Ok(Some(late))
+}
+
+/// Takes one unit off `slot`'s stock if a unit no reservation holds is left; answers whether.
+async fn lower_stock(tx: &mut Conn, machine_id: i64, slot: &str) -> Result<bool, OrderError> {
+    let lowered = crate::store::query(
+        "UPDATE slots SET stock = stock - 1 WHERE machine_id = $1 AND code = $2 AND stock > reserved",
+    )
+    .bind(machine_id)
+    .bind(slot)
+    .execute(&mut *tx)
+    .await?;
+    Ok(lowered.rows_affected() > 0)
+}
+
+/// Once order `order_id` is settled and its reservations released, takes off the stock a
+/// late report of its dispense could not take off before; answers how many units. Nothing to
+/// do for nearly every order: one indexed read.
+pub async fn correct_rest(db: &Db, order_id: i64, now: i64) -> Result<i64, OrderError> {
+    let mut tx = db.begin().await?;
+    let rows = crate::store::query(
+        "SELECT command_id, machine_id, uncorrected FROM late_vends WHERE order_id = $1 AND uncorrected <> '[]'",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut taken = 0;
+    for row in &rows {
+        let command_id: String = row.try_get(0)?;
+        let machine_id: i64 = row.try_get(1)?;
+        let slots: Vec<String> =
+            serde_json::from_str(&row.try_get::<String, _>(2)?).unwrap_or_default();
+        let mut left = Vec::new();
+        let mut lowered = 0;
+        for slot in slots {
+            if lower_stock(&mut tx, machine_id, &slot).await? {
+                lowered += 1;
+            } else {
+                left.push(slot);
+            }
+        }
+        if lowered == 0 {
+            continue;
+        }
+        crate::store::query(
+            "UPDATE late_vends SET stock_corrected = stock_corrected + $2, uncorrected = $3 WHERE command_id = $1",
+        )
+        .bind(&command_id)
+        .bind(lowered)
+        .bind(serde_json::to_string(&left).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!(
+            "{lowered} more units the machine reported after its dispense {command_id} had expired \
+             taken off the slot stock, now that the order's reservation is released; {} left to count",
+            left.len()
+        );
+        orders::add_event(
+            &mut *tx,
+            order_id,
+            now,
+            "system",
+            "vended_after_expiry",
+            &detail,
+        )
+        .await?;
+        taken += lowered;
+    }
+    tx.commit().await?;
+    Ok(taken)
 }

@@ -224,7 +224,14 @@ async fn post_event(r: &Running, msg_id: &str, kind: &str, body: &str) -> (u16, 
 /// after it, the server refunds it in full. Answers the order and its dispense command's id.
 async fn refunded_undelivered(r: &Running, slot: &str, qty: u32) -> (orders::Order, String) {
     let order = paid_order(r, slot, qty).await;
-    let command: String = crate::sale::strings(
+    let command = dispense_command(r, &order).await;
+    refund_undelivered(r, &order).await;
+    (order, command)
+}
+
+/// The id of the order's dispense command.
+async fn dispense_command(r: &Running, order: &orders::Order) -> String {
+    crate::sale::strings(
         r,
         openvend::store::query(
             "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
@@ -232,7 +239,11 @@ async fn refunded_undelivered(r: &Running, slot: &str, qty: u32) -> (orders::Ord
         .bind(&order.out_trade_no),
     )
     .await
-    .remove(0);
+    .remove(0)
+}
+
+/// Lets the order's dispense expire unacknowledged, and waits for its refund.
+async fn refund_undelivered(r: &Running, order: &orders::Order) {
     let ttl = r.app_services.device.command_ttl_ms();
     r.app_services
         .clock
@@ -240,7 +251,6 @@ async fn refunded_undelivered(r: &Running, slot: &str, qty: u32) -> (orders::Ord
     r.app_services.jobs_ready.notify_one();
     wait_for_state(r, &order.out_trade_no, OrderState::Refunded).await;
     wait_for_refund_state(r, order.id, "succeeded").await;
-    (order, command)
 }
 
 /// The machine was cut off after it took the dispense and came back only after the server
@@ -375,4 +385,68 @@ async fn a_late_result_that_nothing_came_out_is_not_listed() {
         crate::faults::attention(&r).await["vended_after_expiry"],
         json!([])
     );
+}
+
+/// A late report kept before the server settled the order (it was down) finds the slot's last
+/// units held by the order's own reservation, so it cannot take them off the stock. The refund
+/// that settles the order releases the reservation and takes them off then.
+#[tokio::test]
+async fn units_reported_before_the_refund_come_off_the_stock_when_it_releases_them() {
+    let r = start().await;
+    openvend::store::query(
+        "UPDATE slots SET stock = 2 WHERE code = 'A3' AND machine_id = (SELECT id FROM machines WHERE code = 'VM-0001')",
+    )
+    .execute(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    let order = paid_order(&r, "A3", 2).await;
+    let command = dispense_command(&r, &order).await;
+    assert_eq!(slot_row(&r, "A3").await, (2, 2, true));
+
+    let dispensed = UnitResult {
+        slot: "A3".into(),
+        result: ReportedVend::Dispensed,
+        reason: None,
+    };
+    let mut tx = r.app_services.db.begin().await.unwrap();
+    let kept = openvend::pay::late_vend::keep(
+        &mut tx,
+        order.machine_id,
+        (&command, "late-result"),
+        &order.out_trade_no,
+        &[dispensed.clone(), dispensed],
+        r.app_services.now(),
+    )
+    .await
+    .unwrap()
+    .expect("kept");
+    tx.commit().await.unwrap();
+    assert_eq!((kept.dispensed, kept.stock_corrected), (2, 0));
+    assert_eq!(
+        slot_row(&r, "A3").await,
+        (2, 2, true),
+        "the order still holds both"
+    );
+
+    refund_undelivered(&r, &order).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while slot_row(&r, "A3").await != (0, 0, true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stock not corrected after the refund: {:?}",
+            slot_row(&r, "A3").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = crate::faults::attention(&r).await["vended_after_expiry"].clone();
+    assert_eq!(listed[0]["stock_corrected"], 2, "{listed}");
+    let after = orders::by_id(&r.app_services.db, order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.state, after.refunded),
+        (OrderState::Refunded, order.total)
+    );
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
