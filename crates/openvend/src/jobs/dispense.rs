@@ -14,7 +14,6 @@ use super::Next;
 use crate::device::ledger::{ACK_GRACE_MS, Recorded};
 use crate::device::protocol::{Command, Line};
 use crate::domain::order::{OrderEvent, OrderState};
-use crate::pay::late_vend;
 use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
 use crate::services::Services;
 use crate::store::orders::{self, Order};
@@ -208,13 +207,9 @@ pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> any
         })
         .collect();
     match vend::record_results(svc, order.id, &units).await {
-        Ok(_) | Err(VendError::NotVending(..)) => {}
-        Err(e) => return Err(e.into()),
+        Ok(_) | Err(VendError::NotVending(..)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    // A machine that vended anyway may have said so before this: its units come off the
-    // stock the order held until now.
-    late_vend::correct_rest(&svc.db, order.id, svc.now()).await?;
-    Ok(())
 }
 
 /// The order's latest dispense command, as the ledger has it.

@@ -10,8 +10,8 @@
 
 use crate::domain::order::VendState;
 use crate::pay::vend::{UnitResult, match_units};
+use crate::store::Conn;
 use crate::store::orders::{self, OrderError};
-use crate::store::{Conn, Db};
 
 /// What a late report says came out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,11 +134,11 @@ async fn lower_stock(tx: &mut Conn, machine_id: i64, slot: &str) -> Result<bool,
     Ok(lowered.rows_affected() > 0)
 }
 
-/// Once order `order_id` is settled and its reservations released, takes off the stock a
-/// late report of its dispense could not take off before; answers how many units. Nothing to
-/// do for nearly every order: one indexed read.
-pub async fn correct_rest(db: &Db, order_id: i64, now: i64) -> Result<i64, OrderError> {
-    let mut tx = db.begin().await?;
+/// In the transaction that settles order `order_id` before its dispense was acknowledged (its
+/// reservations just released), takes off the stock a late report of that dispense could not
+/// take off before; answers how many units. Settled in the same transaction, a unit is taken
+/// off exactly once, and before a new sale can reserve it.
+pub async fn correct_rest(tx: &mut Conn, order_id: i64, now: i64) -> Result<i64, OrderError> {
     let rows = crate::store::query(
         "SELECT command_id, machine_id, uncorrected FROM late_vends WHERE order_id = $1 AND uncorrected <> '[]'",
     )
@@ -154,7 +154,7 @@ pub async fn correct_rest(db: &Db, order_id: i64, now: i64) -> Result<i64, Order
         let mut left = Vec::new();
         let mut lowered = 0;
         for slot in slots {
-            if lower_stock(&mut tx, machine_id, &slot).await? {
+            if lower_stock(tx, machine_id, &slot).await? {
                 lowered += 1;
             } else {
                 left.push(slot);
@@ -187,6 +187,5 @@ pub async fn correct_rest(db: &Db, order_id: i64, now: i64) -> Result<i64, Order
         .await?;
         taken += lowered;
     }
-    tx.commit().await?;
     Ok(taken)
 }

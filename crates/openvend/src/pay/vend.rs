@@ -5,6 +5,7 @@
 use crate::device::protocol::{self, ItemResult};
 use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, VendState, refund_due};
+use crate::pay::late_vend;
 use crate::pay::refund::{self, RefundError};
 use crate::services::Services;
 use crate::store::orders::{self, OrderError};
@@ -227,6 +228,12 @@ pub async fn record_results_in(
         now,
     )
     .await?;
+    // Settled before its dispense was acknowledged (a refund of what never reached the
+    // machine): a machine that vended anyway may have said so already, and the units this
+    // order held until now come off the stock with its reservations.
+    if state == OrderState::Paid {
+        late_vend::correct_rest(tx, order_id, now).await?;
+    }
     let wanted = refund_due(&per_line, Fen::ZERO).unwrap_or(Fen::ZERO);
     let summary: Vec<String> = per_line
         .iter()
