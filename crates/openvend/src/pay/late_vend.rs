@@ -87,7 +87,7 @@ pub async fn keep(
     .bind(late.dispensed)
     .bind(late.indeterminate)
     .bind(late.stock_corrected)
-    .bind(serde_json::to_string(&uncorrected).unwrap_or_else(|_| "[]".into()))
+    .bind(slot_list(&uncorrected))
     .execute(&mut *tx)
     .await?;
     if kept.rows_affected() == 0 {
@@ -120,6 +120,12 @@ pub async fn keep(
         );
     }
     Ok(Some(late))
+}
+
+/// `late_vends.uncorrected`: the slot of each unit not yet taken off, as a JSON list.
+fn slot_list(slots: &[impl AsRef<str>]) -> String {
+    let slots: Vec<&str> = slots.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&slots).unwrap_or_else(|_| "[]".into())
 }
 
 /// Takes one unit off `slot`'s stock if a unit no reservation holds is left; answers whether.
@@ -168,7 +174,7 @@ pub async fn correct_rest(tx: &mut Conn, order_id: i64, now: i64) -> Result<i64,
         )
         .bind(&command_id)
         .bind(lowered)
-        .bind(serde_json::to_string(&left).unwrap_or_else(|_| "[]".into()))
+        .bind(slot_list(&left))
         .execute(&mut *tx)
         .await?;
         let detail = format!(

@@ -912,30 +912,19 @@ impl Http {
         secret: &str,
         body: Vec<u8>,
     ) -> (u16, serde_json::Value) {
-        let path = path_query.split('?').next().unwrap();
-        let ts = f.clock.now_ms();
-        let sig = signing::sign(
-            secret.as_bytes(),
-            signing::http_string(method, path, ts, nonce, &body).as_bytes(),
-        );
-        let req = if method == "POST" {
-            self.client.post(format!("{}{path_query}", self.base))
-        } else {
-            self.client.get(format!("{}{path_query}", self.base))
-        };
-        let resp = req
-            .header("X-Machine", &f.m1)
-            .header("X-Timestamp", ts.to_string())
-            .header("X-Nonce", nonce)
-            .header("X-Signature", sig)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
+        let (status, text) = crate::sale::signed_device_request(
+            &self.client,
+            &self.base,
+            (&f.m1, secret),
+            f.clock.now_ms(),
+            nonce,
+            method,
+            path_query,
+            body,
+        )
+        .await;
         (
-            status,
+            status.as_u16(),
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
     }

@@ -572,31 +572,18 @@ impl HttpMachine {
         path_query: &str,
         body: Vec<u8>,
     ) -> (reqwest::StatusCode, Value) {
-        use openvend::device::signing;
-        let path = path_query.split('?').next().unwrap();
-        let ts = openvend::services::now_ms();
-        let nonce = self.id("n");
-        let sig = signing::sign(
-            self.secret.as_bytes(),
-            signing::http_string(method, path, ts, &nonce, &body).as_bytes(),
-        );
-        let http = reqwest::Client::new();
-        let req = if method == "POST" {
-            http.post(format!("{}{path_query}", self.base))
-        } else {
-            http.get(format!("{}{path_query}", self.base))
-        };
-        let resp = req
-            .header("X-Machine", &self.code)
-            .header("X-Timestamp", ts.to_string())
-            .header("X-Nonce", nonce)
-            .header("X-Signature", sig)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let (status, text) = crate::sale::signed_device_request(
+            &reqwest::Client::new(),
+            &self.base,
+            (&self.code, &self.secret),
+            openvend::services::now_ms(),
+            &self.id("n"),
+            method,
+            path_query,
+            body,
+        )
+        .await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     async fn event(&self, kind: &str, body: Value) {

@@ -113,6 +113,42 @@ pub async fn machine_secret(r: &Running, code: &str) -> String {
         .get(0)
 }
 
+/// A request to the device HTTP fallback at `base`, signed as `machine` at `ts` with `nonce`
+/// (section 7 of the device protocol): the status and the body as text, whatever they are.
+#[allow(clippy::too_many_arguments)]
+pub async fn signed_device_request(
+    client: &reqwest::Client,
+    base: &str,
+    (machine, secret): (&str, &str),
+    ts: i64,
+    nonce: &str,
+    method: &str,
+    path_query: &str,
+    body: Vec<u8>,
+) -> (reqwest::StatusCode, String) {
+    use openvend::device::signing;
+    let path = path_query.split('?').next().unwrap();
+    let sig = signing::sign(
+        secret.as_bytes(),
+        signing::http_string(method, path, ts, nonce, &body).as_bytes(),
+    );
+    let req = if method == "POST" {
+        client.post(format!("{base}{path_query}"))
+    } else {
+        client.get(format!("{base}{path_query}"))
+    };
+    let resp = req
+        .header("X-Machine", machine)
+        .header("X-Timestamp", ts.to_string())
+        .header("X-Nonce", nonce)
+        .header("X-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
 /// One signed event envelope POSTed over the device HTTP fallback as `machine` at `ts` (its
 /// envelope and its request both): status and body.
 pub async fn post_device_event(
@@ -124,7 +160,6 @@ pub async fn post_device_event(
     kind: &str,
     body: &str,
 ) -> (u16, Value) {
-    use openvend::device::signing;
     let envelope = openvend::device::protocol::Envelope::seal(
         machine,
         secret.as_bytes(),
@@ -135,22 +170,18 @@ pub async fn post_device_event(
     )
     .to_bytes();
     let nonce = format!("n-{}", openvend::ids::random_hex(8));
-    let path = "/device/v1/events";
-    let sig = signing::sign(
-        secret.as_bytes(),
-        signing::http_string("POST", path, ts, &nonce, &envelope).as_bytes(),
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", r.http_url))
-        .header("X-Machine", machine)
-        .header("X-Timestamp", ts.to_string())
-        .header("X-Nonce", nonce)
-        .header("X-Signature", sig)
-        .body(envelope)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    let (status, text) = signed_device_request(
+        &reqwest::Client::new(),
+        &r.http_url,
+        (machine, secret),
+        ts,
+        &nonce,
+        "POST",
+        "/device/v1/events",
+        envelope,
+    )
+    .await;
+    (status.as_u16(), serde_json::from_str(&text).unwrap())
 }
 
 pub fn sale(slot: &str, qty: u32) -> SaleRequest {
