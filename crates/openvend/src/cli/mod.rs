@@ -39,12 +39,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A multi-threaded runtime with `threads` workers, or one per core.
+/// A runtime of `threads` workers, or one per core. One worker is a current-thread runtime:
+/// every task runs on the calling thread, without the multi-threaded scheduler's hand-offs.
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n);
-    }
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     Ok(builder.enable_all().build()?)
 }
 
