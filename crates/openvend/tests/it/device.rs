@@ -827,7 +827,14 @@ async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_t
     let mut opts = MqttOptions::new("server", "127.0.0.1", port);
     opts.set_credentials("server", "server-pass");
     let (server, mut server_el) = AsyncClient::new(opts, 8);
-    let server_loop = tokio::spawn(async move { while server_el.poll().await.is_ok() {} });
+    let (pubacks, mut puback) = mpsc::unbounded_channel();
+    let server_loop = tokio::spawn(async move {
+        while let Ok(event) = server_el.poll().await {
+            if let rumqttc::Event::Incoming(Packet::PubAck(_)) = event {
+                let _ = pubacks.send(());
+            }
+        }
+    });
     for id in ["c-away-1", "c-away-2"] {
         let cmd = f.event(&f.m1, SECRET_1, id, "cancel", r#"{"order_id":"o-1"}"#);
         server
@@ -835,7 +842,13 @@ async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_t
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker acknowledges a publish after it has queued it for the session.
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, puback.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     // Back, without subscribing again: the session is there and both commands arrive, in order.
     let (_client, mut el) = connect(false);
@@ -1296,7 +1309,7 @@ async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     // ...while this instance writes what it holds (and waits on that row)...
     let channel = f.channel.clone();
     let batch = tokio::spawn(async move { channel.write_held_acks().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    the_batch_waits_on_the_other(&f).await;
     // ...then its command row.
     openvend::store::query(
         "UPDATE device_commands SET state = 'acknowledged', acked_at = 1 WHERE command_id = $1",
@@ -1309,6 +1322,38 @@ async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     assert_eq!(batch.await.unwrap().unwrap(), 0, "settled by the other");
     assert_eq!(stored_state(&f, &qr).await.0, "acknowledged");
     assert_eq!(f.count("device_events").await, 1);
+}
+
+/// Returns once the held-ack batch waits on the other transaction's event row. On PostgreSQL
+/// that is a backend waiting on a lock; SQLite has one writer, so the batch waits for the
+/// connection and cannot interleave: a few turns of the runtime let it get there.
+async fn the_batch_waits_on_the_other(f: &Fixture) {
+    if f.db.backend != openvend::store::Backend::Postgres {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let waiting: i64 = openvend::store::query(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&f.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held-ack batch never waited on the other transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
