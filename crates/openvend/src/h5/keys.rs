@@ -9,6 +9,8 @@ use aws_lc_rs::rand::SecureRandom as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use crate::ids::hex;
+
 /// The derived keys.
 pub struct Keys {
     state: hmac::Key,
@@ -29,11 +31,6 @@ fn derive(master: &[u8], label: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 in hex: how session tokens and browser ids are stored.
