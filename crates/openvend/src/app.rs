@@ -113,6 +113,10 @@ impl App {
             None => embedded_api_token(&settings.data_dir)?,
         };
         let clock = Arc::new(crate::services::Clock::default());
+        let alerts = crate::alerts::Webhook::from_settings(&settings.alerts)?;
+        if alerts.is_some() {
+            crate::alerts::schedule(&db, clock.now_ms()).await?;
+        }
         let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);
         let terms = crate::pay::checkout::SaleTerms::new(&settings.device);
         let (device, events) = DeviceChannel::new(db.clone(), clock.clone(), ttl, terms);
@@ -133,6 +137,7 @@ impl App {
             device_settings: settings.device.clone(),
             mqtt_url: format!("mqtt://{}:{}", mqtt.host, mqtt.port),
             public_url: public_url.clone(),
+            alerts,
         });
         let h5 = Arc::new(crate::h5::H5::build(
             &settings,

@@ -73,12 +73,14 @@ pub struct Settings {
     pub sms: crate::h5::settings::SmsSettings,
     /// How the server treats machines.
     pub device: DeviceSettings,
+    /// Where what needs a person is pushed.
+    pub alerts: AlertSettings,
     /// Job workers in this instance (payment resolution, dispensing, refunds, device events).
     pub job_workers: usize,
-    /// Threads of the server's async runtime. One by default: a sale costs about a fifth less
-    /// CPU on one thread than on two, because no task wakes another on a second CPU, and one
-    /// thread carries hundreds of orders a second (docs/performance.md). Raise it on a
-    /// machine with many cores serving other load.
+    /// Threads of the server's async runtime. One by default, a current-thread runtime: a sale
+    /// costs about a fifth less CPU on one thread than on two, because no task wakes another
+    /// on a second CPU, and one thread carries hundreds of orders a second
+    /// (docs/performance.md). Raise it on a machine with many cores serving other load.
     pub worker_threads: usize,
 }
 
@@ -104,6 +106,67 @@ impl Default for DeviceSettings {
             command_ttl_secs: 60,
             offline_after_secs: 90,
             result_wait_secs: 900,
+        }
+    }
+}
+
+/// The alert webhook: each new entry of the attention list (`GET /api/v1/attention`: disputes,
+/// refused refunds, stuck orders, machine faults, units of unknown outcome, late vends) is
+/// POSTed once, as signed JSON, to a URL the deployment names (a chat bot's hook, a pager).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// `https://…` (or `http://…`) that receives the alerts; absent = the attention list only.
+    pub webhook_url: Option<String>,
+    /// The HMAC key of the `X-OpenVend-Signature` header, at least 16 characters; required
+    /// with `webhook_url`.
+    pub webhook_secret: Option<Secret>,
+    /// How often the lists are looked at for new entries.
+    pub interval_secs: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            webhook_url: None,
+            webhook_secret: None,
+            interval_secs: 30,
+        }
+    }
+}
+
+impl AlertSettings {
+    fn validate(&self) -> Result<(), SettingError> {
+        if !(5..=3600).contains(&self.interval_secs) {
+            return Err(err("alerts.interval_secs", "must be 5 to 3600 seconds"));
+        }
+        match (&self.webhook_url, &self.webhook_secret) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(err(
+                "alerts.webhook_secret",
+                "is set without alerts.webhook_url",
+            )),
+            (Some(_), None) => Err(err(
+                "alerts.webhook_secret",
+                "is required with alerts.webhook_url (receivers check each alert with it)",
+            )),
+            (Some(url), Some(secret)) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| err("alerts.webhook_url", format!("{url:?} is not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
+                    return Err(err(
+                        "alerts.webhook_url",
+                        format!("{url:?} is not an http(s) URL with a host"),
+                    ));
+                }
+                if secret.expose().chars().count() < 16 {
+                    return Err(err(
+                        "alerts.webhook_secret",
+                        "must be at least 16 characters",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -166,6 +229,7 @@ impl Default for Settings {
             api_token: None,
             sandbox_listen: "127.0.0.1:8081".into(),
             device: DeviceSettings::default(),
+            alerts: AlertSettings::default(),
             job_workers: 16,
             worker_threads: 1,
             sandbox_id_mode: Default::default(),
@@ -243,6 +307,9 @@ impl Settings {
                     _ => return Err(err(key, "must be user_id or open_id")),
                 }
             }
+            "ALERTS_WEBHOOK_URL" => self.alerts.webhook_url = Some(value),
+            "ALERTS_WEBHOOK_SECRET" => self.alerts.webhook_secret = Some(Secret(value)),
+            "ALERTS_INTERVAL_SECS" => self.alerts.interval_secs = parse_number(key, &value)?,
             "H5_SECRET" => self.h5.secret = Some(Secret(value)),
             "SMS_PROVIDER" => {
                 self.sms.provider = match value.as_str() {
@@ -317,6 +384,7 @@ impl Settings {
                 "must be 10 to 86400 seconds",
             ));
         }
+        self.alerts.validate()?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
                 "listen",
@@ -525,6 +593,39 @@ mod tests {
             ),
             (&[("OPENVEND_PUBLIC_URL", "vend.example.com")], "public_url"),
             (&[("OPENVEND_PUBLIC_URL", "https://")], "public_url"),
+            (
+                &[("OPENVEND_ALERTS_WEBHOOK_URL", "https://hooks.example.com/a")],
+                "alerts.webhook_secret",
+            ),
+            (
+                &[("OPENVEND_ALERTS_WEBHOOK_SECRET", "0123456789abcdef")],
+                "alerts.webhook_secret",
+            ),
+            (
+                &[
+                    ("OPENVEND_ALERTS_WEBHOOK_URL", "hooks.example.com/a"),
+                    ("OPENVEND_ALERTS_WEBHOOK_SECRET", "0123456789abcdef"),
+                ],
+                "alerts.webhook_url",
+            ),
+            (
+                &[
+                    ("OPENVEND_ALERTS_WEBHOOK_URL", "ftp://hooks.example.com/a"),
+                    ("OPENVEND_ALERTS_WEBHOOK_SECRET", "0123456789abcdef"),
+                ],
+                "alerts.webhook_url",
+            ),
+            (
+                &[
+                    ("OPENVEND_ALERTS_WEBHOOK_URL", "https://hooks.example.com/a"),
+                    ("OPENVEND_ALERTS_WEBHOOK_SECRET", "short"),
+                ],
+                "alerts.webhook_secret",
+            ),
+            (
+                &[("OPENVEND_ALERTS_INTERVAL_SECS", "1")],
+                "alerts.interval_secs",
+            ),
         ];
         for (vars, setting) in cases {
             let e = Settings::load(None, env(vars)).unwrap_err();

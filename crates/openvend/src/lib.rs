@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod app;
+pub mod attention;
 pub mod cli;
 pub mod config;
 pub mod demo;

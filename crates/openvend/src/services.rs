@@ -35,6 +35,8 @@ pub struct Services {
     pub mqtt_url: String,
     /// The public base URL (machines' H5 links).
     pub public_url: String,
+    /// Where what needs a person is pushed, when the deployment names a webhook.
+    pub alerts: Option<crate::alerts::Webhook>,
 }
 
 impl Services {

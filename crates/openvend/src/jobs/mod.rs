@@ -110,6 +110,7 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
                 _ => anyhow::bail!("device_event job without machine_id and msg_id"),
             }
         }
+        (crate::alerts::JOB, _, _) => crate::alerts::sweep(svc).await,
         // A job this version does not know (written by a newer one): leave it for that one,
         // visible to operators.
         (kind, _, _) => {

@@ -36,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_keyed_jobs"),
     migration!(14, "0014_cheap_checks"),
     migration!(15, "0015_late_vends"),
+    migration!(16, "0016_alerts_sent"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on setup errors
 
+mod alerts;
 mod api;
 mod app;
 mod chaos;
