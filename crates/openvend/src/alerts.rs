@@ -3,17 +3,19 @@
 //! operator API.
 //!
 //! A durable job (`alerts`, one row whatever the number of instances) looks at the lists every
-//! `alerts.interval_secs`. Entries it has not delivered go out in one POST; once the receiver
-//! answers 2xx they are recorded in `alerts_sent`, by list and key. A failed POST is retried
-//! with the job queue's back-off, and nothing is recorded, so nothing is lost. A crash between
-//! the answer and the record sends those entries again: receivers deduplicate by `key`.
-//! Entries that left the lists are forgotten, so the same fault happening again is pushed
-//! again.
+//! `alerts.interval_secs`. Entries it has not delivered go out in POSTs of at most
+//! [`PER_POST`]; each POST answered 2xx is recorded in `alerts_sent`, by list and key. A POST
+//! that fails records nothing, so nothing is lost: what it carried goes again at the next
+//! look. A crash between the answer and the record sends those entries again: receivers
+//! deduplicate by `key`. Entries that left the lists are forgotten, so the same fault
+//! happening again is pushed again. An instance without a webhook (a deployment part-way
+//! through a change of settings) keeps the job and the record without sending.
 //!
 //! The request: `POST <webhook_url>`, `Content-Type: application/json`,
 //! `X-OpenVend-Timestamp: <ms>`, `X-OpenVend-Signature: <hex HMAC-SHA256 of "<ms>.<body>"
 //! with the webhook secret>`, body `{"sent_at": ms, "alerts": [{"list", "key", "entry"}]}`;
-//! `entry` is the entry as `GET /api/v1/attention` shows it. No redirect is followed.
+//! `entry` is the entry as `GET /api/v1/attention` shows it. No redirect is followed. The URL
+//! is never logged (a chat bot's hook carries its token in it).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,8 +34,18 @@ pub const JOB: &str = "alerts";
 /// How long the receiver has to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most alerts in one POST (chat bots limit a message's size).
+pub const PER_POST: usize = 50;
+
+/// Most entries of each list one look reads: far more than the operator API shows, so what
+/// is pushed does not depend on the view's limit.
+const LOOKED_AT: i64 = 10_000;
+
+/// How soon an instance without a webhook looks again (only to keep the record current).
+const WITHOUT_WEBHOOK_MS: i64 = 60_000;
+
 /// Where alerts go, and how they are signed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhook {
     url: reqwest::Url,
     secret: Secret,
@@ -41,14 +53,23 @@ pub struct Webhook {
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("host", &self.url.host_str())
+            .field("interval_ms", &self.interval_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Webhook {
     /// The webhook the settings name (they are validated at load), or none.
     pub fn from_settings(settings: &AlertSettings) -> anyhow::Result<Option<Webhook>> {
-        let (Some(url), Some(secret)) = (&settings.webhook_url, &settings.webhook_secret) else {
+        let Some((url, secret)) = settings.webhook() else {
             return Ok(None);
         };
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("alerts.webhook_url {url:?}: {e}"))?;
+        let url = reqwest::Url::parse(url.expose())
+            .map_err(|e| anyhow::anyhow!("alerts.webhook_url: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -68,7 +89,7 @@ impl Webhook {
         crate::ids::hex(hmac::sign(&key, format!("{at}.{body}").as_bytes()).as_ref())
     }
 
-    async fn post(&self, body: String, at: i64) -> anyhow::Result<()> {
+    async fn post(&self, body: String, at: i64) -> Result<(), Refused> {
         let signature = Self::signature(self.secret.expose().as_bytes(), at, &body);
         let response = self
             .http
@@ -79,14 +100,23 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("alert webhook unreachable: {e}"))?;
+            .map_err(|e| Refused::Unreachable(e.without_url().to_string()))?;
         let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "alert webhook answered {status}; the alerts will be sent again"
-        );
-        Ok(())
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Refused::Status(status))
+        }
     }
+}
+
+/// Why a POST delivered nothing.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("the alert webhook could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the alert webhook answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 /// Queues the sweep, due now, unless it is queued already (another instance, a restart).
@@ -95,14 +125,11 @@ pub async fn schedule(db: &Db, now: i64) -> Result<(), crate::store::StoreError>
     Ok(())
 }
 
-/// One sweep: pushes what is new on the lists, forgets what left them, and comes back after
-/// the interval. Without a webhook (the setting was removed) the job ends.
+/// One look: forgets what left the lists, pushes what is new on them, and comes back after
+/// the interval (or, without a webhook, after a minute).
 pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
-    let Some(hook) = &svc.alerts else {
-        return Ok(Next::Done);
-    };
     let now = svc.now();
-    let lists = crate::attention::lists(&svc.db.pool, now).await?;
+    let lists = crate::attention::lists(&svc.db.pool, now, LOOKED_AT).await?;
     let sent: HashSet<(String, String)> =
         crate::store::query("SELECT list, entry_key FROM alerts_sent")
             .fetch_all(&svc.db.pool)
@@ -111,8 +138,13 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_, crate::store::Error>>()?;
     let mut listed = HashSet::new();
+    // A list read to its limit may have more: what it did not show has not left it.
+    let mut complete = HashSet::new();
     let mut fresh = Vec::new();
     for list in &lists {
+        if (list.entries.len() as i64) < LOOKED_AT {
+            complete.insert(list.name);
+        }
         for entry in &list.entries {
             let id = (list.name.to_owned(), entry.key.clone());
             if !sent.contains(&id) {
@@ -121,19 +153,45 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
             listed.insert(id);
         }
     }
-    if !fresh.is_empty() {
-        let alerts: Vec<_> = fresh
+    let gone: Vec<_> = sent
+        .iter()
+        .filter(|id| complete.contains(id.0.as_str()) && !listed.contains(*id))
+        .collect();
+    if !gone.is_empty() {
+        let mut tx = svc.db.begin().await?;
+        for (list, key) in gone {
+            crate::store::query("DELETE FROM alerts_sent WHERE list = $1 AND entry_key = $2")
+                .bind(list)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    let Some(hook) = &svc.alerts else {
+        return Ok(Next::At(now.saturating_add(WITHOUT_WEBHOOK_MS)));
+    };
+    let next = Next::At(now.saturating_add(hook.interval_ms));
+    for batch in fresh.chunks(PER_POST) {
+        let alerts: Vec<_> = batch
             .iter()
             .map(|((list, key), entry)| json!({ "list": list, "key": key, "entry": entry }))
             .collect();
         let body = json!({ "sent_at": now, "alerts": alerts }).to_string();
-        hook.post(body, now).await?;
-        tracing::info!(alerts = fresh.len(), "alerts delivered to the webhook");
-    }
-    let gone: Vec<_> = sent.difference(&listed).collect();
-    if !fresh.is_empty() || !gone.is_empty() {
+        if let Err(refused) = hook.post(body, now).await {
+            // Sent again at the next look, at the job's pace: one failure does not slow alerts
+            // down for good, as a growing back-off would.
+            match refused {
+                Refused::Status(s) if s.is_client_error() => tracing::error!(
+                    error = %refused,
+                    "the alert webhook refuses the alerts; check alerts.webhook_url and alerts.webhook_secret"
+                ),
+                _ => tracing::warn!(error = %refused, "alerts not delivered; trying again"),
+            }
+            return Ok(next);
+        }
         let mut tx = svc.db.begin().await?;
-        for ((list, key), _) in &fresh {
+        for ((list, key), _) in batch {
             crate::store::query(
                 "INSERT INTO alerts_sent (list, entry_key, sent_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (list, entry_key) DO NOTHING",
@@ -144,14 +202,8 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
             .execute(&mut *tx)
             .await?;
         }
-        for (list, key) in gone {
-            crate::store::query("DELETE FROM alerts_sent WHERE list = $1 AND entry_key = $2")
-                .bind(list)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
+        tracing::info!(alerts = batch.len(), "alerts delivered to the webhook");
     }
-    Ok(Next::At(now.saturating_add(hook.interval_ms)))
+    Ok(next)
 }

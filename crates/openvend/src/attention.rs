@@ -22,8 +22,8 @@ pub const STUCK_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 /// How far back the lists of units of unknown outcome and of late vends go.
 pub const INDETERMINATE_WITHIN_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
-/// Most rows of each list (the oldest first: they have waited longest).
-const LIMIT: i64 = 200;
+/// Most rows of each list the operator API shows (the oldest first: they have waited longest).
+pub const SHOWN: i64 = 200;
 
 /// One thing that needs a person.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,8 +44,8 @@ pub struct List {
     pub entries: Vec<Entry>,
 }
 
-/// Every list, as of `now` (ms).
-pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Error> {
+/// Every list as of `now` (ms), each of at most `limit` entries.
+pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate::store::Error> {
     let disputes = list(
         "disputes",
         crate::store::query(
@@ -53,7 +53,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
              FROM orders o JOIN machines m ON m.id = o.machine_id \
              WHERE o.state = 'dispute' ORDER BY o.updated_at LIMIT $1",
         )
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let id = r.try_get::<i64, _>("id")?;
@@ -75,7 +75,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
              FROM refunds r JOIN orders o ON o.id = r.order_id \
              WHERE r.state = 'failed' ORDER BY r.updated_at LIMIT $1",
         )
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let id = r.try_get::<i64, _>("id")?;
@@ -101,7 +101,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
              ORDER BY o.created_at LIMIT $2",
         )
         .bind(now.saturating_sub(STUCK_AFTER_MS))
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let id = r.try_get::<i64, _>("id")?;
@@ -121,7 +121,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
         crate::store::query(
             "SELECT code, fault FROM machines WHERE fault IS NOT NULL ORDER BY code LIMIT $1",
         )
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let code = r.try_get::<String, _>("code")?;
@@ -144,7 +144,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
              WHERE v.state = 'indeterminate' AND v.at >= $1 ORDER BY v.at LIMIT $2",
         )
         .bind(now.saturating_sub(INDETERMINATE_WITHIN_MS))
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let out_trade_no = r.try_get::<String, _>("out_trade_no")?;
@@ -174,7 +174,7 @@ pub async fn lists(pool: &Pool, now: i64) -> Result<Vec<List>, crate::store::Err
              ORDER BY lv.reported_at LIMIT $2",
         )
         .bind(now.saturating_sub(INDETERMINATE_WITHIN_MS))
-        .bind(LIMIT),
+        .bind(limit),
         pool,
         |r| {
             let command_id = r.try_get::<String, _>("command_id")?;

@@ -116,8 +116,9 @@ impl Default for DeviceSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertSettings {
-    /// `https://…` (or `http://…`) that receives the alerts; absent = the attention list only.
-    pub webhook_url: Option<String>,
+    /// `https://…` (or `http://…`) that receives the alerts; absent or empty = the attention
+    /// list only. Kept like a secret: a chat bot's hook carries its token in the URL.
+    pub webhook_url: Option<Secret>,
     /// The HMAC key of the `X-OpenVend-Signature` header, at least 16 characters; required
     /// with `webhook_url`.
     pub webhook_secret: Option<Secret>,
@@ -136,11 +137,26 @@ impl Default for AlertSettings {
 }
 
 impl AlertSettings {
+    /// The webhook's URL and secret when both are set; an empty value counts as unset.
+    pub fn webhook(&self) -> Option<(&Secret, &Secret)> {
+        self.url().zip(self.secret())
+    }
+
+    fn url(&self) -> Option<&Secret> {
+        self.webhook_url.as_ref().filter(|u| !u.expose().is_empty())
+    }
+
+    fn secret(&self) -> Option<&Secret> {
+        self.webhook_secret
+            .as_ref()
+            .filter(|s| !s.expose().is_empty())
+    }
+
     fn validate(&self) -> Result<(), SettingError> {
         if !(5..=3600).contains(&self.interval_secs) {
             return Err(err("alerts.interval_secs", "must be 5 to 3600 seconds"));
         }
-        match (&self.webhook_url, &self.webhook_secret) {
+        match (self.url(), self.secret()) {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(err(
                 "alerts.webhook_secret",
@@ -151,12 +167,13 @@ impl AlertSettings {
                 "is required with alerts.webhook_url (receivers check each alert with it)",
             )),
             (Some(url), Some(secret)) => {
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| err("alerts.webhook_url", format!("{url:?} is not a URL: {e}")))?;
+                // The URL itself is not repeated: it may carry a token.
+                let parsed = reqwest::Url::parse(url.expose())
+                    .map_err(|e| err("alerts.webhook_url", format!("is not a URL: {e}")))?;
                 if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
                     return Err(err(
                         "alerts.webhook_url",
-                        format!("{url:?} is not an http(s) URL with a host"),
+                        "is not an http(s) URL with a host",
                     ));
                 }
                 if secret.expose().chars().count() < 16 {
@@ -307,7 +324,7 @@ impl Settings {
                     _ => return Err(err(key, "must be user_id or open_id")),
                 }
             }
-            "ALERTS_WEBHOOK_URL" => self.alerts.webhook_url = Some(value),
+            "ALERTS_WEBHOOK_URL" => self.alerts.webhook_url = Some(Secret(value)),
             "ALERTS_WEBHOOK_SECRET" => self.alerts.webhook_secret = Some(Secret(value)),
             "ALERTS_INTERVAL_SECS" => self.alerts.interval_secs = parse_number(key, &value)?,
             "H5_SECRET" => self.h5.secret = Some(Secret(value)),
@@ -557,6 +574,42 @@ mod tests {
         assert_eq!(s.sms.provider, crate::h5::settings::SmsProviderKind::Aliyun);
         assert_eq!((s.sms.daily_per_phone, s.sms.daily_per_ip), (10, 5));
         assert!(!format!("{s:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn an_empty_alert_webhook_is_no_webhook_and_its_url_is_never_printed() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("OPENVEND_ALERTS_WEBHOOK_URL", ""),
+                ("OPENVEND_ALERTS_WEBHOOK_SECRET", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.alerts.webhook(), None);
+        let url = "https://hooks.example.com/send?access_token=topsecret";
+        let s = Settings::load(
+            None,
+            env(&[
+                ("OPENVEND_ALERTS_WEBHOOK_URL", url),
+                ("OPENVEND_ALERTS_WEBHOOK_SECRET", "0123456789abcdef"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.alerts.webhook().map(|(u, _)| u.expose()), Some(url));
+        assert!(!format!("{s:?}").contains("topsecret"));
+        let e = Settings::load(
+            None,
+            env(&[
+                (
+                    "OPENVEND_ALERTS_WEBHOOK_URL",
+                    "ftp://x/?access_token=topsecret",
+                ),
+                ("OPENVEND_ALERTS_WEBHOOK_SECRET", "0123456789abcdef"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("topsecret"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub fn router() -> Router<Arc<Services>> {
 
 /// `{"count": n, "<list>": [entry, …], …}`.
 async fn attention(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
-    let lists = crate::attention::lists(&svc.db.pool, svc.now()).await?;
+    let lists = crate::attention::lists(&svc.db.pool, svc.now(), crate::attention::SHOWN).await?;
     let count: usize = lists.iter().map(|l| l.entries.len()).sum();
     let mut view = Map::new();
     view.insert("count".into(), count.into());

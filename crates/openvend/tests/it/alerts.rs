@@ -1,8 +1,9 @@
 //! The alert webhook against a real HTTP receiver: a machine's fault is pushed once, signed;
 //! a receiver that fails gets it again; a fault cleared and reported again is pushed again.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -24,12 +25,21 @@ struct Delivery {
 
 /// A webhook receiver on port 0 that answers `status` and hands over what it was sent.
 async fn receiver(status: Arc<AtomicU16>) -> (String, mpsc::UnboundedReceiver<Delivery>) {
+    scripted_receiver(status, Arc::default()).await
+}
+
+/// A receiver that first gives the answers of `script`, in order, then `status`.
+async fn scripted_receiver(
+    status: Arc<AtomicU16>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+) -> (String, mpsc::UnboundedReceiver<Delivery>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
         post(move |headers: HeaderMap, body: String| {
             let tx = tx.clone();
             let status = status.clone();
+            let script = script.clone();
             async move {
                 let header = |name: &str| {
                     headers
@@ -43,7 +53,9 @@ async fn receiver(status: Arc<AtomicU16>) -> (String, mpsc::UnboundedReceiver<De
                     signature: header("x-openvend-signature"),
                     body,
                 });
-                StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+                let scripted = script.lock().unwrap().pop_front();
+                StatusCode::from_u16(scripted.unwrap_or_else(|| status.load(Ordering::SeqCst)))
+                    .unwrap()
             }
         }),
     );
@@ -53,32 +65,44 @@ async fn receiver(status: Arc<AtomicU16>) -> (String, mpsc::UnboundedReceiver<De
     (url, rx)
 }
 
-/// When the sweep job runs next, and how often it has run.
-async fn sweep_job(r: &Running) -> (i64, i64) {
-    let row =
-        openvend::store::query("SELECT run_at, attempts FROM jobs WHERE dedup_key = 'alerts'")
-            .fetch_one(&r.app_services.db.pool)
-            .await
-            .unwrap();
-    (
-        openvend::store::get_int(&row, "run_at").unwrap(),
-        openvend::store::get_int(&row, "attempts").unwrap(),
-    )
+/// When the sweep job runs next, once no instance is running it.
+async fn next_sweep(r: &Running) -> i64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let row = openvend::store::query(
+            "SELECT run_at FROM jobs WHERE dedup_key = 'alerts' AND locked_until IS NULL",
+        )
+        .fetch_optional(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            return openvend::store::get_int(&row, "run_at").unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the alert sweep is stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
-/// Moves the clock past the next sweep and returns once it has run.
+/// Moves the clock past the next sweep and returns once it has run to its end.
 async fn sweep(r: &Running) {
-    let before = sweep_job(r).await;
-    let ahead = (before.0 - r.app_services.now()).max(0) + 1;
-    r.app_services.clock.advance(ahead);
+    let before = next_sweep(r).await;
+    r.app_services
+        .clock
+        .advance((before - r.app_services.now()).max(0) + 1);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while sweep_job(r).await == before {
+    loop {
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if next_sweep(r).await != before {
+            return;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "the alert sweep did not run"
         );
-        r.app_services.jobs_ready.notify_one();
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -112,7 +136,7 @@ async fn a_fault_is_pushed_once_signed_again_after_a_failed_delivery_and_again_w
     let status = Arc::new(AtomicU16::new(200));
     let (url, mut deliveries) = receiver(status.clone()).await;
     let r = start_with(|s| {
-        s.alerts.webhook_url = Some(url);
+        s.alerts.webhook_url = Some(url.into());
         s.alerts.webhook_secret = Some(SECRET.into());
         s.alerts.interval_secs = 5;
     })
@@ -182,4 +206,65 @@ async fn a_fault_is_pushed_once_signed_again_after_a_failed_delivery_and_again_w
     let again = alerts_of(&deliveries.try_recv().expect("the fault came back"));
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["key"], key);
+}
+
+#[tokio::test]
+async fn many_alerts_go_in_posts_of_fifty_each_recorded_when_it_is_delivered() {
+    let script = Arc::new(Mutex::new(VecDeque::from([200, 503])));
+    let (url, mut deliveries) = scripted_receiver(Arc::new(AtomicU16::new(200)), script).await;
+    let r = start_with(|s| {
+        s.alerts.webhook_url = Some(url.into());
+        s.alerts.webhook_secret = Some(SECRET.into());
+    })
+    .await;
+    sweep(&r).await;
+    while deliveries.try_recv().is_ok() {}
+    // 60 machines at fault, added through the operator API.
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let http = reqwest::Client::new();
+    for n in 0..60 {
+        let added = http
+            .post(format!("{}/api/v1/machines", r.http_url))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({
+                "code": format!("AL-{n:03}"), "kind": "vending", "terminal_id": format!("T{n}"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(added.status().is_success(), "{}", added.status());
+    }
+    openvend::store::query("UPDATE machines SET fault = 'JAM: test' WHERE code LIKE 'AL-%'")
+        .execute(&r.app_services.db.pool)
+        .await
+        .unwrap();
+    let recorded = || async {
+        openvend::store::query(
+            "SELECT COUNT(*) AS n FROM alerts_sent WHERE list = 'faulty_machines'",
+        )
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .map(|row| openvend::store::get_int(&row, "n").unwrap())
+        .unwrap()
+    };
+
+    // The first POST of 50 is taken, the second (10) refused: only the first is recorded.
+    sweep(&r).await;
+    let first = alerts_of(&deliveries.try_recv().expect("a first POST"));
+    let second = alerts_of(&deliveries.try_recv().expect("a second POST"));
+    assert!(deliveries.try_recv().is_err(), "two POSTs");
+    assert_eq!((first.len(), second.len()), (50, 10));
+    assert_eq!(recorded().await, 50);
+
+    // At the next look the 10 go again, and only they.
+    sweep(&r).await;
+    let again = alerts_of(&deliveries.try_recv().expect("the rest again"));
+    assert!(deliveries.try_recv().is_err());
+    let keys = |alerts: &[Value]| {
+        let mut k: Vec<String> = alerts.iter().map(|a| a["key"].to_string()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&again), keys(&second));
+    assert_eq!(recorded().await, 60);
 }
