@@ -853,15 +853,36 @@ impl DeviceChannel {
     pub async fn expire_due(&self) -> Result<u64, crate::store::Error> {
         // An ack held in memory came in time: written first, its command is not expired.
         let _settling = self.inner.settling.lock().await;
-        if let Err(e) = self.write_held_acks_locked().await {
-            tracing::warn!(error = %e, "could not write held acks; expiring the rest");
-        }
-        let r = crate::store::query(
-            "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
-        )
-        .bind(self.now_ms().saturating_sub(ACK_GRACE_MS))
-        .execute(&self.inner.db.pool)
-        .await?;
+        let expire = "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1";
+        let cutoff = self.now_ms().saturating_sub(ACK_GRACE_MS);
+        let r = match self.write_held_acks_locked().await {
+            Ok(_) => {
+                crate::store::query(expire)
+                    .bind(cutoff)
+                    .execute(&self.inner.db.pool)
+                    .await?
+            }
+            // The acks stay held for the next write; the commands they answer are not expired.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write held acks; expiring the other commands");
+                let held: Vec<String> = self.inner.held.ids().into_iter().collect();
+                let placeholders: Vec<String> =
+                    (2..held.len() + 2).map(|n| format!("${n}")).collect();
+                let sql = if held.is_empty() {
+                    expire.to_owned()
+                } else {
+                    format!(
+                        "{expire} AND command_id NOT IN ({})",
+                        placeholders.join(", ")
+                    )
+                };
+                let mut q = crate::store::query(&sql).bind(cutoff);
+                for id in &held {
+                    q = q.bind(id);
+                }
+                q.execute(&self.inner.db.pool).await?
+            }
+        };
         Ok(r.rows_affected())
     }
 

@@ -1324,6 +1324,88 @@ async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     assert_eq!(f.count("device_events").await, 1);
 }
 
+/// A held ack whose write fails (the store refuses it) stays held, and the command it answers
+/// is not expired meanwhile: it came in time. The others past their time are.
+async fn held_ack_write_fails_before_an_expiry(f: Fixture) {
+    let h = http(&f).await;
+    let m1 = f.m1.clone();
+    let answered = f.show_qr(&m1, "o-1").await;
+    let unanswered = f.show_qr(&m1, "o-2").await;
+    let (status, body) = h
+        .call(
+            &f,
+            "GET",
+            "/device/v1/commands?wait=0",
+            "wf-0",
+            SECRET_1,
+            vec![],
+        )
+        .await;
+    assert_eq!(body["commands"].as_array().map(Vec::len), Some(2), "{body}");
+    let a = f.event(&m1, SECRET_1, "wf-ack", "ack", &ack(&answered, "accepted"));
+    let (status2, _) = h
+        .call(&f, "POST", "/device/v1/events", "wf-1", SECRET_1, a)
+        .await;
+    assert_eq!((status, status2), (200, 200));
+    assert_eq!(
+        stored_state(&f, &answered).await.0,
+        "pending",
+        "the ack is held"
+    );
+
+    // The store refuses every ack event from now on.
+    let refuse = if f.db.backend == openvend::store::Backend::Postgres {
+        vec![
+            "CREATE FUNCTION refuse_acks() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'acks refused'; END $$",
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events FOR EACH ROW \
+             WHEN (NEW.kind = 'ack') EXECUTE FUNCTION refuse_acks()",
+        ]
+    } else {
+        vec![
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events WHEN NEW.kind = 'ack' \
+             BEGIN SELECT RAISE(ABORT, 'acks refused'); END",
+        ]
+    };
+    for sql in refuse {
+        openvend::store::query(sql)
+            .execute(&f.db.pool)
+            .await
+            .unwrap();
+    }
+    assert!(f.channel.write_held_acks().await.is_err());
+    f.clock.advance(
+        DEFAULT_TTL + Duration::from_millis(openvend::device::ledger::ACK_GRACE_MS as u64 + 1),
+    );
+    assert_eq!(f.channel.expire_due().await.unwrap(), 1);
+    assert_eq!(stored_state(&f, &unanswered).await.0, "expired");
+    assert_eq!(stored_state(&f, &answered).await.0, "pending", "still held");
+    assert_eq!(
+        f.channel.command(&answered).await.unwrap().unwrap().state,
+        "acknowledged"
+    );
+
+    // The store takes acks again: the held one is written.
+    openvend::store::query("DROP TRIGGER refuse_acks ON device_events")
+        .on_sqlite("DROP TRIGGER refuse_acks")
+        .execute(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(f.channel.write_held_acks().await.unwrap(), 1);
+    assert_eq!(stored_state(&f, &answered).await.0, "acknowledged");
+}
+
+#[tokio::test]
+async fn a_held_ack_whose_write_fails_keeps_its_command_from_expiring_on_sqlite() {
+    held_ack_write_fails_before_an_expiry(sqlite_fixture().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn a_held_ack_whose_write_fails_keeps_its_command_from_expiring_on_postgres() {
+    held_ack_write_fails_before_an_expiry(postgres_fixture().await).await;
+}
+
 /// Returns once the held-ack batch waits on the other transaction's event row. On PostgreSQL
 /// that is a backend waiting on a lock; SQLite has one writer, so the batch waits for the
 /// connection and cannot interleave: a few turns of the runtime let it get there.
