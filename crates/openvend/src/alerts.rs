@@ -9,7 +9,8 @@
 //! look. A crash between the answer and the record sends those entries again: receivers
 //! deduplicate by `key`. Entries that left the lists are forgotten, so the same fault
 //! happening again is pushed again. An instance without a webhook (a deployment part-way
-//! through a change of settings) keeps the job and the record without sending.
+//! through a change of settings) keeps the job and the record without sending. A look sends
+//! for at most [`SENDING_BUDGET`], well within the job's lease, and carries on at once after.
 //!
 //! The request: `POST <webhook_url>`, `Content-Type: application/json`,
 //! `X-OpenVend-Timestamp: <ms>`, `X-OpenVend-Signature: <hex HMAC-SHA256 of "<ms>.<body>"
@@ -41,15 +42,38 @@ pub const PER_POST: usize = 50;
 /// is pushed does not depend on the view's limit.
 const LOOKED_AT: i64 = 10_000;
 
-/// How soon an instance without a webhook looks again (only to keep the record current).
-const WITHOUT_WEBHOOK_MS: i64 = 60_000;
+/// How long one look goes on sending: a third of the job's lease, so no other instance takes
+/// the job over while a POST is under way (a POST takes at most [`TIMEOUT`]).
+pub const SENDING_BUDGET: Duration = Duration::from_millis(crate::jobs::LEASE_MS as u64 / 3);
+
+/// This instance's alert settings.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    webhook: Option<Webhook>,
+    interval_ms: i64,
+}
+
+impl Alerts {
+    /// From the settings (they are validated at load).
+    pub fn from_settings(settings: &AlertSettings) -> anyhow::Result<Alerts> {
+        Ok(Alerts {
+            webhook: Webhook::from_settings(settings)?,
+            interval_ms: i64::try_from(settings.interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Whether a webhook is named.
+    pub fn enabled(&self) -> bool {
+        self.webhook.is_some()
+    }
+}
 
 /// Where alerts go, and how they are signed.
 #[derive(Clone)]
 pub struct Webhook {
     url: reqwest::Url,
     secret: Secret,
-    interval_ms: i64,
     http: reqwest::Client,
 }
 
@@ -57,14 +81,12 @@ impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhook")
             .field("host", &self.url.host_str())
-            .field("interval_ms", &self.interval_ms)
             .finish_non_exhaustive()
     }
 }
 
 impl Webhook {
-    /// The webhook the settings name (they are validated at load), or none.
-    pub fn from_settings(settings: &AlertSettings) -> anyhow::Result<Option<Webhook>> {
+    fn from_settings(settings: &AlertSettings) -> anyhow::Result<Option<Webhook>> {
         let Some((url, secret)) = settings.webhook() else {
             return Ok(None);
         };
@@ -77,8 +99,6 @@ impl Webhook {
         Ok(Some(Webhook {
             url,
             secret: secret.clone(),
-            interval_ms: i64::try_from(settings.interval_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
             http,
         }))
     }
@@ -100,7 +120,7 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| Refused::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| Refused::Unreachable(causes(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -108,6 +128,18 @@ impl Webhook {
             Err(Refused::Status(status))
         }
     }
+}
+
+/// An error and its causes, one after another (the URL already taken out).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Why a POST delivered nothing.
@@ -119,17 +151,47 @@ enum Refused {
     Status(reqwest::StatusCode),
 }
 
+impl Refused {
+    /// A refusal of these alerts in particular (too large, malformed for the receiver): the
+    /// others are still sent. Not one that says the settings are wrong, nor one that asks to
+    /// slow down.
+    fn of_this_request(&self) -> bool {
+        matches!(self, Refused::Status(s) if s.is_client_error() && !matches!(s.as_u16(), 401 | 403 | 408 | 429))
+    }
+}
+
 /// Queues the sweep, due now, unless it is queued already (another instance, a restart).
 pub async fn schedule(db: &Db, now: i64) -> Result<(), crate::store::StoreError> {
     jobs::enqueue(&db.pool, JOB, JOB, "{}", now, now).await?;
     Ok(())
 }
 
-/// One look: forgets what left the lists, pushes what is new on them, and comes back after
-/// the interval (or, without a webhook, after a minute).
+/// How a look ended.
+enum Look {
+    /// Everything new was tried; the next look is after the interval.
+    Done,
+    /// The sending budget ran out with alerts left: look again at once.
+    MoreToSend,
+}
+
+/// One sweep of the job: a look, then the next after the interval. The job keeps its pace
+/// whatever fails (it is logged and tried again at the next look), rather than the queue's
+/// growing back-off.
 pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
-    let now = svc.now();
-    let lists = crate::attention::lists(&svc.db.pool, now, LOOKED_AT).await?;
+    let interval = svc.alerts.interval_ms;
+    match look(svc).await {
+        Ok(Look::Done) => Ok(Next::At(svc.now().saturating_add(interval))),
+        Ok(Look::MoreToSend) => Ok(Next::At(svc.now())),
+        Err(e) => {
+            tracing::warn!(error = %e, "alert sweep failed; trying again at the next look");
+            Ok(Next::At(svc.now().saturating_add(interval)))
+        }
+    }
+}
+
+/// Forgets what left the lists, then pushes what is new on them.
+async fn look(svc: &Services) -> anyhow::Result<Look> {
+    let lists = crate::attention::lists(&svc.db.pool, svc.now(), LOOKED_AT).await?;
     let sent: HashSet<(String, String)> =
         crate::store::query("SELECT list, entry_key FROM alerts_sent")
             .fetch_all(&svc.db.pool)
@@ -168,27 +230,39 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
         }
         tx.commit().await?;
     }
-    let Some(hook) = &svc.alerts else {
-        return Ok(Next::At(now.saturating_add(WITHOUT_WEBHOOK_MS)));
+    let Some(hook) = &svc.alerts.webhook else {
+        return Ok(Look::Done);
     };
-    let next = Next::At(now.saturating_add(hook.interval_ms));
+    let started = tokio::time::Instant::now();
     for batch in fresh.chunks(PER_POST) {
+        if started.elapsed() >= SENDING_BUDGET {
+            return Ok(Look::MoreToSend);
+        }
+        let at = svc.now();
         let alerts: Vec<_> = batch
             .iter()
             .map(|((list, key), entry)| json!({ "list": list, "key": key, "entry": entry }))
             .collect();
-        let body = json!({ "sent_at": now, "alerts": alerts }).to_string();
-        if let Err(refused) = hook.post(body, now).await {
-            // Sent again at the next look, at the job's pace: one failure does not slow alerts
-            // down for good, as a growing back-off would.
-            match refused {
-                Refused::Status(s) if s.is_client_error() => tracing::error!(
-                    error = %refused,
-                    "the alert webhook refuses the alerts; check alerts.webhook_url and alerts.webhook_secret"
-                ),
-                _ => tracing::warn!(error = %refused, "alerts not delivered; trying again"),
+        let body = json!({ "sent_at": at, "alerts": alerts }).to_string();
+        match hook.post(body, at).await {
+            Ok(()) => {}
+            Err(refused) if refused.of_this_request() => {
+                // Tried again at every look; the alerts after them still go.
+                tracing::error!(error = %refused, alerts = batch.len(), "the alert webhook refuses these alerts; they need a person");
+                continue;
             }
-            return Ok(next);
+            Err(refused) => {
+                match refused {
+                    Refused::Status(_) => tracing::error!(
+                        error = %refused,
+                        "alerts not delivered; check alerts.webhook_url and alerts.webhook_secret"
+                    ),
+                    Refused::Unreachable(_) => {
+                        tracing::warn!(error = %refused, "alerts not delivered; trying again at the next look")
+                    }
+                }
+                return Ok(Look::Done);
+            }
         }
         let mut tx = svc.db.begin().await?;
         for ((list, key), _) in batch {
@@ -198,12 +272,12 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Next> {
             )
             .bind(list)
             .bind(key)
-            .bind(now)
+            .bind(at)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         tracing::info!(alerts = batch.len(), "alerts delivered to the webhook");
     }
-    Ok(next)
+    Ok(Look::Done)
 }

@@ -113,8 +113,8 @@ impl App {
             None => embedded_api_token(&settings.data_dir)?,
         };
         let clock = Arc::new(crate::services::Clock::default());
-        let alerts = crate::alerts::Webhook::from_settings(&settings.alerts)?;
-        if alerts.is_some() {
+        let alerts = crate::alerts::Alerts::from_settings(&settings.alerts)?;
+        if alerts.enabled() {
             crate::alerts::schedule(&db, clock.now_ms()).await?;
         }
         let ttl = std::time::Duration::from_secs(settings.device.command_ttl_secs);

@@ -36,7 +36,7 @@ pub struct Services {
     /// The public base URL (machines' H5 links).
     pub public_url: String,
     /// Where what needs a person is pushed, when the deployment names a webhook.
-    pub alerts: Option<crate::alerts::Webhook>,
+    pub alerts: crate::alerts::Alerts,
 }
 
 impl Services {

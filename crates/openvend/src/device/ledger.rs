@@ -853,37 +853,47 @@ impl DeviceChannel {
     pub async fn expire_due(&self) -> Result<u64, crate::store::Error> {
         // An ack held in memory came in time: written first, its command is not expired.
         let _settling = self.inner.settling.lock().await;
-        let expire = "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1";
         let cutoff = self.now_ms().saturating_sub(ACK_GRACE_MS);
-        let r = match self.write_held_acks_locked().await {
-            Ok(_) => {
-                crate::store::query(expire)
-                    .bind(cutoff)
-                    .execute(&self.inner.db.pool)
-                    .await?
-            }
-            // The acks stay held for the next write; the commands they answer are not expired.
-            Err(e) => {
-                tracing::warn!(error = %e, "could not write held acks; expiring the other commands");
-                let held: Vec<String> = self.inner.held.ids().into_iter().collect();
-                let placeholders: Vec<String> =
-                    (2..held.len() + 2).map(|n| format!("${n}")).collect();
-                let sql = if held.is_empty() {
-                    expire.to_owned()
-                } else {
-                    format!(
-                        "{expire} AND command_id NOT IN ({})",
-                        placeholders.join(", ")
-                    )
-                };
-                let mut q = crate::store::query(&sql).bind(cutoff);
-                for id in &held {
-                    q = q.bind(id);
-                }
-                q.execute(&self.inner.db.pool).await?
-            }
-        };
+        if let Err(e) = self.write_held_acks_locked().await {
+            tracing::warn!(error = %e, "could not write held acks; expiring the other commands");
+            return self.expire_due_but_held(cutoff).await;
+        }
+        let r = crate::store::query(
+            "UPDATE device_commands SET state = 'expired' WHERE state IN ('pending', 'sent') AND expires_at <= $1",
+        )
+        .bind(cutoff)
+        .execute(&self.inner.db.pool)
+        .await?;
         Ok(r.rows_affected())
+    }
+
+    /// Expires the commands due by `cutoff` except those a held ack answers (its write
+    /// failed; it stays held for the next). Found first and expired one by one: this is the
+    /// rare path, and the held acks may be many if their write keeps failing.
+    async fn expire_due_but_held(&self, cutoff: i64) -> Result<u64, crate::store::Error> {
+        let held = self.inner.held.ids();
+        let due = crate::store::query(
+            "SELECT command_id FROM device_commands WHERE state IN ('pending', 'sent') AND expires_at <= $1",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.inner.db.pool)
+        .await?;
+        let mut expired = 0;
+        for row in &due {
+            let id: String = row.try_get(0)?;
+            if held.contains(&id) {
+                continue;
+            }
+            expired += crate::store::query(
+                "UPDATE device_commands SET state = 'expired' WHERE command_id = $1 AND state IN ('pending', 'sent') AND expires_at <= $2",
+            )
+            .bind(&id)
+            .bind(cutoff)
+            .execute(&self.inner.db.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(expired)
     }
 
     /// The ledger row of a command.

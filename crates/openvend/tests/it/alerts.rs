@@ -210,8 +210,9 @@ async fn a_fault_is_pushed_once_signed_again_after_a_failed_delivery_and_again_w
 
 #[tokio::test]
 async fn many_alerts_go_in_posts_of_fifty_each_recorded_when_it_is_delivered() {
-    let script = Arc::new(Mutex::new(VecDeque::from([200, 503])));
-    let (url, mut deliveries) = scripted_receiver(Arc::new(AtomicU16::new(200)), script).await;
+    let script = Arc::new(Mutex::new(VecDeque::new()));
+    let (url, mut deliveries) =
+        scripted_receiver(Arc::new(AtomicU16::new(200)), script.clone()).await;
     let r = start_with(|s| {
         s.alerts.webhook_url = Some(url.into());
         s.alerts.webhook_secret = Some(SECRET.into());
@@ -247,24 +248,36 @@ async fn many_alerts_go_in_posts_of_fifty_each_recorded_when_it_is_delivered() {
         .map(|row| openvend::store::get_int(&row, "n").unwrap())
         .unwrap()
     };
-
-    // The first POST of 50 is taken, the second (10) refused: only the first is recorded.
-    sweep(&r).await;
-    let first = alerts_of(&deliveries.try_recv().expect("a first POST"));
-    let second = alerts_of(&deliveries.try_recv().expect("a second POST"));
-    assert!(deliveries.try_recv().is_err(), "two POSTs");
-    assert_eq!((first.len(), second.len()), (50, 10));
-    assert_eq!(recorded().await, 50);
-
-    // At the next look the 10 go again, and only they.
-    sweep(&r).await;
-    let again = alerts_of(&deliveries.try_recv().expect("the rest again"));
-    assert!(deliveries.try_recv().is_err());
     let keys = |alerts: &[Value]| {
         let mut k: Vec<String> = alerts.iter().map(|a| a["key"].to_string()).collect();
         k.sort();
         k
     };
-    assert_eq!(keys(&again), keys(&second));
+
+    // The receiver refuses the first POST of 50 as such (413): the other 10 still go.
+    script.lock().unwrap().push_back(413);
+    sweep(&r).await;
+    let refused = alerts_of(&deliveries.try_recv().expect("a first POST"));
+    let taken = alerts_of(&deliveries.try_recv().expect("a second POST"));
+    assert!(deliveries.try_recv().is_err(), "two POSTs");
+    assert_eq!((refused.len(), taken.len()), (50, 10));
+    assert_eq!(recorded().await, 10);
+
+    // The receiver is down (503): the look stops at the first POST, and records nothing.
+    script.lock().unwrap().push_back(503);
+    sweep(&r).await;
+    let down = alerts_of(&deliveries.try_recv().expect("the 50 again"));
+    assert!(
+        deliveries.try_recv().is_err(),
+        "no POST after the receiver failed"
+    );
+    assert_eq!(keys(&down), keys(&refused));
+    assert_eq!(recorded().await, 10);
+
+    // Back: the 50 go, and only they.
+    sweep(&r).await;
+    let again = alerts_of(&deliveries.try_recv().expect("the rest again"));
+    assert!(deliveries.try_recv().is_err());
+    assert_eq!(keys(&again), keys(&refused));
     assert_eq!(recorded().await, 60);
 }
