@@ -92,12 +92,15 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
         },
     )
     .await?;
+    // The open states by name (not "NOT IN the final ones"), so the state index finds them
+    // without reading every order.
     let stuck_orders = list(
         "stuck_orders",
         crate::store::query(
             "SELECT o.id, o.out_trade_no, m.code AS machine, o.state, o.created_at \
              FROM orders o JOIN machines m ON m.id = o.machine_id \
-             WHERE o.state NOT IN ('completed', 'refunded', 'closed', 'dispute') AND o.created_at < $1 \
+             WHERE o.state IN ('awaiting_payment', 'payment_unknown', 'paid', 'dispensing') \
+             AND o.created_at < $1 \
              ORDER BY o.created_at LIMIT $2",
         )
         .bind(now.saturating_sub(STUCK_AFTER_MS))

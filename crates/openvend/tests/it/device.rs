@@ -1307,9 +1307,18 @@ async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     .await
     .unwrap();
     // ...while this instance writes what it holds (and waits on that row)...
+    let other_pid = if f.db.backend == openvend::store::Backend::Postgres {
+        let row = openvend::store::query("SELECT CAST(pg_backend_pid() AS BIGINT)")
+            .fetch_one(&mut *other)
+            .await
+            .unwrap();
+        Some(row.try_get::<i64, _>(0).unwrap())
+    } else {
+        None
+    };
     let channel = f.channel.clone();
     let batch = tokio::spawn(async move { channel.write_held_acks().await });
-    the_batch_waits_on_the_other(&f).await;
+    the_batch_waits_on_the_other(&f, other_pid).await;
     // ...then its command row.
     openvend::store::query(
         "UPDATE device_commands SET state = 'acknowledged', acked_at = 1 WHERE command_id = $1",
@@ -1406,22 +1415,24 @@ async fn a_held_ack_whose_write_fails_keeps_its_command_from_expiring_on_postgre
     held_ack_write_fails_before_an_expiry(postgres_fixture().await).await;
 }
 
-/// Returns once the held-ack batch waits on the other transaction's event row. On PostgreSQL
-/// that is a backend waiting on a lock; SQLite has one writer, so the batch waits for the
-/// connection and cannot interleave: a few turns of the runtime let it get there.
-async fn the_batch_waits_on_the_other(f: &Fixture) {
-    if f.db.backend != openvend::store::Backend::Postgres {
+/// Returns once the held-ack batch waits on the other transaction's event row: on
+/// PostgreSQL, once a backend is blocked by the other's (`other_pid`; tests in other schemas
+/// wait on locks of their own). SQLite has one writer, so the batch waits for the connection
+/// and cannot interleave: a few turns of the runtime let it get there.
+async fn the_batch_waits_on_the_other(f: &Fixture, other_pid: Option<i64>) {
+    let Some(other_pid) = other_pid else {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
         return;
-    }
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let waiting: i64 = openvend::store::query(
             "SELECT COUNT(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+             WHERE $1 = ANY(CAST(pg_blocking_pids(pid) AS BIGINT[]))",
         )
+        .bind(other_pid)
         .fetch_one(&f.db.pool)
         .await
         .unwrap()
