@@ -281,3 +281,51 @@ async fn many_alerts_go_in_posts_of_fifty_each_recorded_when_it_is_delivered() {
     assert_eq!(keys(&again), keys(&refused));
     assert_eq!(recorded().await, 60);
 }
+
+/// An instance without a webhook (a deployment part-way through a change of settings) that
+/// takes the shared job sends nothing, keeps the job at its interval and keeps the record
+/// current: what left the lists is forgotten, what is on them stays recorded.
+#[tokio::test]
+async fn an_instance_without_the_webhook_keeps_the_job_and_forgets_what_left() {
+    let r = start_with(|s| s.alerts.interval_secs = 7).await;
+    let secret = machine_secret(&r, "VM-0001").await;
+    report_fault(&r, &secret, "nw-1").await;
+    let pool = &r.app_services.db.pool;
+    let fault_key: String =
+        openvend::store::query("SELECT code || ':' || fault FROM machines WHERE code = 'VM-0001'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get(0);
+    for (list, key) in [
+        ("faulty_machines", fault_key.as_str()),
+        ("disputes", "order:999"),
+    ] {
+        openvend::store::query(
+            "INSERT INTO alerts_sent (list, entry_key, sent_at) VALUES ($1, $2, 1)",
+        )
+        .bind(list)
+        .bind(key)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // Queued by an instance with the webhook.
+    openvend::alerts::schedule(&r.app_services.db, r.app_services.now())
+        .await
+        .unwrap();
+    sweep(&r).await;
+    let kept: Vec<String> = crate::sale::strings(
+        &r,
+        openvend::store::query("SELECT list || ' ' || entry_key FROM alerts_sent"),
+    )
+    .await;
+    assert_eq!(kept, vec![format!("faulty_machines {fault_key}")]);
+    // Due one interval after the look (not the minute an earlier version waited).
+    let (due, now) = (next_sweep(&r).await, r.app_services.now());
+    assert!(
+        due > now && due <= now + 7_000,
+        "due {} ms after now",
+        due - now
+    );
+}
