@@ -120,7 +120,7 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| Refused::Unreachable(causes(&e.without_url())))?;
+            .map_err(|e| Refused::Unreachable(crate::error_text::with_causes(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -128,18 +128,6 @@ impl Webhook {
             Err(Refused::Status(status))
         }
     }
-}
-
-/// An error and its causes, one after another (the URL already taken out).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Why a POST delivered nothing.

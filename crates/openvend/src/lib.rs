@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod domain;
+pub mod error_text;
 pub mod failpoint;
 pub mod h5;
 pub mod ids;

@@ -555,13 +555,7 @@ fn pg_error(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         // tokio-postgres says "error connecting to server"; the cause (refused, timed out,
         // reset) is in its source.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            message = format!("{message}: {cause}");
-            source = cause.source();
-        }
-        return Error::Connection(message);
+        return Error::Connection(crate::error_text::with_causes(&e));
     };
     let code = db.code();
     let kind = if *code == SqlState::UNIQUE_VIOLATION {
