@@ -129,6 +129,26 @@ async fn report_fault(r: &Running, secret: &str, msg_id: &str) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // A fault is applied by a job after the event is stored: wait until the machine shows it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let faulty = openvend::store::query(
+            "SELECT COUNT(*) AS n FROM machines WHERE code = 'VM-0001' AND fault IS NOT NULL",
+        )
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .map(|row| openvend::store::get_int(&row, "n").unwrap())
+        .unwrap();
+        if faulty == 1 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fault was never applied"
+        );
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
