@@ -532,7 +532,7 @@ impl Conn {
         match self {
             Conn::Sqlite(conn) => {
                 trace(sql);
-                conn.execute_batch(sql).map_err(sqlite_error)
+                still_open(conn)?.execute_batch(sql).map_err(sqlite_error)
             }
             Conn::Postgres(tx) => tx.execute_batch(sql).await,
             Conn::Closed => Err(Error::PoolClosed),
@@ -618,7 +618,7 @@ impl Executor for &Pool {
 impl Executor for &mut Conn {
     async fn run(self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         match self {
-            Conn::Sqlite(conn) => run_sqlite(conn, &query, mode),
+            Conn::Sqlite(conn) => run_sqlite(still_open(conn)?, &query, mode),
             Conn::Postgres(tx) => tx.run(query, mode).await,
             Conn::Closed => Err(Error::PoolClosed),
         }
@@ -750,6 +750,23 @@ fn run_sqlite(conn: &rusqlite::Connection, query: &Query<'_>, mode: Mode) -> Res
         return Ok(Output::Done(Done { rows_affected }));
     }
     Ok(Output::Rows(rows))
+}
+
+/// The connection of a SQLite transaction that is still open. Some errors (a full disk, an
+/// I/O error, `INSERT OR ROLLBACK`) make SQLite roll the whole transaction back; a statement
+/// run after that would run on its own and commit at once, while the transaction's `commit`
+/// fails. Refused instead, as PostgreSQL refuses the statements of an aborted transaction.
+fn still_open(conn: &rusqlite::Connection) -> Result<&rusqlite::Connection, Error> {
+    if conn.is_autocommit() {
+        return Err(Error::Database {
+            kind: ErrorKind::Other,
+            message: "the transaction was rolled back after an earlier error; \
+                      its later statements are refused"
+                .into(),
+            code: None,
+        });
+    }
+    Ok(conn)
 }
 
 /// A SQLite error as a store error; its extended code gives the constraint kind.

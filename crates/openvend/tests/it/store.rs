@@ -706,3 +706,37 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(jobs::backoff_ms(11), 600_000);
     assert_eq!(jobs::backoff_ms(i64::MAX), 600_000);
 }
+
+/// An error that makes SQLite roll a whole transaction back (here `INSERT OR ROLLBACK`; in
+/// production a full disk or an I/O error) ends it: the transaction's later statements are
+/// refused, as on PostgreSQL, instead of each running and committing on its own.
+#[tokio::test]
+async fn statements_after_sqlite_rolled_a_transaction_back_are_refused() {
+    let (db, _dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    jobs::enqueue(&db.pool, "refund", "taken", "{}", 1, 1)
+        .await
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    jobs::enqueue(&mut *tx, "refund", "before", "{}", 1, 1)
+        .await
+        .unwrap();
+    let rolled_back = openvend::store::query(
+        "INSERT OR ROLLBACK INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) \
+         VALUES ('refund', 'taken', '{}', 0, 1, 1)",
+    )
+    .execute(&mut *tx)
+    .await;
+    assert!(rolled_back.is_err(), "the key is taken");
+    let after = jobs::enqueue(&mut *tx, "refund", "after", "{}", 1, 1).await;
+    let refused = after.expect_err("the transaction is over");
+    assert!(
+        refused.to_string().contains("rolled back"),
+        "names why: {refused}"
+    );
+    assert!(tx.commit().await.is_err(), "there is nothing to commit");
+    assert_eq!(
+        texts(&db, "SELECT dedup_key FROM jobs ORDER BY dedup_key").await,
+        ["taken"]
+    );
+}
