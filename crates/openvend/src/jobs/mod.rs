@@ -3,7 +3,7 @@
 //! Each job kind is an idempotent function of its payload and the store; it answers
 //! [`Next::Done`] (the row is deleted), [`Next::Completed`] (its own last transaction deleted it)
 //! or [`Next::At`] (run again later, e.g. the next poll).
-//! An error reschedules with exponential back-off. Several instances on PostgreSQL share the
+//! An error reschedules with exponential back-off, counted from the job's last `Next::At`. Several instances on PostgreSQL share the
 //! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
 //!
 //! Jobs reach a worker two ways. A job queued by this process is *hinted* by its dedup key
@@ -50,7 +50,7 @@ async fn run_claimed(svc: &Services, job: Job) {
             Ok(Next::Done) => jobs::complete(&svc.db, &job).await,
             Ok(Next::Completed) => Ok(()),
             Ok(Next::At(at)) => {
-                let recorded = jobs::retry_later(&svc.db, &job, "", at).await;
+                let recorded = jobs::poll_later(&svc.db, &job, at).await;
                 wake_if_soon(svc, at);
                 recorded
             }

@@ -20,7 +20,8 @@ pub struct Job {
     pub dedup_key: String,
     /// JSON arguments.
     pub payload: String,
-    /// Attempts so far, including this one.
+    /// Runs since the job last asked to run again ([`poll_later`]), this one included:
+    /// what its back-off after a failure counts.
     pub attempts: i64,
 }
 
@@ -259,6 +260,22 @@ pub async fn retry_later(db: &Db, job: &Job, error: &str, run_at: i64) -> Result
     .bind(job.id)
     .bind(run_at)
     .bind(error)
+    .bind(&job.dedup_key)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Releases a job that asked to run again at `run_at` (the next poll): that is no failure,
+/// so its count of attempts starts again. A job that polled many times and then failed once
+/// waits a second, not the back-off's cap.
+pub async fn poll_later(db: &Db, job: &Job, run_at: i64) -> Result<(), StoreError> {
+    crate::store::query(
+        "UPDATE jobs SET locked_until = NULL, run_at = $2, last_error = '', attempts = 0 \
+         WHERE id = $1 AND dedup_key = $3",
+    )
+    .bind(job.id)
+    .bind(run_at)
     .bind(&job.dedup_key)
     .execute(&db.pool)
     .await?;

@@ -51,6 +51,46 @@ async fn an_unpaid_qr_order_is_closed_when_time_is_up_and_its_stock_released() {
     assert_eq!(resp.status(), 409);
 }
 
+/// The resolver's polls of an unpaid order are no failures: each starts the job's count of
+/// attempts again, so a failure after many polls backs off from a second, not from the
+/// ten-minute cap.
+#[tokio::test]
+async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
+    let r = start().await;
+    start_qr_sale(&r.app_services, &sale("A3", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let job = || async {
+        let row = openvend::store::query(
+            "SELECT attempts, run_at FROM jobs WHERE kind = 'resolve_payment'",
+        )
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        (
+            openvend::store::get_int(&row, "attempts").unwrap(),
+            openvend::store::get_int(&row, "run_at").unwrap(),
+        )
+    };
+    for poll in 1..=3 {
+        let before = job().await.1;
+        r.app_services
+            .clock
+            .advance((before - r.app_services.now()).max(0) + 1);
+        r.app_services.jobs_ready.notify_one();
+        let mut after = job().await;
+        for _ in 0..500 {
+            if after.1 > before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            after = job().await;
+        }
+        assert!(after.1 > before, "poll {poll} ran: {after:?}");
+        assert_eq!(after.0, 0, "poll {poll} left its count at zero");
+    }
+}
+
 #[tokio::test]
 async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
     let r = start().await;

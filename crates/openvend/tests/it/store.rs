@@ -607,7 +607,15 @@ async fn story(db: &Db) {
         .unwrap()
         .expect("retried job");
     assert_eq!(again.attempts, 2);
-    jobs::complete(db, &again).await.unwrap();
+    // A job that asks to run again (a poll) starts its count again: a failure after many
+    // polls backs off from one second, not from the cap.
+    jobs::poll_later(db, &again, 2100).await.unwrap();
+    let polled = jobs::claim(db, 2100, 1000)
+        .await
+        .unwrap()
+        .expect("polled job");
+    assert_eq!(polled.attempts, 1);
+    jobs::complete(db, &polled).await.unwrap();
     assert_eq!(jobs::count(db).await.unwrap(), 0);
 
     // A job that ends its own row and queues another in one transaction (the payment poll
