@@ -3,8 +3,9 @@
 //! Each job kind is an idempotent function of its payload and the store; it answers
 //! [`Next::Done`] (the row is deleted), [`Next::Completed`] (its own last transaction deleted it)
 //! or [`Next::At`] (run again later, e.g. the next poll).
-//! An error reschedules with exponential back-off, counted from the job's last `Next::At`. Several instances on PostgreSQL share the
-//! queue safely (`SKIP LOCKED`); a crashed worker's lease expires and another picks the job up.
+//! An error reschedules with exponential back-off, counted from the job's last `Next::At`.
+//! Several instances on PostgreSQL share the queue safely (`SKIP LOCKED`); a crashed worker's
+//! lease expires and another picks the job up.
 //!
 //! Jobs reach a worker two ways. A job queued by this process is *hinted* by its dedup key
 //! once its transaction commits ([`JobHints`]): the dispatcher claims that one row and runs it
