@@ -565,6 +565,7 @@ impl Tx {
     pub async fn commit(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
             Conn::Sqlite(conn) => {
+                still_open(&conn)?;
                 trace("COMMIT");
                 if let Err(e) = control(&conn, "COMMIT") {
                     // A failed COMMIT may leave the transaction open; never hand the
@@ -582,6 +583,8 @@ impl Tx {
     /// Undoes the transaction's writes.
     pub async fn rollback(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.conn, Conn::Closed) {
+            // A transaction SQLite already rolled back has nothing left to undo.
+            Conn::Sqlite(conn) if conn.is_autocommit() => Ok(()),
             Conn::Sqlite(conn) => control(&conn, "ROLLBACK").map_err(sqlite_error),
             Conn::Postgres(tx) => tx.rollback().await,
             Conn::Closed => Ok(()),

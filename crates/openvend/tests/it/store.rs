@@ -742,7 +742,8 @@ async fn statements_after_sqlite_rolled_a_transaction_back_are_refused() {
         refused.to_string().contains("rolled back"),
         "names why: {refused}"
     );
-    assert!(tx.commit().await.is_err(), "there is nothing to commit");
+    let commit = tx.commit().await.expect_err("there is nothing to commit");
+    assert!(commit.to_string().contains("rolled back"), "{commit}");
     assert_eq!(
         texts(&db, "SELECT dedup_key FROM jobs ORDER BY dedup_key").await,
         ["taken"]
