@@ -113,11 +113,9 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
         }
         (crate::alerts::JOB, _, _) => crate::alerts::sweep(svc).await,
         // A job this version does not know (written by a newer one): leave it for that one,
-        // visible to operators.
-        (kind, _, _) => {
-            tracing::warn!(kind, "no runner for this job kind");
-            Ok(Next::At(svc.now() + 60_000))
-        }
+        // its reason recorded for operators. A failure, not a poll, so its count of attempts
+        // (which a newer runner may read to tell a re-run) is kept.
+        (kind, _, _) => anyhow::bail!("no runner for job kind {kind} in this version"),
     }
 }
 

@@ -299,7 +299,8 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
     };
     let now = svc.now();
     // A first run was queued by the transaction that wrote the order: nothing to look at.
-    // A run after a crash may find Alipay's answer already recorded.
+    // A run after a crash may find Alipay's answer already recorded. (This job never asks
+    // to run again with `Next::At`, which would start its count of attempts again.)
     let mut recorded_code = None;
     if job.attempts > 1 {
         match orders::by_id(&svc.db, offer.order_id).await? {
