@@ -636,6 +636,7 @@ async fn story(db: &Db) {
     tx.commit().await.unwrap();
     jobs::complete(db, &poll).await.unwrap();
     jobs::retry_later(db, &poll, "late", 20).await.unwrap();
+    jobs::poll_later(db, &poll, 30).await.unwrap();
     let left = openvend::store::query("SELECT dedup_key, run_at FROM jobs")
         .fetch_all(&db.pool)
         .await
