@@ -941,6 +941,30 @@ impl Http {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
     }
+
+    /// The commands waiting for machine 1, without waiting for more.
+    async fn commands_now(&self, f: &Fixture, nonce: &str) -> (u16, serde_json::Value) {
+        self.call(
+            f,
+            "GET",
+            "/device/v1/commands?wait=0",
+            nonce,
+            SECRET_1,
+            vec![],
+        )
+        .await
+    }
+
+    /// Machine 1 posts `event`.
+    async fn post_event(
+        &self,
+        f: &Fixture,
+        nonce: &str,
+        event: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        self.call(f, "POST", "/device/v1/events", nonce, SECRET_1, event)
+            .await
+    }
 }
 
 #[tokio::test]
@@ -957,9 +981,7 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     );
 
     // A signed request is accepted and the event is on the stream.
-    let (status, body) = h
-        .call(&f, "POST", "/device/v1/events", "n-1", SECRET_1, hb.clone())
-        .await;
+    let (status, body) = h.post_event(&f, "n-1", hb.clone()).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("accepted")),
@@ -968,9 +990,7 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     assert_eq!(f.next_event().await.msg_id, "h-1");
 
     // The same nonce again is a replay.
-    let (status, body) = h
-        .call(&f, "POST", "/device/v1/events", "n-1", SECRET_1, hb.clone())
-        .await;
+    let (status, body) = h.post_event(&f, "n-1", hb.clone()).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("nonce"));
 
@@ -990,9 +1010,7 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     assert!(body["error"].as_str().unwrap().contains("signature"));
 
     // The same event under a fresh nonce is a duplicate: acknowledged, not re-applied.
-    let (status, body) = h
-        .call(&f, "POST", "/device/v1/events", "n-3", SECRET_1, hb)
-        .await;
+    let (status, body) = h.post_event(&f, "n-3", hb).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("duplicate")),
@@ -1001,16 +1019,7 @@ async fn the_http_fallback_accepts_signed_events_once_and_long_polls_commands() 
     assert_eq!(f.count("device_events").await, 1);
 
     // Long-poll: nothing pending returns an empty list at once with wait=0 …
-    let (status, body) = h
-        .call(
-            &f,
-            "GET",
-            "/device/v1/commands?wait=0",
-            "n-4",
-            SECRET_1,
-            vec![],
-        )
-        .await;
+    let (status, body) = h.commands_now(&f, "n-4").await;
     assert_eq!(
         (status, body["commands"].as_array().map(Vec::len)),
         (200, Some(0)),
@@ -1225,21 +1234,10 @@ async fn a_held_ack_being_written_is_not_handed_over_again() {
     let h = http(&f).await;
     let m1 = f.m1.clone();
     let qr = f.show_qr(&m1, "o-1").await;
-    let (_, body) = h
-        .call(
-            &f,
-            "GET",
-            "/device/v1/commands?wait=0",
-            "w-1",
-            SECRET_1,
-            vec![],
-        )
-        .await;
+    let (_, body) = h.commands_now(&f, "w-1").await;
     assert_eq!(body["commands"].as_array().map(Vec::len), Some(1), "{body}");
     let a = f.event(&m1, SECRET_1, "w-ack", "ack", &ack(&qr, "accepted"));
-    let (status, body) = h
-        .call(&f, "POST", "/device/v1/events", "w-2", SECRET_1, a)
-        .await;
+    let (status, body) = h.post_event(&f, "w-2", a).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
     assert_eq!(
         stored_state(&f, &qr).await.0,
@@ -1278,21 +1276,10 @@ async fn held_ack_meets_the_same_ack_stored_elsewhere(f: Fixture) {
     let h = http(&f).await;
     let m1 = f.m1.clone();
     let qr = f.show_qr(&m1, "o-1").await;
-    let (status, _) = h
-        .call(
-            &f,
-            "GET",
-            "/device/v1/commands?wait=0",
-            "dl-0",
-            SECRET_1,
-            vec![],
-        )
-        .await;
+    let (status, _) = h.commands_now(&f, "dl-0").await;
     assert_eq!(status, 200);
     let a = f.event(&m1, SECRET_1, "dl-ack", "ack", &ack(&qr, "accepted"));
-    let (status, _) = h
-        .call(&f, "POST", "/device/v1/events", "dl-1", SECRET_1, a)
-        .await;
+    let (status, _) = h.post_event(&f, "dl-1", a).await;
     assert_eq!(status, 200);
     assert_eq!(stored_state(&f, &qr).await.0, "pending", "the ack is held");
 
@@ -1340,21 +1327,10 @@ async fn held_ack_write_fails_before_an_expiry(f: Fixture) {
     let m1 = f.m1.clone();
     let answered = f.show_qr(&m1, "o-1").await;
     let unanswered = f.show_qr(&m1, "o-2").await;
-    let (status, body) = h
-        .call(
-            &f,
-            "GET",
-            "/device/v1/commands?wait=0",
-            "wf-0",
-            SECRET_1,
-            vec![],
-        )
-        .await;
+    let (status, body) = h.commands_now(&f, "wf-0").await;
     assert_eq!(body["commands"].as_array().map(Vec::len), Some(2), "{body}");
     let a = f.event(&m1, SECRET_1, "wf-ack", "ack", &ack(&answered, "accepted"));
-    let (status2, _) = h
-        .call(&f, "POST", "/device/v1/events", "wf-1", SECRET_1, a)
-        .await;
+    let (status2, _) = h.post_event(&f, "wf-1", a).await;
     assert_eq!((status, status2), (200, 200));
     assert_eq!(
         stored_state(&f, &answered).await.0,
@@ -1464,16 +1440,7 @@ async fn a_held_ack_and_the_same_ack_stored_elsewhere_both_commit_on_postgres() 
 async fn a_long_poll_wakes_when_a_command_is_recorded() {
     let f = sqlite_fixture().await;
     let h = http(&f).await;
-    let (status, _) = h
-        .call(
-            &f,
-            "GET",
-            "/device/v1/commands?wait=0",
-            "n-0",
-            SECRET_1,
-            vec![],
-        )
-        .await;
+    let (status, _) = h.commands_now(&f, "n-0").await;
     assert_eq!(status, 200);
     let poll = h.call(
         &f,
@@ -1524,8 +1491,6 @@ async fn stale_and_unknown_http_requests_are_refused_with_a_reason() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let big = vec![b'x'; 17 * 1024];
-    let (status, _) = h
-        .call(&f, "POST", "/device/v1/events", "n-2", SECRET_1, big)
-        .await;
+    let (status, _) = h.post_event(&f, "n-2", big).await;
     assert_eq!(status, 413);
 }
