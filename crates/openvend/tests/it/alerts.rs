@@ -65,25 +65,30 @@ async fn scripted_receiver(
     (url, rx)
 }
 
-/// When the sweep job runs next, once no instance is running it.
-async fn next_sweep(r: &Running) -> i64 {
+/// Polls `probe` every 10 ms until it gives a value; fails with `what` after [`WAIT`].
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let row = openvend::store::query(
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the sweep job runs next, once no instance is running it.
+async fn next_sweep(r: &Running) -> i64 {
+    until("the alert sweep is stuck", async || {
+        openvend::store::query(
             "SELECT run_at FROM jobs WHERE dedup_key = 'alerts' AND locked_until IS NULL",
         )
         .fetch_optional(&r.app_services.db.pool)
         .await
-        .unwrap();
-        if let Some(row) = row {
-            return openvend::store::get_int(&row, "run_at").unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the alert sweep is stuck"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        .unwrap()
+        .map(|row| openvend::store::get_int(&row, "run_at").unwrap())
+    })
+    .await
 }
 
 /// Moves the clock past the next sweep and returns once it has run to its end.
@@ -92,18 +97,11 @@ async fn sweep(r: &Running) {
     r.app_services
         .clock
         .advance((before - r.app_services.now()).max(0) + 1);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    until("the alert sweep did not run", async || {
         r.app_services.jobs_ready.notify_one();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if next_sweep(r).await != before {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the alert sweep did not run"
-        );
-    }
+        (next_sweep(r).await != before).then_some(())
+    })
+    .await;
 }
 
 /// The alerts of one delivery, after checking its signature.
@@ -130,8 +128,7 @@ async fn report_fault(r: &Running, secret: &str, msg_id: &str) {
     .await;
     assert_eq!(status, 200, "{body}");
     // A fault is applied by a job after the event is stored: wait until the machine shows it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    until("the fault was never applied", async || {
         let faulty = openvend::store::query(
             "SELECT COUNT(*) AS n FROM machines WHERE code = 'VM-0001' AND fault IS NOT NULL",
         )
@@ -139,16 +136,10 @@ async fn report_fault(r: &Running, secret: &str, msg_id: &str) {
         .await
         .map(|row| openvend::store::get_int(&row, "n").unwrap())
         .unwrap();
-        if faulty == 1 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the fault was never applied"
-        );
         r.app_services.jobs_ready.notify_one();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (faulty == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
