@@ -1243,7 +1243,15 @@ async fn record_vend(
     now: i64,
 ) -> Result<Option<String>, Rejection> {
     let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
-    match vend::record_results_in(tx, now, VendOrder::TradeNo(order_ref), &units).await {
+    match vend::record_results_in(
+        tx,
+        now,
+        VendOrder::TradeNo(order_ref),
+        &units,
+        vend::Reporter::Machine,
+    )
+    .await
+    {
         Ok(recorded) => {
             tracing::info!(machine, order = order_ref, state = %recorded.outcome.state, refund_fen = recorded.outcome.refund.0, "vend recorded");
             Ok(recorded.refund_job)

@@ -132,7 +132,7 @@ async fn on_result(
         return Ok(());
     };
     let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
-    match vend::record_results(svc, order.id, &units).await {
+    match vend::record_results(svc, order.id, &units, vend::Reporter::Machine).await {
         Ok(outcome) => {
             tracing::info!(machine, order_id = order.id, state = %outcome.state, refund_fen = outcome.refund.0, "vend recorded");
             Ok(())

@@ -14,7 +14,7 @@ use super::Next;
 use crate::device::ledger::{ACK_GRACE_MS, Recorded};
 use crate::device::protocol::{Command, Line};
 use crate::domain::order::{OrderEvent, OrderState};
-use crate::pay::vend::{self, ReportedVend, UnitResult, VendError};
+use crate::pay::vend::{self, ReportedVend, Reporter, UnitResult, VendError, VendOrder};
 use crate::services::Services;
 use crate::store::orders::{self, Order};
 use crate::store::{Conn, jobs};
@@ -39,13 +39,19 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         "pending" | "sent" if decide_at > now => Ok(Next::At(decide_at)),
         "pending" | "sent" | "expired" => {
             svc.device.expire_due().await?;
-            refund_undelivered(
+            let settled = refund_undelivered(
                 svc,
                 &order,
                 "the machine did not acknowledge the dispense in time",
             )
             .await?;
-            Ok(Next::Done)
+            // An ack that came in time may have been stored since the command was read: the
+            // order is vending then, and this job watches for its result instead.
+            Ok(if settled {
+                Next::Done
+            } else {
+                Next::At(svc.now())
+            })
         }
         "rejected" => {
             let why = command.result.unwrap_or_else(|| "no reason given".into());
@@ -179,19 +185,12 @@ async fn watch_result(svc: &Services, order: &Order, now: i64) -> anyhow::Result
     Ok(Next::Done)
 }
 
-/// Refunds every unit of a paid order that never reached the machine (or that the machine
-/// refused), releasing its stock reservations. Safe to call twice: the second call finds the
-/// order finished and changes nothing.
-pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
-    orders::add_event(
-        &svc.db.pool,
-        order.id,
-        svc.now(),
-        "device",
-        "dispense_undelivered",
-        why,
-    )
-    .await?;
+/// Refunds every unit of an order still paid whose dispense never reached the machine (or
+/// that the machine refused), releasing its stock reservations, with the reason on its
+/// timeline, in one transaction. Answers whether it settled the order: an order no longer
+/// paid (finished already, or acknowledged by the machine meanwhile and vending) is left as
+/// it is, so a call that loses a race with the ack changes nothing.
+pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> anyhow::Result<bool> {
     let units: Vec<UnitResult> = orders::lines(&svc.db.pool, order.id)
         .await?
         .into_iter()
@@ -206,8 +205,35 @@ pub async fn refund_undelivered(svc: &Services, order: &Order, why: &str) -> any
             )
         })
         .collect();
-    match vend::record_results(svc, order.id, &units).await {
-        Ok(_) | Err(VendError::NotVending(..)) => Ok(()),
+    let now = svc.now();
+    let mut tx = svc.db.begin().await?;
+    orders::add_event(
+        &mut *tx,
+        order.id,
+        now,
+        "device",
+        "dispense_undelivered",
+        why,
+    )
+    .await?;
+    match vend::record_results_in(
+        &mut tx,
+        now,
+        VendOrder::Id(order.id),
+        &units,
+        Reporter::Undelivered,
+    )
+    .await
+    {
+        Ok(recorded) => {
+            tx.commit().await?;
+            if let Some(key) = recorded.refund_job {
+                svc.run_soon(key);
+            }
+            Ok(true)
+        }
+        // Dropping the transaction takes the timeline entry back with it.
+        Err(VendError::NotVending(..)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

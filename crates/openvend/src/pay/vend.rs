@@ -104,15 +104,47 @@ impl From<crate::store::Error> for VendError {
 /// Failure reasons after which the slot must not sell again until someone looks at it.
 const DISABLING_REASONS: &[&str] = &["jam", "empty", "sensor", "motor"];
 
+/// Who says what happened to the units, which decides the orders a report may settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// The machine's own `dispense_result`: it settles an order paid, vending, or in
+    /// dispute (a result that comes after the result window still tells what happened).
+    Machine,
+    /// The server's verdict that nothing reached the machine (its dispense not acknowledged
+    /// in time, or refused): it settles only an order still paid. An order the machine has
+    /// acknowledged meanwhile is vending, and waits for the machine's own report.
+    Undelivered,
+}
+
+impl Reporter {
+    fn may_settle(self, state: OrderState) -> bool {
+        match self {
+            Reporter::Machine => matches!(
+                state,
+                OrderState::Paid | OrderState::Dispensing | OrderState::Dispute
+            ),
+            Reporter::Undelivered => state == OrderState::Paid,
+        }
+    }
+}
+
 /// Records a final report for every unit of the order. Units the report does not mention did
 /// not come out. Extra entries beyond what was ordered are ignored: at most one vend per unit.
 pub async fn record_results(
     svc: &Services,
     order_id: i64,
     report: &[UnitResult],
+    reporter: Reporter,
 ) -> Result<VendOutcome, VendError> {
     let mut tx = svc.db.begin().await?;
-    let recorded = record_results_in(&mut tx, svc.now(), VendOrder::Id(order_id), report).await?;
+    let recorded = record_results_in(
+        &mut tx,
+        svc.now(),
+        VendOrder::Id(order_id),
+        report,
+        reporter,
+    )
+    .await?;
     tx.commit().await?;
     if let Some(key) = recorded.refund_job {
         svc.run_soon(key);
@@ -146,6 +178,7 @@ pub async fn record_results_in(
     now: i64,
     which: VendOrder<'_>,
     report: &[UnitResult],
+    reporter: Reporter,
 ) -> Result<RecordedVend, VendError> {
     // The order and its lines in one statement (a LEFT JOIN: an order without lines still
     // answers, with nothing to match).
@@ -170,7 +203,7 @@ pub async fn record_results_in(
     let order = rows.first().ok_or(VendError::NotFound)?;
     let order_id: i64 = order.try_get(0)?;
     let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;
-    if !matches!(state, OrderState::Paid | OrderState::Dispensing) {
+    if !reporter.may_settle(state) {
         return Err(VendError::NotVending(order_id, state));
     }
     let machine_id: i64 = order.try_get(2)?;

@@ -1,7 +1,8 @@
 //! More fault scenarios of reliability.md §3.2, end to end over real HTTP and MQTT with the
 //! sandbox: F12 (the drop sensor saw nothing), F15 (a dispense command delivered twice), F16 (the refund call times out), F17 (a refund
 //! number Alipay already knows with another amount), F22 (machines cut off from the server
-//! for 10 minutes with orders in flight), and a result that never comes (dispute).
+//! for 10 minutes with orders in flight), a result that never comes (dispute) or comes after
+//! the dispute, and a dispense watch that loses the race with the machine's ack.
 
 use std::time::Duration;
 
@@ -393,4 +394,101 @@ async fn an_acknowledged_dispense_whose_result_never_comes_goes_to_a_person_not_
         "{list}"
     );
     assert!(list["count"].as_u64().unwrap() >= 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_result_that_comes_after_the_dispute_settles_the_order_as_it_happened() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(2)).await;
+    let (stock_before, _, _) = slot(&r, "VM-0001", "A1").await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commands(&r, &order, "dispense").await != ["acknowledged"] {
+        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The machine loses its link mid-vend; the unit comes out, its result waits on the machine.
+    sim.go_offline().await;
+    drive_until(&r, 61_000, "dispute", || async {
+        openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == OrderState::Dispute
+    })
+    .await;
+    loop {
+        if let SimEvent::Dispensed { order_id, .. } = next_business(&mut events).await
+            && order_id == order
+        {
+            break;
+        }
+    }
+    // Back online, the machine sends the result it kept: it settles the dispute.
+    sim.go_online().await.unwrap();
+    sim.heartbeat(None).await.unwrap();
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    assert!(refunds(&r, &order).await.is_empty(), "the unit came out");
+    let (stock, reserved, _) = slot(&r, "VM-0001", "A1").await;
+    assert_eq!(
+        (stock, reserved),
+        (stock_before - 1, 0),
+        "the unit is off the stock and no longer reserved"
+    );
+    assert!(
+        !attention(&r).await["disputes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["out_trade_no"] == order.as_str()),
+        "a settled dispute leaves the list"
+    );
+}
+
+#[tokio::test]
+async fn the_dispense_watch_leaves_an_order_the_machine_acknowledged_meanwhile() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(30)).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commands(&r, &order, "dispense").await != ["acknowledged"] {
+        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let vending = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(vending.state, OrderState::Dispensing);
+    // What the watch does when it read the command before the ack was stored: its verdict
+    // "not delivered" comes too late and must change nothing.
+    let settled = openvend::jobs::dispense::refund_undelivered(
+        &r.app_services,
+        &vending,
+        "the machine did not acknowledge the dispense in time",
+    )
+    .await
+    .unwrap();
+    assert!(!settled);
+    let after = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, OrderState::Dispensing);
+    assert!(refunds(&r, &order).await.is_empty(), "nothing refunded");
+    assert_eq!(slot(&r, "VM-0001", "A1").await.1, 1, "still reserved");
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, after.id)
+        .await
+        .unwrap();
+    assert!(
+        !timeline
+            .iter()
+            .any(|(_, _, kind, _)| kind == "dispense_undelivered"),
+        "{timeline:?}"
+    );
 }

@@ -446,9 +446,14 @@ async fn a_payment_that_beats_the_close_is_served_not_refunded() {
         result: openvend::pay::vend::ReportedVend::Dispensed,
         reason: None,
     };
-    let outcome = openvend::pay::vend::record_results(&r.app_services, order.id, &[vended])
-        .await
-        .unwrap();
+    let outcome = openvend::pay::vend::record_results(
+        &r.app_services,
+        order.id,
+        &[vended],
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.state, OrderState::Completed);
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }

@@ -633,9 +633,14 @@ async fn f7_late_and_stale_notifications_of_a_finished_sale_change_nothing() {
         result,
         reason: Some("jam".into()).filter(|_| result == openvend::pay::vend::ReportedVend::Failed),
     });
-    let outcome = openvend::pay::vend::record_results(&r.app_services, order.id, &units)
-        .await
-        .unwrap();
+    let outcome = openvend::pay::vend::record_results(
+        &r.app_services,
+        order.id,
+        &units,
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.state, OrderState::Completed);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     while orders::by_id(&r.app_services.db, order.id)

@@ -83,9 +83,14 @@ async fn a_jammed_unit_is_refunded_once_its_slot_disabled_and_the_rest_sold() {
             reason: Some("jam".into()),
         },
     ];
-    let outcome = record_results(&r.app_services, order.id, &report)
-        .await
-        .unwrap();
+    let outcome = record_results(
+        &r.app_services,
+        order.id,
+        &report,
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.state, OrderState::Completed);
     assert_eq!(outcome.refund, Fen(350));
     let after = slot_row(&r, "A1").await;
@@ -96,9 +101,14 @@ async fn a_jammed_unit_is_refunded_once_its_slot_disabled_and_the_rest_sold() {
     );
 
     // The machine repeats its report: nothing changes twice.
-    let again = record_results(&r.app_services, order.id, &report)
-        .await
-        .unwrap_err();
+    let again = record_results(
+        &r.app_services,
+        order.id,
+        &report,
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(again, VendError::NotVending(_, OrderState::Completed)),
         "{again}"
@@ -134,9 +144,14 @@ async fn a_jammed_unit_is_refunded_once_its_slot_disabled_and_the_rest_sold() {
 async fn nothing_dispensed_means_a_full_refund_and_an_unreported_unit_counts_as_not_dispensed() {
     let r = start().await;
     let order = paid_order(&r, "A2", 1).await;
-    let outcome = record_results(&r.app_services, order.id, &[])
-        .await
-        .unwrap();
+    let outcome = record_results(
+        &r.app_services,
+        order.id,
+        &[],
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.state, OrderState::Refunded);
     assert_eq!(outcome.refund, Fen(200));
     wait_for_refund_state(&r, order.id, "succeeded").await;
@@ -154,9 +169,14 @@ async fn results_for_an_unpaid_order_are_refused() {
     let started = start_qr_sale(&r.app_services, &sale("A3", 1), r.app_services.now())
         .await
         .unwrap();
-    let err = record_results(&r.app_services, started.order_id, &[])
-        .await
-        .unwrap_err();
+    let err = record_results(
+        &r.app_services,
+        started.order_id,
+        &[],
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, VendError::NotVending(_, OrderState::AwaitingPayment)),
         "{err}"
@@ -186,9 +206,14 @@ async fn a_refund_by_hand_before_the_result_caps_the_automatic_one() {
         result: ReportedVend::Failed,
         reason: Some("jam".into()),
     };
-    let outcome = record_results(&r.app_services, order.id, &[failed.clone(), failed])
-        .await
-        .unwrap();
+    let outcome = record_results(
+        &r.app_services,
+        order.id,
+        &[failed.clone(), failed],
+        openvend::pay::vend::Reporter::Machine,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.refund, Fen(200), "700 failed, 500 already refunded");
     assert_ne!(outcome.state, OrderState::Dispensing, "the order ended");
 
