@@ -396,7 +396,9 @@ async fn mark(
     to: RefundState,
 ) -> anyhow::Result<()> {
     let to = from.on(to).map_err(anyhow::Error::msg)?;
-    crate::store::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3")
+    // Only a refund still open: a run that outlived its lease must not write over the
+    // `succeeded` or `failed` another run settled meanwhile.
+    crate::store::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
         .bind(state_name(to))
         .bind(svc.now())
         .bind(refund_id)

@@ -492,3 +492,42 @@ async fn the_dispense_watch_leaves_an_order_the_machine_acknowledged_meanwhile()
         "{timeline:?}"
     );
 }
+
+#[tokio::test]
+async fn a_refund_run_that_outlived_another_never_writes_over_its_settled_result() {
+    let r = start().await;
+    // One refund call is carried out but answered only after 3 s, with a gateway error.
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "no_answer", "ms": 3000 }, "count": 1 }),
+    )
+    .await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    let refund_id = openvend::store::query(
+        "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o.out_trade_no = $1",
+    )
+    .bind(&order)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .map(|row| openvend::store::get_int(&row, "id").unwrap())
+    .unwrap();
+    // The refund job is under way; a second run of the same refund (another instance whose
+    // lease came first, say) overlaps it. Whichever of the two meets the slow answer ends
+    // with "unknown" after the other has settled the refund.
+    let _ = openvend::pay::refund::run(&r.app_services, refund_id).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = refunds(&r, &order).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].2, "succeeded", "{all:?}");
+    let order_row = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order_row.refunded.0, 350, "refunded once");
+    assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
+}
