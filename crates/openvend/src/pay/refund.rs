@@ -129,7 +129,15 @@ pub async fn request_in(
     if let Some(existing) = existing(tx, out_request_no, amount).await? {
         return Ok(existing);
     }
-    let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
+    // The order's row is locked until commit on PostgreSQL, so two refunds asked at once
+    // (two operators, a vend result) are checked one after the other against what is left;
+    // SQLite's writers are one at a time already.
+    let sql = if matches!(tx, crate::store::Conn::Postgres(_)) {
+        "SELECT state, total_fen FROM orders WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT state, total_fen FROM orders WHERE id = $1"
+    };
+    let order = crate::store::query(sql)
         .bind(order_id)
         .fetch_optional(&mut *tx)
         .await?

@@ -204,6 +204,53 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
 }
 
 #[tokio::test]
+async fn manual_refunds_asked_at_once_never_add_up_to_more_than_was_paid() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let http = reqwest::Client::new();
+    // Eight operators each refund 2.00 of the 3.50 at the same moment, each under a key of
+    // their own: one refund fits, the others are told what is left.
+    let burst: Vec<_> = (0..8)
+        .map(|i| {
+            http.post(format!("{}/api/v1/orders/{}/refunds", r.http_url, order.id))
+                .bearer_auth(token.trim())
+                .json(&json!({ "amount_fen": 200, "reason": "complaint", "idempotency_key": format!("desk-{i}") }))
+                .send()
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for resp in futures_util::future::join_all(burst).await {
+        statuses.push(resp.unwrap().status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [202, 422, 422, 422, 422, 422, 422, 422]);
+    let asked: i64 = openvend::store::query(
+        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds WHERE order_id = $1",
+    )
+    .bind(order.id)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    assert_eq!(asked, 200);
+}
+
+#[tokio::test]
 async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
     let r = start().await;
     // Alipay creates the trade but answers "unknown" (F: gateway 20000 after performing).
