@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::machines::{SLOT_CAPACITY_MAX, SLOT_PRICE_FEN};
 use crate::domain::fen::Fen;
 use crate::pay::refund::{self, RefundError};
 use crate::services::Services;
@@ -64,6 +65,27 @@ impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text())
     }
+}
+
+/// A query string that does not parse (`limit=abc`, an unknown parameter): 400 with the
+/// reason, in the API's JSON error shape.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+/// A path segment that does not parse (`/orders/abc`): 400 with the reason, as JSON.
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+/// An error the caller cannot act on: logged with its cause, answered without it.
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "error in the operator API");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
@@ -197,20 +219,25 @@ async fn update_slot(
 ) -> ApiResult<Json<Value>> {
     let Json(u) = body?;
     let id = machine_id(&svc, &code).await?;
-    if u.price_fen
-        .is_some_and(|p| !(0..=alipay::money::MAX_FEN).contains(&p))
-    {
+    // The same bounds as a machine's slots when it is added: a sale of 0 fen cannot be paid.
+    if u.price_fen.is_some_and(|p| !SLOT_PRICE_FEN.contains(&p)) {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "price_fen must be between 0 and 10000000000".into(),
+            format!(
+                "price_fen must be between {} and {}",
+                SLOT_PRICE_FEN.start(),
+                SLOT_PRICE_FEN.end()
+            ),
         ));
     }
-    if u.stock.is_some_and(|s| !(0..=10_000).contains(&s))
-        || u.capacity.is_some_and(|c| !(0..=10_000).contains(&c))
+    if u.stock
+        .is_some_and(|s| !(0..=SLOT_CAPACITY_MAX).contains(&s))
+        || u.capacity
+            .is_some_and(|c| !(0..=SLOT_CAPACITY_MAX).contains(&c))
     {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "stock and capacity must be between 0 and 10000".into(),
+            format!("stock and capacity must be between 0 and {SLOT_CAPACITY_MAX}"),
         ));
     }
     let mut tx = svc.db.begin().await?;
@@ -251,9 +278,11 @@ async fn update_slot(
             ));
         }
     }
-    crate::store::query(
+    // `reserved <= $2` again in the write: on PostgreSQL an order may reserve between the
+    // read above and here, and the answer is then the same 409, not a refused CHECK.
+    let done = crate::store::query(
         "UPDATE slots SET price_fen = COALESCE($1, price_fen), stock = $2, capacity = $3, enabled = COALESCE($4, enabled), product_id = COALESCE($5, product_id) \
-         WHERE machine_id = $6 AND code = $7",
+         WHERE machine_id = $6 AND code = $7 AND reserved <= $2",
     )
     .bind(u.price_fen)
     .bind(stock)
@@ -264,6 +293,12 @@ async fn update_slot(
     .bind(&slot)
     .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "an order reserved items in this slot meanwhile; stock cannot go below what orders in flight reserve".into(),
+        ));
+    }
     crate::store::audit::record(
         &mut *tx,
         svc.now(),
@@ -301,8 +336,9 @@ struct OrderFilter {
 async fn list_orders(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Query(f): Query<OrderFilter>,
+    query: Result<Query<OrderFilter>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Query(f) = query?;
     if let Some(s) = &f.state
         && crate::domain::order::OrderState::parse(s).is_none()
     {
@@ -311,7 +347,13 @@ async fn list_orders(
             format!("unknown state {s:?}"),
         ));
     }
-    let limit = f.limit.unwrap_or(50).clamp(1, 500);
+    let limit = f.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("limit must be between 1 and 500, not {limit}"),
+        ));
+    }
     let base = "SELECT o.id, o.out_trade_no, m.code, o.channel, o.state, o.total_fen, o.refunded_fen, o.trade_no, o.created_at \
                 FROM orders o JOIN machines m ON m.id = o.machine_id";
     let rows = match f.state {
@@ -347,11 +389,12 @@ async fn list_orders(
 async fn get_order(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(id): Path<i64>,
+    path: Result<Path<i64>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
     let order = orders::by_id(&svc.db, id)
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(internal)?
         .ok_or_else(|| not_found("order"))?;
     let lines = crate::store::query("SELECT line_no, slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no")
         .bind(id)
@@ -374,7 +417,7 @@ async fn get_order(
         .collect::<Result<Vec<_>, crate::store::Error>>()?;
     let timeline: Vec<Value> = orders::timeline(&svc.db, id)
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(internal)?
         .into_iter()
         .map(|(at, source, kind, detail)| json!({ "at": at, "source": source, "kind": kind, "detail": detail }))
         .collect();
@@ -397,9 +440,10 @@ struct NewRefund {
 async fn create_refund(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(id): Path<i64>,
+    path: Result<Path<i64>, PathRejection>,
     body: Result<Json<NewRefund>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Path(id) = path?;
     let Json(r) = body?;
     if r.idempotency_key.is_empty() || r.idempotency_key.len() > 64 {
         return Err(ApiError(

@@ -166,6 +166,13 @@ fn unprocessable(why: impl Into<String>) -> ApiError {
     ApiError(StatusCode::UNPROCESSABLE_ENTITY, why.into())
 }
 
+/// What a slot may be priced at, in fen: a sale must cost something (Alipay takes no
+/// 0.00 trade), and at most 1,000,000 yuan.
+pub(crate) const SLOT_PRICE_FEN: std::ops::RangeInclusive<i64> = 1..=100_000_000;
+
+/// The most units a slot may hold.
+pub(crate) const SLOT_CAPACITY_MAX: i64 = 1000;
+
 fn check(m: &NewMachine) -> ApiResult<()> {
     if !is_valid_id(&m.code) {
         return Err(unprocessable(
@@ -192,15 +199,17 @@ fn check(m: &NewMachine) -> ApiResult<()> {
         if !is_valid_id(&s.code) {
             return Err(unprocessable(format!("slot {:?}: bad code", s.code)));
         }
-        if !(1..=100_000_000).contains(&s.price_fen) {
+        if !SLOT_PRICE_FEN.contains(&s.price_fen) {
             return Err(unprocessable(format!(
-                "slot {}: price_fen 1..=100000000",
-                s.code
+                "slot {}: price_fen {}..={}",
+                s.code,
+                SLOT_PRICE_FEN.start(),
+                SLOT_PRICE_FEN.end()
             )));
         }
-        if !(0..=1000).contains(&s.capacity) || !(0..=s.capacity).contains(&s.stock) {
+        if !(0..=SLOT_CAPACITY_MAX).contains(&s.capacity) || !(0..=s.capacity).contains(&s.stock) {
             return Err(unprocessable(format!(
-                "slot {}: need 0 <= stock <= capacity <= 1000",
+                "slot {}: need 0 <= stock <= capacity <= {SLOT_CAPACITY_MAX}",
                 s.code
             )));
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{patch, post};
@@ -69,9 +69,10 @@ async fn create_product(
 async fn rename_product(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(id): Path<i64>,
+    path: Result<Path<i64>, PathRejection>,
     body: Result<Json<ProductName>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
     let Json(p) = body?;
     let name = checked_name(&p)?;
     let renamed = crate::store::query("UPDATE products SET name = $1 WHERE id = $2")

@@ -30,7 +30,7 @@ async fn start() -> Api {
             embedded_listen: "127.0.0.1:0".into(),
             ..Default::default()
         },
-        api_token: Some("test-token-123".into()),
+        api_token: Some("test-token-0123456789".into()),
         ..Settings::default()
     };
     let settings = Settings {
@@ -40,7 +40,7 @@ async fn start() -> Api {
     let app = App::build(settings).await.unwrap();
     let api = Api {
         url: app.public_url.clone(),
-        token: "test-token-123".into(),
+        token: "test-token-0123456789".into(),
         http: reqwest::Client::new(),
         stop: app.shutdown_token(),
         _dir: dir,
@@ -134,6 +134,10 @@ async fn slots_are_listed_and_edited_within_their_rules() {
     for (body, want) in [
         (json!({ "stock": 11 }), 422),
         (json!({ "price_fen": -1 }), 422),
+        // Nothing can be paid for 0.00: the slot would fail every sale.
+        (json!({ "price_fen": 0 }), 422),
+        (json!({ "price_fen": 100_000_001 }), 422),
+        (json!({ "capacity": 1001 }), 422),
         (json!({ "reserved": 0 }), 422),
         (json!({ "product_id": 999 }), 422),
         (json!({ "stock": "ten" }), 422),
@@ -197,6 +201,25 @@ async fn orders_can_be_filtered_and_unknown_ones_are_404() {
         )
         .await;
     assert_eq!(status, 422, "idempotency_key is required");
+    // Out of range, or not a number at all: refused with the reason, in the API's error shape.
+    for (path, want) in [
+        ("/api/v1/orders?limit=0", 422),
+        ("/api/v1/orders?limit=501", 422),
+        ("/api/v1/orders?limit=abc", 400),
+        ("/api/v1/orders?page=2", 400),
+        ("/api/v1/orders/abc", 400),
+    ] {
+        let (status, err) = api.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, want, "{path} → {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path} has a reason: {err}"
+        );
+    }
+    let (status, list) = api
+        .call(reqwest::Method::GET, "/api/v1/orders?limit=500", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
 }
 
 #[tokio::test]
