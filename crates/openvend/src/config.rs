@@ -370,10 +370,12 @@ impl Settings {
                     _ => a.seller_id = value,
                 }
             }
-            // Variables of other tools (OPENVEND_LOG, the fault tests' OPENVEND_FAILPOINTS,
-            // test settings) are not settings.
-            "LOG" | "FAILPOINTS" => {}
-            _ if name.starts_with("TEST_") => {}
+            // Variables of other tools are not settings: OPENVEND_LOG, the fault tests'
+            // OPENVEND_FAILPOINTS, `machine-sim`'s secret, `openvend sandbox`'s data folder,
+            // the chaos test's and other test settings. One exported for them must not stop
+            // `serve` in the same shell.
+            "LOG" | "FAILPOINTS" | "SIM_SECRET" | "SANDBOX_DATA" => {}
+            _ if name.starts_with("TEST_") || name.starts_with("CHAOS_") => {}
             other => return Err(err(key, format!("unknown setting OPENVEND_{other}"))),
         }
         Ok(())
@@ -402,6 +404,17 @@ impl Settings {
             ));
         }
         self.alerts.validate()?;
+        if let Some(token) = &self.api_token {
+            let t = token.expose();
+            // A header value cannot end in a line break: a token read from a file with one
+            // would never match, and every operator request would be refused.
+            if t.trim() != t {
+                return Err(err("api_token", "has spaces or a line break at either end"));
+            }
+            if t.chars().count() < 16 {
+                return Err(err("api_token", "must be at least 16 characters"));
+            }
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
                 "listen",
@@ -613,6 +626,25 @@ mod tests {
     }
 
     #[test]
+    fn variables_of_the_other_commands_are_not_settings() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("OPENVEND_SIM_SECRET", "00ff"),
+                ("OPENVEND_SANDBOX_DATA", "./sandbox-data"),
+                ("OPENVEND_CHAOS_SEED", "7"),
+                ("OPENVEND_CHAOS_SALES", "40"),
+                ("OPENVEND_API_TOKEN", "0123456789abcdef"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.api_token.as_ref().map(|t| t.expose()),
+            Some("0123456789abcdef")
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("OPENVEND_LISTEN", "nope")], "listen"),
@@ -635,6 +667,12 @@ mod tests {
             (&[("OPENVEND_SMS_PROVIDER", "aliyun")], "sms.access_key_id"),
             (&[("OPENVEND_SMS_DAILY_PER_IP", "0")], "sms.daily_per_ip"),
             (&[("OPENVEND_H5_SECRET", "short")], "h5.secret"),
+            (&[("OPENVEND_API_TOKEN", "")], "api_token"),
+            (&[("OPENVEND_API_TOKEN", "admin")], "api_token"),
+            (
+                &[("OPENVEND_API_TOKEN", "0123456789abcdef0123\n")],
+                "api_token",
+            ),
             (
                 &[
                     ("OPENVEND_ALIPAY_APP_ID", "2021000000000001"),
