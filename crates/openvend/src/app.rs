@@ -106,7 +106,16 @@ impl App {
                 (client, key, Some(sandbox), pid)
             }
         };
-        demo::seed_if_empty(&db, &seller_pid, sandbox.is_some()).await?;
+        if !demo::seed_if_empty(&db, &seller_pid, sandbox.is_some()).await?
+            && let demo::AccountCheck::SandboxMoved(old) =
+                demo::check_receiving_account(&db, &seller_pid, sandbox.is_some()).await?
+        {
+            tracing::warn!(
+                old = %old,
+                new = %seller_pid,
+                "the embedded sandbox registered OpenVend's app anew: the operator now receives under its new PID"
+            );
+        }
         let sandbox_url = sandbox.as_ref().map(|s| format!("http://{}", s.addr()));
         let api_token = match &settings.api_token {
             Some(t) => t.clone(),

@@ -84,3 +84,67 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str, fleet: bool) -> Result<boo
     tx.commit().await?;
     Ok(true)
 }
+
+/// What start-up does when the database's operator receives under another PID than the one
+/// configured (the seed above wrote it once).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AccountCheck {
+    /// The same account: nothing to do.
+    Same,
+    /// The embedded sandbox registered its app anew (its data folder was removed): the
+    /// operator now receives under the new sandbox PID. Returns the old one.
+    SandboxMoved(String),
+}
+
+/// Checks that the operator of an existing database receives under `seller_pid`, the PID its
+/// trades are restricted to (`seller_id`) and its notifications are checked against. With
+/// real Alipay a different one stops start-up: the orders in that database were made for the
+/// other account (or for the embedded sandbox's demo), and moving them silently would send
+/// money to, or refuse notifications from, the wrong account. With the embedded sandbox the
+/// new PID is taken and the change is on the audit trail.
+pub async fn check_receiving_account(
+    db: &Db,
+    seller_pid: &str,
+    sandbox: bool,
+) -> anyhow::Result<AccountCheck> {
+    let mut tx = db.begin().await?;
+    let rows = crate::store::query("SELECT id, seller_pid FROM operators ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut moved = None;
+    for row in &rows {
+        let id: i64 = row.try_get(0)?;
+        let stored: String = row.try_get(1)?;
+        if stored == seller_pid {
+            continue;
+        }
+        if !sandbox {
+            anyhow::bail!(
+                "alipay.seller_id: this database's operator receives under {stored}, not \
+                 {seller_pid}; its orders and notifications belong to that account (or to the \
+                 embedded sandbox's demo). Point database_url at the database of account \
+                 {seller_pid}, or at a new one"
+            );
+        }
+        crate::store::query("UPDATE operators SET seller_pid = $1 WHERE id = $2")
+            .bind(seller_pid)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        crate::store::audit::record(
+            &mut *tx,
+            crate::services::now_ms(),
+            "system",
+            "receiving_account_changed",
+            &format!("operator:{id}"),
+            &format!("embedded sandbox registered anew: {stored} -> {seller_pid}"),
+        )
+        .await?;
+        moved = Some(stored);
+    }
+    tx.commit().await?;
+    Ok(match moved {
+        Some(old) => AccountCheck::SandboxMoved(old),
+        None => AccountCheck::Same,
+    })
+}

@@ -53,6 +53,85 @@ async fn the_embedded_defaults_start_and_a_restart_keeps_the_demo_fleet_once() {
     assert_eq!(machines, 3);
 }
 
+/// Builds and stops a server on `settings`, so its database is left as a restart finds it.
+async fn build_and_stop(settings: Settings) {
+    let app = App::build(settings).await.unwrap();
+    let token = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    token.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_database_made_for_another_receiving_account_stops_start_up_with_real_alipay() {
+    let dir = tempfile::tempdir().unwrap();
+    // The quick start's database: the embedded sandbox's demo, receiving under its PID.
+    build_and_stop(settings(dir.path())).await;
+    let key = alipay::AppPrivateKey::generate().unwrap();
+    std::fs::write(dir.path().join("app.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
+    let alipay_key = alipay::AppPrivateKey::generate().unwrap().public_key();
+    std::fs::write(dir.path().join("alipay.pem"), alipay_key.to_spki_pem()).unwrap();
+    let real = Settings {
+        alipay: Some(openvend::config::AlipaySettings {
+            app_id: "2021000000000042".into(),
+            private_key_file: dir.path().join("app.pem"),
+            alipay_public_key_file: dir.path().join("alipay.pem"),
+            gateway_url: "http://127.0.0.1:9/gateway.do".into(),
+            seller_id: "2088000000000042".into(),
+        }),
+        ..settings(dir.path())
+    };
+    let err = App::build(real.clone()).await.err().unwrap().to_string();
+    assert!(err.starts_with("alipay.seller_id:"), "{err}");
+    assert!(err.contains("2088000000000042"), "{err}");
+
+    // A database made for that account starts, and so does a restart of it.
+    let own = tempfile::tempdir().unwrap();
+    let real_own = Settings {
+        data_dir: own.path().to_path_buf(),
+        ..real
+    };
+    build_and_stop(real_own.clone()).await;
+    build_and_stop(real_own).await;
+}
+
+#[tokio::test]
+async fn an_embedded_sandbox_registered_anew_moves_the_demo_to_its_new_pid_on_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    build_and_stop(settings(dir.path())).await;
+    // As if the sandbox's data folder had been removed and its app registered under another
+    // PID: the database still names the old one.
+    let app = App::build(settings(dir.path())).await.unwrap();
+    let sandbox_pid = openvend::store::query("SELECT seller_pid FROM operators")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+        .get::<String, _>(0);
+    openvend::store::query("UPDATE operators SET seller_pid = '2088999999999999'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    drop(app);
+    let app = App::build(settings(dir.path())).await.unwrap();
+    let now = openvend::store::query("SELECT seller_pid FROM operators")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+        .get::<String, _>(0);
+    assert_eq!(now, sandbox_pid);
+    let audit: Vec<String> = openvend::store::query(
+        "SELECT detail FROM audit_log WHERE action = 'receiving_account_changed'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert!(audit[0].contains("2088999999999999"), "{audit:?}");
+}
+
 /// Files of `dir` this process holds open.
 fn open_files_under(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
