@@ -8,7 +8,11 @@
 //!   with a failure code; a refused publish is acknowledged and dropped (as Mosquitto does),
 //!   so a machine cannot even reach the server on another machine's topic.
 //! - QoS 0 and 1 (a QoS 2 publish is accepted with the QoS 2 handshake and delivered at
-//!   QoS 1). Retained messages are dropped: the protocol never retains.
+//!   QoS 1), each subscriber sent at most the QoS it was granted. At most [`MAX_INFLIGHT`]
+//!   QoS 1 messages await a client's PUBACK; the rest wait. Retained messages are dropped:
+//!   the protocol never retains.
+//! - A peer not yet admitted may send a CONNECT of at most 4 KiB; a write that a client does
+//!   not take within 30 s closes its connection.
 //! - Sessions: with `clean_session = false` a client's subscriptions and the QoS 1 messages
 //!   sent to it while it is away (up to [`OFFLINE_QUEUE`], oldest dropped first) survive a
 //!   reconnect, and messages it had not acknowledged are sent again with DUP set. A second
@@ -34,6 +38,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest packet accepted or sent (device messages are at most 16 KiB).
 const MAX_PACKET: usize = 64 * 1024;
+/// Largest first packet (a CONNECT): a peer not yet admitted makes the broker hold no more.
+const MAX_CONNECT_PACKET: usize = 4 * 1024;
+/// QoS 1 messages sent to one connection and not yet acknowledged. Further messages wait
+/// for a PUBACK (and, behind them, the connection's outbox fills and the session queues),
+/// so a client that never acknowledges holds a bounded amount and never exhausts the packet
+/// ids.
+const MAX_INFLIGHT: usize = 64;
+/// How long one write to a client may take before the connection is dropped: a peer that
+/// stops reading must not hold its task, its socket and its buffers for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// QoS 1 messages kept for a disconnected persistent session.
 pub const OFFLINE_QUEUE: usize = 1000;
 /// Messages waiting to be written to one machine connection.
@@ -94,7 +108,8 @@ struct Inner {
 
 struct Session {
     clean: bool,
-    filters: Vec<String>,
+    /// Filters with the QoS granted for each.
+    filters: Vec<(String, QoS)>,
     conn: Option<Conn>,
     /// QoS 1 messages for a persistent session while it is away.
     queue: VecDeque<Publish>,
@@ -235,7 +250,7 @@ impl Broker {
             Outbox::Unbounded(tx),
             CancellationToken::new(),
         );
-        subscribe(&self.state, client_id, filter);
+        subscribe(&self.state, client_id, filter, QoS::AtLeastOnce);
         LocalSession {
             rx,
             broker: self.clone(),
@@ -306,9 +321,12 @@ async fn serve(
 ) -> Result<(), ConnError> {
     socket.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(512);
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut socket, &mut buf))
-        .await
-        .map_err(|_| ConnError::Refused("no CONNECT in time"))??;
+    let first = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        read_packet(&mut socket, &mut buf, MAX_CONNECT_PACKET),
+    )
+    .await
+    .map_err(|_| ConnError::Refused("no CONNECT in time"))??;
     let Some(Packet::Connect(connect)) = first else {
         return Err(ConnError::Refused("first packet is not CONNECT"));
     };
@@ -358,6 +376,7 @@ async fn serve(
         role: &role,
         client_id: &client_id,
         inflight: HashMap::new(),
+        waiting: VecDeque::new(),
         next_pkid: 0,
         out: BytesMut::new(),
     };
@@ -372,13 +391,15 @@ async fn serve(
         let event = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             () = taken_over.cancelled() => break Err(ConnError::Refused("session taken over or closed by the server")),
-            r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf)) => match r {
+            r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf, MAX_PACKET)) => match r {
                 Err(_) => break Err(ConnError::Refused("keep-alive expired")),
                 Ok(Err(e)) => break Err(e),
                 Ok(Ok(None)) => break Ok(()),
                 Ok(Ok(Some(p))) => Event::In(p),
             },
-            Some(out) = recv(&mut rx_bounded, &mut rx_unbounded) => Event::Out(out),
+            // Taken from the outbox only while the window has room: behind a client that does
+            // not acknowledge, the outbox fills and later messages wait in its session.
+            Some(out) = recv(&mut rx_bounded, &mut rx_unbounded), if link.has_room() => Event::Out(out),
         };
         let step = match event {
             Event::In(Packet::Disconnect) => break Ok(()),
@@ -392,6 +413,7 @@ async fn serve(
     // Whatever was queued for this connection but not written goes back to the session.
     let mut unsent: Vec<Publish> = link.inflight.into_values().collect();
     unsent.sort_by_key(|p| p.pkid);
+    unsent.extend(link.waiting);
     if let Some(rx) = rx_bounded.as_mut() {
         while let Ok(Out::Publish(p)) = rx.try_recv() {
             unsent.push(p);
@@ -427,8 +449,11 @@ struct Link<'a> {
     state: &'a State,
     role: &'a Role,
     client_id: &'a str,
-    /// QoS 1 messages sent and not yet acknowledged, by packet id.
+    /// QoS 1 messages sent and not yet acknowledged, by packet id (at most
+    /// [`MAX_INFLIGHT`]).
     inflight: HashMap<u16, Publish>,
+    /// QoS 1 messages of the session's backlog waiting for room in `inflight`.
+    waiting: VecDeque<Publish>,
     next_pkid: u16,
     out: BytesMut,
 }
@@ -451,17 +476,24 @@ impl Link<'_> {
             }
             Packet::PubAck(a) => {
                 self.inflight.remove(&a.pkid);
+                // The window has room again: what waited goes out first.
+                while self.inflight.len() < MAX_INFLIGHT
+                    && let Some(p) = self.waiting.pop_front()
+                {
+                    self.send(socket, p).await?;
+                }
                 Ok(())
             }
             Packet::Subscribe(s) => {
                 let mut codes = Vec::with_capacity(s.filters.len());
                 for f in &s.filters {
                     codes.push(if may_subscribe(self.role, &f.path) {
-                        subscribe(self.state, self.client_id, &f.path);
-                        SubscribeReasonCode::Success(match f.qos {
+                        let granted = match f.qos {
                             QoS::AtMostOnce => QoS::AtMostOnce,
                             _ => QoS::AtLeastOnce,
-                        })
+                        };
+                        subscribe(self.state, self.client_id, &f.path, granted);
+                        SubscribeReasonCode::Success(granted)
                     } else {
                         tracing::warn!(client_id = %self.client_id, filter = %f.path, "MQTT subscription refused by ACL");
                         SubscribeReasonCode::Failure
@@ -506,15 +538,27 @@ impl Link<'_> {
         deliver(self.state, p);
     }
 
-    /// Writes a publish to this client, tracking it until acknowledged if QoS 1.
+    /// Whether another message may be taken from the outbox now.
+    fn has_room(&self) -> bool {
+        self.inflight.len() < MAX_INFLIGHT && self.waiting.is_empty()
+    }
+
+    /// Writes a publish to this client, tracking it until acknowledged if QoS 1; with the
+    /// window full it waits for a PUBACK.
     async fn send(&mut self, socket: &mut TcpStream, mut p: Publish) -> Result<(), ConnError> {
         if p.qos != QoS::AtMostOnce {
+            if self.inflight.len() >= MAX_INFLIGHT {
+                self.waiting.push_back(p);
+                return Ok(());
+            }
             p.pkid = self.new_pkid();
             self.inflight.insert(p.pkid, p.clone());
         }
         self.write(socket, Packet::Publish(p)).await
     }
 
+    /// A packet id not in flight. With at most [`MAX_INFLIGHT`] in flight, one is found
+    /// within that many + 1 steps.
     fn new_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
@@ -527,8 +571,7 @@ impl Link<'_> {
     async fn write(&mut self, socket: &mut TcpStream, p: Packet) -> Result<(), ConnError> {
         self.out.clear();
         p.write(&mut self.out, MAX_PACKET)?;
-        socket.write_all(&self.out).await?;
-        Ok(())
+        write_all(socket, &self.out).await
     }
 }
 
@@ -536,9 +579,10 @@ impl Link<'_> {
 async fn read_packet(
     socket: &mut TcpStream,
     buf: &mut BytesMut,
+    max: usize,
 ) -> Result<Option<Packet>, ConnError> {
     loop {
-        match Packet::read(buf, MAX_PACKET) {
+        match Packet::read(buf, max) {
             Ok(p) => return Ok(Some(p)),
             Err(WireError::InsufficientBytes(n)) => buf.reserve(n),
             Err(e) => return Err(e.into()),
@@ -556,7 +600,14 @@ async fn read_packet(
 async fn write(socket: &mut TcpStream, p: Packet) -> Result<(), ConnError> {
     let mut out = BytesMut::new();
     p.write(&mut out, MAX_PACKET)?;
-    socket.write_all(&out).await?;
+    write_all(socket, &out).await
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`].
+async fn write_all(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), ConnError> {
+    tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(bytes))
+        .await
+        .map_err(|_| ConnError::Refused("a write to the client timed out"))??;
     Ok(())
 }
 
@@ -685,21 +736,22 @@ fn detach(state: &State, client_id: &str, conn_id: u64, unsent: Vec<Publish>) {
 
 fn drop_session(inner: &mut Inner, client_id: &str) {
     if let Some(old) = inner.sessions.remove(client_id) {
-        for f in old.filters {
+        for (f, _) in old.filters {
             remove_route(inner, client_id, &f);
         }
     }
 }
 
-fn subscribe(state: &State, client_id: &str, filter: &str) {
+fn subscribe(state: &State, client_id: &str, filter: &str, qos: QoS) {
     let Ok(mut inner) = state.inner.lock() else {
         return;
     };
     let Some(session) = inner.sessions.get_mut(client_id) else {
         return;
     };
-    if !session.filters.iter().any(|f| f == filter) {
-        session.filters.push(filter.to_owned());
+    match session.filters.iter_mut().find(|(f, _)| f == filter) {
+        Some(existing) => existing.1 = qos,
+        None => session.filters.push((filter.to_owned(), qos)),
     }
     let table = if filter.contains(['+', '#']) {
         &mut inner.wildcard
@@ -717,7 +769,7 @@ fn unsubscribe(state: &State, client_id: &str, filter: &str) {
         return;
     };
     if let Some(session) = inner.sessions.get_mut(client_id) {
-        session.filters.retain(|f| f != filter);
+        session.filters.retain(|(f, _)| f != filter);
     }
     remove_route(&mut inner, client_id, filter);
 }
@@ -749,6 +801,20 @@ fn deliver(state: &State, p: Publish) {
         let Some(session) = inner.sessions.get_mut(&client) else {
             continue;
         };
+        // Sent at most at the QoS the subscription was granted (the highest of its matching
+        // filters): a QoS 0 subscriber is not expected to acknowledge, so its messages are
+        // neither tracked nor kept while it is away.
+        let granted = session
+            .filters
+            .iter()
+            .filter(|(f, _)| matches(f, &p.topic))
+            .map(|(_, q)| *q)
+            .max_by_key(|q| *q as u8)
+            .unwrap_or(QoS::AtMostOnce);
+        let mut p = p.clone();
+        if granted == QoS::AtMostOnce {
+            p.qos = QoS::AtMostOnce;
+        }
         let delivered = session
             .conn
             .as_ref()
@@ -758,7 +824,7 @@ fn deliver(state: &State, p: Publish) {
                 tracing::warn!(client_id = %client, topic = %p.topic, "MQTT client too far behind; message queued");
             }
             if !session.clean && p.qos == QoS::AtLeastOnce {
-                session.queue.push_back(p.clone());
+                session.queue.push_back(p);
                 if session.queue.len() > OFFLINE_QUEUE {
                     session.queue.pop_front();
                 }

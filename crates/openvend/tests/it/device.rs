@@ -788,6 +788,116 @@ async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
     server_loop.abort();
 }
 
+/// Publishes received by a machine client that acknowledges nothing by itself, subscribed at
+/// `qos`: (qos, publish) as they come.
+async fn silent_machine(
+    port: u16,
+    code: &str,
+    secret: &str,
+    qos: QoS,
+) -> (
+    AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::Publish>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut opts = MqttOptions::new(code, "127.0.0.1", port);
+    opts.set_credentials(code, secret);
+    opts.set_manual_acks(true);
+    let (client, mut el) = AsyncClient::new(opts, 256);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let sub = client.clone();
+    let topic = mqtt::cmd_topic(code);
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
+                    sub.try_subscribe(topic.clone(), qos).unwrap();
+                }
+                rumqttc::Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                rumqttc::Event::Incoming(Packet::Publish(p)) => {
+                    let _ = tx.send(p);
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, ready_rx).await.unwrap().unwrap();
+    (client, rx, task)
+}
+
+/// Everything `rx` receives until it is quiet for `quiet`.
+async fn drain(
+    rx: &mut mpsc::UnboundedReceiver<rumqttc::Publish>,
+    quiet: Duration,
+) -> Vec<rumqttc::Publish> {
+    let mut got = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
+        got.push(p);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_never_acknowledges_gets_a_bounded_window_and_a_qos_0_one_none_to_acknowledge()
+ {
+    let f = sqlite_fixture().await;
+    let broker = embedded_broker(&f).await;
+    let port = broker.listen.port();
+    let server = broker
+        .broker
+        .attach_local("$test-server", "openvend/v1/m/+/evt");
+    let publisher = server.publisher();
+
+    // Machine 1 subscribes at QoS 1 and sends no PUBACK: it is handed 64 messages, not 100,
+    // and one more for each it acknowledges.
+    let (client, mut rx, task) = silent_machine(port, &f.m1, SECRET_1, QoS::AtLeastOnce).await;
+    for i in 0..100 {
+        assert!(publisher.publish(mqtt::cmd_topic(&f.m1), format!("{i}").into_bytes()));
+    }
+    let first = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(first.len(), 64);
+    assert!(first.iter().all(|p| p.qos == QoS::AtLeastOnce));
+    client.ack(&first[0]).await.unwrap();
+    let next = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload.as_ref(), b"64");
+    task.abort();
+
+    // Machine 2 subscribes at QoS 0: what it is sent needs no acknowledgement, so nothing
+    // waits on one.
+    let (_client, mut rx, task) = silent_machine(port, &f.m2, SECRET_2, QoS::AtMostOnce).await;
+    for i in 0..100 {
+        assert!(publisher.publish(mqtt::cmd_topic(&f.m2), format!("{i}").into_bytes()));
+    }
+    let all = drain(&mut rx, Duration::from_millis(500)).await;
+    assert_eq!(all.len(), 100);
+    assert!(all.iter().all(|p| p.qos == QoS::AtMostOnce));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_announces_a_large_packet_before_connect_is_closed_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = sqlite_fixture().await;
+    let port = embedded_broker(&f).await.listen.port();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // A CONNECT header announcing 64 KiB to come: nobody admitted yet gets that much held.
+    socket.write_all(&[0x10, 0x80, 0x80, 0x04]).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte))
+        .await
+        .expect("the broker waited for the rest instead of closing");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_keeps_a_persistent_session_and_its_commands_while_the_machine_is_away()
 {
