@@ -16,8 +16,9 @@
 //! cannot let one machine speak for another either; configure ACLs there too
 //! (docs/device-protocol.md).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
@@ -264,17 +265,60 @@ impl Publisher {
 /// Starts the workers that handle incoming messages, apart from the link (a handler may
 /// publish, and publishing through a client needs its event loop polled). Each machine's
 /// messages always go to the same worker, so they are handled in the order they arrived,
-/// while different machines proceed in parallel. Unbounded because the link must never wait
-/// on a worker; the broker's QoS 1 in-flight window bounds it in practice.
+/// while different machines proceed in parallel. The link never waits on a worker: what a
+/// machine has waiting is bounded instead ([`MACHINE_BACKLOG_BYTES`]).
 fn start_workers(channel: &DeviceChannel) -> (Shards, Vec<tokio::task::JoinHandle<()>>) {
+    let backlog = Backlog::default();
     let mut shards = Vec::with_capacity(INCOMING_WORKERS);
     let mut workers = Vec::with_capacity(INCOMING_WORKERS);
     for _ in 0..INCOMING_WORKERS {
         let (tx, rx) = mpsc::unbounded_channel::<Work>();
         shards.push(tx);
-        workers.push(tokio::spawn(incoming_worker(channel.clone(), rx)));
+        workers.push(tokio::spawn(incoming_worker(
+            channel.clone(),
+            rx,
+            backlog.clone(),
+        )));
     }
-    (Shards(shards), workers)
+    (Shards { shards, backlog }, workers)
+}
+
+/// Bytes of one machine's messages waiting for its worker before more are refused: some
+/// minutes of a machine's normal traffic (a heartbeat every 30 s, a few events a sale)
+/// through a store outage, or 16 messages of the largest size. Only a machine sending far
+/// faster than its events can be stored reaches it.
+const MACHINE_BACKLOG_BYTES: usize = 256 * 1024;
+
+/// What each machine has waiting for its worker, in bytes.
+#[derive(Clone, Default)]
+struct Backlog(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Backlog {
+    /// Counts `bytes` more for `machine`, unless that passes its limit.
+    fn take(&self, machine: &str, bytes: usize) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return true;
+        };
+        let queued = m.entry(machine.to_owned()).or_insert(0);
+        if *queued + bytes > MACHINE_BACKLOG_BYTES {
+            return false;
+        }
+        *queued += bytes;
+        true
+    }
+
+    /// `bytes` of `machine` handled.
+    fn done(&self, machine: &str, bytes: usize) {
+        let Ok(mut m) = self.0.lock() else {
+            return;
+        };
+        if let Some(queued) = m.get_mut(machine) {
+            *queued = queued.saturating_sub(bytes);
+            if *queued == 0 {
+                m.remove(machine);
+            }
+        }
+    }
 }
 
 /// Passes a message on an event topic to its machine's worker.
@@ -288,9 +332,28 @@ fn hand_over(channel: &DeviceChannel, work_tx: &Shards, topic: &str, payload: Ve
         payload,
         arrived_at: channel.now_ms(),
     };
-    if work_tx.send(work).is_err() {
-        tracing::error!(topic, "MQTT worker stopped; event dropped");
+    match work_tx.send(work) {
+        Ok(()) => {}
+        Err(SendError::MachineBacklogFull) => {
+            // Acknowledged by the broker already, so dropped here; with the embedded broker
+            // the machine is disconnected, and sends its recent events again when it is back
+            // (device-protocol.md §2).
+            tracing::warn!(
+                machine,
+                "machine sends faster than its events can be stored: event dropped and machine disconnected"
+            );
+            channel.close_connection(machine);
+        }
+        Err(SendError::Stopped) => tracing::error!(topic, "MQTT worker stopped; event dropped"),
     }
+}
+
+/// Why a message was not handed to its worker.
+enum SendError {
+    /// The machine's backlog is full.
+    MachineBacklogFull,
+    /// The worker has stopped.
+    Stopped,
 }
 
 /// How long an incoming event is retried against an unavailable store before it is dropped.
@@ -299,26 +362,41 @@ const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(600);
 /// Workers handling incoming messages; a machine's messages always go to the same one.
 const INCOMING_WORKERS: usize = 8;
 
-struct Shards(Vec<mpsc::UnboundedSender<Work>>);
+struct Shards {
+    shards: Vec<mpsc::UnboundedSender<Work>>,
+    backlog: Backlog,
+}
 
 impl Shards {
-    fn send(&self, work: Work) -> Result<(), ()> {
+    fn send(&self, work: Work) -> Result<(), SendError> {
         let i = match &work {
-            Work::Message { machine, .. } => {
+            Work::Message {
+                machine, payload, ..
+            } => {
+                if !self.backlog.take(machine, work_size(machine, payload)) {
+                    return Err(SendError::MachineBacklogFull);
+                }
                 let h = machine.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                     (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
                 });
-                (h % self.0.len() as u64) as usize
+                (h % self.shards.len() as u64) as usize
             }
             Work::RedeliverAll => 0,
         };
-        self.0.get(i).ok_or(())?.send(work).map_err(|_| ())
+        let sent = self.shards.get(i).is_some_and(|tx| tx.send(work).is_ok());
+        sent.then_some(()).ok_or(SendError::Stopped)
     }
+}
+
+/// What a message counts against its machine's backlog: its bytes and a little for the rest.
+fn work_size(machine: &str, payload: &[u8]) -> usize {
+    payload.len() + machine.len() + 64
 }
 
 async fn incoming_worker(
     worker_channel: DeviceChannel,
     mut work_rx: mpsc::UnboundedReceiver<Work>,
+    backlog: Backlog,
 ) {
     while let Some(work) = work_rx.recv().await {
         match work {
@@ -344,6 +422,7 @@ async fn incoming_worker(
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
+                backlog.done(&machine, work_size(&machine, &payload));
             }
             Work::RedeliverAll => worker_channel.redeliver_all().await,
         }
@@ -415,6 +494,41 @@ pub async fn start_embedded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_machine_that_floods_its_worker_is_refused_alone_and_let_in_again_as_it_drains() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let shards = Shards {
+            shards: vec![tx],
+            backlog: Backlog::default(),
+        };
+        let message = |machine: &str| Work::Message {
+            machine: machine.to_owned(),
+            payload: vec![b' '; 16 * 1024],
+            arrived_at: 0,
+        };
+        let mut taken = 0;
+        while shards.send(message("VM-FLOOD")).is_ok() {
+            taken += 1;
+            assert!(taken < 100, "never refused");
+        }
+        assert_eq!(taken, 15, "256 KiB of 16 KiB messages, with their overhead");
+        // Another machine is not held back by it.
+        assert!(shards.send(message("VM-OTHER")).is_ok());
+        // Once its worker has handled one, the flooding machine may send one more.
+        let Some(Work::Message {
+            machine, payload, ..
+        }) = rx.recv().await
+        else {
+            panic!("no work")
+        };
+        shards.backlog.done(&machine, work_size(&machine, &payload));
+        assert!(shards.send(message("VM-FLOOD")).is_ok());
+        assert!(matches!(
+            shards.send(message("VM-FLOOD")),
+            Err(SendError::MachineBacklogFull)
+        ));
+    }
 
     #[test]
     fn topics_name_the_machine_and_nothing_else() {
