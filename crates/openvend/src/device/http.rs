@@ -242,7 +242,8 @@ async fn get_commands(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         // Register interest before looking, so a command recorded in between wakes us.
-        let notified = channel.new_command().notified();
+        let signal = channel.new_command(&m.code);
+        let notified = signal.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let pending = channel.pending_for(&m.code).await.map_err(|e| {

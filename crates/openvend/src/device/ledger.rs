@@ -237,8 +237,8 @@ struct Inner {
     ttl_ms: i64,
     events: mpsc::Sender<DeviceEvent>,
     mqtt: Mutex<Option<Publisher>>,
-    /// Woken whenever a command is recorded, for HTTP long-polls.
-    new_command: Notify,
+    /// Per machine, woken when a command for it is recorded, for its HTTP long-polls.
+    new_command: CommandSignals,
     /// Whether the MQTT link is connected and subscribed (health checks, tests).
     link_up: watch::Sender<bool>,
     /// Machines seen lately, by code, with when each was read from the store.
@@ -283,7 +283,7 @@ impl DeviceChannel {
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             events: tx,
             mqtt: Mutex::new(None),
-            new_command: Notify::new(),
+            new_command: CommandSignals::default(),
             link_up: watch::Sender::new(false),
             machines: Default::default(),
             machines_changed: AtomicU64::new(0),
@@ -334,8 +334,10 @@ impl DeviceChannel {
         self.inner.mqtt.lock().ok().and_then(|g| g.clone())
     }
 
-    pub(super) fn new_command(&self) -> &Notify {
-        &self.inner.new_command
+    /// What wakes `machine`'s HTTP long-polls: a command recorded for it. Hold it while
+    /// waiting.
+    pub(super) fn new_command(&self, machine: &str) -> Arc<Notify> {
+        self.inner.new_command.for_machine(machine)
     }
 
     /// Looks a machine up by code. Cached for [`MACHINE_CACHE_TTL`]: every message needs it.
@@ -539,7 +541,7 @@ impl DeviceChannel {
         let Some(pending) = &recorded.new else {
             return;
         };
-        self.inner.new_command.notify_waiters();
+        self.inner.new_command.wake(&recorded.machine);
         self.publish(&recorded.machine, pending).await;
     }
 
@@ -1467,4 +1469,76 @@ fn new_command_id() -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+/// One wake-up per machine with an HTTP long-poll open, so a command wakes only its own
+/// machine's polls (each of which reads the store), not every poll open.
+#[derive(Default)]
+struct CommandSignals {
+    signals: Mutex<CommandSignalMap>,
+}
+
+#[derive(Default)]
+struct CommandSignalMap {
+    by_machine: std::collections::HashMap<String, std::sync::Weak<Notify>>,
+    /// The size at which entries no poll holds any more are swept out.
+    sweep_at: usize,
+}
+
+impl CommandSignals {
+    fn for_machine(&self, machine: &str) -> Arc<Notify> {
+        let Ok(mut map) = self.signals.lock() else {
+            return Arc::new(Notify::new());
+        };
+        if let Some(live) = map
+            .by_machine
+            .get(machine)
+            .and_then(std::sync::Weak::upgrade)
+        {
+            return live;
+        }
+        let signal = Arc::new(Notify::new());
+        map.by_machine
+            .insert(machine.to_owned(), Arc::downgrade(&signal));
+        if map.by_machine.len() >= map.sweep_at {
+            map.by_machine.retain(|_, w| w.strong_count() > 0);
+            map.sweep_at = (map.by_machine.len() * 2).max(1024);
+        }
+        signal
+    }
+
+    fn wake(&self, machine: &str) {
+        let signal = self.signals.lock().ok().and_then(|map| {
+            map.by_machine
+                .get(machine)
+                .and_then(std::sync::Weak::upgrade)
+        });
+        if let Some(signal) = signal {
+            signal.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_wakes_the_long_polls_of_its_own_machine_only() {
+        let signals = CommandSignals::default();
+        let (a, b) = (signals.for_machine("VM-A"), signals.for_machine("VM-B"));
+        let (a_woken, b_woken) = (a.notified(), b.notified());
+        tokio::pin!(a_woken, b_woken);
+        a_woken.as_mut().enable();
+        b_woken.as_mut().enable();
+        signals.wake("VM-B");
+        let poll = |f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>| {
+            let waker = std::task::Waker::noop();
+            std::future::Future::poll(f, &mut std::task::Context::from_waker(waker)).is_ready()
+        };
+        assert!(!poll(a_woken.as_mut()), "VM-A woken by VM-B's command");
+        assert!(poll(b_woken.as_mut()));
+        // A second poll of the same machine shares its signal.
+        assert!(Arc::ptr_eq(&a, &signals.for_machine("VM-A")));
+    }
 }
