@@ -354,6 +354,23 @@ impl DeviceChannel {
         Ok(found)
     }
 
+    /// [`machine`](Self::machine) for a decision that outlives the lookup (admitting a
+    /// connection): if the operator changed a machine while it was read (a new secret), it
+    /// is read again, so an old secret read just before the change never admits anyone
+    /// after the change closed the machine's connections.
+    pub async fn machine_for_login(
+        &self,
+        code: &str,
+    ) -> Result<Option<MachineAuth>, crate::store::Error> {
+        loop {
+            let changes = self.inner.machines_changed.load(Ordering::SeqCst);
+            let found = self.machine(code).await?;
+            if self.inner.machines_changed.load(Ordering::SeqCst) == changes {
+                return Ok(found);
+            }
+        }
+    }
+
     async fn machine_from_store<E: Executor>(
         &self,
         executor: E,

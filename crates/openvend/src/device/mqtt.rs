@@ -472,7 +472,7 @@ pub async fn start_embedded(
                 )
                 .then_some(Role::Server);
             }
-            match channel.machine(&user).await {
+            match channel.machine_for_login(&user).await {
                 Ok(Some(m)) => (client_id == m.code
                     && signing::secrets_equal(pass.as_bytes(), m.secret()))
                 .then_some(Role::Machine(m.code)),
