@@ -329,11 +329,11 @@ impl Settings {
             "ALERTS_INTERVAL_SECS" => self.alerts.interval_secs = parse_number(key, &value)?,
             "H5_SECRET" => self.h5.secret = Some(Secret(value)),
             "SMS_PROVIDER" => {
-                self.sms.provider = match value.as_str() {
+                self.sms.provider = Some(match value.as_str() {
                     "log" => crate::h5::settings::SmsProviderKind::Log,
                     "aliyun" => crate::h5::settings::SmsProviderKind::Aliyun,
                     _ => return Err(err(key, "must be log or aliyun")),
-                }
+                })
             }
             "SMS_ACCESS_KEY_ID" => self.sms.access_key_id = Some(value),
             "SMS_ACCESS_KEY_SECRET" => self.sms.access_key_secret = Some(Secret(value)),
@@ -482,6 +482,15 @@ impl Settings {
                     "is required with real Alipay settings",
                 ));
             }
+            // The demo's default writes buyers' codes to the log and sends nothing: with real
+            // buyers that must be a choice, not a default.
+            if self.sms.provider.is_none() {
+                return Err(err(
+                    "sms.provider",
+                    "must be chosen with real Alipay settings: \"aliyun\" sends buyers their \
+                     phone codes; \"log\" sends nothing and writes each code to the log",
+                ));
+            }
             if !(a.gateway_url.starts_with("https://") || a.gateway_url.starts_with("http://")) {
                 return Err(err("alipay.gateway_url", "must be an http(s) URL"));
             }
@@ -584,7 +593,10 @@ mod tests {
         .unwrap();
         let s = Settings::load(Some(&file), Vec::new()).unwrap();
         assert_eq!(s.sandbox_id_mode, alipay_sandbox::model::IdMode::OpenId);
-        assert_eq!(s.sms.provider, crate::h5::settings::SmsProviderKind::Aliyun);
+        assert_eq!(
+            s.sms.provider(),
+            crate::h5::settings::SmsProviderKind::Aliyun
+        );
         assert_eq!((s.sms.daily_per_phone, s.sms.daily_per_ip), (10, 5));
         assert!(!format!("{s:?}").contains("topsecret"));
     }
@@ -679,6 +691,16 @@ mod tests {
                     ("OPENVEND_ALIPAY_SELLER_ID", "2088000000000001"),
                     ("OPENVEND_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem"),
                     ("OPENVEND_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem"),
+                ],
+                "sms.provider",
+            ),
+            (
+                &[
+                    ("OPENVEND_ALIPAY_APP_ID", "2021000000000001"),
+                    ("OPENVEND_ALIPAY_SELLER_ID", "2088000000000001"),
+                    ("OPENVEND_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem"),
+                    ("OPENVEND_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem"),
+                    ("OPENVEND_SMS_PROVIDER", "log"),
                 ],
                 "public_url",
             ),

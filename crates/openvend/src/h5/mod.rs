@@ -83,7 +83,7 @@ impl H5 {
             Some(s) => s.expose().as_bytes().to_vec(),
             None => data_dir_secret(&settings.data_dir)?.into_bytes(),
         };
-        let sms: Box<dyn SmsProvider> = match settings.sms.provider {
+        let sms: Box<dyn SmsProvider> = match settings.sms.provider() {
             SmsProviderKind::Log => {
                 Box::new(sms::LogSms::new(settings.data_dir.join("sms-outbox.log")))
             }

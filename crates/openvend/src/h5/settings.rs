@@ -31,8 +31,9 @@ pub enum SmsProviderKind {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmsSettings {
-    /// `log` or `aliyun`.
-    pub provider: SmsProviderKind,
+    /// `log` or `aliyun`. Absent: `log` with the embedded sandbox; with real Alipay it must
+    /// be chosen ([`SmsSettings::provider`]).
+    pub provider: Option<SmsProviderKind>,
     /// Alibaba Cloud AccessKey id.
     pub access_key_id: Option<String>,
     /// Alibaba Cloud AccessKey secret.
@@ -54,7 +55,7 @@ pub struct SmsSettings {
 impl Default for SmsSettings {
     fn default() -> Self {
         SmsSettings {
-            provider: SmsProviderKind::Log,
+            provider: None,
             access_key_id: None,
             access_key_secret: None,
             sign_name: None,
@@ -68,6 +69,11 @@ impl Default for SmsSettings {
 }
 
 impl SmsSettings {
+    /// The provider in use: the one chosen, or `log`.
+    pub fn provider(&self) -> SmsProviderKind {
+        self.provider.unwrap_or_default()
+    }
+
     /// Checks the settings; the error names the setting and the problem.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(1..=3600).contains(&self.resend_secs) {
@@ -79,7 +85,7 @@ impl SmsSettings {
         if self.daily_per_ip == 0 {
             return Err(("sms.daily_per_ip", "must be at least 1".into()));
         }
-        if self.provider == SmsProviderKind::Aliyun {
+        if self.provider() == SmsProviderKind::Aliyun {
             let missing = |v: Option<&str>| v.is_none_or(|s| s.trim().is_empty());
             if missing(self.access_key_id.as_deref()) {
                 return Err((

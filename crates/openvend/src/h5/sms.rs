@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn a_send_sms_request_carries_every_parameter_and_a_signature_over_them() {
         let s = AliyunSms::from_settings(&SmsSettings {
-            provider: super::super::settings::SmsProviderKind::Aliyun,
+            provider: Some(super::super::settings::SmsProviderKind::Aliyun),
             access_key_id: Some("testid".into()),
             access_key_secret: Some("testsecret".into()),
             sign_name: Some("阿里云".into()),

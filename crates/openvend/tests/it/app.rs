@@ -79,6 +79,10 @@ async fn a_database_made_for_another_receiving_account_stops_start_up_with_real_
             gateway_url: "http://127.0.0.1:9/gateway.do".into(),
             seller_id: "2088000000000042".into(),
         }),
+        sms: openvend::h5::settings::SmsSettings {
+            provider: Some(openvend::h5::settings::SmsProviderKind::Log),
+            ..Default::default()
+        },
         ..settings(dir.path())
     };
     let err = App::build(real.clone()).await.err().unwrap().to_string();

@@ -955,6 +955,10 @@ async fn with_real_alipay_a_page_outside_the_alipay_app_says_to_open_it_in_alipa
             gateway_url: "http://127.0.0.1:9/gateway.do".into(),
             seller_id: "2088000000000042".into(),
         }),
+        sms: openvend::h5::settings::SmsSettings {
+            provider: Some(openvend::h5::settings::SmsProviderKind::Log),
+            ..Default::default()
+        },
         ..openvend::config::Settings::default()
     };
     let app = openvend::app::App::build(settings).await.unwrap();
