@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let t = Instant::now();
                 // Four queries for every precreate, roughly a vending workload's mix.
-                let ok = if n % 5 == 0 {
+                let ok = if n.is_multiple_of(5) {
                     let p = Precreate::new(
                         format!("load_{worker}_{n}"),
                         "3.50".parse().unwrap_or_default(),

@@ -135,7 +135,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         anyhow::bail!("odd-length hex");
     }
     (0..text.len())

@@ -138,7 +138,7 @@ fn the_reference_sample_parses_with_crlf_lines() {
 fn generated_row(i: u64) -> String {
     let order = i / 2;
     let fen = (order % 997 + 1) as i64;
-    let (kind, amount, request) = if i % 2 == 0 {
+    let (kind, amount, request) = if i.is_multiple_of(2) {
         ("交易", fen, String::new())
     } else {
         ("退款", -fen, format!("refund_{order}"))
@@ -367,7 +367,7 @@ fn a_million_row_bill_streams_in_bounded_memory() {
         let row = row.expect("row");
         count += 1;
         sum += row.order_amount_fen;
-        if count % 100_000 == 0 {
+        if count.is_multiple_of(100_000) {
             peak = peak.max(rss_kib().unwrap_or(0));
         }
     }

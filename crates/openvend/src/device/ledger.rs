@@ -1045,10 +1045,9 @@ impl DeviceChannel {
             status,
             reason,
         } = &event
+            && self.hold_ack(m.id, &envelope, command_id, *status, reason.as_deref(), now)?
         {
-            if self.hold_ack(m.id, &envelope, command_id, *status, reason.as_deref(), now)? {
-                return Ok(DeviceEvent::taken(m, envelope, event, now));
-            }
+            return Ok(DeviceEvent::taken(m, envelope, event, now));
         }
         if matches!(event, Event::DispenseResult { .. }) {
             crate::failpoint::crash_if_armed(crate::failpoint::DISPENSE_RESULT_BEFORE_RECORD);

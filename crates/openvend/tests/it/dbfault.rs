@@ -166,7 +166,7 @@ async fn f24_connection_resets_mid_transaction_leave_no_partial_state() {
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(40 + (n * 37) % 160)).await;
                 cuts += proxy.reset_all();
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     println!("{cuts} connections cut so far");
                 }
             }
