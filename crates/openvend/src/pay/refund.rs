@@ -129,15 +129,10 @@ pub async fn request_in(
     if let Some(existing) = existing(tx, out_request_no, amount).await? {
         return Ok(existing);
     }
-    // The order's row is locked until commit on PostgreSQL, so two refunds asked at once
-    // (two operators, a vend result) are checked one after the other against what is left;
-    // SQLite's writers are one at a time already.
-    let sql = if matches!(tx, crate::store::Conn::Postgres(_)) {
-        "SELECT state, total_fen FROM orders WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT state, total_fen FROM orders WHERE id = $1"
-    };
-    let order = crate::store::query(sql)
+    // Two refunds asked at once (two operators, a vend result) are checked one after the
+    // other against what is left.
+    lock_order(tx, order_id).await?;
+    let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -158,6 +153,20 @@ pub async fn request_in(
     insert_requested(tx, now, order_id, out_request_no, amount, reason, actor).await
 }
 
+/// Locks the order's row until commit (PostgreSQL; SQLite's writers are one at a time
+/// already). Every transaction that writes an order's refunds takes it first: one that held
+/// a refund's row while it waited for the order's (a refund settling, against a refund being
+/// asked under the same number, whose unique check waits for the settling one) deadlocked.
+async fn lock_order(tx: &mut crate::store::Conn, order_id: i64) -> Result<(), crate::store::Error> {
+    if matches!(tx, crate::store::Conn::Postgres(_)) {
+        crate::store::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A payment Alipay reports for an order already closed unpaid (a code scanned after its
 /// close found no trade to close): nothing is served for it, so all of it goes back, once
 /// (its refund number is fixed).
@@ -173,6 +182,7 @@ pub async fn refund_paid_after_close(
     if let Some(existing) = existing(tx, &out_request_no, total).await? {
         return Ok(existing);
     }
+    lock_order(tx, order_id).await?;
     // The money came in, once: on the audit trail with the refund that returns it.
     let detail = format!("trade {trade_no}, after the order closed: refunded in full");
     crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;
@@ -427,6 +437,7 @@ async fn settle(
     let to = from.on(to).map_err(anyhow::Error::msg)?;
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
+    lock_order(&mut tx, order_id).await?;
     let moved = crate::store::query("UPDATE refunds SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ('requested', 'unknown')")
         .bind(state_name(to))
         .bind(now)
