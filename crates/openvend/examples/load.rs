@@ -307,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
             "OPENVEND_ALIPAY_SELLER_ID",
             registered["seller_pid"].as_str().unwrap_or(""),
         )
+        // Settings as for real Alipay, which needs the SMS carrier named; no sale sends one.
+        .env("OPENVEND_SMS_PROVIDER", "log")
         // `--server-log FILE` keeps the server's output, at the level `OPENVEND_LOG` names
         // (for example `openvend::sql=trace` to see every statement of a sale).
         .env(
