@@ -126,12 +126,13 @@ pub async fn request_in(
     if !amount.is_positive() {
         return Err(RefundError::NotPositive);
     }
+    // Two refunds asked at once (two operators, a vend result, a retried request) are
+    // checked one after the other: a repeat finds the refund the first one wrote, another
+    // sees what is left after it.
+    lock_order(tx, order_id).await?;
     if let Some(existing) = existing(tx, out_request_no, amount).await? {
         return Ok(existing);
     }
-    // Two refunds asked at once (two operators, a vend result) are checked one after the
-    // other against what is left.
-    lock_order(tx, order_id).await?;
     let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
         .bind(order_id)
         .fetch_optional(&mut *tx)
