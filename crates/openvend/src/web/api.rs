@@ -241,9 +241,13 @@ async fn update_slot(
         ));
     }
     let mut tx = svc.db.begin().await?;
-    let current = crate::store::query(
-        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2",
-    )
+    // Locked until commit on PostgreSQL: a sale or a vend result that moves the stock
+    // meanwhile waits, instead of this write putting back the stock it read.
+    let current = crate::store::query(if svc.db.backend == crate::store::Backend::Postgres {
+        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2 FOR UPDATE"
+    } else {
+        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2"
+    })
     .bind(id)
     .bind(&slot)
     .fetch_optional(&mut *tx)
@@ -278,11 +282,9 @@ async fn update_slot(
             ));
         }
     }
-    // `reserved <= $2` again in the write: on PostgreSQL an order may reserve between the
-    // read above and here, and the answer is then the same 409, not a refused CHECK.
-    let done = crate::store::query(
+    crate::store::query(
         "UPDATE slots SET price_fen = COALESCE($1, price_fen), stock = $2, capacity = $3, enabled = COALESCE($4, enabled), product_id = COALESCE($5, product_id) \
-         WHERE machine_id = $6 AND code = $7 AND reserved <= $2",
+         WHERE machine_id = $6 AND code = $7",
     )
     .bind(u.price_fen)
     .bind(stock)
@@ -293,12 +295,6 @@ async fn update_slot(
     .bind(&slot)
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "an order reserved items in this slot meanwhile; stock cannot go below what orders in flight reserve".into(),
-        ));
-    }
     crate::store::audit::record(
         &mut *tx,
         svc.now(),
