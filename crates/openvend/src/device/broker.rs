@@ -365,54 +365,56 @@ async fn serve(
         tx,
         taken_over.clone(),
     );
-    write(
-        &mut socket,
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)),
-    )
-    .await?;
-
     let mut link = Link {
         state: &state,
         role: &role,
         client_id: &client_id,
         inflight: HashMap::new(),
-        waiting: VecDeque::new(),
+        waiting: backlog.into(),
         next_pkid: 0,
+        sent: 0,
         out: BytesMut::new(),
     };
-    for p in backlog {
-        link.send(&mut socket, p).await?;
-    }
     let keep_alive = match connect.keep_alive {
         0 => Duration::from_secs(24 * 3600),
         s => Duration::from_millis(u64::from(s) * 1500),
     };
-    let result = loop {
-        let event = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            () = taken_over.cancelled() => break Err(ConnError::Refused("session taken over or closed by the server")),
-            r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf, MAX_PACKET)) => match r {
-                Err(_) => break Err(ConnError::Refused("keep-alive expired")),
-                Ok(Err(e)) => break Err(e),
-                Ok(Ok(None)) => break Ok(()),
-                Ok(Ok(Some(p))) => Event::In(p),
-            },
-            // Taken from the outbox only while the window has room: behind a client that does
-            // not acknowledge, the outbox fills and later messages wait in its session.
-            Some(out) = recv(&mut rx_bounded, &mut rx_unbounded), if link.has_room() => Event::Out(out),
-        };
-        let step = match event {
-            Event::In(Packet::Disconnect) => break Ok(()),
-            Event::In(p) => link.incoming(&mut socket, p).await,
-            Event::Out(Out::Publish(p)) => link.send(&mut socket, p).await,
-        };
-        if let Err(e) = step {
-            break Err(e);
+    // From here on every way out goes through `detach` below: what this connection was
+    // handed and did not deliver goes back to its session.
+    let result = async {
+        write(
+            &mut socket,
+            Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)),
+        )
+        .await?;
+        link.send_waiting(&mut socket).await?;
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = taken_over.cancelled() => return Err(ConnError::Refused("session taken over or closed by the server")),
+                r = tokio::time::timeout(keep_alive, read_packet(&mut socket, &mut buf, MAX_PACKET)) => match r {
+                    Err(_) => return Err(ConnError::Refused("keep-alive expired")),
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(p))) => Event::In(p),
+                },
+                // Taken from the outbox only while the window has room: behind a client that
+                // does not acknowledge, the outbox fills and later messages wait in its session.
+                Some(out) = recv(&mut rx_bounded, &mut rx_unbounded), if link.has_room() => Event::Out(out),
+            };
+            match event {
+                Event::In(Packet::Disconnect) => return Ok(()),
+                Event::In(p) => link.incoming(&mut socket, p).await?,
+                Event::Out(Out::Publish(p)) => link.send(&mut socket, p).await?,
+            }
         }
-    };
-    // Whatever was queued for this connection but not written goes back to the session.
-    let mut unsent: Vec<Publish> = link.inflight.into_values().collect();
-    unsent.sort_by_key(|p| p.pkid);
+    }
+    .await;
+    // Whatever was queued for this connection but not written goes back to the session, in
+    // the order it was sent.
+    let mut inflight: Vec<(u64, Publish)> = link.inflight.into_values().collect();
+    inflight.sort_by_key(|(sent, _)| *sent);
+    let mut unsent: Vec<Publish> = inflight.into_iter().map(|(_, p)| p).collect();
     unsent.extend(link.waiting);
     if let Some(rx) = rx_bounded.as_mut() {
         while let Ok(Out::Publish(p)) = rx.try_recv() {
@@ -450,11 +452,13 @@ struct Link<'a> {
     role: &'a Role,
     client_id: &'a str,
     /// QoS 1 messages sent and not yet acknowledged, by packet id (at most
-    /// [`MAX_INFLIGHT`]).
-    inflight: HashMap<u16, Publish>,
-    /// QoS 1 messages of the session's backlog waiting for room in `inflight`.
+    /// [`MAX_INFLIGHT`]), each with its place in the order of sending.
+    inflight: HashMap<u16, (u64, Publish)>,
+    /// QoS 1 messages waiting for room in `inflight` (the session's backlog at first).
     waiting: VecDeque<Publish>,
     next_pkid: u16,
+    /// QoS 1 messages sent so far: the order of `inflight` (packet ids wrap).
+    sent: u64,
     out: BytesMut,
 }
 
@@ -477,12 +481,7 @@ impl Link<'_> {
             Packet::PubAck(a) => {
                 self.inflight.remove(&a.pkid);
                 // The window has room again: what waited goes out first.
-                while self.inflight.len() < MAX_INFLIGHT
-                    && let Some(p) = self.waiting.pop_front()
-                {
-                    self.send(socket, p).await?;
-                }
-                Ok(())
+                self.send_waiting(socket).await
             }
             Packet::Subscribe(s) => {
                 let mut codes = Vec::with_capacity(s.filters.len());
@@ -552,9 +551,20 @@ impl Link<'_> {
                 return Ok(());
             }
             p.pkid = self.new_pkid();
-            self.inflight.insert(p.pkid, p.clone());
+            self.sent += 1;
+            self.inflight.insert(p.pkid, (self.sent, p.clone()));
         }
         self.write(socket, Packet::Publish(p)).await
+    }
+
+    /// Sends what waits, as far as the window allows.
+    async fn send_waiting(&mut self, socket: &mut TcpStream) -> Result<(), ConnError> {
+        while self.inflight.len() < MAX_INFLIGHT
+            && let Some(p) = self.waiting.pop_front()
+        {
+            self.send(socket, p).await?;
+        }
+        Ok(())
     }
 
     /// A packet id not in flight. With at most [`MAX_INFLIGHT`] in flight, one is found
@@ -716,8 +726,12 @@ fn detach(state: &State, client_id: &str, conn_id: u64, unsent: Vec<Publish>) {
         }
         return;
     }
-    // Put back what this connection did not deliver, ahead of newer messages.
+    // Put back what this connection did not deliver, ahead of newer messages. QoS 0 ones
+    // are not kept for a session, as for any client away.
     for mut p in unsent.into_iter().rev() {
+        if p.qos == QoS::AtMostOnce {
+            continue;
+        }
         p.dup = true;
         session.queue.push_front(p);
     }
@@ -727,9 +741,15 @@ fn detach(state: &State, client_id: &str, conn_id: u64, unsent: Vec<Publish>) {
     if current {
         session.conn = None;
     } else if let Some(conn) = &session.conn {
-        // A newer connection took over: hand it what this one left.
-        for p in session.queue.drain(..) {
-            conn.tx.send(Out::Publish(p));
+        // A newer connection took over: hand it what this one left. What its outbox cannot
+        // take stays queued, and the newer connection is closed so that its client connects
+        // again and is handed the queue whole.
+        while let Some(p) = session.queue.pop_front() {
+            if !conn.tx.send(Out::Publish(p.clone())) {
+                session.queue.push_front(p);
+                conn.taken_over.cancel();
+                break;
+            }
         }
     }
 }
@@ -820,14 +840,18 @@ fn deliver(state: &State, p: Publish) {
             .as_ref()
             .is_some_and(|c| c.tx.send(Out::Publish(p.clone())));
         if !delivered {
-            if session.conn.is_some() {
-                tracing::warn!(client_id = %client, topic = %p.topic, "MQTT client too far behind; message queued");
-            }
-            if !session.clean && p.qos == QoS::AtLeastOnce {
-                session.queue.push_back(p);
+            let kept = !session.clean && p.qos == QoS::AtLeastOnce;
+            if kept {
+                session.queue.push_back(p.clone());
                 if session.queue.len() > OFFLINE_QUEUE {
                     session.queue.pop_front();
                 }
+            }
+            // A connection this far behind (its window and outbox full) is closed: its
+            // client connects again and is handed what its session kept.
+            if let Some(conn) = &session.conn {
+                tracing::warn!(client_id = %client, topic = %p.topic, kept, "MQTT client too far behind; connection closed");
+                conn.taken_over.cancel();
             }
         }
     }

@@ -132,7 +132,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     channel.attach_mqtt(Some(Publisher::Client(client.clone())));
-    let (work_tx, workers) = start_workers(&channel);
+    let (work_tx, workers) = start_workers(&channel, false);
 
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -195,7 +195,7 @@ pub async fn run_local_link(
     shutdown: CancellationToken,
 ) {
     channel.attach_mqtt(Some(Publisher::Embedded(session.publisher())));
-    let (work_tx, workers) = start_workers(&channel);
+    let (work_tx, workers) = start_workers(&channel, true);
     if work_tx.send(Work::RedeliverAll).is_err() {
         tracing::error!("MQTT worker stopped; pending commands not re-delivered");
     }
@@ -265,9 +265,14 @@ impl Publisher {
 /// Starts the workers that handle incoming messages, apart from the link (a handler may
 /// publish, and publishing through a client needs its event loop polled). Each machine's
 /// messages always go to the same worker, so they are handled in the order they arrived,
-/// while different machines proceed in parallel. The link never waits on a worker: what a
-/// machine has waiting is bounded instead ([`MACHINE_BACKLOG_BYTES`]).
-fn start_workers(channel: &DeviceChannel) -> (Shards, Vec<tokio::task::JoinHandle<()>>) {
+/// while different machines proceed in parallel. The link never waits on a worker. With
+/// `bounded` (the embedded broker, which can close a machine's connection) what a machine has
+/// waiting is bounded ([`MACHINE_BACKLOG_BYTES`]); through an external broker nothing is
+/// dropped, since a dropped event would never be sent again, and going over is only logged.
+fn start_workers(
+    channel: &DeviceChannel,
+    bounded: bool,
+) -> (Shards, Vec<tokio::task::JoinHandle<()>>) {
     let backlog = Backlog::default();
     let mut shards = Vec::with_capacity(INCOMING_WORKERS);
     let mut workers = Vec::with_capacity(INCOMING_WORKERS);
@@ -280,7 +285,14 @@ fn start_workers(channel: &DeviceChannel) -> (Shards, Vec<tokio::task::JoinHandl
             backlog.clone(),
         )));
     }
-    (Shards { shards, backlog }, workers)
+    (
+        Shards {
+            shards,
+            backlog,
+            bounded,
+        },
+        workers,
+    )
 }
 
 /// Bytes of one machine's messages waiting for its worker before more are refused: some
@@ -294,17 +306,18 @@ const MACHINE_BACKLOG_BYTES: usize = 256 * 1024;
 struct Backlog(Arc<Mutex<HashMap<String, usize>>>);
 
 impl Backlog {
-    /// Counts `bytes` more for `machine`, unless that passes its limit.
-    fn take(&self, machine: &str, bytes: usize) -> bool {
+    /// Counts `bytes` more for `machine`; false if that passes its limit, in which case
+    /// they are counted only if `anyway`.
+    fn take(&self, machine: &str, bytes: usize, anyway: bool) -> bool {
         let Ok(mut m) = self.0.lock() else {
             return true;
         };
         let queued = m.entry(machine.to_owned()).or_insert(0);
-        if *queued + bytes > MACHINE_BACKLOG_BYTES {
-            return false;
+        let within = *queued + bytes <= MACHINE_BACKLOG_BYTES;
+        if within || anyway {
+            *queued += bytes;
         }
-        *queued += bytes;
-        true
+        within
     }
 
     /// `bytes` of `machine` handled.
@@ -335,8 +348,8 @@ fn hand_over(channel: &DeviceChannel, work_tx: &Shards, topic: &str, payload: Ve
     match work_tx.send(work) {
         Ok(()) => {}
         Err(SendError::MachineBacklogFull) => {
-            // Acknowledged by the broker already, so dropped here; with the embedded broker
-            // the machine is disconnected, and sends its recent events again when it is back
+            // Acknowledged by the embedded broker already, so dropped here; the machine is
+            // disconnected, and sends its recent events again when it is back
             // (device-protocol.md §2).
             tracing::warn!(
                 machine,
@@ -365,6 +378,8 @@ const INCOMING_WORKERS: usize = 8;
 struct Shards {
     shards: Vec<mpsc::UnboundedSender<Work>>,
     backlog: Backlog,
+    /// Whether a machine over its backlog is refused (the embedded broker) or only logged.
+    bounded: bool,
 }
 
 impl Shards {
@@ -373,8 +388,16 @@ impl Shards {
             Work::Message {
                 machine, payload, ..
             } => {
-                if !self.backlog.take(machine, work_size(machine, payload)) {
-                    return Err(SendError::MachineBacklogFull);
+                let size = work_size(machine, payload);
+                if !self.backlog.take(machine, size, !self.bounded) {
+                    if self.bounded {
+                        return Err(SendError::MachineBacklogFull);
+                    }
+                    tracing::warn!(
+                        %machine,
+                        queued_over = MACHINE_BACKLOG_BYTES,
+                        "machine sends faster than its events can be stored"
+                    );
                 }
                 let h = machine.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                     (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -501,6 +524,7 @@ mod tests {
         let shards = Shards {
             shards: vec![tx],
             backlog: Backlog::default(),
+            bounded: true,
         };
         let message = |machine: &str| Work::Message {
             machine: machine.to_owned(),
@@ -528,6 +552,17 @@ mod tests {
             shards.send(message("VM-FLOOD")),
             Err(SendError::MachineBacklogFull)
         ));
+        // Through an external broker, which cannot be told to close the machine's
+        // connection, nothing is refused.
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let external = Shards {
+            shards: vec![tx],
+            backlog: Backlog::default(),
+            bounded: false,
+        };
+        for _ in 0..100 {
+            assert!(external.send(message("VM-FLOOD")).is_ok());
+        }
     }
 
     #[test]

@@ -882,6 +882,88 @@ async fn a_machine_that_never_acknowledges_gets_a_bounded_window_and_a_qos_0_one
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_backlog_larger_than_the_window_reaches_the_connection_that_takes_it_over() {
+    let f = sqlite_fixture().await;
+    let broker = embedded_broker(&f).await;
+    let port = broker.listen.port();
+    let server = broker
+        .broker
+        .attach_local("$test-server", "openvend/v1/m/+/evt");
+    let publisher = server.publisher();
+    let options = |manual_acks: bool| {
+        let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
+        opts.set_credentials(f.m1.clone(), SECRET_1);
+        opts.set_clean_session(false);
+        opts.set_manual_acks(manual_acks);
+        opts
+    };
+    // A persistent session subscribes, then the machine goes away.
+    let (client, mut el) = AsyncClient::new(options(false), 8);
+    client
+        .subscribe(mqtt::cmd_topic(&f.m1), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    while !matches!(
+        tokio::time::timeout(WAIT, el.poll())
+            .await
+            .unwrap()
+            .unwrap(),
+        rumqttc::Event::Incoming(Packet::SubAck(_))
+    ) {}
+    client.disconnect().await.unwrap();
+    while el.poll().await.is_ok() {}
+    // (The server's own session counts as one connection.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while broker.broker.connected() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A thousand commands wait for it (the most a session keeps).
+    for i in 0..1000 {
+        assert!(publisher.publish(mqtt::cmd_topic(&f.m1), format!("{i}").into_bytes()));
+    }
+    // It comes back but acknowledges nothing: 64 in flight, the rest waiting.
+    let (_stuck, mut stuck_el) = AsyncClient::new(options(true), 256);
+    let stuck = tokio::spawn(async move {
+        let mut got = 0;
+        while let Ok(ev) = stuck_el.poll().await {
+            if let rumqttc::Event::Incoming(Packet::Publish(_)) = ev {
+                got += 1;
+            }
+        }
+        got
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while broker.broker.connected() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second connection with its client id takes the session over and acknowledges what
+    // it gets: all thousand reach it, whatever had been handed to the first.
+    let (_client, mut el) = AsyncClient::new(options(false), 256);
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < 1000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 1000 arrived",
+            got.len()
+        );
+        match tokio::time::timeout(Duration::from_secs(2), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(Packet::Publish(p)))) => {
+                got.insert(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            // Closed by the broker to collect the rest of its session: connect again.
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let first = tokio::time::timeout(WAIT, stuck).await.unwrap().unwrap();
+    assert_eq!(first, 64, "the first connection had a window of 64");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_announces_a_large_packet_before_connect_is_closed_at_once() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let f = sqlite_fixture().await;
