@@ -416,12 +416,16 @@ async fn serve(
     inflight.sort_by_key(|(sent, _)| *sent);
     let mut unsent: Vec<Publish> = inflight.into_iter().map(|(_, p)| p).collect();
     unsent.extend(link.waiting);
+    // Closed first, so that nothing is handed to this connection after it was drained: a
+    // delivery that finds it closed keeps the message in the session.
     if let Some(rx) = rx_bounded.as_mut() {
+        rx.close();
         while let Ok(Out::Publish(p)) = rx.try_recv() {
             unsent.push(p);
         }
     }
     if let Some(rx) = rx_unbounded.as_mut() {
+        rx.close();
         while let Ok(Out::Publish(p)) = rx.try_recv() {
             unsent.push(p);
         }
@@ -835,10 +839,12 @@ fn deliver(state: &State, p: Publish) {
         if granted == QoS::AtMostOnce {
             p.qos = QoS::AtMostOnce;
         }
-        let delivered = session
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.tx.send(Out::Publish(p.clone())));
+        // Behind messages the session still keeps, a new one waits its turn there.
+        let delivered = session.queue.is_empty()
+            && session
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.tx.send(Out::Publish(p.clone())));
         if !delivered {
             let kept = !session.clean && p.qos == QoS::AtLeastOnce;
             if kept {
@@ -847,11 +853,17 @@ fn deliver(state: &State, p: Publish) {
                     session.queue.pop_front();
                 }
             }
-            // A connection this far behind (its window and outbox full) is closed: its
-            // client connects again and is handed what its session kept.
+            // A connection this far behind (its window and outbox full) with a persistent
+            // session is closed: its client connects again and is handed what the session
+            // kept. A clean session keeps nothing, so closing it would lose more: the
+            // message is dropped.
             if let Some(conn) = &session.conn {
-                tracing::warn!(client_id = %client, topic = %p.topic, kept, "MQTT client too far behind; connection closed");
-                conn.taken_over.cancel();
+                if kept {
+                    tracing::warn!(client_id = %client, topic = %p.topic, "MQTT client too far behind; connection closed to hand it its session");
+                    conn.taken_over.cancel();
+                } else {
+                    tracing::warn!(client_id = %client, topic = %p.topic, "MQTT client too far behind; message dropped");
+                }
             }
         }
     }

@@ -180,10 +180,10 @@ pub async fn refund_paid_after_close(
     total: Fen,
 ) -> Result<RefundRecord, RefundError> {
     let out_request_no = format!("{out_trade_no}L");
+    lock_order(tx, order_id).await?;
     if let Some(existing) = existing(tx, &out_request_no, total).await? {
         return Ok(existing);
     }
-    lock_order(tx, order_id).await?;
     // The money came in, once: on the audit trail with the refund that returns it.
     let detail = format!("trade {trade_no}, after the order closed: refunded in full");
     crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;
