@@ -53,6 +53,29 @@ async fn the_embedded_defaults_start_and_a_restart_keeps_the_demo_fleet_once() {
     assert_eq!(machines, 3);
 }
 
+/// `base` with real Alipay settings (app 2021000000000042 receiving under 2088000000000042,
+/// keys written to `dir`, a gateway nothing answers at) and the SMS carrier they require.
+pub fn real_alipay(dir: &std::path::Path, base: Settings) -> Settings {
+    let key = alipay::AppPrivateKey::generate().unwrap();
+    std::fs::write(dir.join("app.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
+    let alipay_key = alipay::AppPrivateKey::generate().unwrap().public_key();
+    std::fs::write(dir.join("alipay.pem"), alipay_key.to_spki_pem()).unwrap();
+    Settings {
+        alipay: Some(openvend::config::AlipaySettings {
+            app_id: "2021000000000042".into(),
+            private_key_file: dir.join("app.pem"),
+            alipay_public_key_file: dir.join("alipay.pem"),
+            gateway_url: "http://127.0.0.1:9/gateway.do".into(),
+            seller_id: "2088000000000042".into(),
+        }),
+        sms: openvend::h5::settings::SmsSettings {
+            provider: Some(openvend::h5::settings::SmsProviderKind::Log),
+            ..Default::default()
+        },
+        ..base
+    }
+}
+
 /// Builds and stops a server on `settings`, so its database is left as a restart finds it.
 async fn build_and_stop(settings: Settings) {
     let app = App::build(settings).await.unwrap();
@@ -67,24 +90,7 @@ async fn a_database_made_for_another_receiving_account_stops_start_up_with_real_
     let dir = tempfile::tempdir().unwrap();
     // The quick start's database: the embedded sandbox's demo, receiving under its PID.
     build_and_stop(settings(dir.path())).await;
-    let key = alipay::AppPrivateKey::generate().unwrap();
-    std::fs::write(dir.path().join("app.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
-    let alipay_key = alipay::AppPrivateKey::generate().unwrap().public_key();
-    std::fs::write(dir.path().join("alipay.pem"), alipay_key.to_spki_pem()).unwrap();
-    let real = Settings {
-        alipay: Some(openvend::config::AlipaySettings {
-            app_id: "2021000000000042".into(),
-            private_key_file: dir.path().join("app.pem"),
-            alipay_public_key_file: dir.path().join("alipay.pem"),
-            gateway_url: "http://127.0.0.1:9/gateway.do".into(),
-            seller_id: "2088000000000042".into(),
-        }),
-        sms: openvend::h5::settings::SmsSettings {
-            provider: Some(openvend::h5::settings::SmsProviderKind::Log),
-            ..Default::default()
-        },
-        ..settings(dir.path())
-    };
+    let real = real_alipay(dir.path(), settings(dir.path()));
     let err = App::build(real.clone()).await.err().unwrap().to_string();
     assert!(err.starts_with("alipay.seller_id:"), "{err}");
     assert!(err.contains("2088000000000042"), "{err}");

@@ -51,6 +51,15 @@ async fn refunds(r: &Running, out_trade_no: &str) -> Vec<(String, i64, String)> 
     .collect()
 }
 
+/// Waits until the machine has acknowledged the order's dispense.
+async fn wait_dispense_acknowledged(r: &Running, order: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commands(r, order, "dispense").await != ["acknowledged"] {
+        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Moves the server clock on in steps and lets the jobs run, until `done` holds.
 async fn drive_until<F, Fut>(r: &Running, step_ms: i64, what: &str, mut done: F)
 where
@@ -358,11 +367,7 @@ async fn an_acknowledged_dispense_whose_result_never_comes_goes_to_a_person_not_
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while commands(&r, &order, "dispense").await != ["acknowledged"] {
-        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dispense_acknowledged(&r, &order).await;
     // The machine dies mid-vend and never comes back.
     drop(sim);
     drive_until(&r, 61_000, "dispute", || async {
@@ -404,11 +409,7 @@ async fn a_result_that_comes_after_the_dispute_settles_the_order_as_it_happened(
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while commands(&r, &order, "dispense").await != ["acknowledged"] {
-        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dispense_acknowledged(&r, &order).await;
     // The machine loses its link mid-vend; the unit comes out, its result waits on the machine.
     sim.go_offline().await;
     drive_until(&r, 61_000, "dispute", || async {
@@ -455,11 +456,7 @@ async fn the_dispense_watch_leaves_an_order_the_machine_acknowledged_meanwhile()
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while commands(&r, &order, "dispense").await != ["acknowledged"] {
-        assert!(tokio::time::Instant::now() < deadline, "dispense not acked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dispense_acknowledged(&r, &order).await;
     let vending = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
         .await
         .unwrap()

@@ -941,26 +941,14 @@ async fn the_operator_api_gives_each_machine_its_h5_url() {
 async fn with_real_alipay_a_page_outside_the_alipay_app_says_to_open_it_in_alipay() {
     // Real Alipay settings (the gateway is never reached by this test): no sandbox, no bridge.
     let dir = tempfile::tempdir().unwrap();
-    let key = alipay::AppPrivateKey::generate().unwrap();
-    std::fs::write(dir.path().join("app.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
-    let alipay_key = alipay::AppPrivateKey::generate().unwrap().public_key();
-    std::fs::write(dir.path().join("alipay.pem"), alipay_key.to_spki_pem()).unwrap();
-    let settings = openvend::config::Settings {
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".into(),
-        alipay: Some(openvend::config::AlipaySettings {
-            app_id: "2021000000000042".into(),
-            private_key_file: dir.path().join("app.pem"),
-            alipay_public_key_file: dir.path().join("alipay.pem"),
-            gateway_url: "http://127.0.0.1:9/gateway.do".into(),
-            seller_id: "2088000000000042".into(),
-        }),
-        sms: openvend::h5::settings::SmsSettings {
-            provider: Some(openvend::h5::settings::SmsProviderKind::Log),
-            ..Default::default()
+    let settings = crate::app::real_alipay(
+        dir.path(),
+        openvend::config::Settings {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".into(),
+            ..openvend::config::Settings::default()
         },
-        ..openvend::config::Settings::default()
-    };
+    );
     let app = openvend::app::App::build(settings).await.unwrap();
     let base = app.public_url.clone();
     let token = app.shutdown_token();

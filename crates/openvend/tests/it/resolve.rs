@@ -89,23 +89,34 @@ async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
     }
 }
 
-#[tokio::test]
-async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
-    let r = start().await;
+/// A QR sale of one A1 at VM-0001, paid by a sandbox buyer: its start and the paid order.
+async fn paid_qr_sale(
+    r: &crate::sale::Running,
+) -> (
+    openvend::pay::sale::SaleStarted,
+    openvend::store::orders::Order,
+) {
     let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
         .await
         .unwrap();
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+    let buyer = control(r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
         .as_str()
         .unwrap()
         .to_owned();
     control(
-        &r,
+        r,
         "/control/qr/pay",
         json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
     )
     .await;
-    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    let order = wait_for_state(r, &started.out_trade_no, OrderState::Paid).await;
+    (started, order)
+}
+
+#[tokio::test]
+async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
+    let r = start().await;
+    let (started, order) = paid_qr_sale(&r).await;
 
     let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
     let http = reqwest::Client::new();
@@ -206,20 +217,7 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
 #[tokio::test]
 async fn manual_refunds_asked_at_once_never_add_up_to_more_than_was_paid() {
     let r = start().await;
-    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
-        .await
-        .unwrap();
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    control(
-        &r,
-        "/control/qr/pay",
-        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
-    )
-    .await;
-    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    let (_, order) = paid_qr_sale(&r).await;
     let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
     let http = reqwest::Client::new();
     let refund = |amount: i64, key: String| {
