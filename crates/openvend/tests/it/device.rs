@@ -788,6 +788,21 @@ async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
     server_loop.abort();
 }
 
+/// An embedded broker for `f` and a publisher into it as the server (its session is kept
+/// alive by the returned `LocalSession`): the broker, the session, the publisher.
+async fn broker_with_publisher(
+    f: &Fixture,
+) -> (
+    openvend::device::broker::Broker,
+    openvend::device::broker::LocalSession,
+    openvend::device::broker::LocalPublisher,
+) {
+    let broker = embedded_broker(f).await.broker;
+    let server = broker.attach_local("$test-server", "openvend/v1/m/+/evt");
+    let publisher = server.publisher();
+    (broker, server, publisher)
+}
+
 /// Publishes received by a machine client that acknowledges nothing by itself, subscribed at
 /// `qos`: (qos, publish) as they come.
 async fn silent_machine(
@@ -847,12 +862,8 @@ async fn drain(
 async fn a_machine_that_never_acknowledges_gets_a_bounded_window_and_a_qos_0_one_none_to_acknowledge()
  {
     let f = sqlite_fixture().await;
-    let broker = embedded_broker(&f).await;
+    let (broker, _server, publisher) = broker_with_publisher(&f).await;
     let port = broker.listen.port();
-    let server = broker
-        .broker
-        .attach_local("$test-server", "openvend/v1/m/+/evt");
-    let publisher = server.publisher();
 
     // Machine 1 subscribes at QoS 1 and sends no PUBACK: it is handed 64 messages, not 100,
     // and one more for each it acknowledges.
@@ -884,12 +895,8 @@ async fn a_machine_that_never_acknowledges_gets_a_bounded_window_and_a_qos_0_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_backlog_larger_than_the_window_reaches_the_connection_that_takes_it_over() {
     let f = sqlite_fixture().await;
-    let broker = embedded_broker(&f).await;
+    let (broker, _server, publisher) = broker_with_publisher(&f).await;
     let port = broker.listen.port();
-    let server = broker
-        .broker
-        .attach_local("$test-server", "openvend/v1/m/+/evt");
-    let publisher = server.publisher();
     let options = |manual_acks: bool| {
         let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
         opts.set_credentials(f.m1.clone(), SECRET_1);
@@ -914,7 +921,7 @@ async fn a_session_backlog_larger_than_the_window_reaches_the_connection_that_ta
     while el.poll().await.is_ok() {}
     // (The server's own session counts as one connection.)
     let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.broker.connected() > 1 {
+    while broker.connected() > 1 {
         assert!(tokio::time::Instant::now() < deadline, "still connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -934,7 +941,7 @@ async fn a_session_backlog_larger_than_the_window_reaches_the_connection_that_ta
         got
     });
     let deadline = tokio::time::Instant::now() + WAIT;
-    while broker.broker.connected() < 2 {
+    while broker.connected() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "not connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -60,6 +60,30 @@ async fn wait_dispense_acknowledged(r: &Running, order: &str) {
     }
 }
 
+/// A paid sale whose vend fails, so its refund is due, with Alipay carrying out the next
+/// refund call but answering it only after `ms` (504). Returns the machine, its events and
+/// the order.
+async fn failed_vend_with_slow_refund(
+    r: &Running,
+    ms: u64,
+) -> (
+    openvend::sim::MachineSim,
+    tokio::sync::mpsc::UnboundedReceiver<SimEvent>,
+    String,
+) {
+    control(
+        r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "no_answer", "ms": ms }, "count": 1 }),
+    )
+    .await;
+    let (sim, mut events) = machine(r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(r, &qr).await;
+    (sim, events, order)
+}
+
 /// Moves the server clock on in steps and lets the jobs run, until `done` holds.
 async fn drive_until<F, Fut>(r: &Running, step_ms: i64, what: &str, mut done: F)
 where
@@ -161,16 +185,7 @@ async fn f16_a_refund_call_that_times_out_is_sent_again_with_the_same_number_and
     let r = start().await;
     // The first refund call is carried out by Alipay, but its answer never comes back: the
     // client gives up after its 10 s timeout.
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.refund", "fault": { "kind": "no_answer", "ms": 15000 }, "count": 1 }),
-    )
-    .await;
-    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    pay(&r, &qr).await;
+    let (_sim, mut events, order) = failed_vend_with_slow_refund(&r, 15_000).await;
     let mut log = VendLog::new();
     log_vend(&mut log, &next_business(&mut events).await);
     wait_for_state(&r, &order, OrderState::Refunded).await;
@@ -494,16 +509,7 @@ async fn the_dispense_watch_leaves_an_order_the_machine_acknowledged_meanwhile()
 async fn a_refund_run_that_outlived_another_never_writes_over_its_settled_result() {
     let r = start().await;
     // One refund call is carried out but answered only after 3 s, with a gateway error.
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.refund", "fault": { "kind": "no_answer", "ms": 3000 }, "count": 1 }),
-    )
-    .await;
-    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    pay(&r, &qr).await;
+    let (_sim, _events, order) = failed_vend_with_slow_refund(&r, 3_000).await;
     wait_for_state(&r, &order, OrderState::Refunded).await;
     let refund_id = openvend::store::query(
         "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o.out_trade_no = $1",

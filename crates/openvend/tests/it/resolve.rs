@@ -89,6 +89,20 @@ async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
     }
 }
 
+/// Sends a burst of refund requests at once and checks that each is accepted as the same
+/// refund.
+async fn accepted_as_one_refund(
+    burst: Vec<impl std::future::Future<Output = reqwest::Result<reqwest::Response>>>,
+) {
+    let mut ids = std::collections::BTreeSet::new();
+    for resp in futures_util::future::join_all(burst).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.insert(resp.json::<Value>().await.unwrap()["id"].as_i64());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
 /// A QR sale of one A1 at VM-0001, paid by a sandbox buyer: its start and the paid order.
 async fn paid_qr_sale(
     r: &crate::sale::Running,
@@ -129,13 +143,7 @@ async fn a_manual_refund_sent_twice_with_one_key_refunds_once() {
     // Sent eight times at once (a retrying client), then once more: every answer is the one
     // refund.
     let burst: Vec<_> = (0..8).map(|_| refund(100)).collect();
-    let mut ids = std::collections::BTreeSet::new();
-    for resp in futures_util::future::join_all(burst).await {
-        let resp = resp.unwrap();
-        assert_eq!(resp.status(), 202);
-        ids.insert(resp.json::<Value>().await.unwrap()["id"].as_i64());
-    }
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    accepted_as_one_refund(burst).await;
     let second = refund(100).await.unwrap();
     assert_eq!(second.status(), 202);
     let other_amount = refund(150).await.unwrap();
@@ -229,13 +237,7 @@ async fn manual_refunds_asked_at_once_never_add_up_to_more_than_was_paid() {
     // One client retrying 2.00 of the 3.50 eight times at once: every answer is the one
     // refund, although a second 2.00 would not fit.
     let burst: Vec<_> = (0..8).map(|_| refund(200, "ticket-7".into())).collect();
-    let mut ids = std::collections::BTreeSet::new();
-    for resp in futures_util::future::join_all(burst).await {
-        let resp = resp.unwrap();
-        assert_eq!(resp.status(), 202);
-        ids.insert(resp.json::<Value>().await.unwrap()["id"].as_i64());
-    }
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    accepted_as_one_refund(burst).await;
     // Eight operators each refund 1.00 of the 1.50 left at the same moment, each under a key
     // of their own: one refund fits, the others are told what is left.
     let burst: Vec<_> = (0..8).map(|i| refund(100, format!("desk-{i}"))).collect();
