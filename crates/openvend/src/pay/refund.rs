@@ -154,17 +154,16 @@ pub async fn request_in(
     insert_requested(tx, now, order_id, out_request_no, amount, reason, actor).await
 }
 
-/// Locks the order's row until commit (PostgreSQL; SQLite's writers are one at a time
-/// already). Every transaction that writes an order's refunds takes it first: one that held
+/// Locks the order's row until commit on PostgreSQL (on SQLite, whose writers are one at a
+/// time already, a plain read). Every transaction that writes an order's refunds takes it first: one that held
 /// a refund's row while it waited for the order's (a refund settling, against a refund being
 /// asked under the same number, whose unique check waits for the settling one) deadlocked.
 async fn lock_order(tx: &mut crate::store::Conn, order_id: i64) -> Result<(), crate::store::Error> {
-    if matches!(tx, crate::store::Conn::Postgres(_)) {
-        crate::store::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    }
+    crate::store::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+        .on_sqlite("SELECT 1 FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -243,11 +243,10 @@ async fn update_slot(
     let mut tx = svc.db.begin().await?;
     // Locked until commit on PostgreSQL: a sale or a vend result that moves the stock
     // meanwhile waits, instead of this write putting back the stock it read.
-    let current = crate::store::query(if svc.db.backend == crate::store::Backend::Postgres {
-        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2 FOR UPDATE"
-    } else {
-        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2"
-    })
+    let current = crate::store::query(
+        "SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2 FOR UPDATE",
+    )
+    .on_sqlite("SELECT capacity, stock, reserved FROM slots WHERE machine_id = $1 AND code = $2")
     .bind(id)
     .bind(&slot)
     .fetch_optional(&mut *tx)
