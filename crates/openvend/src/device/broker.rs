@@ -827,14 +827,17 @@ fn deliver(state: &State, p: Publish) {
         };
         // Sent at most at the QoS the subscription was granted (the highest of its matching
         // filters): a QoS 0 subscriber is not expected to acknowledge, so its messages are
-        // neither tracked nor kept while it is away.
-        let granted = session
-            .filters
-            .iter()
-            .filter(|(f, _)| matches(f, &p.topic))
-            .map(|(_, q)| *q)
-            .max_by_key(|q| *q as u8)
-            .unwrap_or(QoS::AtMostOnce);
+        // neither tracked nor kept while it is away. A session with one filter (a machine's,
+        // the server's) was routed here by that filter, so nothing needs matching again.
+        let granted = match session.filters.as_slice() {
+            [(_, qos)] => *qos,
+            filters => filters
+                .iter()
+                .filter(|(f, _)| matches(f, &p.topic))
+                .map(|(_, q)| *q)
+                .max_by_key(|q| *q as u8)
+                .unwrap_or(QoS::AtMostOnce),
+        };
         let mut p = p.clone();
         if granted == QoS::AtMostOnce {
             p.qos = QoS::AtMostOnce;
