@@ -1,19 +1,22 @@
-//! Acknowledgements that settle nothing but their command's ledger row, held in memory and
-//! written together.
+//! Acknowledgements checked in memory, held there and written together.
 //!
-//! Only a `dispense`'s ack moves an order. The acks of `show_qr`, `cancel` and
-//! `sale_refused` change nothing but the command's row, yet one of them comes with nearly
-//! every sale. When the server can check such an ack in memory (this process handed the
-//! command over, to this machine, and it has not expired), the ack is answered at once and
-//! written with the others every [`WRITE_EVERY`], in one transaction, instead of one commit
-//! each. Until then the ledger reads it from here: the command is not re-delivered and a
+//! An ack comes with nearly every command: a `show_qr` and a `dispense` in every sale. When
+//! the server can check one in memory (this process handed the command over, to this
+//! machine, and it has not expired), the ack is answered at once and written with the others
+//! every [`WRITE_EVERY`], in one transaction, instead of one commit each. A `dispense`'s
+//! acceptance is written with the move of its order to `dispensing`; its result, which
+//! usually comes first, settles the order from `paid` all the same, and the ack then only
+//! adds its entry to the timeline. A refused dispense is never held: it needs a refund.
+//!
+//! Until written, the ledger reads an ack from here: the command is not re-delivered and a
 //! second ack is refused. An ack leaves here only once its write has committed, and the
 //! ledger's readers of the store look here before and after they read, so an ack held before
-//! a read is never missed by it. Holding stops when the server begins to shut down, and what is held
-//! then is written. A crash loses at most [`WRITE_EVERY`] of them: their rows stay `pending`
-//! or `sent`, which no decision waits on. A machine on MQTT sends its unconfirmed events again
-//! after it reconnects (device-protocol §2); one on HTTP is handed the command again and
-//! answers `already_done`.
+//! a read is never missed by it. Expiry writes what is held first, so the dispense watch never
+//! takes an acknowledged dispense for an undelivered one. Holding stops when the server begins
+//! to shut down, and what is held then is written. A crash loses at most [`WRITE_EVERY`] of
+//! them: their rows stay `pending` or `sent`, and their orders `paid`. A machine on MQTT sends
+//! its unconfirmed events again after it reconnects (device-protocol §2); one on HTTP is
+//! handed the command again and answers `already_done`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,9 +25,10 @@ use std::time::Duration;
 /// How often held acks are written.
 pub const WRITE_EVERY: Duration = Duration::from_millis(100);
 
-/// Whether an ack of a command of this kind settles nothing but the command's own row.
-pub fn settles_only_its_row(kind: &str) -> bool {
-    matches!(kind, "show_qr" | "cancel" | "sale_refused")
+/// Whether an ack of a command of this kind may be held: those that settle nothing but the
+/// command's own row, and a dispense (whose acceptance moves its order when written).
+pub fn may_be_held(kind: &str) -> bool {
+    matches!(kind, "show_qr" | "cancel" | "sale_refused" | "dispense")
 }
 
 /// An ack checked in memory whose write has not committed yet.
@@ -46,6 +50,8 @@ pub struct HeldAck {
     pub reason: Option<String>,
     /// When this process handed the command over.
     pub sent_at: i64,
+    /// A dispense's order (`out_trade_no`), moved to `dispensing` with the ack's write.
+    pub dispense_of: Option<String>,
 }
 
 /// What [`HeldAcks::hold`] did.
@@ -178,6 +184,7 @@ mod tests {
             state: "acknowledged",
             reason: None,
             sent_at: 0,
+            dispense_of: None,
         }
     }
 

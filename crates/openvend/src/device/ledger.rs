@@ -16,10 +16,10 @@
 //! ledger, applies it and records the event; after commit, the event goes to the stream.
 //! A refused or duplicate event rolls back: nothing is recorded, nothing changes. Only the
 //! first `dispense_result` of an expired dispense is kept, refused all the same, as evidence
-//! that goods came out ([`crate::pay::late_vend`]). An ack that settles nothing but its
-//! command's row (`show_qr`, `cancel`, `sale_refused`) of a command this process handed over
-//! is not written before it is answered: it is checked in memory, answered at once and
-//! written with the others a moment later ([`super::held_acks`]).
+//! that goods came out ([`crate::pay::late_vend`]). An ack of a command this process handed
+//! over (`show_qr`, `cancel`, `sale_refused`, a dispense's acceptance) is not written before
+//! it is answered: it is checked in memory, answered at once and written with the others a
+//! moment later ([`super::held_acks`]).
 
 use crate::store::{Conn, Executor, Tx};
 use std::fmt;
@@ -195,6 +195,8 @@ pub struct PendingCommand {
     pub expires_at: i64,
     /// The command's kind (`show_qr`, `dispense`, `cancel`, …).
     pub kind: String,
+    /// The order it is for, if any (`out_trade_no`).
+    pub order_id: Option<String>,
 }
 
 /// A command's ledger row.
@@ -547,6 +549,7 @@ impl DeviceChannel {
                 payload,
                 expires_at,
                 kind: command.kind().to_owned(),
+                order_id: command.order_id().map(str::to_owned),
             }),
         })
     }
@@ -641,11 +644,18 @@ impl DeviceChannel {
     /// Notes that `cmd` was handed to its machine's transport now; its ack may be held when
     /// the machine is known.
     pub(super) fn note_sent(&self, cmd: &PendingCommand, machine_id: Option<i64>) {
+        let dispense_of = match cmd.kind.as_str() {
+            "dispense" => cmd.order_id.clone(),
+            _ => None,
+        };
         let holdable = machine_id
-            .filter(|_| held_acks::settles_only_its_row(&cmd.kind))
+            .filter(|_| held_acks::may_be_held(&cmd.kind))
+            // A dispense without its order could not move it: the store takes its ack.
+            .filter(|_| cmd.kind != "dispense" || dispense_of.is_some())
             .map(|machine_id| Holdable {
                 machine_id,
                 expires_at: cmd.expires_at,
+                dispense_of,
             });
         self.inner
             .sent
@@ -691,9 +701,13 @@ impl DeviceChannel {
                 .defer(&mut *tx)
                 .await?;
                 // Checked against the command when it arrived; only a change since stops it.
+                // A dispense whose result was stored first (`done`) gets its ack's time.
                 let done = crate::store::query(
-                    "UPDATE device_commands SET state = $2, acked_at = $3, result = $4, sent_at = COALESCE(sent_at, $5) \
-                     WHERE command_id = $1 AND machine_id = $6 AND state IN ('pending', 'sent')",
+                    "UPDATE device_commands SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, \
+                     acked_at = COALESCE(acked_at, $3), result = CASE WHEN state = 'done' THEN result ELSE $4 END, \
+                     sent_at = COALESCE(sent_at, $5) \
+                     WHERE command_id = $1 AND machine_id = $6 \
+                     AND (state IN ('pending', 'sent') OR (state = 'done' AND kind = 'dispense'))",
                 )
                 .bind(&a.command_id)
                 .bind(a.state)
@@ -705,8 +719,18 @@ impl DeviceChannel {
                 .await?;
                 if done.rows_affected() == 0 {
                     tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
-                } else {
-                    settled += 1;
+                    continue;
+                }
+                settled += 1;
+                if let Some(order) = &a.dispense_of {
+                    crate::store::orders::acknowledge_dispense(
+                        &mut tx,
+                        order,
+                        &a.command_id,
+                        a.received_at,
+                    )
+                    .await
+                    .map_err(order_store_error)?;
                 }
             }
             tx.commit().await?;
@@ -719,8 +743,8 @@ impl DeviceChannel {
         written
     }
 
-    /// Holds an ack that settles nothing but its command's row, when this process can check
-    /// it in memory (see [`super::held_acks`]). `Ok(false)`: the store must check it.
+    /// Holds an ack when this process can check it in memory (see [`super::held_acks`]).
+    /// `Ok(false)`: the store must check it.
     fn hold_ack(
         &self,
         machine_id: i64,
@@ -732,10 +756,11 @@ impl DeviceChannel {
     ) -> Result<bool, Rejection> {
         let state = status.ledger_state();
         let make = || {
-            let sent_at = self.inner.sent.take_holdable(
+            let handed = self.inner.sent.take_holdable(
                 command_id,
                 machine_id,
                 now.saturating_sub(ACK_GRACE_MS),
+                status == AckStatus::Rejected,
             )?;
             Some(HeldAck {
                 command_id: command_id.to_owned(),
@@ -745,7 +770,8 @@ impl DeviceChannel {
                 received_at: now,
                 state,
                 reason: reason.map(str::to_owned),
-                sent_at,
+                sent_at: handed.sent_at,
+                dispense_of: handed.dispense_of,
             })
         };
         match self
@@ -808,7 +834,7 @@ impl DeviceChannel {
         // Held acks before and after the read: one written meanwhile is in one or the other.
         let held_before = self.inner.held.ids();
         let rows = crate::store::query(
-            "SELECT c.command_id, c.payload, c.expires_at, c.kind FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+            "SELECT c.command_id, c.payload, c.expires_at, c.kind, c.order_id FROM device_commands c JOIN machines m ON m.id = c.machine_id \
              WHERE m.code = $1 AND (m.disabled_at IS NULL OR c.kind = 'cancel') \
              AND c.state IN ('pending', 'sent') AND c.expires_at > $2 ORDER BY c.id",
         )
@@ -828,6 +854,7 @@ impl DeviceChannel {
                 payload: r.try_get(1)?,
                 expires_at: r.try_get(2)?,
                 kind: r.try_get(3)?,
+                order_id: r.try_get(4)?,
             });
         }
         Ok(pending)
@@ -1116,14 +1143,19 @@ impl DeviceChannel {
                 order_id,
                 items,
             } => {
-                let sent = self.inner.sent.get(command_id);
+                // An ack held in memory took the hand-over time with it, and has the time the
+                // command was acknowledged; the ack itself is written later.
+                let held = self.inner.held.get(command_id);
+                let sent =
+                    (self.inner.sent.get(command_id)).or_else(|| held.as_ref().map(|a| a.sent_at));
+                let acked = held.map(|a| a.received_at);
                 let fate = apply_result(
                     &mut tx,
                     m.id,
                     command_id,
                     order_id,
                     &envelope.body,
-                    (now, sent),
+                    (now, sent, acked),
                 )
                 .await?;
                 if let ResultFate::Late = fate {
@@ -1420,7 +1452,7 @@ async fn apply_result(
     command_id: &str,
     order_id: &str,
     body: &str,
-    (now, sent): (i64, Option<i64>),
+    (now, sent, acked): (i64, Option<i64>, Option<i64>),
 ) -> Result<ResultFate, Rejection> {
     // As for an ack: one conditional statement, and `explain` says why when it finds no row.
     let done = crate::store::query(
@@ -1430,7 +1462,7 @@ async fn apply_result(
          AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7))",
     )
     .bind(command_id)
-    .bind(now)
+    .bind(acked.unwrap_or(now))
     .bind(body)
     .bind(sent)
     .bind(machine_id)
@@ -1448,6 +1480,15 @@ async fn apply_result(
     }
     let open = ["pending", "sent", "acknowledged"];
     Err(explain(&c, command_id, now, Some(order_id), &open))
+}
+
+/// The store's error behind an order's: the only kind moving an order on a held ack can
+/// meet (its one transition is fixed).
+fn order_store_error(e: OrderError) -> crate::store::Error {
+    match e {
+        OrderError::Store(crate::store::StoreError::Store(e)) => e,
+        other => crate::store::Error::Protocol(other.to_string()),
+    }
 }
 
 fn internal(e: crate::store::Error) -> Rejection {

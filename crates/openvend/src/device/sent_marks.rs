@@ -14,18 +14,28 @@ use std::sync::Mutex;
 /// How long a mark waits for the machine's answer before it is written on its own.
 pub const FLUSH_AFTER_MS: i64 = 1_000;
 
-/// A command whose ack settles nothing but its row
-/// ([`settles_only_its_row`](super::held_acks::settles_only_its_row)): what checking that ack
-/// in memory needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A command whose ack may be held ([`may_be_held`](super::held_acks::may_be_held)): what
+/// checking that ack in memory needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holdable {
     /// The machine's row id.
     pub machine_id: i64,
     /// The command's expiry (server ms).
     pub expires_at: i64,
+    /// A dispense's order (`out_trade_no`): its accepted ack moves the order when written.
+    pub dispense_of: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What a held ack takes over from a command's mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handed {
+    /// When the command was handed over (server ms).
+    pub sent_at: i64,
+    /// A dispense's order.
+    pub dispense_of: Option<String>,
+}
+
+#[derive(Debug, Clone)]
 struct Mark {
     at: i64,
     holdable: Option<Holdable>,
@@ -52,14 +62,28 @@ impl SentMarks {
     }
 
     /// Takes the mark of a command whose ack may be held: one of `machine_id`'s, still open
-    /// at `open_at` (server ms). `None` leaves the mark as it is.
-    pub fn take_holdable(&self, command_id: &str, machine_id: i64, open_at: i64) -> Option<i64> {
+    /// at `open_at` (server ms). A dispense's refusal is never held: it needs a refund, which
+    /// the store's path queues. `None` leaves the mark as it is.
+    pub fn take_holdable(
+        &self,
+        command_id: &str,
+        machine_id: i64,
+        open_at: i64,
+        refused: bool,
+    ) -> Option<Handed> {
         let mut marks = self.0.lock().ok()?;
-        let h = marks.get(command_id)?.holdable?;
-        if h.machine_id != machine_id || h.expires_at <= open_at {
+        let h = marks.get(command_id)?.holdable.as_ref()?;
+        if h.machine_id != machine_id
+            || h.expires_at <= open_at
+            || (refused && h.dispense_of.is_some())
+        {
             return None;
         }
-        marks.remove(command_id).map(|m| m.at)
+        let m = marks.remove(command_id)?;
+        Some(Handed {
+            sent_at: m.at,
+            dispense_of: m.holdable.and_then(|h| h.dispense_of),
+        })
     }
 
     /// Drops the mark of `command_id`, once it is stored.
@@ -131,15 +155,39 @@ mod tests {
         let h = Holdable {
             machine_id: 7,
             expires_at: 100,
+            dispense_of: None,
         };
         marks.note("c-1", 10, Some(h));
         marks.note("c-2", 10, None);
-        assert_eq!(marks.take_holdable("c-2", 7, 0), None);
-        assert_eq!(marks.take_holdable("c-1", 8, 0), None);
-        assert_eq!(marks.take_holdable("c-1", 7, 100), None);
+        assert_eq!(marks.take_holdable("c-2", 7, 0, false), None);
+        assert_eq!(marks.take_holdable("c-1", 8, 0, false), None);
+        assert_eq!(marks.take_holdable("c-1", 7, 100, false), None);
         assert_eq!(marks.get("c-1"), Some(10));
-        assert_eq!(marks.take_holdable("c-1", 7, 99), Some(10));
+        let handed = Handed {
+            sent_at: 10,
+            dispense_of: None,
+        };
+        assert_eq!(marks.take_holdable("c-1", 7, 99, true), Some(handed));
         assert_eq!(marks.get("c-1"), None);
         assert_eq!(marks.get("c-2"), Some(10));
+    }
+
+    #[test]
+    fn a_dispense_gives_up_its_mark_to_an_acceptance_never_to_a_refusal() {
+        let marks = SentMarks::default();
+        let h = Holdable {
+            machine_id: 7,
+            expires_at: 100,
+            dispense_of: Some("o-1".into()),
+        };
+        marks.note("c-1", 10, Some(h));
+        assert_eq!(marks.take_holdable("c-1", 7, 0, true), None);
+        assert_eq!(marks.get("c-1"), Some(10));
+        let handed = Handed {
+            sent_at: 10,
+            dispense_of: Some("o-1".into()),
+        };
+        assert_eq!(marks.take_holdable("c-1", 7, 0, false), Some(handed));
+        assert_eq!(marks.get("c-1"), None);
     }
 }

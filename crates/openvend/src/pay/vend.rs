@@ -261,9 +261,10 @@ pub async fn record_results_in(
         now,
     )
     .await?;
-    // Settled before its dispense was acknowledged (a refund of what never reached the
-    // machine): a machine that vended anyway may have said so already, and the units this
-    // order held until now come off the stock with its reservations.
+    // Settled before its dispense's ack was stored: a refund of what never reached the
+    // machine (a machine that vended anyway may have said so already, and the units this
+    // order held until now come off the stock with its reservations), or the machine's
+    // result with its ack still held in memory (nothing to correct then).
     if state == OrderState::Paid {
         late_vend::correct_rest(tx, order_id, now).await?;
     }

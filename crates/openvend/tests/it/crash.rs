@@ -400,9 +400,10 @@ async fn f8_a_crash_between_paid_and_its_commit_loses_nothing_and_vends_once() {
 }
 
 /// F9: the machine vended and reported it; the server stops dead after its broker took the
-/// report and before it was stored. The order stays `dispensing`; after the restart the
-/// machine re-sends its unconfirmed events (device-protocol.md §2), the report is stored
-/// once, the order completes, and nothing vends twice.
+/// report and before it was stored. The order stays `paid` (the machine's ack was held in
+/// memory, and lost with it) or `dispensing`; after the restart the machine re-sends its
+/// unconfirmed events (device-protocol.md §2), the report is stored once, the order
+/// completes, and nothing vends twice.
 #[tokio::test]
 async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -421,7 +422,11 @@ async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_o
     wait_vend(&mut events, &mut log, &order).await;
     server.wait_failpoint().await;
     let db = server.db().await;
-    assert_eq!(stored_state(&db, &order).await, "dispensing");
+    let stopped_at = stored_state(&db, &order).await;
+    assert!(
+        matches!(stopped_at.as_str(), "paid" | "dispensing"),
+        "{stopped_at}"
+    );
     server.restart();
     server.wait_healthy().await;
     server.wait_state(&order, "completed").await;

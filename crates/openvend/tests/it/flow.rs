@@ -148,8 +148,10 @@ pub async fn commands(r: &Running, out_trade_no: &str, kind: &str) -> Vec<String
     .await
 }
 
-/// Waits until no job is due within `horizon_ms` of the server clock (the flow has settled).
+/// Waits until no job is due within `horizon_ms` of the server clock and the acks the ledger
+/// holds in memory are written (the flow has settled).
 pub async fn settle(r: &Running, horizon_ms: i64) {
+    r.app_services.device.write_held_acks().await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let due: i64 = openvend::store::query("SELECT COUNT(*) AS n FROM jobs WHERE run_at <= $1")
