@@ -9,7 +9,13 @@
 //! target/release/examples/load --machines 0 --idle-machines 10000
 //! target/release/examples/load --machines 0 --idle-machines 10000 --mqtt-url mqtt://127.0.0.1:1883
 //! target/release/examples/load --machines 100 --rate 100 --seconds 20 --server-cpus 0
+//! target/release/examples/load --machines 50 --rate 50 --seconds 20 \
+//!     --database-url 'sqlite:///tmp/kept/openvend.db?mode=rwc'
 //! ```
+//!
+//! A PostgreSQL URL gets a fresh schema per run, dropped at the end; a SQLite URL is used as
+//! it is and kept (to look at what a run wrote); without one, a SQLite file in a temporary
+//! directory.
 //!
 //! Phase 1 (orders): every machine buys at its share of `--rate`, a sandbox buyer pays the QR
 //! code, the machine vends. Measured: orders/s completed, request → QR code at the machine,
@@ -44,7 +50,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: load [--machines N] [--rate ORDERS_PER_S] [--seconds S] \
-[--idle-machines N] [--database-url postgres://…] [--mqtt-url mqtt://…] \
+[--idle-machines N] [--database-url postgres://…|sqlite://…] [--mqtt-url mqtt://…] \
 [--bin path/to/openvend] [--server-cpus LIST] [--server-log FILE] [--pause-after-orders S]";
 
 fn number<T: std::str::FromStr>(flag: &str, raw: String) -> anyhow::Result<T> {
@@ -328,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
     // A fresh PostgreSQL schema per run, dropped when the run ends.
     let mut pg_schema = None;
     let database_url = match &args.database_url {
+        Some(kept) if kept.starts_with("sqlite:") => kept.clone(),
         Some(base) => {
             let schema = format!("load{}", openvend::ids::random_hex(8));
             pg_schema = Some((base.clone(), schema.clone()));

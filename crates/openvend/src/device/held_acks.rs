@@ -6,7 +6,12 @@
 //! every [`WRITE_EVERY`], in one transaction, instead of one commit each. A `dispense`'s
 //! acceptance is written with the move of its order to `dispensing`; its result, which
 //! usually comes first, settles the order from `paid` all the same, and the ack then only
-//! adds its entry to the timeline. A refused dispense is never held: it needs a refund.
+//! adds its entry to the timeline. A dispense's ack is held only when it came through a
+//! broker, which acknowledged it before the server stored anything, so that the machine keeps
+//! it and sends it again after a reconnect (device-protocol §2); one answered over HTTP is
+//! stored before the answer, the machine's only confirmation. Nor is a refused dispense held
+//! (it needs a refund), nor any dispense while held acks fail to be written: a dispense the
+//! watch found unacknowledged in the store would be refunded.
 //!
 //! Until written, the ledger reads an ack from here: the command is not re-delivered and a
 //! second ack is refused. An ack leaves here only once its write has committed, and the
@@ -79,6 +84,8 @@ pub struct HeldAcks(Mutex<State>);
 struct State {
     held: HashMap<String, HeldAck>,
     closed: bool,
+    /// The last write failed (cleared by one that commits).
+    failing: bool,
 }
 
 impl HeldAcks {
@@ -158,9 +165,22 @@ impl HeldAcks {
         acks
     }
 
+    /// Notes that a write of held acks failed: until one commits, [`failing`](Self::failing).
+    pub fn write_failed(&self) {
+        if let Ok(mut state) = self.0.lock() {
+            state.failing = true;
+        }
+    }
+
+    /// Whether the last write of held acks failed.
+    pub fn failing(&self) -> bool {
+        self.0.lock().map_or(true, |s| s.failing)
+    }
+
     /// Lets go of acks whose write has committed: the store answers for them now.
     pub fn written(&self, acks: &[HeldAck]) {
         if let Ok(mut state) = self.0.lock() {
+            state.failing = false;
             for ack in acks {
                 if state.held.get(&ack.command_id) == Some(ack) {
                     state.held.remove(&ack.command_id);

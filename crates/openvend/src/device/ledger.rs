@@ -199,6 +199,16 @@ pub struct PendingCommand {
     pub order_id: Option<String>,
 }
 
+/// How a machine learns that the server took its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taking {
+    /// A broker acknowledged it on arrival (MQTT), before the server stored anything: the
+    /// machine keeps it and sends it again after a reconnect (device-protocol §2).
+    ByBroker,
+    /// The server's answer (HTTP), the machine's only confirmation.
+    ByAnswer,
+}
+
 /// A command's ledger row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRecord {
@@ -701,13 +711,15 @@ impl DeviceChannel {
                 .defer(&mut *tx)
                 .await?;
                 // Checked against the command when it arrived; only a change since stops it.
-                // A dispense whose result was stored first (`done`) gets its ack's time.
+                // A dispense whose result this process stored first (`done`, with this ack's
+                // time) gets the ack's event and timeline entry.
                 let done = crate::store::query(
                     "UPDATE device_commands SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, \
                      acked_at = COALESCE(acked_at, $3), result = CASE WHEN state = 'done' THEN result ELSE $4 END, \
                      sent_at = COALESCE(sent_at, $5) \
                      WHERE command_id = $1 AND machine_id = $6 \
-                     AND (state IN ('pending', 'sent') OR (state = 'done' AND kind = 'dispense'))",
+                     AND (state IN ('pending', 'sent') \
+                          OR (state = 'done' AND kind = 'dispense' AND (acked_at IS NULL OR acked_at = $3)))",
                 )
                 .bind(&a.command_id)
                 .bind(a.state)
@@ -737,17 +749,23 @@ impl DeviceChannel {
             Ok(settled)
         }
         .await;
-        if written.is_ok() {
-            self.inner.held.written(&acks);
+        match &written {
+            Ok(_) => self.inner.held.written(&acks),
+            Err(_) => self.inner.held.write_failed(),
         }
         written
+    }
+
+    /// Whether `command_id` has an ack held in memory, not yet written.
+    pub fn ack_held(&self, command_id: &str) -> bool {
+        self.inner.held.contains(command_id)
     }
 
     /// Holds an ack when this process can check it in memory (see [`super::held_acks`]).
     /// `Ok(false)`: the store must check it.
     fn hold_ack(
         &self,
-        machine_id: i64,
+        (machine_id, taking): (i64, Taking),
         envelope: &Envelope,
         command_id: &str,
         status: AckStatus,
@@ -755,12 +773,16 @@ impl DeviceChannel {
         now: i64,
     ) -> Result<bool, Rejection> {
         let state = status.ledger_state();
+        // Read before `make`, which runs under the held acks' lock.
+        let dispense_too = taking == Taking::ByBroker
+            && status != AckStatus::Rejected
+            && !self.inner.held.failing();
         let make = || {
             let handed = self.inner.sent.take_holdable(
                 command_id,
                 machine_id,
                 now.saturating_sub(ACK_GRACE_MS),
-                status == AckStatus::Rejected,
+                dispense_too,
             )?;
             Some(HeldAck {
                 command_id: command_id.to_owned(),
@@ -981,21 +1003,33 @@ impl DeviceChannel {
     /// authenticated as `authenticated`: verify, deduplicate, apply, record, then forward to
     /// the event stream. A rejection is logged with its reason and changes nothing (a late
     /// dispense result is kept as evidence: [`crate::pay::late_vend`]).
+    /// The machine learns the outcome from the answer (HTTP).
     pub async fn receive(&self, authenticated: &str, raw: &[u8]) -> Result<DeviceEvent, Rejection> {
-        self.receive_arrived(authenticated, raw, self.now_ms())
+        self.receive_taken(authenticated, raw, (self.now_ms(), Taking::ByAnswer))
             .await
     }
 
-    /// [`receive`](Self::receive) for a message that reached the server at `arrived_at`
-    /// (server ms) and waited since (a store outage): its clock window and whether it came
-    /// before its command expired are judged by when it arrived, not when it is stored.
+    /// [`receive`](Self::receive) for a message a broker took (MQTT) that reached the server
+    /// at `arrived_at` (server ms) and waited since (a store outage): its clock window and
+    /// whether it came before its command expired are judged by when it arrived, not when it
+    /// is stored.
     pub async fn receive_arrived(
         &self,
         authenticated: &str,
         raw: &[u8],
         arrived_at: i64,
     ) -> Result<DeviceEvent, Rejection> {
-        let result = self.receive_inner(authenticated, raw, arrived_at).await;
+        self.receive_taken(authenticated, raw, (arrived_at, Taking::ByBroker))
+            .await
+    }
+
+    async fn receive_taken(
+        &self,
+        authenticated: &str,
+        raw: &[u8],
+        arrival: (i64, Taking),
+    ) -> Result<DeviceEvent, Rejection> {
+        let result = self.receive_inner(authenticated, raw, arrival).await;
         match &result {
             Ok(ev) => {
                 tracing::debug!(machine = %ev.machine, msg_id = %ev.msg_id, kind = ev.event.kind(), "device event accepted");
@@ -1034,7 +1068,7 @@ impl DeviceChannel {
         &self,
         authenticated: &str,
         raw: &[u8],
-        arrived_at: i64,
+        (arrived_at, taking): (i64, Taking),
     ) -> Result<DeviceEvent, Rejection> {
         let m = self
             .machine(authenticated)
@@ -1072,7 +1106,14 @@ impl DeviceChannel {
             status,
             reason,
         } = &event
-            && self.hold_ack(m.id, &envelope, command_id, *status, reason.as_deref(), now)?
+            && self.hold_ack(
+                (m.id, taking),
+                &envelope,
+                command_id,
+                *status,
+                reason.as_deref(),
+                now,
+            )?
         {
             return Ok(DeviceEvent::taken(m, envelope, event, now));
         }

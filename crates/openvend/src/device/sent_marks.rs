@@ -62,20 +62,20 @@ impl SentMarks {
     }
 
     /// Takes the mark of a command whose ack may be held: one of `machine_id`'s, still open
-    /// at `open_at` (server ms). A dispense's refusal is never held: it needs a refund, which
-    /// the store's path queues. `None` leaves the mark as it is.
+    /// at `open_at` (server ms), and a dispense only if `dispense_too` (the caller's rules
+    /// for a dispense's ack: see [`super::held_acks`]). `None` leaves the mark as it is.
     pub fn take_holdable(
         &self,
         command_id: &str,
         machine_id: i64,
         open_at: i64,
-        refused: bool,
+        dispense_too: bool,
     ) -> Option<Handed> {
         let mut marks = self.0.lock().ok()?;
         let h = marks.get(command_id)?.holdable.as_ref()?;
         if h.machine_id != machine_id
             || h.expires_at <= open_at
-            || (refused && h.dispense_of.is_some())
+            || (h.dispense_of.is_some() && !dispense_too)
         {
             return None;
         }
@@ -167,13 +167,13 @@ mod tests {
             sent_at: 10,
             dispense_of: None,
         };
-        assert_eq!(marks.take_holdable("c-1", 7, 99, true), Some(handed));
+        assert_eq!(marks.take_holdable("c-1", 7, 99, false), Some(handed));
         assert_eq!(marks.get("c-1"), None);
         assert_eq!(marks.get("c-2"), Some(10));
     }
 
     #[test]
-    fn a_dispense_gives_up_its_mark_to_an_acceptance_never_to_a_refusal() {
+    fn a_dispense_gives_up_its_mark_only_when_its_ack_may_be_held() {
         let marks = SentMarks::default();
         let h = Holdable {
             machine_id: 7,
@@ -181,13 +181,13 @@ mod tests {
             dispense_of: Some("o-1".into()),
         };
         marks.note("c-1", 10, Some(h));
-        assert_eq!(marks.take_holdable("c-1", 7, 0, true), None);
+        assert_eq!(marks.take_holdable("c-1", 7, 0, false), None);
         assert_eq!(marks.get("c-1"), Some(10));
         let handed = Handed {
             sent_at: 10,
             dispense_of: Some("o-1".into()),
         };
-        assert_eq!(marks.take_holdable("c-1", 7, 0, false), Some(handed));
+        assert_eq!(marks.take_holdable("c-1", 7, 0, true), Some(handed));
         assert_eq!(marks.get("c-1"), None);
     }
 }

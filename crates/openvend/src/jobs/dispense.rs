@@ -39,6 +39,11 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         "pending" | "sent" if decide_at > now => Ok(Next::At(decide_at)),
         "pending" | "sent" | "expired" => {
             svc.device.expire_due().await?;
+            // An ack this process holds in memory came in time, though its write keeps
+            // failing: the goods may be coming out. Decided once it is written.
+            if svc.device.ack_held(&command.command_id) {
+                return Ok(Next::At(svc.now() + 1_000));
+            }
             let settled = refund_undelivered(
                 svc,
                 &order,
@@ -244,6 +249,7 @@ pub(crate) struct DispenseCommand {
     pub(crate) expires_at: i64,
     pub(crate) acked_at: Option<i64>,
     pub(crate) result: Option<String>,
+    pub(crate) command_id: String,
 }
 
 pub(crate) async fn latest_dispense(
@@ -251,7 +257,7 @@ pub(crate) async fn latest_dispense(
     out_trade_no: &str,
 ) -> anyhow::Result<Option<DispenseCommand>> {
     let row = crate::store::query(
-        "SELECT state, expires_at, acked_at, result FROM device_commands \
+        "SELECT state, expires_at, acked_at, result, command_id FROM device_commands \
          WHERE order_id = $1 AND kind = 'dispense' ORDER BY id DESC LIMIT 1",
     )
     .bind(out_trade_no)
@@ -263,6 +269,7 @@ pub(crate) async fn latest_dispense(
             expires_at: r.try_get(1)?,
             acked_at: r.try_get(2)?,
             result: r.try_get(3)?,
+            command_id: r.try_get(4)?,
         })
     })
     .transpose()

@@ -1362,34 +1362,40 @@ async fn held_ack_story(f: Fixture) {
     assert_eq!(stored_state(&f, &late).await.0, "acknowledged");
     assert_eq!(stored_state(&f, &refused).await.0, "rejected");
 
-    // A dispense's acceptance is held too (its order moves when it is written); its refusal
-    // needs a refund, so it is stored before it is answered.
+    // A dispense's ack answered over HTTP moves an order: stored before it is answered.
     let d = f.dispense(&m1).await;
     poll().await;
     let (status, _) = post(f.event(&m1, SECRET_1, "k-5", "ack", &ack(&d, "accepted"))).await;
     assert_eq!(status, 200);
-    let ledger = f.channel.command(&d).await.unwrap().unwrap();
-    assert_eq!(ledger.state, "acknowledged");
-    assert_eq!(stored_state(&f, &d).await.0, "pending");
-    assert_eq!(f.channel.write_held_acks().await.unwrap(), 1);
     assert_eq!(stored_state(&f, &d).await.0, "acknowledged");
+    // One a broker took is held (the machine keeps it until it sees its effect), except a
+    // refusal, which needs a refund.
     let refused_dispense = f.dispense(&m1).await;
     poll().await;
     let no = format!(r#"{{"command_id":"{refused_dispense}","status":"rejected","reason":"jam"}}"#);
-    let (status, _) = post(f.event(&m1, SECRET_1, "k-5r", "ack", &no)).await;
-    assert_eq!(status, 200);
+    let by_broker = |msg: Vec<u8>| {
+        let (f, m1) = (&f, &m1);
+        async move { f.channel.receive_arrived(m1, &msg, f.clock.now_ms()).await }
+    };
+    by_broker(f.event(&m1, SECRET_1, "k-5r", "ack", &no))
+        .await
+        .unwrap();
     assert_eq!(stored_state(&f, &refused_dispense).await.0, "rejected");
-    // The result usually comes while the ack is held: it is stored with the ack's time and
-    // the hand-over the ack took, and the ack's write then keeps the result's state.
     let vended = f.dispense(&m1).await;
     poll().await;
     let acked_at = f.clock.now_ms();
-    let (status, _) = post(f.event(&m1, SECRET_1, "k-5a", "ack", &ack(&vended, "accepted"))).await;
-    assert_eq!(status, 200);
+    by_broker(f.event(&m1, SECRET_1, "k-5a", "ack", &ack(&vended, "accepted")))
+        .await
+        .unwrap();
+    let ledger = f.channel.command(&vended).await.unwrap().unwrap();
+    assert_eq!(ledger.state, "acknowledged");
+    assert_eq!(stored_state(&f, &vended).await.0, "pending");
+    // The result usually comes while the ack is held: it is stored with the ack's time and
+    // the hand-over the ack took, and the ack's write then keeps the result's state.
     f.clock.advance(Duration::from_millis(500));
-    let (status, _) =
-        post(f.event(&m1, SECRET_1, "k-5b", "dispense_result", &result(&vended))).await;
-    assert_eq!(status, 200);
+    by_broker(f.event(&m1, SECRET_1, "k-5b", "dispense_result", &result(&vended)))
+        .await
+        .unwrap();
     let (state, sent_at, stored_ack) = stored_state(&f, &vended).await;
     assert_eq!(
         (state.as_str(), stored_ack),
@@ -1402,6 +1408,7 @@ async fn held_ack_story(f: Fixture) {
         stored_state(&f, &vended).await,
         (state, sent_at, stored_ack)
     );
+    assert!(!f.channel.ack_held(&vended));
     // Nor is the ack of a command this process did not hand over (recorded by another
     // instance, or before a restart): the store checks it.
     let unseen = f.show_qr(&m1, "o-4").await;
@@ -1594,10 +1601,21 @@ async fn held_ack_write_fails_before_an_expiry(f: Fixture) {
             .unwrap();
     }
     assert!(f.channel.write_held_acks().await.is_err());
+    // Meanwhile a dispense's ack is not held, though a broker took it: the dispense watch
+    // would find the dispense unacknowledged. It goes to the store, which refuses it now.
+    let dispense = f.dispense(&m1).await;
+    h.commands_now(&f, "wf-2").await;
+    let da = f.event(&m1, SECRET_1, "wf-dack", "ack", &ack(&dispense, "accepted"));
+    assert_eq!(
+        f.channel.receive_arrived(&m1, &da, f.clock.now_ms()).await,
+        Err(Rejection::Unavailable)
+    );
+    assert!(!f.channel.ack_held(&dispense));
     f.clock.advance(
         DEFAULT_TTL + Duration::from_millis(openvend::device::ledger::ACK_GRACE_MS as u64 + 1),
     );
-    assert_eq!(f.channel.expire_due().await.unwrap(), 1);
+    assert_eq!(f.channel.expire_due().await.unwrap(), 2);
+    assert_eq!(stored_state(&f, &dispense).await.0, "expired");
     assert_eq!(stored_state(&f, &unanswered).await.0, "expired");
     assert_eq!(stored_state(&f, &answered).await.0, "pending", "still held");
     assert_eq!(

@@ -505,6 +505,83 @@ async fn the_dispense_watch_leaves_an_order_the_machine_acknowledged_meanwhile()
     );
 }
 
+/// The machine's ack of a dispense is held in memory and its write keeps failing: when the
+/// watch's time comes, the ack is still an ack. The order is not refunded; it moves on once
+/// the ack is written.
+#[tokio::test]
+async fn the_dispense_watch_waits_for_an_ack_held_in_memory_whose_write_fails() {
+    let r = start().await;
+    let db = &r.app_services.db;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(30)).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    r.app_services.device.write_held_acks().await.unwrap();
+    // From now on the store refuses every ack event, so held acks cannot be written.
+    let refuse = if db.backend == openvend::store::Backend::Postgres {
+        vec![
+            "CREATE FUNCTION refuse_acks() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'acks refused'; END $$",
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events FOR EACH ROW \
+             WHEN (NEW.kind = 'ack') EXECUTE FUNCTION refuse_acks()",
+        ]
+    } else {
+        vec![
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events WHEN NEW.kind = 'ack' \
+             BEGIN SELECT RAISE(ABORT, 'acks refused'); END",
+        ]
+    };
+    for sql in refuse {
+        openvend::store::query(sql).execute(&db.pool).await.unwrap();
+    }
+    pay(&r, &qr).await;
+    // The machine acknowledged; the ack is held and its write fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let command_id = loop {
+        let held = openvend::store::query(
+            "SELECT command_id FROM device_commands WHERE order_id = $1 AND kind = 'dispense'",
+        )
+        .bind(&order)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .map(|row| row.try_get::<String, _>(0).unwrap())
+        .filter(|id| r.app_services.device.ack_held(id));
+        if let Some(id) = held {
+            break id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no held ack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(r.app_services.device.write_held_acks().await.is_err());
+    // Past the dispense's time and the grace for its ack: the watch decides now.
+    r.app_services.clock.advance(
+        i64::try_from(r.app_services.device_settings.command_ttl_secs).unwrap() * 1000
+            + openvend::device::ledger::ACK_GRACE_MS
+            + 1_000,
+    );
+    let paid = openvend::store::orders::by_out_trade_no(db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paid.state, OrderState::Paid);
+    let next = openvend::jobs::dispense::run(&r.app_services, paid.id)
+        .await
+        .unwrap();
+    assert!(matches!(next, openvend::jobs::Next::At(_)), "{next:?}");
+    assert!(refunds(&r, &order).await.is_empty(), "nothing refunded");
+    assert!(r.app_services.device.ack_held(&command_id));
+    // The store takes acks again: the order moves on to wait for its result.
+    openvend::store::query("DROP TRIGGER refuse_acks ON device_events")
+        .on_sqlite("DROP TRIGGER refuse_acks")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    r.app_services.device.write_held_acks().await.unwrap();
+    wait_for_state(&r, &order, OrderState::Dispensing).await;
+    assert!(refunds(&r, &order).await.is_empty(), "nothing refunded");
+    drop(sim);
+}
+
 #[tokio::test]
 async fn a_refund_run_that_outlived_another_never_writes_over_its_settled_result() {
     let r = start().await;
