@@ -1002,8 +1002,8 @@ impl DeviceChannel {
     /// The full incoming pipeline for one raw message from the machine the transport
     /// authenticated as `authenticated`: verify, deduplicate, apply, record, then forward to
     /// the event stream. A rejection is logged with its reason and changes nothing (a late
-    /// dispense result is kept as evidence: [`crate::pay::late_vend`]).
-    /// The machine learns the outcome from the answer (HTTP).
+    /// dispense result is kept as evidence: [`crate::pay::late_vend`]). For a message the
+    /// machine learns the outcome of from the answer (HTTP).
     pub async fn receive(&self, authenticated: &str, raw: &[u8]) -> Result<DeviceEvent, Rejection> {
         self.receive_taken(authenticated, raw, (self.now_ms(), Taking::ByAnswer))
             .await

@@ -1581,25 +1581,7 @@ async fn held_ack_write_fails_before_an_expiry(f: Fixture) {
     );
 
     // The store refuses every ack event from now on.
-    let refuse = if f.db.backend == openvend::store::Backend::Postgres {
-        vec![
-            "CREATE FUNCTION refuse_acks() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'acks refused'; END $$",
-            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events FOR EACH ROW \
-             WHEN (NEW.kind = 'ack') EXECUTE FUNCTION refuse_acks()",
-        ]
-    } else {
-        vec![
-            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events WHEN NEW.kind = 'ack' \
-             BEGIN SELECT RAISE(ABORT, 'acks refused'); END",
-        ]
-    };
-    for sql in refuse {
-        openvend::store::query(sql)
-            .execute(&f.db.pool)
-            .await
-            .unwrap();
-    }
+    crate::store::refuse_ack_events(&f.db).await;
     assert!(f.channel.write_held_acks().await.is_err());
     // Meanwhile a dispense's ack is not held, though a broker took it: the dispense watch
     // would find the dispense unacknowledged. It goes to the store, which refuses it now.
@@ -1624,11 +1606,7 @@ async fn held_ack_write_fails_before_an_expiry(f: Fixture) {
     );
 
     // The store takes acks again: the held one is written.
-    openvend::store::query("DROP TRIGGER refuse_acks ON device_events")
-        .on_sqlite("DROP TRIGGER refuse_acks")
-        .execute(&f.db.pool)
-        .await
-        .unwrap();
+    crate::store::take_ack_events(&f.db).await;
     assert_eq!(f.channel.write_held_acks().await.unwrap(), 1);
     assert_eq!(stored_state(&f, &answered).await.0, "acknowledged");
 }

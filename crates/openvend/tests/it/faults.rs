@@ -517,22 +517,7 @@ async fn the_dispense_watch_waits_for_an_ack_held_in_memory_whose_write_fails() 
     let (order, qr, _) = expect_qr(&mut events).await;
     r.app_services.device.write_held_acks().await.unwrap();
     // From now on the store refuses every ack event, so held acks cannot be written.
-    let refuse = if db.backend == openvend::store::Backend::Postgres {
-        vec![
-            "CREATE FUNCTION refuse_acks() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'acks refused'; END $$",
-            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events FOR EACH ROW \
-             WHEN (NEW.kind = 'ack') EXECUTE FUNCTION refuse_acks()",
-        ]
-    } else {
-        vec![
-            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events WHEN NEW.kind = 'ack' \
-             BEGIN SELECT RAISE(ABORT, 'acks refused'); END",
-        ]
-    };
-    for sql in refuse {
-        openvend::store::query(sql).execute(&db.pool).await.unwrap();
-    }
+    crate::store::refuse_ack_events(db).await;
     pay(&r, &qr).await;
     // The machine acknowledged; the ack is held and its write fails.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -571,11 +556,7 @@ async fn the_dispense_watch_waits_for_an_ack_held_in_memory_whose_write_fails() 
     assert!(refunds(&r, &order).await.is_empty(), "nothing refunded");
     assert!(r.app_services.device.ack_held(&command_id));
     // The store takes acks again: the order moves on to wait for its result.
-    openvend::store::query("DROP TRIGGER refuse_acks ON device_events")
-        .on_sqlite("DROP TRIGGER refuse_acks")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    crate::store::take_ack_events(db).await;
     r.app_services.device.write_held_acks().await.unwrap();
     wait_for_state(&r, &order, OrderState::Dispensing).await;
     assert!(refunds(&r, &order).await.is_empty(), "nothing refunded");

@@ -53,6 +53,36 @@ async fn postgres_db() -> Db {
     .unwrap()
 }
 
+/// Makes the store refuse every ack event from now on, until [`take_ack_events`]: a write of
+/// held acks then fails, as when the database is away for them.
+pub async fn refuse_ack_events(db: &Db) {
+    let refuse = if db.backend == openvend::store::Backend::Postgres {
+        vec![
+            "CREATE FUNCTION refuse_acks() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'acks refused'; END $$",
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events FOR EACH ROW \
+             WHEN (NEW.kind = 'ack') EXECUTE FUNCTION refuse_acks()",
+        ]
+    } else {
+        vec![
+            "CREATE TRIGGER refuse_acks BEFORE INSERT ON device_events WHEN NEW.kind = 'ack' \
+             BEGIN SELECT RAISE(ABORT, 'acks refused'); END",
+        ]
+    };
+    for sql in refuse {
+        openvend::store::query(sql).execute(&db.pool).await.unwrap();
+    }
+}
+
+/// Undoes [`refuse_ack_events`].
+pub async fn take_ack_events(db: &Db) {
+    openvend::store::query("DROP TRIGGER refuse_acks ON device_events")
+        .on_sqlite("DROP TRIGGER refuse_acks")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
 /// A schema name no other test of this run (nor, practically, of an earlier run) uses: the
 /// process id, a per-process counter and the time, never added together.
 pub fn unique_schema() -> String {
