@@ -32,7 +32,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as WireError, QoS};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,11 @@ pub const OFFLINE_QUEUE: usize = 1000;
 const MACHINE_OUTBOX: usize = 256;
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections that have not yet logged in, at most (each holds a task, a socket and up to
+/// [`MAX_CONNECT_PACKET`] for up to [`CONNECT_TIMEOUT`]). Past it a new connection is closed
+/// at once: a flood of idle connections cannot take what machines logging in need. A fleet
+/// of 10,000 reconnecting together logs in far below it.
+const MAX_AWAITING_CONNECT: usize = 4096;
 
 /// Who a connection is, once admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +154,17 @@ impl Broker {
         auth: Authenticator,
         shutdown: CancellationToken,
     ) -> std::io::Result<Broker> {
+        Self::start_admitting(listen, auth, shutdown, MAX_AWAITING_CONNECT).await
+    }
+
+    /// [`start`](Self::start) with at most `awaiting` connections not yet logged in.
+    async fn start_admitting(
+        listen: SocketAddr,
+        auth: Authenticator,
+        shutdown: CancellationToken,
+        awaiting: usize,
+    ) -> std::io::Result<Broker> {
+        let awaiting = Arc::new(Semaphore::new(awaiting));
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
         let state = Arc::new(State {
@@ -164,10 +180,15 @@ impl Broker {
                 };
                 match accepted {
                     Ok((socket, peer)) => {
+                        let Ok(admission) = awaiting.clone().try_acquire_owned() else {
+                            tracing::debug!(%peer, "MQTT connection closed: too many await CONNECT");
+                            drop(socket);
+                            continue;
+                        };
                         let state = accepting.clone();
                         let stop = shutdown.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = serve(state, socket, stop).await {
+                            if let Err(e) = serve(state, socket, stop, admission).await {
                                 tracing::debug!(%peer, error = %e, "MQTT connection ended");
                             }
                         });
@@ -318,6 +339,7 @@ async fn serve(
     state: Arc<State>,
     mut socket: TcpStream,
     shutdown: CancellationToken,
+    admission: OwnedSemaphorePermit,
 ) -> Result<(), ConnError> {
     socket.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(512);
@@ -340,6 +362,8 @@ async fn serve(
     } else {
         (state.auth)(connect.client_id.clone(), user.clone(), pass).await
     };
+    // Logged in or refused: no longer awaiting CONNECT.
+    drop(admission);
     let Some(role) = role else {
         tracing::warn!(username = %user, client_id = %connect.client_id, "MQTT CONNECT refused: bad credentials");
         write(
@@ -875,6 +899,44 @@ fn deliver(state: &State, p: Publish) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection that neither sends nor closes stays open for the whole `within`.
+    async fn stays_open(socket: &mut TcpStream, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(within, socket.read(&mut byte))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn connections_past_those_awaiting_connect_are_closed_at_once() {
+        let refuse_all: Authenticator = Arc::new(|_, _, _| Box::pin(async { None }));
+        let shutdown = CancellationToken::new();
+        let broker = Broker::start_admitting(
+            "127.0.0.1:0".parse().unwrap(),
+            refuse_all,
+            shutdown.clone(),
+            2,
+        )
+        .await
+        .unwrap();
+        let connect = || TcpStream::connect(broker.listen);
+        let mut first = connect().await.unwrap();
+        let mut second = connect().await.unwrap();
+        assert!(stays_open(&mut first, Duration::from_millis(200)).await);
+        let mut third = connect().await.unwrap();
+        assert!(
+            !stays_open(&mut third, Duration::from_secs(5)).await,
+            "a third peer awaiting CONNECT was kept"
+        );
+        assert!(stays_open(&mut second, Duration::from_millis(200)).await);
+        // One of the two goes away: its place is free again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut fourth = connect().await.unwrap();
+        assert!(stays_open(&mut fourth, Duration::from_millis(500)).await);
+        shutdown.cancel();
+    }
 
     #[test]
     fn filters_match_as_mqtt_says() {
