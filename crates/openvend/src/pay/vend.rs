@@ -261,11 +261,12 @@ pub async fn record_results_in(
         now,
     )
     .await?;
-    // Settled before its dispense's ack was stored: a refund of what never reached the
-    // machine (a machine that vended anyway may have said so already, and the units this
-    // order held until now come off the stock with its reservations), or the machine's
-    // result with its ack still held in memory (nothing to correct then).
-    if state == OrderState::Paid {
+    // A refund of what never reached the machine: a machine that vended anyway may have
+    // said so already (kept as a late vend), and the units this order held until now come
+    // off the stock with its reservations. (The machine's own result settles a `paid` order
+    // only through an open dispense, its ack still held in memory: no late vend then, as an
+    // order's one dispense is either open or expired.)
+    if state == OrderState::Paid && reporter == Reporter::Undelivered {
         late_vend::correct_rest(tx, order_id, now).await?;
     }
     let wanted = refund_due(&per_line, Fen::ZERO).unwrap_or(Fen::ZERO);
