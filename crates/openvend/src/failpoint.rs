@@ -7,6 +7,9 @@
 /// After a payment notification's checks, with the order marked paid and its dispense
 /// recorded in the transaction, before the commit (F8).
 pub const NOTIFY_PAID_BEFORE_COMMIT: &str = "notify_paid_before_commit";
+/// A machine's acceptance of a dispense is held in memory: answered, not yet written (the
+/// held ack lost with the process).
+pub const DISPENSE_ACK_HELD: &str = "dispense_ack_held";
 /// A machine's dispense result has arrived (and the broker has acknowledged it), before it is
 /// stored (F9: the machine vended; the server does not know).
 pub const DISPENSE_RESULT_BEFORE_RECORD: &str = "dispense_result_before_record";

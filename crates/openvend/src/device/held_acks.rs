@@ -137,6 +137,15 @@ impl HeldAcks {
         self.0.lock().ok()?.held.get(command_id).cloned()
     }
 
+    /// Whether `command_id` has a held ack of a dispense.
+    pub fn holds_dispense(&self, command_id: &str) -> bool {
+        self.0.lock().is_ok_and(|s| {
+            s.held
+                .get(command_id)
+                .is_some_and(|a| a.dispense_of.is_some())
+        })
+    }
+
     /// Whether `command_id` has a held ack.
     pub fn contains(&self, command_id: &str) -> bool {
         self.0.lock().is_ok_and(|s| s.held.contains_key(command_id))

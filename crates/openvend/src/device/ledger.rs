@@ -1115,6 +1115,9 @@ impl DeviceChannel {
                 now,
             )?
         {
+            if cfg!(debug_assertions) && self.inner.held.holds_dispense(command_id) {
+                crate::failpoint::crash_if_armed(crate::failpoint::DISPENSE_ACK_HELD);
+            }
             return Ok(DeviceEvent::taken(m, envelope, event, now));
         }
         if matches!(event, Event::DispenseResult { .. }) {

@@ -439,6 +439,40 @@ async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_o
     assert_eq!(log.values().sum::<u32>(), 1);
 }
 
+/// The machine accepted the dispense; the server held the ack in memory, answered it, and
+/// stops dead before writing it. The order is still `paid` in the store; after the restart
+/// the machine re-sends its unconfirmed events (device-protocol.md §2): the ack and the
+/// result are stored once, the order completes, and nothing vends twice.
+#[tokio::test]
+async fn a_crash_with_a_dispense_ack_held_in_memory_loses_nothing_and_vends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crate::store::postgres_url_if_asked().await;
+    let mut server = Server::start_armed(
+        dir.path(),
+        database_url,
+        Some(openvend::failpoint::DISPENSE_ACK_HELD),
+    )
+    .await;
+    let (sim, mut events) = machine(&server).await;
+    let mut log = VendLog::new();
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr_code) = qr(&mut events).await;
+    pay(&server, &qr_code).await;
+    server.wait_failpoint().await;
+    let db = server.db().await;
+    assert_eq!(stored_state(&db, &order).await, "paid");
+    server.restart();
+    server.wait_healthy().await;
+    server.wait_state(&order, "completed").await;
+    while let Ok(ev) = events.try_recv() {
+        crate::flow::log_vend(&mut log, &ev);
+    }
+    let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
+    invariants::check(&server.db().await, &sandbox_url, Some(&log)).await;
+    assert_eq!(log.values().sum::<u32>(), 1);
+    drop(sim);
+}
+
 /// Pays a code through the sandbox without insisting on its answer.
 async fn pay_unchecked(server: &Server, qr_code: &str) -> Result<(), reqwest::Error> {
     let buyer = server
