@@ -20,7 +20,7 @@
 //! - Memory per idle connection is a few kilobytes (one task, a small read buffer), so ten
 //!   thousand machines fit in a modest server.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,7 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as WireError, QoS};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
@@ -55,10 +55,11 @@ const MACHINE_OUTBOX: usize = 256;
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections that have not yet logged in, at most (each holds a task, a socket and up to
-/// [`MAX_CONNECT_PACKET`] for up to [`CONNECT_TIMEOUT`]). Past it a new connection is closed
-/// at once: a flood of idle connections cannot take what machines logging in need. A fleet
-/// of 10,000 reconnecting together logs in far below it.
-const MAX_AWAITING_CONNECT: usize = 4096;
+/// [`MAX_CONNECT_PACKET`] for up to [`CONNECT_TIMEOUT`]). Past it the oldest is closed to make
+/// room ([`Arrivals`]).
+const MAX_ARRIVALS: usize = 4096;
+/// How long the check of a CONNECT's credentials (a store read) may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who a connection is, once admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,17 +155,17 @@ impl Broker {
         auth: Authenticator,
         shutdown: CancellationToken,
     ) -> std::io::Result<Broker> {
-        Self::start_admitting(listen, auth, shutdown, MAX_AWAITING_CONNECT).await
+        Self::start_admitting(listen, auth, shutdown, MAX_ARRIVALS).await
     }
 
-    /// [`start`](Self::start) with at most `awaiting` connections not yet logged in.
+    /// [`start`](Self::start) with at most `arrivals` connections not yet logged in.
     async fn start_admitting(
         listen: SocketAddr,
         auth: Authenticator,
         shutdown: CancellationToken,
-        awaiting: usize,
+        arrivals: usize,
     ) -> std::io::Result<Broker> {
-        let awaiting = Arc::new(Semaphore::new(awaiting));
+        let arrivals = Arrivals::new(arrivals);
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
         let state = Arc::new(State {
@@ -180,15 +181,11 @@ impl Broker {
                 };
                 match accepted {
                     Ok((socket, peer)) => {
-                        let Ok(admission) = awaiting.clone().try_acquire_owned() else {
-                            tracing::debug!(%peer, "MQTT connection closed: too many await CONNECT");
-                            drop(socket);
-                            continue;
-                        };
+                        let arrival = arrivals.arrive();
                         let state = accepting.clone();
                         let stop = shutdown.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = serve(state, socket, stop, admission).await {
+                            if let Err(e) = serve(state, socket, stop, arrival).await {
                                 tracing::debug!(%peer, error = %e, "MQTT connection ended");
                             }
                         });
@@ -318,6 +315,71 @@ impl LocalPublisher {
     }
 }
 
+/// Why a connection is closed before it logged in, to make room.
+const PUSHED_OUT: &str = "closed to make room: too many connections not logged in";
+
+/// The connections that have not logged in yet, oldest first. Past the limit the oldest is
+/// closed to make room for the newest: a flood of idle connections cannot keep machines from
+/// logging in (it would have to open connections faster than a machine logs in), and a
+/// fleet reconnecting together stays far below the limit.
+struct Arrivals {
+    limit: usize,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    by_age: BTreeMap<u64, CancellationToken>,
+}
+
+/// One connection until it has logged in (or gave up); leaves [`Arrivals`] when dropped.
+struct Arrival {
+    arrivals: Arc<Arrivals>,
+    id: u64,
+    /// Cancelled when it is closed to make room.
+    pushed_out: CancellationToken,
+}
+
+impl Arrivals {
+    fn new(limit: usize) -> Arc<Arrivals> {
+        Arc::new(Arrivals {
+            limit: limit.max(1),
+            waiting: Mutex::new(Waiting::default()),
+        })
+    }
+
+    /// Counts a new connection in, closing the oldest if there is no room.
+    fn arrive(self: &Arc<Self>) -> Arrival {
+        let pushed_out = CancellationToken::new();
+        let mut id = 0;
+        if let Ok(mut w) = self.waiting.lock() {
+            while w.by_age.len() >= self.limit {
+                match w.by_age.pop_first() {
+                    Some((_, oldest)) => oldest.cancel(),
+                    None => break,
+                }
+            }
+            id = w.next;
+            w.next += 1;
+            w.by_age.insert(id, pushed_out.clone());
+        }
+        Arrival {
+            arrivals: self.clone(),
+            id,
+            pushed_out,
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.arrivals.waiting.lock() {
+            w.by_age.remove(&self.id);
+        }
+    }
+}
+
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -339,16 +401,17 @@ async fn serve(
     state: Arc<State>,
     mut socket: TcpStream,
     shutdown: CancellationToken,
-    admission: OwnedSemaphorePermit,
+    arrival: Arrival,
 ) -> Result<(), ConnError> {
     socket.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(512);
-    let first = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        read_packet(&mut socket, &mut buf, MAX_CONNECT_PACKET),
-    )
-    .await
-    .map_err(|_| ConnError::Refused("no CONNECT in time"))??;
+    let first = tokio::select! {
+        () = arrival.pushed_out.cancelled() => return Err(ConnError::Refused(PUSHED_OUT)),
+        read = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            read_packet(&mut socket, &mut buf, MAX_CONNECT_PACKET),
+        ) => read.map_err(|_| ConnError::Refused("no CONNECT in time"))??,
+    };
     let Some(Packet::Connect(connect)) = first else {
         return Err(ConnError::Refused("first packet is not CONNECT"));
     };
@@ -360,10 +423,25 @@ async fn serve(
     let role = if connect.client_id.is_empty() {
         None
     } else {
-        (state.auth)(connect.client_id.clone(), user.clone(), pass).await
+        let check = (state.auth)(connect.client_id.clone(), user.clone(), pass);
+        tokio::select! {
+            () = arrival.pushed_out.cancelled() => return Err(ConnError::Refused(PUSHED_OUT)),
+            checked = tokio::time::timeout(LOGIN_TIMEOUT, check) => match checked {
+                Ok(role) => role,
+                Err(_) => {
+                    tracing::warn!(client_id = %connect.client_id, "MQTT CONNECT: the credential check timed out");
+                    write(
+                        &mut socket,
+                        Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)),
+                    )
+                    .await?;
+                    return Err(ConnError::Refused("credential check timed out"));
+                }
+            },
+        }
     };
-    // Logged in or refused: no longer awaiting CONNECT.
-    drop(admission);
+    // Logged in or refused: no longer arriving.
+    drop(arrival);
     let Some(role) = role else {
         tracing::warn!(username = %user, client_id = %connect.client_id, "MQTT CONNECT refused: bad credentials");
         write(
@@ -909,7 +987,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_past_those_awaiting_connect_are_closed_at_once() {
+    async fn past_the_limit_of_connections_not_logged_in_the_oldest_is_closed() {
         let refuse_all: Authenticator = Arc::new(|_, _, _| Box::pin(async { None }));
         let shutdown = CancellationToken::new();
         let broker = Broker::start_admitting(
@@ -924,17 +1002,20 @@ mod tests {
         let mut first = connect().await.unwrap();
         let mut second = connect().await.unwrap();
         assert!(stays_open(&mut first, Duration::from_millis(200)).await);
+        // A third: the oldest makes room.
         let mut third = connect().await.unwrap();
         assert!(
-            !stays_open(&mut third, Duration::from_secs(5)).await,
-            "a third peer awaiting CONNECT was kept"
+            !stays_open(&mut first, Duration::from_secs(5)).await,
+            "the oldest connection not logged in was kept past the limit"
         );
         assert!(stays_open(&mut second, Duration::from_millis(200)).await);
-        // One of the two goes away: its place is free again.
-        drop(first);
+        assert!(stays_open(&mut third, Duration::from_millis(200)).await);
+        // One that goes away frees its place: the next pushes nobody out.
+        drop(second);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut fourth = connect().await.unwrap();
-        assert!(stays_open(&mut fourth, Duration::from_millis(500)).await);
+        assert!(stays_open(&mut third, Duration::from_millis(300)).await);
+        assert!(stays_open(&mut fourth, Duration::from_millis(300)).await);
         shutdown.cancel();
     }
 

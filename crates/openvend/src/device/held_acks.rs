@@ -10,18 +10,21 @@
 //! broker, which acknowledged it before the server stored anything, so that the machine keeps
 //! it and sends it again after a reconnect (device-protocol §2); one answered over HTTP is
 //! stored before the answer, the machine's only confirmation. Nor is a refused dispense held
-//! (it needs a refund), nor any dispense while held acks fail to be written: a dispense the
-//! watch found unacknowledged in the store would be refunded.
+//! (it needs a refund), nor any dispense while held acks fail to be written: the dispense
+//! watch of this process waits for an ack it holds, but another instance's, or this one's
+//! after a crash, would find the dispense unacknowledged in the store and refund it.
 //!
 //! Until written, the ledger reads an ack from here: the command is not re-delivered and a
 //! second ack is refused. An ack leaves here only once its write has committed, and the
 //! ledger's readers of the store look here before and after they read, so an ack held before
 //! a read is never missed by it. Expiry writes what is held first, so the dispense watch never
 //! takes an acknowledged dispense for an undelivered one. Holding stops when the server begins
-//! to shut down, and what is held then is written. A crash loses at most [`WRITE_EVERY`] of
-//! them: their rows stay `pending` or `sent`, and their orders `paid`. A machine on MQTT sends
-//! its unconfirmed events again after it reconnects (device-protocol §2); one on HTTP is
-//! handed the command again and answers `already_done`.
+//! to shut down, and what is held then is written. A crash loses what is held: at most
+//! [`WRITE_EVERY`] of acks while writes succeed, everything since the first failure while they
+//! fail. Their rows stay `pending` or `sent`, and their orders `paid`. A machine on MQTT sends
+//! its unconfirmed events again after it reconnects (device-protocol §2): the embedded broker
+//! goes down with the server, and a machine of an external broker is handed the command again
+//! when it next sends a heartbeat, and answers `already_done`, as one on HTTP does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

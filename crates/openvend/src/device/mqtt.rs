@@ -5,8 +5,9 @@
 //! - `openvend/v1/m/{machine_code}/evt`: machine → server, signed event envelopes.
 //!
 //! The link subscribes `openvend/v1/m/+/evt` and passes every message, with the machine
-//! code taken from the topic, to [`DeviceChannel::receive`], which checks that the envelope
-//! names the same machine and is signed with *that* machine's secret. Retained messages are
+//! code taken from the topic, to [`DeviceChannel::receive_arrived`] (a message a broker took:
+//! the machine keeps it until it sees its effect), which checks that the envelope names the
+//! same machine and is signed with *that* machine's secret. Retained messages are
 //! ignored (a retained event would be replayed to every new subscriber).
 //!
 //! The embedded broker (`device::broker`) checks per-machine credentials at CONNECT

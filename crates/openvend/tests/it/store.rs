@@ -81,6 +81,12 @@ pub async fn take_ack_events(db: &Db) {
         .execute(&db.pool)
         .await
         .unwrap();
+    if db.backend == openvend::store::Backend::Postgres {
+        openvend::store::query("DROP FUNCTION refuse_acks()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
 }
 
 /// A schema name no other test of this run (nor, practically, of an earlier run) uses: the
