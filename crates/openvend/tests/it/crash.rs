@@ -407,36 +407,20 @@ async fn f8_a_crash_between_paid_and_its_commit_loses_nothing_and_vends_once() {
 #[tokio::test]
 async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_once() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = crate::store::postgres_url_if_asked().await;
-    let mut server = Server::start_armed(
+    let mut sale = PaidSale::armed(
         dir.path(),
-        database_url,
-        Some(openvend::failpoint::DISPENSE_RESULT_BEFORE_RECORD),
+        openvend::failpoint::DISPENSE_RESULT_BEFORE_RECORD,
     )
     .await;
-    let (sim, mut events) = machine(&server).await;
-    let mut log = VendLog::new();
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr_code) = qr(&mut events).await;
-    pay(&server, &qr_code).await;
-    wait_vend(&mut events, &mut log, &order).await;
-    server.wait_failpoint().await;
-    let db = server.db().await;
-    let stopped_at = stored_state(&db, &order).await;
+    wait_vend(&mut sale.events, &mut sale.log, &sale.order).await;
+    sale.server.wait_failpoint().await;
+    let db = sale.server.db().await;
+    let stopped_at = stored_state(&db, &sale.order).await;
     assert!(
         matches!(stopped_at.as_str(), "paid" | "dispensing"),
         "{stopped_at}"
     );
-    server.restart();
-    server.wait_healthy().await;
-    server.wait_state(&order, "completed").await;
-    // Nothing vends twice, however long the machine stays connected.
-    while let Ok(ev) = events.try_recv() {
-        crate::flow::log_vend(&mut log, &ev);
-    }
-    let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
-    invariants::check(&server.db().await, &sandbox_url, Some(&log)).await;
-    assert_eq!(log.values().sum::<u32>(), 1);
+    sale.completes_after_restart_and_vends_once().await;
 }
 
 /// The machine accepted the dispense; the server held the ack in memory, answered it, and
@@ -446,31 +430,52 @@ async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_o
 #[tokio::test]
 async fn a_crash_with_a_dispense_ack_held_in_memory_loses_nothing_and_vends_once() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = crate::store::postgres_url_if_asked().await;
-    let mut server = Server::start_armed(
-        dir.path(),
-        database_url,
-        Some(openvend::failpoint::DISPENSE_ACK_HELD),
-    )
-    .await;
-    let (sim, mut events) = machine(&server).await;
-    let mut log = VendLog::new();
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr_code) = qr(&mut events).await;
-    pay(&server, &qr_code).await;
-    server.wait_failpoint().await;
-    let db = server.db().await;
-    assert_eq!(stored_state(&db, &order).await, "paid");
-    server.restart();
-    server.wait_healthy().await;
-    server.wait_state(&order, "completed").await;
-    while let Ok(ev) = events.try_recv() {
-        crate::flow::log_vend(&mut log, &ev);
+    let mut sale = PaidSale::armed(dir.path(), openvend::failpoint::DISPENSE_ACK_HELD).await;
+    sale.server.wait_failpoint().await;
+    let db = sale.server.db().await;
+    assert_eq!(stored_state(&db, &sale.order).await, "paid");
+    sale.completes_after_restart_and_vends_once().await;
+}
+
+/// A sale paid through the sandbox, on a server armed to stop dead at one failpoint.
+struct PaidSale {
+    server: Server,
+    _sim: MachineSim,
+    events: UnboundedReceiver<SimEvent>,
+    log: VendLog,
+    order: String,
+}
+
+impl PaidSale {
+    async fn armed(dir: &Path, failpoint: &str) -> PaidSale {
+        let database_url = crate::store::postgres_url_if_asked().await;
+        let server = Server::start_armed(dir, database_url, Some(failpoint)).await;
+        let (sim, mut events) = machine(&server).await;
+        sim.buy(&[("A1", 1)]).await.unwrap();
+        let (order, qr_code) = qr(&mut events).await;
+        pay(&server, &qr_code).await;
+        PaidSale {
+            server,
+            _sim: sim,
+            events,
+            log: VendLog::new(),
+            order,
+        }
     }
-    let sandbox_url = format!("http://127.0.0.1:{}", server.sandbox);
-    invariants::check(&server.db().await, &sandbox_url, Some(&log)).await;
-    assert_eq!(log.values().sum::<u32>(), 1);
-    drop(sim);
+
+    /// Restarts the stopped server: the order completes, and nothing vends twice however
+    /// long the machine stays connected.
+    async fn completes_after_restart_and_vends_once(mut self) {
+        self.server.restart();
+        self.server.wait_healthy().await;
+        self.server.wait_state(&self.order, "completed").await;
+        while let Ok(ev) = self.events.try_recv() {
+            crate::flow::log_vend(&mut self.log, &ev);
+        }
+        let sandbox_url = format!("http://127.0.0.1:{}", self.server.sandbox);
+        invariants::check(&self.server.db().await, &sandbox_url, Some(&self.log)).await;
+        assert_eq!(self.log.values().sum::<u32>(), 1);
+    }
 }
 
 /// Pays a code through the sandbox without insisting on its answer.
