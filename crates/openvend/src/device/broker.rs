@@ -70,13 +70,25 @@ pub enum Role {
     Machine(String),
 }
 
+/// What the check of a CONNECT's credentials found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// Admitted as this role.
+    Admitted(Role),
+    /// Wrong or unknown credentials.
+    Refused,
+    /// They could not be checked now (the store failed): the client should try again later,
+    /// not give up on its credentials.
+    Unavailable,
+}
+
 /// Decides who may connect. Given client id, username and password.
 pub type Authenticator = Arc<
     dyn Fn(
             String,
             String,
             String,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Role>> + Send>>
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Login> + Send>>
         + Send
         + Sync,
 >;
@@ -420,36 +432,33 @@ async fn serve(
         .as_ref()
         .map(|l| (l.username.clone(), l.password.clone()))
         .unwrap_or_default();
-    let role = if connect.client_id.is_empty() {
-        None
+    let login = if connect.client_id.is_empty() {
+        Login::Refused
     } else {
         let check = (state.auth)(connect.client_id.clone(), user.clone(), pass);
         tokio::select! {
             () = arrival.pushed_out.cancelled() => return Err(ConnError::Refused(PUSHED_OUT)),
-            checked = tokio::time::timeout(LOGIN_TIMEOUT, check) => match checked {
-                Ok(role) => role,
-                Err(_) => {
-                    tracing::warn!(client_id = %connect.client_id, "MQTT CONNECT: the credential check timed out");
-                    write(
-                        &mut socket,
-                        Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)),
-                    )
-                    .await?;
-                    return Err(ConnError::Refused("credential check timed out"));
-                }
-            },
+            checked = tokio::time::timeout(LOGIN_TIMEOUT, check) => checked.unwrap_or_else(|_| {
+                tracing::warn!(client_id = %connect.client_id, "MQTT CONNECT: the credential check timed out");
+                Login::Unavailable
+            }),
         }
     };
     // Logged in or refused: no longer arriving.
     drop(arrival);
-    let Some(role) = role else {
-        tracing::warn!(username = %user, client_id = %connect.client_id, "MQTT CONNECT refused: bad credentials");
-        write(
-            &mut socket,
-            Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)),
-        )
-        .await?;
-        return Err(ConnError::Refused("bad credentials"));
+    let role = match login {
+        Login::Admitted(role) => role,
+        Login::Refused => {
+            tracing::warn!(username = %user, client_id = %connect.client_id, "MQTT CONNECT refused: bad credentials");
+            let refused = ConnAck::new(ConnectReturnCode::BadUserNamePassword, false);
+            write(&mut socket, Packet::ConnAck(refused)).await?;
+            return Err(ConnError::Refused("bad credentials"));
+        }
+        Login::Unavailable => {
+            let later = ConnAck::new(ConnectReturnCode::ServiceUnavailable, false);
+            write(&mut socket, Packet::ConnAck(later)).await?;
+            return Err(ConnError::Refused("credentials could not be checked now"));
+        }
     };
     let client_id = connect.client_id.clone();
     let (tx, mut rx_bounded, mut rx_unbounded) = if role == Role::Server {
@@ -987,8 +996,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_that_cannot_be_checked_now_are_answered_service_unavailable() {
+        let answers = [
+            (Login::Unavailable, ConnectReturnCode::ServiceUnavailable),
+            (Login::Refused, ConnectReturnCode::BadUserNamePassword),
+        ];
+        for (login, code) in answers {
+            let auth: Authenticator = Arc::new(move |_, _, _| {
+                let login = login.clone();
+                Box::pin(async move { login })
+            });
+            let shutdown = CancellationToken::new();
+            let broker = Broker::start("127.0.0.1:0".parse().unwrap(), auth, shutdown.clone())
+                .await
+                .unwrap();
+            let mut socket = TcpStream::connect(broker.listen).await.unwrap();
+            let mut connect = rumqttc::mqttbytes::v4::Connect::new("VM-1");
+            connect.set_login("VM-1", "secret");
+            write(&mut socket, Packet::Connect(connect)).await.unwrap();
+            let mut buf = BytesMut::new();
+            let answer = read_packet(&mut socket, &mut buf, MAX_PACKET).await;
+            assert!(
+                matches!(&answer, Ok(Some(Packet::ConnAck(a))) if a.code == code),
+                "{answer:?}"
+            );
+            shutdown.cancel();
+        }
+    }
+
+    #[tokio::test]
     async fn past_the_limit_of_connections_not_logged_in_the_oldest_is_closed() {
-        let refuse_all: Authenticator = Arc::new(|_, _, _| Box::pin(async { None }));
+        let refuse_all: Authenticator = Arc::new(|_, _, _| Box::pin(async { Login::Refused }));
         let shutdown = CancellationToken::new();
         let broker = Broker::start_admitting(
             "127.0.0.1:0".parse().unwrap(),

@@ -483,27 +483,29 @@ pub async fn start_embedded(
     server_password: Secret,
     shutdown: CancellationToken,
 ) -> std::io::Result<EmbeddedBroker> {
-    use super::broker::{Authenticator, Broker, Role};
+    use super::broker::{Authenticator, Broker, Login, Role};
     let auth: Authenticator = Arc::new(move |client_id: String, user: String, pass: String| {
         let channel = channel.clone();
         let server_user = server_user.clone();
         let server_password = server_password.clone();
         Box::pin(async move {
+            let admitted = |role: Option<Role>| role.map_or(Login::Refused, Login::Admitted);
             if user == server_user {
-                return signing::secrets_equal(
-                    pass.as_bytes(),
-                    server_password.expose().as_bytes(),
-                )
-                .then_some(Role::Server);
+                return admitted(
+                    signing::secrets_equal(pass.as_bytes(), server_password.expose().as_bytes())
+                        .then_some(Role::Server),
+                );
             }
             match channel.machine_for_login(&user).await {
-                Ok(Some(m)) => (client_id == m.code
-                    && signing::secrets_equal(pass.as_bytes(), m.secret()))
-                .then_some(Role::Machine(m.code)),
-                Ok(None) => None,
+                Ok(Some(m)) => admitted(
+                    (client_id == m.code && signing::secrets_equal(pass.as_bytes(), m.secret()))
+                        .then_some(Role::Machine(m.code)),
+                ),
+                Ok(None) => Login::Refused,
+                // Not the machine's fault: it is told to come back, not that its secret is wrong.
                 Err(e) => {
                     tracing::error!(error = %e, "machine lookup failed at MQTT CONNECT");
-                    None
+                    Login::Unavailable
                 }
             }
         })

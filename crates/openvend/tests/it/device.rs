@@ -734,6 +734,38 @@ async fn the_embedded_broker_refuses_a_wrong_password_and_a_borrowed_client_id_a
     let _vm = machine(port, &f.m1, Some(SECRET_1)).await;
 }
 
+/// A store that fails while a machine logs in is not the machine's fault: it is told to come
+/// back (`ServiceUnavailable`), not that its secret is wrong, which some clients never retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_answers_service_unavailable_when_the_store_cannot_check_a_login() {
+    let f = sqlite_fixture().await;
+    let port = embedded_broker(&f).await.listen.port();
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    openvend::store::query(&rename("machines", "machines_away"))
+        .execute(&f.db.pool)
+        .await
+        .unwrap();
+    let mut opts = MqttOptions::new(f.m1.clone(), "127.0.0.1", port);
+    opts.set_credentials(f.m1.clone(), SECRET_1);
+    let (_client, mut el) = AsyncClient::new(opts, 8);
+    let first = tokio::time::timeout(WAIT, el.poll()).await.unwrap();
+    assert!(
+        matches!(
+            first,
+            Err(rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::ServiceUnavailable
+            ))
+        ),
+        "{first:?}"
+    );
+    // The store back: the same credentials are admitted.
+    openvend::store::query(&rename("machines_away", "machines"))
+        .execute(&f.db.pool)
+        .await
+        .unwrap();
+    let _vm = machine(port, &f.m1, Some(SECRET_1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_confines_each_machine_to_its_own_two_topics() {
     let f = sqlite_fixture().await;
