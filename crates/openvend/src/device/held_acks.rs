@@ -140,6 +140,14 @@ impl HeldAcks {
         self.0.lock().ok()?.held.get(command_id).cloned()
     }
 
+    /// When the held ack of `command_id`, if any, was handed over and received (server ms):
+    /// what a result stored before it needs, without copying the ack.
+    pub fn times(&self, command_id: &str) -> Option<(i64, i64)> {
+        let state = self.0.lock().ok()?;
+        let ack = state.held.get(command_id)?;
+        Some((ack.sent_at, ack.received_at))
+    }
+
     /// Whether `command_id` has a held ack of a dispense.
     pub fn holds_dispense(&self, command_id: &str) -> bool {
         self.0.lock().is_ok_and(|s| {

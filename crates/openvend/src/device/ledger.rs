@@ -1189,10 +1189,9 @@ impl DeviceChannel {
             } => {
                 // An ack held in memory took the hand-over time with it, and has the time the
                 // command was acknowledged; the ack itself is written later.
-                let held = self.inner.held.get(command_id);
-                let sent =
-                    (self.inner.sent.get(command_id)).or_else(|| held.as_ref().map(|a| a.sent_at));
-                let acked = held.map(|a| a.received_at);
+                let held = self.inner.held.times(command_id);
+                let sent = (self.inner.sent.get(command_id)).or(held.map(|(sent, _)| sent));
+                let acked = held.map(|(_, received)| received);
                 let fate = apply_result(
                     &mut tx,
                     m.id,
