@@ -1124,6 +1124,30 @@ impl DeviceChannel {
             crate::failpoint::crash_if_armed(crate::failpoint::DISPENSE_RESULT_BEFORE_RECORD);
         }
         let mut tx = self.inner.db.begin().await.map_err(internal)?;
+        // What a buy request reads goes out with the event's row (on PostgreSQL one round
+        // trip instead of four); a repeated msg_id only wastes the reads.
+        let mut reads = None;
+        if let Event::BuyRequest { request_id, items } = &event {
+            // A buy request is a sign of life too, read as such by the sale; it may arrive
+            // before the first heartbeat after a reconnect. One heard from within the last
+            // seconds is left as it is: no page written for nothing on every sale.
+            crate::store::query(
+                "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1 \
+                 AND (NOT online OR last_heartbeat_at IS NULL OR last_heartbeat_at < $2 - 5000)",
+            )
+            .bind(m.id)
+            .bind(now)
+            .defer(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let request = BuyRequest {
+                machine: &m.code,
+                msg_id: &envelope.msg_id,
+                request_id,
+                items,
+            };
+            reads = Some(sale::read_ahead(&mut tx, &request).await.map_err(internal)?);
+        }
         // Recorded first: a repeated msg_id stops here, before anything is applied twice. A
         // rejection below drops the transaction, and with it this row.
         let inserted = crate::store::query(
@@ -1240,19 +1264,8 @@ impl DeviceChannel {
                 business = false;
                 refund_job = record_vend(&mut tx, &m.code, order_id, items, now).await?;
             }
-            // A buy request is a sign of life too; it may arrive before the first heartbeat
-            // after a reconnect. One heard from within the last seconds is left as it is: no
-            // page written for nothing on every sale.
+            // Its sign of life and its reads are queued above, before the event's row.
             Event::BuyRequest { request_id, items } => {
-                crate::store::query(
-                    "UPDATE machines SET online = TRUE, last_heartbeat_at = $2 WHERE id = $1 \
-                     AND (NOT online OR last_heartbeat_at IS NULL OR last_heartbeat_at < $2 - 5000)",
-                )
-                .bind(m.id)
-                .bind(now)
-                .defer(&mut *tx)
-                .await
-                .map_err(internal)?;
                 // Taken with the event: the order and its reservation, or the answer.
                 business = false;
                 let request = BuyRequest {
@@ -1261,7 +1274,12 @@ impl DeviceChannel {
                     request_id,
                     items,
                 };
-                match sale::take_request_in(&mut tx, self, self.inner.sale_terms, request, now)
+                let Some(reads) = reads.take() else {
+                    return Err(internal(crate::store::Error::Protocol(
+                        "a buy request without its reads".into(),
+                    )));
+                };
+                match sale::take_request_in(&mut tx, self, self.inner.sale_terms, request, reads, now)
                     .await
                 {
                     Ok(Taken::Precreate(claimed)) => precreate = Some(claimed),
@@ -1303,9 +1321,11 @@ impl DeviceChannel {
                     tracing::error!(error = %other, "could not queue a device event");
                     Rejection::Unavailable
                 }
-            })?;
+            })
+            .map(Some)?;
         }
         tx.commit().await.map_err(internal)?;
+        let job = job.and_then(crate::store::jobs::Claimed::committed);
         if let Some(command_id) = answered {
             self.inner.sent.forget(command_id);
         }

@@ -159,12 +159,18 @@ async fn on_buy_request(
         items,
     };
     let mut tx = svc.db.begin().await?;
+    let reads = sale::read_ahead(&mut tx, &request).await?;
     let taken =
-        sale::take_request_in(&mut tx, &svc.device, svc.sale_terms, request, svc.now()).await?;
+        sale::take_request_in(&mut tx, &svc.device, svc.sale_terms, request, reads, svc.now())
+            .await?;
     tx.commit().await?;
     match taken {
         // Run here, as the dispatcher would: this job is claimed by its transaction.
-        sale::Taken::Precreate(job) => Box::pin(super::run_claimed(svc, job)).await,
+        sale::Taken::Precreate(claimed) => {
+            if let Some(job) = claimed.committed() {
+                Box::pin(super::run_claimed(svc, job)).await;
+            }
+        }
         sale::Taken::Answered(recorded) => svc.device.deliver(&recorded).await,
     }
     Ok(())

@@ -180,14 +180,25 @@ pub async fn machine(svc: &Services, code: &str) -> Result<MachineFacts, SaleErr
 
 /// [`machine`], read on `executor` (a transaction's connection, or the pool).
 pub async fn machine_on<E: Executor>(executor: E, code: &str) -> Result<MachineFacts, SaleError> {
-    let row = crate::store::query(
+    let row = machine_query(code).fetch_optional(executor).await?;
+    machine_from(row, code)
+}
+
+/// The statement that reads what [`machine_from`] checks.
+pub fn machine_query(code: &str) -> crate::store::Query<'_> {
+    crate::store::query(
         "SELECT m.id, m.operator_id, m.terminal_id, m.fault, m.last_heartbeat_at, m.disabled_at, o.seller_pid \
          FROM machines m JOIN operators o ON o.id = m.operator_id WHERE m.code = $1",
     )
     .bind(code)
-    .fetch_optional(executor)
-    .await?
-    .ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
+}
+
+/// The machine [`machine_query`] found, if it can sell.
+pub fn machine_from(
+    row: Option<crate::store::Row>,
+    code: &str,
+) -> Result<MachineFacts, SaleError> {
+    let row = row.ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
     if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
         return Err(SaleError::MachineDisabled(code.to_owned()));
     }
@@ -242,18 +253,42 @@ pub async fn price_on<E: Executor>(
     items: &[SaleItem],
 ) -> Result<Priced, SaleError> {
     check_items(items)?;
-    let codes: Vec<String> = (0..items.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!(
+    let sql = slots_sql(items.len());
+    let rows = slots_query(&sql, &machine.code, items)
+        .fetch_all(executor)
+        .await?;
+    priced_from(&rows, items)
+}
+
+/// The text of [`slots_query`] for `lines` lines.
+pub fn slots_sql(lines: usize) -> String {
+    let codes: Vec<String> = (0..lines).map(|i| format!("${}", i + 2)).collect();
+    format!(
         "SELECT s.code, s.product_id, s.price_fen, s.capacity, s.stock, s.reserved, \
          CAST(CASE WHEN s.enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, p.name \
-         FROM slots s LEFT JOIN products p ON p.id = s.product_id WHERE s.machine_id = $1 AND s.code IN ({})",
+         FROM slots s JOIN machines m ON m.id = s.machine_id LEFT JOIN products p ON p.id = s.product_id \
+         WHERE m.code = $1 AND s.code IN ({})",
         codes.join(", ")
-    );
-    let mut query = crate::store::query(&sql).bind(machine.id);
+    )
+}
+
+/// The statement that reads the slots [`priced_from`] prices, on the machine with this code
+/// (so it needs nothing read before it). `sql` is [`slots_sql`] for these items.
+pub fn slots_query<'q>(
+    sql: &'q str,
+    machine: &str,
+    items: &[SaleItem],
+) -> crate::store::Query<'q> {
+    let mut query = crate::store::query(sql).bind(machine);
     for item in items {
         query = query.bind(&item.slot);
     }
-    let rows = query.fetch_all(executor).await?;
+    query
+}
+
+/// Prices `items` from the rows of [`slots_query`], checking each slot can sell the quantity
+/// asked (the items are checked already: [`check_items`]).
+pub fn priced_from(rows: &[crate::store::Row], items: &[SaleItem]) -> Result<Priced, SaleError> {
     let mut lines = Vec::new();
     let mut names = Vec::new();
     for item in items {

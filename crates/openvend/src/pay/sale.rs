@@ -20,7 +20,7 @@ use crate::jobs::Next;
 use crate::services::Services;
 use crate::store::jobs::{self, Job};
 use crate::store::orders::{self, OrderError};
-use crate::store::{Conn, Executor};
+use crate::store::{Conn, Executor, Later};
 
 /// What a machine asks to sell.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -132,7 +132,7 @@ pub async fn start_qr_sale(
 #[derive(Debug)]
 pub enum Taken {
     /// The order is written with its stock reserved; run this claimed job after commit.
-    Precreate(Job),
+    Precreate(jobs::Claimed),
     /// The machine is answered (the code of its earlier request again, or a refusal):
     /// deliver this after commit.
     Answered(Recorded),
@@ -157,6 +157,55 @@ impl BuyRequest<'_> {
     fn answer_key(&self) -> String {
         format!("answer:{}", self.msg_id)
     }
+
+    fn sale_items(&self) -> Vec<SaleItem> {
+        self.items
+            .iter()
+            .map(|l| SaleItem {
+                slot: l.slot.clone(),
+                qty: l.qty,
+            })
+            .collect()
+    }
+}
+
+/// What taking a buy request reads, queued with [`read_ahead`]: none depends on another,
+/// so on PostgreSQL they go out together with the statement that records the event.
+#[derive(Debug)]
+pub struct RequestReads {
+    /// The order an earlier copy of the request made.
+    earlier: Later,
+    /// The machine ([`checkout::machine_query`]).
+    machine: Later,
+    /// The slots asked for ([`checkout::slots_query`]); none when the items are malformed.
+    slots: Option<Later>,
+}
+
+/// Queues the reads [`take_request_in`] needs in `conn`; they run with its next statement.
+pub async fn read_ahead(
+    conn: &mut Conn,
+    request: &BuyRequest<'_>,
+) -> Result<RequestReads, crate::store::Error> {
+    let earlier = earlier_request_query(request.machine, request.request_id)
+        .fetch_later(&mut *conn)
+        .await?;
+    let machine = checkout::machine_query(request.machine)
+        .fetch_later(&mut *conn)
+        .await?;
+    let items = request.sale_items();
+    let slots = match checkout::check_items(&items) {
+        Ok(()) => {
+            let sql = checkout::slots_sql(items.len());
+            let query = checkout::slots_query(&sql, request.machine, &items);
+            Some(query.fetch_later(&mut *conn).await?)
+        }
+        Err(_) => None, // refused by `take_request_in`, after what the machine says
+    };
+    Ok(RequestReads {
+        earlier,
+        machine,
+        slots,
+    })
 }
 
 /// Takes a machine's buy request in `conn`, the transaction that records it. The request id
@@ -164,28 +213,24 @@ impl BuyRequest<'_> {
 /// be paid, and never writes a second order. A refusal (offline, faulty, a slot that cannot
 /// sell …) is recorded as the `sale_refused` answer and writes nothing else. `Err` only when
 /// the store fails.
+/// `reads` are [`read_ahead`]'s, queued in `conn` before the event was recorded.
 pub async fn take_request_in(
     conn: &mut Conn,
     device: &DeviceChannel,
     terms: SaleTerms,
     request: BuyRequest<'_>,
+    reads: RequestReads,
     now: i64,
 ) -> Result<Taken, SaleError> {
-    if let Some(earlier) = existing_request(&mut *conn, request.machine, request.request_id).await?
-    {
+    if let Some(earlier) = earlier_request(reads.earlier.first()?, request.request_id)? {
         return answer(conn, device, request, earlier, now).await;
     }
-    let items: Vec<SaleItem> = request
-        .items
-        .iter()
-        .map(|l| SaleItem {
-            slot: l.slot.clone(),
-            qty: l.qty,
-        })
-        .collect();
+    let items = request.sale_items();
     let opened = async {
-        let machine = checkout::machine_on(&mut *conn, request.machine).await?;
-        let priced = checkout::price_on(&mut *conn, &machine, &items).await?;
+        let machine = checkout::machine_from(reads.machine.first()?, request.machine)?;
+        checkout::check_items(&items)?;
+        let slots = reads.slots.ok_or(SaleError::BadItems)?.rows()?;
+        let priced = checkout::priced_from(&slots, &items)?;
         let sale = Reservation {
             terms,
             machine: &machine,
@@ -234,9 +279,7 @@ pub async fn take_request_in(
         now,
         crate::jobs::LEASE_MS,
     )
-    .await?
-    // A new order's key cannot exist; if it somehow does, its job runs from the queue.
-    .ok_or(SaleError::Order(OrderError::Concurrent(job.offer.order_id)))?;
+    .await?;
     Ok(Taken::Precreate(claimed))
 }
 
@@ -463,14 +506,27 @@ async fn existing_request<E: Executor>(
     machine: &str,
     request_id: &str,
 ) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
-    let row = crate::store::query(
+    let row = earlier_request_query(machine, request_id)
+        .fetch_optional(executor)
+        .await?;
+    earlier_request(row, request_id)
+}
+
+/// The statement that reads what [`earlier_request`] answers from.
+fn earlier_request_query<'q>(machine: &'q str, request_id: &'q str) -> crate::store::Query<'q> {
+    crate::store::query(
         "SELECT o.id, o.out_trade_no, o.qr_code, o.total_fen, o.expires_at, o.state FROM orders o \
          JOIN machines m ON m.id = o.machine_id WHERE m.code = $1 AND o.request_id = $2",
     )
     .bind(machine)
     .bind(request_id)
-    .fetch_optional(executor)
-    .await?;
+}
+
+/// The answer to a request whose earlier copy made the order in `row`, if there is one.
+fn earlier_request(
+    row: Option<crate::store::Row>,
+    request_id: &str,
+) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
     let Some(row) = row else {
         return Ok(None);
     };

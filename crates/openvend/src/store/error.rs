@@ -17,7 +17,7 @@ pub enum ErrorKind {
 }
 
 /// Why a statement, a transaction or a connection failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// `fetch_one` found no row.
     #[error("no rows returned by a query that expected one")]

@@ -82,8 +82,9 @@ fn insert_job<'q>(
 }
 
 /// Queues a job already claimed for `lease_ms` by the caller, which runs it at once in this
-/// process: one statement instead of an insert and a claim. `None` when a job with this key
-/// exists (it is not claimed then). If the caller cannot run it after all, [`release`] it.
+/// process: one statement instead of an insert and a claim. In a transaction the job is read
+/// back after its commit ([`Claimed::job`]), the statement going out with the commit. If the
+/// caller cannot run it after all, [`release`] it.
 pub async fn enqueue_claimed<E>(
     executor: E,
     kind: &str,
@@ -91,23 +92,47 @@ pub async fn enqueue_claimed<E>(
     payload: &str,
     now: i64,
     lease_ms: i64,
-) -> Result<Option<Job>, StoreError>
+) -> Result<Claimed, StoreError>
 where
     E: crate::store::Executor,
 {
-    let sql = format!(
-        "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, locked_until, created_at) \
-         VALUES ($1, $2, $3, 1, $4, $5, $4) ON CONFLICT (dedup_key) DO NOTHING RETURNING {JOB_COLUMNS}"
-    );
-    let row = crate::store::query(&sql)
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, locked_until, created_at) \
+             VALUES ($1, $2, $3, 1, $4, $5, $4) ON CONFLICT (dedup_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+        )
+    });
+    let later = crate::store::query(&SQL)
         .bind(kind)
         .bind(dedup_key)
         .bind(payload)
         .bind(now)
         .bind(now + lease_ms)
-        .fetch_optional(executor)
+        .fetch_later(executor)
         .await?;
-    Ok(row.as_ref().map(job_from_row).transpose()?)
+    Ok(Claimed(later))
+}
+
+/// A job [`enqueue_claimed`] queued, readable once the statement ran (after the commit of
+/// the transaction it was queued in).
+#[derive(Debug)]
+pub struct Claimed(crate::store::Later);
+
+impl Claimed {
+    /// The job, claimed by this process; `None` when a job with its key existed already (that
+    /// one is not claimed, and runs from the queue).
+    pub fn job(self) -> Result<Option<Job>, StoreError> {
+        Ok(self.0.first()?.as_ref().map(job_from_row).transpose()?)
+    }
+
+    /// [`Claimed::job`] after its transaction committed: the job to run now, if any. An error
+    /// is logged: the job's row is stored, and runs from the queue when its lease ends.
+    pub fn committed(self) -> Option<Job> {
+        self.job()
+            .inspect_err(|e| tracing::error!(error = %e, "could not read a job queued claimed; it runs when its lease ends"))
+            .ok()
+            .flatten()
+    }
 }
 
 /// Gives up the lease of a job this process claimed but will not run now: the next sweep

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{Error, ErrorKind};
-pub use sql::{Conn, Executor, Pool, Row, Tx, query};
+pub use sql::{Conn, Executor, Later, Pool, Query, Row, Tx, query};
 
 /// Connections a PostgreSQL pool opens at most.
 const PG_POOL_SIZE: usize = 16;

@@ -4,8 +4,9 @@
 //! Why pipelined: a statement's round trip costs the server a socket write and a wake-up,
 //! which on a local database cost more than the statement itself. So a transaction's `BEGIN`
 //! goes out with its first statement, and a statement whose result the caller does not need
-//! ([`Query::defer`](super::sql::Query::defer)) waits and goes out with the next statement or
-//! with the `COMMIT`, all in one write. Its error, if any, is reported there: the
+//! ([`Query::defer`](super::sql::Query::defer)), or needs only later
+//! ([`Query::fetch_later`](super::sql::Query::fetch_later)), waits and goes out with the next
+//! statement or with the `COMMIT`, all in one write. Its error, if any, is reported there: the
 //! transaction fails as a whole either way.
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::error::{Error, ErrorKind};
-use super::sql::{Done, Kind, Mode, Output, Query, Row, Value, trace};
+use super::sql::{Done, Kind, Later, Mode, Output, Query, Row, Value, trace};
 
 /// Prepared statements a connection keeps; past this the cache starts again, so statements
 /// built at run time cannot grow it without bound.
@@ -180,8 +181,12 @@ impl PgPool {
 enum Step {
     /// Statements without parameters, by the simple protocol (`BEGIN`, a migration).
     Simple(String),
-    /// A statement whose result nobody waits for.
-    Deferred { sql: String, args: Vec<Value> },
+    /// A statement whose result nobody waits for now; its rows go to `answer`, if any.
+    Deferred {
+        sql: String,
+        args: Vec<Value>,
+        answer: Option<tokio::sync::oneshot::Sender<Result<Output, Error>>>,
+    },
 }
 
 /// An open transaction on one connection.
@@ -218,7 +223,20 @@ impl PgTx {
         self.pending.push(Step::Deferred {
             sql: sql.to_owned(),
             args,
+            answer: None,
         });
+    }
+
+    /// Queues a statement whose rows the caller reads after the next round trip.
+    pub fn later(&mut self, query: Query<'_>) -> Later {
+        let (sql, args) = query.into_parts();
+        let (later, answer) = Later::waiting();
+        self.pending.push(Step::Deferred {
+            sql: sql.to_owned(),
+            args,
+            answer: Some(answer),
+        });
+        later
     }
 
     /// Runs a statement, after everything queued, in one write.
@@ -365,7 +383,7 @@ async fn run_pipeline(
     for step in pending.iter() {
         steps_prepared.push(match step {
             Step::Simple(_) => None,
-            Step::Deferred { sql, args } => match statement(conn, sql, args).await {
+            Step::Deferred { sql, args, .. } => match statement(conn, sql, args).await {
                 Ok(s) => Some(s),
                 Err(e) => return vec![Err(e)],
             },
@@ -385,9 +403,12 @@ async fn run_pipeline(
         Vec::with_capacity(steps_prepared.len() + 1);
     for (step, prepared) in pending.iter().zip(&steps_prepared) {
         calls.push(match (step, prepared) {
-            (Step::Deferred { sql, args }, Some(prepared)) => {
+            (Step::Deferred { sql, args, answer }, Some(prepared)) => {
                 trace(sql);
-                execute(client, &prepared.statement, args).boxed()
+                match answer {
+                    None => execute(client, &prepared.statement, args).boxed(),
+                    Some(_) => fetch(client, prepared, args, Mode::All).boxed(),
+                }
             }
             (Step::Deferred { .. }, None) => {
                 async { Err(Error::Protocol("deferred statement not prepared".into())) }.boxed()
@@ -410,7 +431,22 @@ async fn run_pipeline(
         });
     }
     tracing::trace!(target: "openvend::sql", "-- one round trip: {} statement(s)", calls.len());
-    in_order(calls).await
+    let mut results = in_order(calls).await;
+    // Rows read later go to their readers; the pipeline keeps only whether each succeeded.
+    for (step, result) in pending.into_iter().zip(results.iter_mut()) {
+        if let Step::Deferred {
+            answer: Some(answer),
+            ..
+        } = step
+        {
+            let kept = match result {
+                Ok(_) => Ok(Output::Done(Done { rows_affected: 0 })),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = answer.send(std::mem::replace(result, kept));
+        }
+    }
+    results
 }
 
 /// Waits for every call, polling them in order each time. A call queues its message when it is

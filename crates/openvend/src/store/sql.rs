@@ -9,6 +9,8 @@
 //!
 //! [`Query::defer`] runs a write whose result the caller does not need: at once on SQLite,
 //! with the next statement or the `COMMIT` on PostgreSQL (one write instead of a round trip).
+//! [`Query::fetch_later`] does the same for a statement whose rows the caller reads after
+//! that next statement or commit ([`Later`]).
 //!
 //! Both engines report [`Error`], with the constraint kind mapped.
 
@@ -378,6 +380,14 @@ impl<'q> Query<'q> {
         executor.defer(self).await
     }
 
+    /// Runs a statement whose rows the caller needs only after the transaction's next
+    /// statement or its commit: in a PostgreSQL transaction it goes out with that statement,
+    /// saving a round trip; anywhere else it runs at once. Read the rows from the [`Later`]
+    /// once that statement ran. An error fails the transaction, as with [`Query::defer`].
+    pub async fn fetch_later<E: Executor>(self, executor: E) -> Result<Later, Error> {
+        executor.later(self).await
+    }
+
     /// The statement to run on SQLite instead, with the same parameters: for a table whose
     /// SQLite schema differs (see the SQLite migrations).
     #[must_use]
@@ -441,6 +451,59 @@ pub trait Executor: Send {
         Self: Sized,
     {
         async move { self.run(query, Mode::Execute).await.map(|_| ()) }
+    }
+
+    /// Runs `query` for its rows, now or (in a PostgreSQL transaction) with the next
+    /// statement: see [`Query::fetch_later`].
+    fn later(self, query: Query<'_>) -> impl Future<Output = Result<Later, Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move { self.run(query, Mode::All).await.map(Later::ready) }
+    }
+}
+
+/// The rows of a statement sent with a later one ([`Query::fetch_later`]).
+#[derive(Debug)]
+pub struct Later(LaterState);
+
+#[derive(Debug)]
+enum LaterState {
+    /// It ran at once.
+    Ready(Result<Output, Error>),
+    /// It goes out with the transaction's next round trip, which answers here.
+    Waiting(tokio::sync::oneshot::Receiver<Result<Output, Error>>),
+}
+
+impl Later {
+    fn ready(output: Output) -> Later {
+        Later(LaterState::Ready(Ok(output)))
+    }
+
+    /// A result the next round trip of a PostgreSQL transaction sends to `answer`.
+    pub(super) fn waiting() -> (Later, tokio::sync::oneshot::Sender<Result<Output, Error>>) {
+        let (answer, waiting) = tokio::sync::oneshot::channel();
+        (Later(LaterState::Waiting(waiting)), answer)
+    }
+
+    /// Every row. An error if the statement failed, or has not gone out yet (a bug: read
+    /// only after the transaction's next statement or its commit).
+    pub fn rows(self) -> Result<Vec<Row>, Error> {
+        let output = match self.0 {
+            LaterState::Ready(output) => output,
+            LaterState::Waiting(mut waiting) => waiting.try_recv().map_err(|_| {
+                Error::Protocol("a statement's rows were read before it ran".into())
+            })?,
+        };
+        match output? {
+            Output::Rows(rows) => Ok(rows),
+            Output::Done(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The first row, if any.
+    pub fn first(self) -> Result<Option<Row>, Error> {
+        Ok(self.rows()?.into_iter().next())
     }
 }
 
@@ -636,6 +699,13 @@ impl Executor for &mut Conn {
             other => other.run(query, Mode::Execute).await.map(|_| ()),
         }
     }
+
+    async fn later(self, query: Query<'_>) -> Result<Later, Error> {
+        match self {
+            Conn::Postgres(tx) => Ok(tx.later(query)),
+            other => other.run(query, Mode::All).await.map(Later::ready),
+        }
+    }
 }
 
 impl Executor for &mut Tx {
@@ -645,6 +715,10 @@ impl Executor for &mut Tx {
 
     async fn defer(self, query: Query<'_>) -> Result<(), Error> {
         (&mut self.conn).defer(query).await
+    }
+
+    async fn later(self, query: Query<'_>) -> Result<Later, Error> {
+        (&mut self.conn).later(query).await
     }
 }
 

@@ -145,6 +145,118 @@ async fn deferred_writes_keep_their_order_and_fail_their_transaction_on_postgres
     deferred_writes(&db).await;
 }
 
+#[tokio::test]
+async fn rows_read_later_arrive_with_the_next_statement_on_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    rows_read_later(&db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn rows_read_later_arrive_with_the_next_statement_on_postgres() {
+    let db = postgres_db().await;
+    rows_read_later(&db).await;
+}
+
+/// `Query::fetch_later`: a read (or a write's `RETURNING`) that goes out with the
+/// transaction's next statement or its commit. It sees what ran before it and not what is
+/// queued after it; its rows are there once that round trip is over; a failing one fails the
+/// transaction; one never sent says so instead of answering nothing.
+async fn rows_read_later(db: &Db) {
+    use openvend::store::query;
+    db.pool
+        .execute_batch("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let insert = |id: i64, body: &'static str| {
+        query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .bind(id)
+            .bind(body)
+    };
+    let bodies = |rows: Vec<openvend::store::Row>| -> Vec<String> {
+        rows.iter().map(|r| r.try_get(0).unwrap()).collect()
+    };
+
+    let mut tx = db.begin().await.unwrap();
+    insert(1, "a").defer(&mut *tx).await.unwrap();
+    let before = query("SELECT body FROM notes ORDER BY id")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    let returned = query("INSERT INTO notes (id, body) VALUES (2, 'b') RETURNING id")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    let none = query("SELECT body FROM notes WHERE id = 99")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    let count = count_in(&mut tx, "SELECT COUNT(*) FROM notes").await;
+    assert_eq!(count, 2, "the next statement saw the write queued before it");
+    assert_eq!(bodies(before.rows().unwrap()), ["a"], "read before the insert after it");
+    let id: i64 = returned.first().unwrap().unwrap().try_get(0).unwrap();
+    assert_eq!(id, 2);
+    assert!(none.first().unwrap().is_none());
+
+    // Queued last, it goes out with the commit and is read after it.
+    let committed = query("INSERT INTO notes (id, body) VALUES (3, 'c') RETURNING body")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(bodies(committed.rows().unwrap()), ["c"]);
+    assert_eq!(count_notes(db, "SELECT COUNT(*) FROM notes").await, 3);
+
+    // One that fails fails the transaction (SQLite at once, PostgreSQL at the commit) and
+    // answers the error, not an empty result.
+    let mut tx = db.begin().await.unwrap();
+    insert(4, "d").execute(&mut *tx).await.unwrap();
+    let outcome = match query("INSERT INTO notes (id, body) VALUES (1, 'again') RETURNING id")
+        .fetch_later(&mut *tx)
+        .await
+    {
+        Err(e) => {
+            drop(tx);
+            Err(e)
+        }
+        Ok(failed) => {
+            let committed = tx.commit().await;
+            let read = failed.rows().expect_err("a failed statement has no rows");
+            assert!(read.is_unique_violation(), "{read}");
+            committed
+        }
+    };
+    let e = outcome.expect_err("a duplicate key cannot commit");
+    assert!(e.is_unique_violation(), "{e}");
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE id = 4").await,
+        0
+    );
+
+    // Read before its round trip (PostgreSQL) or after a dropped transaction: an error.
+    let mut tx = db.begin().await.unwrap();
+    let early = query("SELECT body FROM notes")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    let read = early.rows();
+    if db.backend == openvend::store::Backend::Postgres {
+        assert!(read.is_err(), "rows of a statement never sent: {read:?}");
+    } else {
+        assert_eq!(read.unwrap().len(), 3, "SQLite ran it at once");
+    }
+}
+
+async fn count_in(tx: &mut openvend::store::Tx, sql: &str) -> i64 {
+    openvend::store::query(sql)
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
 async fn count_notes(db: &Db, sql: &str) -> i64 {
     openvend::store::query(sql)
         .fetch_one(&db.pool)
@@ -691,15 +803,28 @@ async fn story(db: &Db) {
     let claimed = jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
         .await
         .unwrap()
+        .job()
+        .unwrap()
         .expect("queued");
     assert_eq!((claimed.dedup_key.as_str(), claimed.attempts), ("ev:1", 1));
     assert_eq!(
         jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
             .await
+            .unwrap()
+            .job()
             .unwrap(),
         None,
         "one job per key"
     );
+    // In a transaction, read back after the commit it went out with (PostgreSQL).
+    let mut tx = db.begin().await.unwrap();
+    let queued = jobs::enqueue_claimed(&mut tx, "device_event", "ev:2", "{}", 100, 1000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let queued = queued.job().unwrap().expect("queued in the transaction");
+    assert_eq!((queued.dedup_key.as_str(), queued.attempts), ("ev:2", 1));
+    jobs::complete(db, &queued).await.unwrap();
     assert_eq!(jobs::claim(db, 500, 1000).await.unwrap(), None, "leased");
     jobs::release(db, &claimed).await.unwrap();
     let swept = jobs::claim(db, 500, 1000).await.unwrap().expect("released");
