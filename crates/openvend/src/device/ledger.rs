@@ -21,7 +21,7 @@
 //! it is answered: it is checked in memory, answered at once and written with the others a
 //! moment later ([`super::held_acks`]).
 
-use crate::store::{Conn, Executor, Tx};
+use crate::store::{Conn, Executor, Later, Tx};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -527,20 +527,30 @@ impl DeviceChannel {
             command.body_json(),
         );
         let payload = String::from_utf8(envelope.to_bytes()).unwrap_or_default();
-        let inserted = crate::store::query(
+        let insert = crate::store::query(if key.is_some() {
             "INSERT INTO device_commands (machine_id, command_id, kind, order_id, payload, state, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) ON CONFLICT (command_id) DO NOTHING",
-        )
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) ON CONFLICT (command_id) DO NOTHING"
+        } else {
+            "INSERT INTO device_commands (machine_id, command_id, kind, order_id, payload, state, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)"
+        })
         .bind(m.id)
         .bind(&command_id)
         .bind(command.kind())
         .bind(command.order_id())
         .bind(&payload)
         .bind(now)
-        .bind(expires_at)
-        .execute(&mut *conn)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        .bind(expires_at);
+        // A fresh id is new: its insert needs no answer and goes out with the transaction's
+        // next statement (an id taken already would fail the transaction, never pass silently).
+        let inserted = match key {
+            Some(_) => insert.execute(&mut *conn).await?.rows_affected(),
+            None => {
+                insert.defer(&mut *conn).await?;
+                1
+            }
+        };
+        if inserted == 0 {
             // Recorded before under this key: the ledger re-delivers it while it is open.
             tracing::debug!(machine = %m.code, command.id = %command_id, "device command already recorded");
             return Ok(Recorded {
@@ -696,7 +706,9 @@ impl DeviceChannel {
         }
         let written = async {
             let mut tx = self.inner.db.begin().await?;
-            let mut settled = 0;
+            // Every ack's statements go out together (on PostgreSQL one round trip for the
+            // batch, then one with the commit for what the dispenses move).
+            let mut updates = Vec::with_capacity(acks.len());
             for a in &acks {
                 // The event first, then the command, as a machine's event is stored: two
                 // instances taking the same ack lock its rows in the same order.
@@ -713,13 +725,14 @@ impl DeviceChannel {
                 // Checked against the command when it arrived; only a change since stops it.
                 // A dispense whose result this process stored first (`done`, with this ack's
                 // time) gets the ack's event and timeline entry.
-                let done = crate::store::query(
+                let update = crate::store::query(
                     "UPDATE device_commands SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, \
                      acked_at = COALESCE(acked_at, $3), result = CASE WHEN state = 'done' THEN result ELSE $4 END, \
                      sent_at = COALESCE(sent_at, $5) \
                      WHERE command_id = $1 AND machine_id = $6 \
                      AND (state IN ('pending', 'sent') \
-                          OR (state = 'done' AND kind = 'dispense' AND (acked_at IS NULL OR acked_at = $3)))",
+                          OR (state = 'done' AND kind = 'dispense' AND (acked_at IS NULL OR acked_at = $3))) \
+                     RETURNING command_id",
                 )
                 .bind(&a.command_id)
                 .bind(a.state)
@@ -727,9 +740,14 @@ impl DeviceChannel {
                 .bind(a.reason.as_deref())
                 .bind(a.sent_at)
                 .bind(a.machine_id)
-                .execute(&mut *tx)
+                .fetch_later(&mut *tx)
                 .await?;
-                if done.rows_affected() == 0 {
+                updates.push(update);
+            }
+            tx.flush().await?;
+            let mut settled = 0;
+            for (a, update) in acks.iter().zip(updates) {
+                if update.first()?.is_none() {
                     tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
                     continue;
                 }
@@ -1146,7 +1164,11 @@ impl DeviceChannel {
                 request_id,
                 items,
             };
-            reads = Some(sale::read_ahead(&mut tx, &request).await.map_err(internal)?);
+            reads = Some(
+                sale::read_ahead(&mut tx, &request)
+                    .await
+                    .map_err(internal)?,
+            );
         }
         // Recorded first: a repeated msg_id stops here, before anything is applied twice. A
         // rejection below drops the transaction, and with it this row.
@@ -1216,6 +1238,13 @@ impl DeviceChannel {
                 let held = self.inner.held.times(command_id);
                 let sent = (self.inner.sent.get(command_id)).or(held.map(|(sent, _)| sent));
                 let acked = held.map(|(_, received)| received);
+                // The order goes out with the command's update; read only if that applies.
+                let order = vend::read_order_later(&mut tx, VendOrder::TradeNo(order_id))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "could not read a dispensed order");
+                        Rejection::Unavailable
+                    })?;
                 let fate = apply_result(
                     &mut tx,
                     m.id,
@@ -1262,7 +1291,7 @@ impl DeviceChannel {
                 // What the results decide (stock, the order's end, a refund for what did not
                 // come out) commits with them; only a refund's call to Alipay is a job.
                 business = false;
-                refund_job = record_vend(&mut tx, &m.code, order_id, items, now).await?;
+                refund_job = record_vend(&mut tx, (&m.code, order_id), order, items, now).await?;
             }
             // Its sign of life and its reads are queued above, before the event's row.
             Event::BuyRequest { request_id, items } => {
@@ -1279,8 +1308,15 @@ impl DeviceChannel {
                         "a buy request without its reads".into(),
                     )));
                 };
-                match sale::take_request_in(&mut tx, self, self.inner.sale_terms, request, reads, now)
-                    .await
+                match sale::take_request_in(
+                    &mut tx,
+                    self,
+                    self.inner.sale_terms,
+                    request,
+                    reads,
+                    now,
+                )
+                .await
                 {
                     Ok(Taken::Precreate(claimed)) => precreate = Some(claimed),
                     Ok(Taken::Answered(recorded)) => answer = Some(recorded),
@@ -1350,21 +1386,14 @@ impl DeviceChannel {
 /// by the dispense watch) changes nothing but the ledger.
 async fn record_vend(
     tx: &mut Tx,
-    machine: &str,
-    order_ref: &str,
+    (machine, order_ref): (&str, &str),
+    order: Later,
     items: &[ItemResult],
     now: i64,
 ) -> Result<Option<String>, Rejection> {
     let units: Vec<UnitResult> = items.iter().map(UnitResult::from).collect();
-    match vend::record_results_in(
-        tx,
-        now,
-        VendOrder::TradeNo(order_ref),
-        &units,
-        vend::Reporter::Machine,
-    )
-    .await
-    {
+    let rows = order.rows().map_err(internal)?;
+    match vend::record_results_read(tx, now, &rows, &units, vend::Reporter::Machine).await {
         Ok(recorded) => {
             tracing::info!(machine, order = order_ref, state = %recorded.outcome.state, refund_fen = recorded.outcome.refund.0, "vend recorded");
             Ok(recorded.refund_job)

@@ -160,9 +160,15 @@ async fn on_buy_request(
     };
     let mut tx = svc.db.begin().await?;
     let reads = sale::read_ahead(&mut tx, &request).await?;
-    let taken =
-        sale::take_request_in(&mut tx, &svc.device, svc.sale_terms, request, reads, svc.now())
-            .await?;
+    let taken = sale::take_request_in(
+        &mut tx,
+        &svc.device,
+        svc.sale_terms,
+        request,
+        reads,
+        svc.now(),
+    )
+    .await?;
     tx.commit().await?;
     match taken {
         // Run here, as the dispatcher would: this job is claimed by its transaction.

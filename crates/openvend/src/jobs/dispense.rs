@@ -13,7 +13,7 @@
 use super::Next;
 use crate::device::ledger::{ACK_GRACE_MS, Recorded};
 use crate::device::protocol::{Command, Line};
-use crate::domain::order::{OrderEvent, OrderState};
+use crate::domain::order::{OrderEvent, OrderLine, OrderState};
 use crate::pay::vend::{self, ReportedVend, Reporter, UnitResult, VendError, VendOrder};
 use crate::services::Services;
 use crate::store::orders::{self, Order};
@@ -81,7 +81,20 @@ pub async fn record_with_payment(
     machine: &str,
     now: i64,
 ) -> anyhow::Result<Recorded> {
-    let recorded = record(svc, conn, order_id, out_trade_no, machine, now).await?;
+    let lines = orders::lines(&mut *conn, order_id).await?;
+    record_paid(svc, conn, (order_id, out_trade_no, machine), lines, now).await
+}
+
+/// [`record_with_payment`] with the order's lines read already (with the statement that
+/// marked it paid: [`orders::lines_later`]).
+pub async fn record_paid(
+    svc: &Services,
+    conn: &mut Conn,
+    (order_id, out_trade_no, machine): (i64, &str, &str),
+    lines: Vec<OrderLine>,
+    now: i64,
+) -> anyhow::Result<Recorded> {
+    let recorded = record(svc, conn, (order_id, out_trade_no, machine), lines, now).await?;
     let payload = serde_json::json!({ "order_id": order_id }).to_string();
     jobs::enqueue_deferred(
         &mut *conn,
@@ -103,7 +116,15 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
         .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    let recorded = record(svc, &mut tx, order.id, &order.out_trade_no, &machine, now).await?;
+    let lines = orders::lines(&mut *tx, order.id).await?;
+    let recorded = record(
+        svc,
+        &mut tx,
+        (order.id, &order.out_trade_no, &machine),
+        lines,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     svc.device.deliver(&recorded).await;
     Ok(Next::At(decide_at(svc, now)))
@@ -112,13 +133,11 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
 async fn record(
     svc: &Services,
     conn: &mut Conn,
-    order_id: i64,
-    out_trade_no: &str,
-    machine: &str,
+    (order_id, out_trade_no, machine): (i64, &str, &str),
+    lines: Vec<OrderLine>,
     now: i64,
 ) -> anyhow::Result<Recorded> {
-    let items = orders::lines(&mut *conn, order_id)
-        .await?
+    let items = lines
         .into_iter()
         .map(|l| Line {
             slot: l.slot,

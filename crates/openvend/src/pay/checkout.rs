@@ -194,10 +194,7 @@ pub fn machine_query(code: &str) -> crate::store::Query<'_> {
 }
 
 /// The machine [`machine_query`] found, if it can sell.
-pub fn machine_from(
-    row: Option<crate::store::Row>,
-    code: &str,
-) -> Result<MachineFacts, SaleError> {
+pub fn machine_from(row: Option<crate::store::Row>, code: &str) -> Result<MachineFacts, SaleError> {
     let row = row.ok_or_else(|| SaleError::UnknownMachine(code.to_owned()))?;
     if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
         return Err(SaleError::MachineDisabled(code.to_owned()));
@@ -274,11 +271,7 @@ pub fn slots_sql(lines: usize) -> String {
 
 /// The statement that reads the slots [`priced_from`] prices, on the machine with this code
 /// (so it needs nothing read before it). `sql` is [`slots_sql`] for these items.
-pub fn slots_query<'q>(
-    sql: &'q str,
-    machine: &str,
-    items: &[SaleItem],
-) -> crate::store::Query<'q> {
+pub fn slots_query<'q>(sql: &'q str, machine: &str, items: &[SaleItem]) -> crate::store::Query<'q> {
     let mut query = crate::store::query(sql).bind(machine);
     for item in items {
         query = query.bind(&item.slot);

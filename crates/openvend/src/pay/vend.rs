@@ -9,7 +9,7 @@ use crate::pay::late_vend;
 use crate::pay::refund::{self, RefundError};
 use crate::services::Services;
 use crate::store::orders::{self, OrderError};
-use crate::store::{Tx, get_int, jobs};
+use crate::store::{Later, Tx, get_int, jobs};
 
 /// One unit's result as the machine reported it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -180,8 +180,19 @@ pub async fn record_results_in(
     report: &[UnitResult],
     reporter: Reporter,
 ) -> Result<RecordedVend, VendError> {
-    // The order and its lines in one statement (a LEFT JOIN: an order without lines still
-    // answers, with nothing to match).
+    let rows = order_and_lines(which).fetch_all(&mut **tx).await?;
+    record_results_read(tx, now, &rows, report, reporter).await
+}
+
+/// The order and its lines [`record_results_read`] needs, read with the transaction's next
+/// statement.
+pub async fn read_order_later(tx: &mut Tx, which: VendOrder<'_>) -> Result<Later, VendError> {
+    Ok(order_and_lines(which).fetch_later(&mut **tx).await?)
+}
+
+/// The order and its lines in one statement (a LEFT JOIN: an order without lines still
+/// answers, with nothing to match).
+fn order_and_lines(which: VendOrder<'_>) -> crate::store::Query<'_> {
     macro_rules! order_and_lines {
         ($which:literal) => {
             concat!(
@@ -193,13 +204,22 @@ pub async fn record_results_in(
             )
         };
     }
-    let query = match which {
+    match which {
         VendOrder::Id(id) => crate::store::query(order_and_lines!("o.id = $1")).bind(id),
         VendOrder::TradeNo(no) => {
             crate::store::query(order_and_lines!("o.out_trade_no = $1")).bind(no)
         }
-    };
-    let rows = query.fetch_all(&mut **tx).await?;
+    }
+}
+
+/// [`record_results_in`] with the rows of [`read_order_later`] read already.
+pub async fn record_results_read(
+    tx: &mut Tx,
+    now: i64,
+    rows: &[crate::store::Row],
+    report: &[UnitResult],
+    reporter: Reporter,
+) -> Result<RecordedVend, VendError> {
     let order = rows.first().ok_or(VendError::NotFound)?;
     let order_id: i64 = order.try_get(0)?;
     let state = OrderState::parse(&order.try_get::<String, _>(1)?).ok_or(VendError::NotFound)?;
@@ -209,7 +229,7 @@ pub async fn record_results_in(
     let machine_id: i64 = order.try_get(2)?;
     let out_trade_no: String = order.try_get(3)?;
     let mut lines: Vec<(i64, OrderLine)> = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         let Some(line_no) = r.try_get::<Option<i64>, _>("line_no")? else {
             continue;
         };

@@ -448,6 +448,39 @@ where
     Ok(())
 }
 
+/// [`add_event`] for the order with this merchant trade number, if there is one, without
+/// reading its id first.
+pub async fn add_event_by_trade_no<E>(
+    executor: E,
+    out_trade_no: &str,
+    at: i64,
+    source: &str,
+    kind: &str,
+    detail: &str,
+) -> Result<(), OrderError>
+where
+    E: crate::store::Executor,
+{
+    crate::store::query(
+        "INSERT INTO order_events (order_id, at, source, kind, detail) \
+         SELECT id, $2, $3, $4, $5 FROM orders WHERE out_trade_no = $1",
+    )
+    // As in `add_event`: `id` counts the order's entries on SQLite.
+    .on_sqlite(
+        "INSERT INTO order_events (order_id, id, at, source, kind, detail) \
+         SELECT o.id, (SELECT COALESCE(MAX(e.id), 0) + 1 FROM order_events e WHERE e.order_id = o.id), $2, $3, $4, $5 \
+         FROM orders o WHERE o.out_trade_no = $1",
+    )
+    .bind(out_trade_no)
+    .bind(at)
+    .bind(source)
+    .bind(kind)
+    .bind(detail)
+    .defer(executor)
+    .await?;
+    Ok(())
+}
+
 /// An order's timeline, oldest first: (at, source, kind, detail).
 pub async fn timeline(
     db: &Db,
@@ -522,33 +555,21 @@ pub async fn acknowledge_dispense(
     now: i64,
 ) -> Result<(), OrderError> {
     // A paid order moves on in one conditional statement; any other state (moved on
-    // already, or not ours to move) only gets the timeline entry.
+    // already, or not ours to move) only gets the timeline entry. Neither needs an answer:
+    // on PostgreSQL both go out with the transaction's next statement.
     let to = OrderState::Paid.apply(OrderEvent::DispenseAcknowledged)?;
-    let moved = crate::store::query(
-        "UPDATE orders SET state = $1, updated_at = $2 WHERE out_trade_no = $3 AND state = $4 RETURNING id",
+    crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2 WHERE out_trade_no = $3 AND state = $4",
     )
     .bind(to.as_str())
     .bind(now)
     .bind(out_trade_no)
     .bind(OrderState::Paid.as_str())
-    .fetch_optional(&mut *tx)
+    .defer(&mut *tx)
     .await?;
-    let found = match moved {
-        Some(row) => Some(row),
-        None => {
-            crate::store::query("SELECT id FROM orders WHERE out_trade_no = $1")
-                .bind(out_trade_no)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-    };
-    let Some(row) = found else {
-        return Ok(());
-    };
-    let id: i64 = row.try_get(0)?;
-    add_event(
+    add_event_by_trade_no(
         &mut *tx,
-        id,
+        out_trade_no,
         now,
         "device",
         "dispense_acknowledged",
@@ -562,12 +583,27 @@ pub async fn lines<E>(executor: E, order_id: i64) -> Result<Vec<OrderLine>, Orde
 where
     E: crate::store::Executor,
 {
-    let rows = crate::store::query(
+    let rows = lines_query(order_id).fetch_all(executor).await?;
+    lines_from(&rows)
+}
+
+/// [`lines`], read with the transaction's next statement: [`lines_from`] the rows after it.
+pub async fn lines_later<E>(executor: E, order_id: i64) -> Result<crate::store::Later, OrderError>
+where
+    E: crate::store::Executor,
+{
+    Ok(lines_query(order_id).fetch_later(executor).await?)
+}
+
+fn lines_query(order_id: i64) -> crate::store::Query<'static> {
+    crate::store::query(
         "SELECT slot_code, product_id, qty, unit_price_fen FROM order_lines WHERE order_id = $1 ORDER BY line_no",
     )
     .bind(order_id)
-    .fetch_all(executor)
-    .await?;
+}
+
+/// The lines in the rows [`lines_later`] read.
+pub fn lines_from(rows: &[crate::store::Row]) -> Result<Vec<OrderLine>, OrderError> {
     rows.iter()
         .map(|r| {
             Ok(OrderLine {

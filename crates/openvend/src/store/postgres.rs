@@ -245,6 +245,19 @@ impl PgTx {
         first_error_or_last(run_pipeline(conn, pending, sent, Some((query, mode))).await)
     }
 
+    /// Sends what is queued, in one write, and waits for it.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if !self
+            .pending
+            .iter()
+            .any(|step| matches!(step, Step::Deferred { .. }))
+        {
+            return Ok(()); // nothing queued but perhaps the `BEGIN`, which can wait
+        }
+        let (conn, pending, sent) = self.parts()?;
+        first_error_or_last(run_pipeline(conn, pending, sent, None).await).map(|_| ())
+    }
+
     /// Runs several statements without parameters inside the transaction.
     pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
         self.pending.push(Step::Simple(sql.to_owned()));

@@ -623,6 +623,20 @@ impl DerefMut for Tx {
     }
 }
 
+impl Conn {
+    /// Sends what a PostgreSQL transaction has queued ([`Query::defer`],
+    /// [`Query::fetch_later`]) in one write and waits for it: every [`Later`] queued so far can
+    /// then be read. An error of a queued statement is returned here. Nothing to send on
+    /// SQLite, which ran each statement at once.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        match self {
+            Conn::Sqlite(conn) => still_open(conn).map(|_| ()),
+            Conn::Postgres(tx) => tx.flush().await,
+            Conn::Closed => Err(Error::PoolClosed),
+        }
+    }
+}
+
 impl Tx {
     /// Makes the transaction's writes durable and visible.
     pub async fn commit(mut self) -> Result<(), Error> {

@@ -192,8 +192,15 @@ async fn rows_read_later(db: &Db) {
         .await
         .unwrap();
     let count = count_in(&mut tx, "SELECT COUNT(*) FROM notes").await;
-    assert_eq!(count, 2, "the next statement saw the write queued before it");
-    assert_eq!(bodies(before.rows().unwrap()), ["a"], "read before the insert after it");
+    assert_eq!(
+        count, 2,
+        "the next statement saw the write queued before it"
+    );
+    assert_eq!(
+        bodies(before.rows().unwrap()),
+        ["a"],
+        "read before the insert after it"
+    );
     let id: i64 = returned.first().unwrap().unwrap().try_get(0).unwrap();
     assert_eq!(id, 2);
     assert!(none.first().unwrap().is_none());
