@@ -1174,17 +1174,48 @@ impl DeviceChannel {
         // rejection below drops the transaction, and with it this row.
         let inserted = crate::store::query(
             "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (machine_id, msg_id) DO NOTHING",
+             ON CONFLICT (machine_id, msg_id) DO NOTHING RETURNING msg_id",
         )
         .bind(m.id)
         .bind(&envelope.msg_id)
         .bind(&envelope.kind)
         .bind(now)
         .bind(&envelope.body)
-        .execute(&mut *tx)
+        .fetch_later(&mut *tx)
         .await
         .map_err(internal)?;
-        if inserted.rows_affected() == 0 {
+        // A dispense result's usual case goes out with the row, after it (the event's row
+        // locked before the command's, as everywhere): on a repeat it is rolled back with it.
+        let mut result_queued = None;
+        if let Event::DispenseResult {
+            command_id,
+            order_id,
+            ..
+        } = &event
+        {
+            // An ack held in memory took the hand-over time with it, and has the time the
+            // command was acknowledged; the ack itself is written later.
+            let held = self.inner.held.times(command_id);
+            let sent = (self.inner.sent.get(command_id)).or(held.map(|(sent, _)| sent));
+            let acked = held.map(|(_, received)| received);
+            let order = vend::read_order_later(&mut tx, VendOrder::TradeNo(order_id))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "could not read a dispensed order");
+                    Rejection::Unavailable
+                })?;
+            let applied = queue_result(
+                &mut tx,
+                m.id,
+                (command_id, order_id),
+                &envelope.body,
+                (now, sent, acked),
+            )
+            .await?;
+            result_queued = Some((order, applied));
+        }
+        tx.flush().await.map_err(internal)?;
+        if inserted.first().map_err(internal)?.is_none() {
             return Err(Rejection::Duplicate);
         }
         let mut business = event.needs_business_handling();
@@ -1233,27 +1264,12 @@ impl DeviceChannel {
                 order_id,
                 items,
             } => {
-                // An ack held in memory took the hand-over time with it, and has the time the
-                // command was acknowledged; the ack itself is written later.
-                let held = self.inner.held.times(command_id);
-                let sent = (self.inner.sent.get(command_id)).or(held.map(|(sent, _)| sent));
-                let acked = held.map(|(_, received)| received);
-                // The order goes out with the command's update; read only if that applies.
-                let order = vend::read_order_later(&mut tx, VendOrder::TradeNo(order_id))
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "could not read a dispensed order");
-                        Rejection::Unavailable
-                    })?;
-                let fate = apply_result(
-                    &mut tx,
-                    m.id,
-                    command_id,
-                    order_id,
-                    &envelope.body,
-                    (now, sent, acked),
-                )
-                .await?;
+                let Some((order, applied)) = result_queued.take() else {
+                    return Err(internal(crate::store::Error::Protocol(
+                        "a dispense result without its statements".into(),
+                    )));
+                };
+                let fate = result_fate(&mut tx, applied, m.id, command_id, order_id, now).await?;
                 if let ResultFate::Late = fate {
                     // Refused, as the protocol says: the order is settled, or will be, without
                     // it. What it says came out is kept with the event, once per command;
@@ -1538,20 +1554,22 @@ enum ResultFate {
     Late,
 }
 
-async fn apply_result(
+/// Queues the usual case of a dispense result: its command, open (or acknowledged) and this
+/// machine's, moves to `done`. [`result_fate`] reads what it did.
+async fn queue_result(
     tx: &mut Tx,
     machine_id: i64,
-    command_id: &str,
-    order_id: &str,
+    (command_id, order_id): (&str, &str),
     body: &str,
     (now, sent, acked): (i64, Option<i64>, Option<i64>),
-) -> Result<ResultFate, Rejection> {
+) -> Result<Later, Rejection> {
     // As for an ack: one conditional statement, and `explain` says why when it finds no row.
-    let done = crate::store::query(
+    crate::store::query(
         "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3, \
          sent_at = COALESCE(sent_at, $4) \
          WHERE command_id = $1 AND machine_id = $5 AND kind = 'dispense' AND order_id = $6 \
-         AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7))",
+         AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7)) \
+         RETURNING command_id",
     )
     .bind(command_id)
     .bind(acked.unwrap_or(now))
@@ -1560,10 +1578,21 @@ async fn apply_result(
     .bind(machine_id)
     .bind(order_id)
     .bind(now.saturating_sub(ACK_GRACE_MS))
-    .execute(&mut **tx)
+    .fetch_later(&mut **tx)
     .await
-    .map_err(internal)?;
-    if done.rows_affected() == 1 {
+    .map_err(internal)
+}
+
+/// What the statement [`queue_result`] queued did: applied, too late, or why not.
+async fn result_fate(
+    tx: &mut Tx,
+    applied: Later,
+    machine_id: i64,
+    command_id: &str,
+    order_id: &str,
+    now: i64,
+) -> Result<ResultFate, Rejection> {
+    if applied.first().map_err(internal)?.is_some() {
         return Ok(ResultFate::Applied);
     }
     let c = load_command(tx, machine_id, command_id).await?;

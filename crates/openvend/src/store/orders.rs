@@ -281,11 +281,15 @@ pub struct PayableOrder {
 }
 
 /// The order with this merchant trade number, with its operator's PID and its machine's
-/// code, in one query (a notification needs all three).
-pub async fn payable_by_out_trade_no(
-    db: &Db,
+/// code, in one query (a notification needs all three), read with the transaction's next
+/// statement: [`payable_from`] its row after that.
+pub async fn payable_later<E>(
+    executor: E,
     out_trade_no: &str,
-) -> Result<Option<PayableOrder>, OrderError> {
+) -> Result<crate::store::Later, OrderError>
+where
+    E: crate::store::Executor,
+{
     // Built once: every notification runs it.
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let columns = ORDER_COLUMNS
@@ -299,10 +303,14 @@ pub async fn payable_by_out_trade_no(
              WHERE o.out_trade_no = $1"
         )
     });
-    let row = crate::store::query(&SQL)
+    Ok(crate::store::query(&SQL)
         .bind(out_trade_no)
-        .fetch_optional(&db.pool)
-        .await?;
+        .fetch_later(executor)
+        .await?)
+}
+
+/// The order [`payable_later`] read, if there is one.
+pub fn payable_from(row: Option<crate::store::Row>) -> Result<Option<PayableOrder>, OrderError> {
     let Some(row) = row else {
         return Ok(None);
     };

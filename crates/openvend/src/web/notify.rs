@@ -89,25 +89,11 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
             n.app_id
         )));
     }
-    let payable = orders::payable_by_out_trade_no(&svc.db, &n.out_trade_no)
-        .await?
-        .ok_or_else(|| {
-            NotifyFailure::Refused(format!("unknown out_trade_no {}", n.out_trade_no))
-        })?;
-    let order = &payable.order;
-    if n.total_amount.fen() != order.total.0 {
-        return Err(NotifyFailure::Refused(format!(
-            "total_amount {} differs from the order's {}",
-            n.total_amount, order.total
-        )));
-    }
-    if n.seller_id.as_deref() != Some(payable.seller_pid.as_str()) {
-        return Err(NotifyFailure::Refused(
-            "seller_id is not the order's receiving account".into(),
-        ));
-    }
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
+    // The order is read with the statement that records the notification, in one round trip;
+    // a refusal below drops the transaction, and with it that record.
+    let payable = orders::payable_later(&mut *tx, &n.out_trade_no).await?;
     let first = crate::store::query(
         "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (notify_id, trade_status) DO NOTHING",
@@ -120,6 +106,21 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     .await?
     .rows_affected()
         == 1;
+    let payable = orders::payable_from(payable.first()?)?.ok_or_else(|| {
+        NotifyFailure::Refused(format!("unknown out_trade_no {}", n.out_trade_no))
+    })?;
+    let order = &payable.order;
+    if n.total_amount.fen() != order.total.0 {
+        return Err(NotifyFailure::Refused(format!(
+            "total_amount {} differs from the order's {}",
+            n.total_amount, order.total
+        )));
+    }
+    if n.seller_id.as_deref() != Some(payable.seller_pid.as_str()) {
+        return Err(NotifyFailure::Refused(
+            "seller_id is not the order's receiving account".into(),
+        ));
+    }
     if !first {
         return Ok(()); // already acted on; answering success again stops the retries
     }

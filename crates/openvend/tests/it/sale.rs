@@ -446,6 +446,16 @@ async fn forged_or_altered_notifications_are_refused_and_change_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(after, order, "nothing changed");
+    // Nor is a refused notification remembered: the genuine one with its id still counts.
+    let remembered: i64 = openvend::store::query(
+        "SELECT COUNT(*) FROM processed_notifications WHERE notify_id = 'n-forged-1'",
+    )
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    assert_eq!(remembered, 0, "a refused notification left its id behind");
 }
 
 #[tokio::test]

@@ -278,6 +278,65 @@ async fn refund_undelivered(r: &Running, order: &orders::Order) {
     wait_for_refund_state(r, order.id, "succeeded").await;
 }
 
+/// A machine's result sent again under the same msg_id (its answer was lost) is answered
+/// `duplicate` and applied once: the command's update that goes out with the event's row is
+/// rolled back with it.
+#[tokio::test]
+async fn a_result_repeated_under_its_msg_id_is_applied_once() {
+    let r = start().await;
+    let (stock_before, _, _) = slot_row(&r, "A1").await;
+    let order = paid_order(&r, "A1", 2).await;
+    let command = dispense_command(&r, &order).await;
+    let ack = format!(r#"{{"command_id":"{command}","status":"accepted"}}"#);
+    let (status, body) = post_event(&r, "r-ack", "ack", &ack).await;
+    assert_eq!(status, 200, "{body}");
+    let report = format!(
+        r#"{{"command_id":"{command}","order_id":"{}","items":[{{"slot":"A1","result":"dispensed"}},{{"slot":"A1","result":"failed","reason":"jam"}}]}}"#,
+        order.out_trade_no
+    );
+    let (status, body) = post_event(&r, "r-result", "dispense_result", &report).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("accepted")),
+        "{body}"
+    );
+    wait_for_refund_state(&r, order.id, "succeeded").await;
+    let after_first = (
+        slot_row(&r, "A1").await,
+        orders::by_id(&r.app_services.db, order.id).await.unwrap(),
+    );
+    assert_eq!(after_first.0.0, stock_before - 1, "one unit came out");
+    let (status, body) = post_event(&r, "r-result", "dispense_result", &report).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            slot_row(&r, "A1").await,
+            orders::by_id(&r.app_services.db, order.id).await.unwrap()
+        ),
+        after_first
+    );
+    let counted = |sql: &'static str| {
+        let db = r.app_services.db.clone();
+        async move {
+            let row = openvend::store::query(sql)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        }
+    };
+    assert_eq!(counted("SELECT COUNT(*) FROM vend_results").await, 2);
+    assert_eq!(
+        counted("SELECT COUNT(*) FROM device_events WHERE kind = 'dispense_result'").await,
+        1
+    );
+    assert_eq!(counted("SELECT COUNT(*) FROM refunds").await, 1);
+}
+
 /// The machine was cut off after it took the dispense and came back only after the server
 /// had refunded the buyer. Its result is still refused and the order keeps its refund, but
 /// what it says came out is kept once: the slot's stock is lowered, the timeline says so and
