@@ -450,6 +450,30 @@ pub async fn record_created(
     Ok(())
 }
 
+/// [`record_created`] queued to go out with the transaction's next statement: read whether
+/// the order still waited for its answer with [`created_applied`] after that statement ran
+/// (and drop the transaction if not).
+pub async fn queue_created(
+    conn: &mut Conn,
+    order_id: i64,
+    qr_code: Option<&str>,
+    trade_no: Option<&str>,
+    (kind, detail): (&str, &str),
+    now: i64,
+) -> Result<crate::store::Later, SaleError> {
+    let applied = orders::set_payment_refs_later(&mut *conn, order_id, qr_code, trade_no).await?;
+    orders::add_event(&mut *conn, order_id, now, "alipay", kind, detail).await?;
+    Ok(applied)
+}
+
+/// Whether what [`queue_created`] queued found the order still waiting for its answer.
+pub fn created_applied(applied: crate::store::Later, out_trade_no: &str) -> Result<(), SaleError> {
+    match applied.first()? {
+        Some(_) => Ok(()),
+        None => Err(SaleError::AnsweredTooLate(out_trade_no.to_owned())),
+    }
+}
+
 /// Alipay refused the trade: the order closes unpaid and its stock is released.
 pub async fn refused(
     svc: &Services,

@@ -372,34 +372,42 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
     let started = offer.started(qr_code);
     let mut tx = svc.db.begin().await?;
     // The code is shown only if the order still waits for it: its resolver may have given the
-    // answer up as lost meanwhile (this job kept failing) and be cancelling the trade.
-    let still_waiting = if fresh {
-        checkout::record_created(
+    // answer up as lost meanwhile (this job kept failing) and be cancelling the trade. The
+    // check goes out with the `show_qr` command's row, which is dropped with the transaction
+    // when the order no longer waits.
+    let queued = if fresh {
+        checkout::queue_created(
             &mut tx,
             started.order_id,
-            &started.out_trade_no,
             Some(&started.qr_code),
             None,
             ("precreated", "QR code issued"),
             now,
         )
         .await
-    } else if orders::set_payment_refs(&mut *tx, started.order_id, Some(&started.qr_code), None)
-        .await?
-    {
-        Ok(())
     } else {
-        Err(SaleError::AnsweredTooLate(started.out_trade_no.clone()))
+        orders::set_payment_refs_later(&mut *tx, started.order_id, Some(&started.qr_code), None)
+            .await
+            .map_err(SaleError::from)
     };
-    if let Err(e) = still_waiting {
-        drop(tx);
-        return match e {
-            SaleError::AnsweredTooLate(_) => refuse(svc, p, &e).await,
-            other => Err(other.into()),
-        };
-    }
-    let recorded =
-        record_show_qr(&svc.device, &mut tx, &offer.machine, &started, answer, now).await?;
+    let recorded = match queued {
+        Ok(queued) => record_show_qr(&svc.device, &mut tx, &offer.machine, &started, answer, now)
+            .await
+            .and_then(|recorded| {
+                checkout::created_applied(queued, &started.out_trade_no).map(|()| recorded)
+            }),
+        Err(e) => Err(e),
+    };
+    let recorded = match recorded {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            drop(tx);
+            return match e {
+                SaleError::AnsweredTooLate(_) => refuse(svc, p, &e).await,
+                other => Err(other.into()),
+            };
+        }
+    };
     tx.commit().await?;
     svc.device.deliver(&recorded).await;
     Ok(Next::Completed)

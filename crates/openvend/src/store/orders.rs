@@ -384,6 +384,27 @@ where
     Ok(done.rows_affected() == 1)
 }
 
+/// [`set_payment_refs`] read with the transaction's next statement: a row when it applied.
+pub async fn set_payment_refs_later<E>(
+    executor: E,
+    id: i64,
+    qr_code: Option<&str>,
+    trade_no: Option<&str>,
+) -> Result<crate::store::Later, OrderError>
+where
+    E: crate::store::Executor,
+{
+    Ok(crate::store::query(
+        "UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) \
+         WHERE id = $3 AND state = 'awaiting_payment' RETURNING id",
+    )
+    .bind(qr_code)
+    .bind(trade_no)
+    .bind(id)
+    .fetch_later(executor)
+    .await?)
+}
+
 /// Moves an order that is awaiting payment with neither QR code nor trade number recorded to
 /// `payment_unknown`: nobody was given anything to pay with, so Alipay's answer counts as
 /// lost and the order is resolved by query and cancel. False when an answer was recorded
