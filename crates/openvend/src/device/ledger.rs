@@ -731,8 +731,7 @@ impl DeviceChannel {
                      sent_at = COALESCE(sent_at, $5) \
                      WHERE command_id = $1 AND machine_id = $6 \
                      AND (state IN ('pending', 'sent') \
-                          OR (state = 'done' AND kind = 'dispense' AND (acked_at IS NULL OR acked_at = $3))) \
-                     RETURNING command_id",
+                          OR (state = 'done' AND kind = 'dispense' AND (acked_at IS NULL OR acked_at = $3)))",
                 )
                 .bind(&a.command_id)
                 .bind(a.state)
@@ -740,14 +739,14 @@ impl DeviceChannel {
                 .bind(a.reason.as_deref())
                 .bind(a.sent_at)
                 .bind(a.machine_id)
-                .fetch_later(&mut *tx)
+                .execute_later(&mut *tx)
                 .await?;
                 updates.push(update);
             }
             tx.flush().await?;
             let mut settled = 0;
             for (a, update) in acks.iter().zip(updates) {
-                if update.first()?.is_none() {
+                if update.rows_affected()? == 0 {
                     tracing::debug!(command.id = %a.command_id, "a held ack found its command settled meanwhile");
                     continue;
                 }
@@ -1174,14 +1173,14 @@ impl DeviceChannel {
         // rejection below drops the transaction, and with it this row.
         let inserted = crate::store::query(
             "INSERT INTO device_events (machine_id, msg_id, kind, received_at, body) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (machine_id, msg_id) DO NOTHING RETURNING msg_id",
+             ON CONFLICT (machine_id, msg_id) DO NOTHING",
         )
         .bind(m.id)
         .bind(&envelope.msg_id)
         .bind(&envelope.kind)
         .bind(now)
         .bind(&envelope.body)
-        .fetch_later(&mut *tx)
+        .execute_later(&mut *tx)
         .await
         .map_err(internal)?;
         // A dispense result's usual case goes out with the row, after it (the event's row
@@ -1198,12 +1197,6 @@ impl DeviceChannel {
             let held = self.inner.held.times(command_id);
             let sent = (self.inner.sent.get(command_id)).or(held.map(|(sent, _)| sent));
             let acked = held.map(|(_, received)| received);
-            let order = vend::read_order_later(&mut tx, VendOrder::TradeNo(order_id))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "could not read a dispensed order");
-                    Rejection::Unavailable
-                })?;
             let applied = queue_result(
                 &mut tx,
                 m.id,
@@ -1212,10 +1205,19 @@ impl DeviceChannel {
                 (now, sent, acked),
             )
             .await?;
+            // Read after the command's update, which waits for an ack written meanwhile (a
+            // held-ack batch moving the order to `dispensing`): read before it, the order
+            // could be seen as it was.
+            let order = vend::read_order_later(&mut tx, VendOrder::TradeNo(order_id))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "could not read a dispensed order");
+                    Rejection::Unavailable
+                })?;
             result_queued = Some((order, applied));
         }
         tx.flush().await.map_err(internal)?;
-        if inserted.first().map_err(internal)?.is_none() {
+        if inserted.rows_affected().map_err(internal)? == 0 {
             return Err(Rejection::Duplicate);
         }
         let mut business = event.needs_business_handling();
@@ -1568,8 +1570,7 @@ async fn queue_result(
         "UPDATE device_commands SET state = 'done', acked_at = COALESCE(acked_at, $2), result = $3, \
          sent_at = COALESCE(sent_at, $4) \
          WHERE command_id = $1 AND machine_id = $5 AND kind = 'dispense' AND order_id = $6 \
-         AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7)) \
-         RETURNING command_id",
+         AND (state = 'acknowledged' OR (state IN ('pending', 'sent') AND expires_at > $7))",
     )
     .bind(command_id)
     .bind(acked.unwrap_or(now))
@@ -1578,7 +1579,7 @@ async fn queue_result(
     .bind(machine_id)
     .bind(order_id)
     .bind(now.saturating_sub(ACK_GRACE_MS))
-    .fetch_later(&mut **tx)
+    .execute_later(&mut **tx)
     .await
     .map_err(internal)
 }
@@ -1592,7 +1593,7 @@ async fn result_fate(
     order_id: &str,
     now: i64,
 ) -> Result<ResultFate, Rejection> {
-    if applied.first().map_err(internal)?.is_some() {
+    if applied.rows_affected().map_err(internal)? == 1 {
         return Ok(ResultFate::Applied);
     }
     let c = load_command(tx, machine_id, command_id).await?;

@@ -468,9 +468,9 @@ pub async fn queue_created(
 
 /// Whether what [`queue_created`] queued found the order still waiting for its answer.
 pub fn created_applied(applied: crate::store::Later, out_trade_no: &str) -> Result<(), SaleError> {
-    match applied.first()? {
-        Some(_) => Ok(()),
-        None => Err(SaleError::AnsweredTooLate(out_trade_no.to_owned())),
+    match applied.rows_affected()? {
+        1 => Ok(()),
+        _ => Err(SaleError::AnsweredTooLate(out_trade_no.to_owned())),
     }
 }
 

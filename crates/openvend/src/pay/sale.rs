@@ -222,6 +222,8 @@ pub async fn take_request_in(
     reads: RequestReads,
     now: i64,
 ) -> Result<Taken, SaleError> {
+    // Sends the reads unless the caller's statement after them did (the ledger's event row).
+    conn.flush().await?;
     if let Some(earlier) = earlier_request(reads.earlier.first()?, request.request_id)? {
         return answer(conn, device, request, earlier, now).await;
     }

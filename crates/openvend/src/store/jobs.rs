@@ -128,10 +128,19 @@ impl Claimed {
     /// [`Claimed::job`] after its transaction committed: the job to run now, if any. An error
     /// is logged: the job's row is stored, and runs from the queue when its lease ends.
     pub fn committed(self) -> Option<Job> {
-        self.job()
-            .inspect_err(|e| tracing::error!(error = %e, "could not read a job queued claimed; it runs when its lease ends"))
-            .ok()
-            .flatten()
+        match self.job() {
+            Ok(Some(job)) => Some(job),
+            // Its key was taken: that job runs from the queue. Not expected for the keys
+            // queued this way (a new order's, a new event's), so worth a look.
+            Ok(None) => {
+                tracing::warn!("a job queued claimed found its key taken; the queued one runs");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read a job queued claimed; it runs when its lease ends");
+                None
+            }
+        }
     }
 }
 

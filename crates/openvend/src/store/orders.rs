@@ -384,7 +384,8 @@ where
     Ok(done.rows_affected() == 1)
 }
 
-/// [`set_payment_refs`] read with the transaction's next statement: a row when it applied.
+/// [`set_payment_refs`] run with the transaction's next statement: one row changed when it
+/// applied.
 pub async fn set_payment_refs_later<E>(
     executor: E,
     id: i64,
@@ -396,12 +397,12 @@ where
 {
     Ok(crate::store::query(
         "UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) \
-         WHERE id = $3 AND state = 'awaiting_payment' RETURNING id",
+         WHERE id = $3 AND state = 'awaiting_payment'",
     )
     .bind(qr_code)
     .bind(trade_no)
     .bind(id)
-    .fetch_later(executor)
+    .execute_later(executor)
     .await?)
 }
 

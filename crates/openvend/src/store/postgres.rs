@@ -185,7 +185,7 @@ enum Step {
     Deferred {
         sql: String,
         args: Vec<Value>,
-        answer: Option<tokio::sync::oneshot::Sender<Result<Output, Error>>>,
+        answer: Option<(Mode, tokio::sync::oneshot::Sender<Result<Output, Error>>)>,
     },
 }
 
@@ -227,14 +227,14 @@ impl PgTx {
         });
     }
 
-    /// Queues a statement whose rows the caller reads after the next round trip.
-    pub fn later(&mut self, query: Query<'_>) -> Later {
+    /// Queues a statement whose result the caller reads after the next round trip.
+    pub fn later(&mut self, query: Query<'_>, mode: Mode) -> Later {
         let (sql, args) = query.into_parts();
         let (later, answer) = Later::waiting();
         self.pending.push(Step::Deferred {
             sql: sql.to_owned(),
             args,
-            answer: Some(answer),
+            answer: Some((mode, answer)),
         });
         later
     }
@@ -419,8 +419,10 @@ async fn run_pipeline(
             (Step::Deferred { sql, args, answer }, Some(prepared)) => {
                 trace(sql);
                 match answer {
-                    None => execute(client, &prepared.statement, args).boxed(),
-                    Some(_) => fetch(client, prepared, args, Mode::All).boxed(),
+                    None | Some((Mode::Execute, _)) => {
+                        execute(client, &prepared.statement, args).boxed()
+                    }
+                    Some((mode, _)) => fetch(client, prepared, args, *mode).boxed(),
                 }
             }
             (Step::Deferred { .. }, None) => {
@@ -448,7 +450,7 @@ async fn run_pipeline(
     // Rows read later go to their readers; the pipeline keeps only whether each succeeded.
     for (step, result) in pending.into_iter().zip(results.iter_mut()) {
         if let Step::Deferred {
-            answer: Some(answer),
+            answer: Some((_, answer)),
             ..
         } = step
         {

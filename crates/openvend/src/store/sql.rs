@@ -9,8 +9,8 @@
 //!
 //! [`Query::defer`] runs a write whose result the caller does not need: at once on SQLite,
 //! with the next statement or the `COMMIT` on PostgreSQL (one write instead of a round trip).
-//! [`Query::fetch_later`] does the same for a statement whose rows the caller reads after
-//! that next statement or commit ([`Later`]).
+//! [`Query::fetch_later`] and [`Query::execute_later`] do the same for a statement whose rows
+//! or count of changed rows the caller reads after that next statement or commit ([`Later`]).
 //!
 //! Both engines report [`Error`], with the constraint kind mapped.
 
@@ -385,7 +385,13 @@ impl<'q> Query<'q> {
     /// saving a round trip; anywhere else it runs at once. Read the rows from the [`Later`]
     /// once that statement ran. An error fails the transaction, as with [`Query::defer`].
     pub async fn fetch_later<E: Executor>(self, executor: E) -> Result<Later, Error> {
-        executor.later(self).await
+        executor.later(self, Mode::All).await
+    }
+
+    /// [`Query::fetch_later`] for a write whose count of rows changed the caller reads later
+    /// ([`Later::rows_affected`]).
+    pub async fn execute_later<E: Executor>(self, executor: E) -> Result<Later, Error> {
+        executor.later(self, Mode::Execute).await
     }
 
     /// The statement to run on SQLite instead, with the same parameters: for a table whose
@@ -455,16 +461,22 @@ pub trait Executor: Send {
 
     /// Runs `query` for its rows, now or (in a PostgreSQL transaction) with the next
     /// statement: see [`Query::fetch_later`].
-    fn later(self, query: Query<'_>) -> impl Future<Output = Result<Later, Error>> + Send
+    fn later(
+        self,
+        query: Query<'_>,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Later, Error>> + Send
     where
         Self: Sized,
     {
-        async move { self.run(query, Mode::All).await.map(Later::ready) }
+        async move { self.run(query, mode).await.map(Later::ready) }
     }
 }
 
-/// The rows of a statement sent with a later one ([`Query::fetch_later`]).
+/// The result of a statement sent with a later one ([`Query::fetch_later`],
+/// [`Query::execute_later`]).
 #[derive(Debug)]
+#[must_use = "a statement queued for its result is read after it ran"]
 pub struct Later(LaterState);
 
 #[derive(Debug)]
@@ -489,21 +501,38 @@ impl Later {
     /// Every row. An error if the statement failed, or has not gone out yet (a bug: read
     /// only after the transaction's next statement or its commit).
     pub fn rows(self) -> Result<Vec<Row>, Error> {
-        let output = match self.0 {
-            LaterState::Ready(output) => output,
-            LaterState::Waiting(mut waiting) => waiting.try_recv().map_err(|_| {
-                Error::Protocol("a statement's rows were read before it ran".into())
-            })?,
-        };
-        match output? {
+        match self.output()? {
             Output::Rows(rows) => Ok(rows),
             Output::Done(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn output(self) -> Result<Output, Error> {
+        match self.0 {
+            LaterState::Ready(output) => output,
+            LaterState::Waiting(mut waiting) => waiting.try_recv().map_err(|e| match e {
+                tokio::sync::oneshot::error::TryRecvError::Empty => {
+                    Error::Protocol("a statement's result was read before it was sent".into())
+                }
+                // Its transaction ended, or its round trip failed, without it.
+                tokio::sync::oneshot::error::TryRecvError::Closed => {
+                    Error::Protocol("a statement's result was read, but it never ran".into())
+                }
+            })?,
         }
     }
 
     /// The first row, if any.
     pub fn first(self) -> Result<Option<Row>, Error> {
         Ok(self.rows()?.into_iter().next())
+    }
+
+    /// The rows a write queued with [`Query::execute_later`] changed.
+    pub fn rows_affected(self) -> Result<u64, Error> {
+        match self.output()? {
+            Output::Done(done) => Ok(done.rows_affected),
+            Output::Rows(rows) => Ok(rows.len() as u64),
+        }
     }
 }
 
@@ -714,10 +743,10 @@ impl Executor for &mut Conn {
         }
     }
 
-    async fn later(self, query: Query<'_>) -> Result<Later, Error> {
+    async fn later(self, query: Query<'_>, mode: Mode) -> Result<Later, Error> {
         match self {
-            Conn::Postgres(tx) => Ok(tx.later(query)),
-            other => other.run(query, Mode::All).await.map(Later::ready),
+            Conn::Postgres(tx) => Ok(tx.later(query, mode)),
+            other => other.run(query, mode).await.map(Later::ready),
         }
     }
 }
@@ -731,8 +760,8 @@ impl Executor for &mut Tx {
         (&mut self.conn).defer(query).await
     }
 
-    async fn later(self, query: Query<'_>) -> Result<Later, Error> {
-        (&mut self.conn).later(query).await
+    async fn later(self, query: Query<'_>, mode: Mode) -> Result<Later, Error> {
+        (&mut self.conn).later(query, mode).await
     }
 }
 

@@ -780,3 +780,44 @@ async fn operator_acts_on_the_fleet_are_on_the_audit_trail() {
         "nothing read, nothing recorded"
     );
 }
+
+/// A buy request an earlier version queued as a `device_event` job (the ledger now takes one
+/// in the transaction that records it) is still taken when that job runs: one order, its code
+/// recorded, and the machine's `show_qr` answer.
+#[tokio::test]
+async fn a_buy_request_queued_as_a_device_event_job_is_still_taken() {
+    let r = start().await;
+    let machine_id: i64 = openvend::store::query("SELECT id FROM machines WHERE code = 'VM-0001'")
+        .fetch_one(&r.app_services.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let stored = openvend::jobs::device_event::Stored {
+        machine: "VM-0001",
+        kind: "buy_request",
+        body: r#"{"request_id":"queued-1","items":[{"slot":"A1","qty":1}]}"#,
+    };
+    openvend::jobs::device_event::run(&r.app_services, machine_id, "queued-msg-1", Some(stored))
+        .await
+        .unwrap();
+    let rows = openvend::store::query(
+        "SELECT out_trade_no, state, qr_code FROM orders WHERE request_id = 'queued-1'",
+    )
+    .fetch_all(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "one order for the request");
+    let out_trade_no: String = rows[0].try_get(0).unwrap();
+    let state: String = rows[0].try_get(1).unwrap();
+    let qr_code: Option<String> = rows[0].try_get(2).unwrap();
+    assert_eq!(state, "awaiting_payment");
+    assert!(qr_code.is_some(), "Alipay's code is recorded");
+    assert_eq!(
+        crate::flow::commands(&r, &out_trade_no, "show_qr")
+            .await
+            .len(),
+        1,
+        "the machine is answered with its code"
+    );
+}

@@ -191,7 +191,17 @@ async fn rows_read_later(db: &Db) {
         .fetch_later(&mut *tx)
         .await
         .unwrap();
+    let changed = query("UPDATE notes SET body = body || '!' WHERE id <= 2")
+        .execute_later(&mut *tx)
+        .await
+        .unwrap();
+    let unchanged = query("UPDATE notes SET body = 'x' WHERE id = 99")
+        .execute_later(&mut *tx)
+        .await
+        .unwrap();
     let count = count_in(&mut tx, "SELECT COUNT(*) FROM notes").await;
+    assert_eq!(changed.rows_affected().unwrap(), 2);
+    assert_eq!(unchanged.rows_affected().unwrap(), 0);
     assert_eq!(
         count, 2,
         "the next statement saw the write queued before it"
@@ -212,6 +222,10 @@ async fn rows_read_later(db: &Db) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(bodies(committed.rows().unwrap()), ["c"]);
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE body LIKE '%!'").await,
+        2
+    );
     assert_eq!(count_notes(db, "SELECT COUNT(*) FROM notes").await, 3);
 
     // One that fails fails the transaction (SQLite at once, PostgreSQL at the commit) and
