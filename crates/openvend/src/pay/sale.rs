@@ -403,7 +403,11 @@ pub async fn run_precreate(svc: &Services, job: &Job, p: &PrecreateJob) -> anyho
     let recorded = match recorded {
         Ok(recorded) => recorded,
         Err(e) => {
-            drop(tx);
+            // Rolled back before the refusal is recorded under the same key, which would
+            // otherwise wait on the `show_qr` row sent ahead until the rollback landed.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "could not roll back an answer that came too late");
+            }
             return match e {
                 SaleError::AnsweredTooLate(_) => refuse(svc, p, &e).await,
                 other => Err(other.into()),

@@ -82,9 +82,10 @@ fn insert_job<'q>(
 }
 
 /// Queues a job already claimed for `lease_ms` by the caller, which runs it at once in this
-/// process: one statement instead of an insert and a claim. In a transaction the job is read
-/// back after its commit ([`Claimed::job`]), the statement going out with the commit. If the
-/// caller cannot run it after all, [`release`] it.
+/// process: one statement instead of an insert and a claim. For a new key only: one taken
+/// already fails the statement, and with it the caller's transaction. In a transaction the
+/// job is read back after its commit ([`Claimed::job`]), the statement going out with the
+/// commit. If the caller cannot run it after all, [`release`] it.
 pub async fn enqueue_claimed<E>(
     executor: E,
     kind: &str,
@@ -99,7 +100,7 @@ where
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, locked_until, created_at) \
-             VALUES ($1, $2, $3, 1, $4, $5, $4) ON CONFLICT (dedup_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+             VALUES ($1, $2, $3, 1, $4, $5, $4) RETURNING {JOB_COLUMNS}"
         )
     });
     let later = crate::store::query(&SQL)
@@ -119,8 +120,7 @@ where
 pub struct Claimed(crate::store::Later);
 
 impl Claimed {
-    /// The job, claimed by this process; `None` when a job with its key existed already (that
-    /// one is not claimed, and runs from the queue).
+    /// The job, claimed by this process.
     pub fn job(self) -> Result<Option<Job>, StoreError> {
         Ok(self.0.first()?.as_ref().map(job_from_row).transpose()?)
     }
@@ -130,10 +130,10 @@ impl Claimed {
     pub fn committed(self) -> Option<Job> {
         match self.job() {
             Ok(Some(job)) => Some(job),
-            // Its key was taken: that job runs from the queue. Not expected for the keys
-            // queued this way (a new order's, a new event's), so worth a look.
             Ok(None) => {
-                tracing::warn!("a job queued claimed found its key taken; the queued one runs");
+                tracing::error!(
+                    "a job queued claimed was not read back; it runs when its lease ends"
+                );
                 None
             }
             Err(e) => {

@@ -372,15 +372,9 @@ pub async fn set_payment_refs<E>(
 where
     E: crate::store::Executor,
 {
-    let done = crate::store::query(
-        "UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) \
-         WHERE id = $3 AND state = 'awaiting_payment'",
-    )
-    .bind(qr_code)
-    .bind(trade_no)
-    .bind(id)
-    .execute(executor)
-    .await?;
+    let done = payment_refs_update(id, qr_code, trade_no)
+        .execute(executor)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -395,15 +389,23 @@ pub async fn set_payment_refs_later<E>(
 where
     E: crate::store::Executor,
 {
-    Ok(crate::store::query(
+    Ok(payment_refs_update(id, qr_code, trade_no)
+        .execute_later(executor)
+        .await?)
+}
+
+fn payment_refs_update<'q>(
+    id: i64,
+    qr_code: Option<&'q str>,
+    trade_no: Option<&'q str>,
+) -> crate::store::Query<'q> {
+    crate::store::query(
         "UPDATE orders SET qr_code = COALESCE($1, qr_code), trade_no = COALESCE($2, trade_no) \
          WHERE id = $3 AND state = 'awaiting_payment'",
     )
     .bind(qr_code)
     .bind(trade_no)
     .bind(id)
-    .execute_later(executor)
-    .await?)
 }
 
 /// Moves an order that is awaiting payment with neither QR code nor trade number recorded to

@@ -828,14 +828,13 @@ async fn story(db: &Db) {
         .unwrap()
         .expect("queued");
     assert_eq!((claimed.dedup_key.as_str(), claimed.attempts), ("ev:1", 1));
-    assert_eq!(
-        jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
-            .await
-            .unwrap()
-            .job()
-            .unwrap(),
-        None,
-        "one job per key"
+    let taken = jobs::enqueue_claimed(&db.pool, "device_event", "ev:1", "{}", 100, 1000)
+        .await
+        .map(|_| ())
+        .expect_err("one job per key: a taken key fails");
+    assert!(
+        matches!(&taken, openvend::store::StoreError::Store(e) if e.is_unique_violation()),
+        "{taken}"
     );
     // In a transaction, read back after the commit it went out with (PostgreSQL).
     let mut tx = db.begin().await.unwrap();
