@@ -124,56 +124,44 @@ pub async fn create_reserving_in(
     account: Option<i64>,
     now: i64,
 ) -> Result<i64, OrderError> {
-    // Every line's reservation goes out with the order's insert, in one round trip on
-    // PostgreSQL; the order is written at once and taken back if a line cannot be reserved.
-    let mut reservations = Vec::with_capacity(order.lines.len());
+    let mut reserved = 0;
+    let mut refusal = None;
     for line in &order.lines {
-        reservations.push(reserve_line(&mut *conn, order.machine_id, line).await?);
+        if reserve_line(&mut *conn, order.machine_id, line).await? {
+            reserved += 1;
+        } else {
+            refusal = Some(OrderError::SlotUnavailable(line.slot.clone()));
+            break;
+        }
     }
     // A second copy of the request (same machine and request id) writes nothing.
-    let id = crate::store::query(
-        "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
-         ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
-    )
-    .bind(&order.out_trade_no)
-    .bind(order.operator_id)
-    .bind(order.machine_id)
-    .bind(order.channel)
-    .bind(OrderState::AwaitingPayment.as_str())
-    .bind(order.total.0)
-    .bind(now)
-    .bind(order.expires_at)
-    .bind(order.request_id.as_deref())
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| row.try_get::<i64, _>(0))
-    .transpose()?;
-    let mut reserved = Vec::with_capacity(order.lines.len());
-    for reservation in reservations {
-        reserved.push(reservation.rows_affected()? == 1);
-    }
-    let refusal = order
-        .lines
-        .iter()
-        .zip(&reserved)
-        .find(|(_, ok)| !**ok)
-        .map(|(line, _)| OrderError::SlotUnavailable(line.slot.clone()));
-    let id = match (id, refusal) {
-        (Some(id), None) => id,
-        (written, refusal) => {
-            // Take back the order written ahead of the refusal, and what its lines reserved.
-            if let Some(id) = written {
-                crate::store::query("DELETE FROM orders WHERE id = $1")
-                    .bind(id)
-                    .defer(&mut *conn)
-                    .await?;
-            }
-            for (line, _) in order.lines.iter().zip(&reserved).filter(|(_, ok)| **ok) {
-                give_back_line(&mut *conn, order.machine_id, line).await?;
-            }
-            return Err(refusal.unwrap_or(OrderError::DuplicateRequest));
+    let id = match refusal {
+        Some(_) => None,
+        None => crate::store::query(
+            "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+             ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
+        )
+        .bind(&order.out_trade_no)
+        .bind(order.operator_id)
+        .bind(order.machine_id)
+        .bind(order.channel)
+        .bind(OrderState::AwaitingPayment.as_str())
+        .bind(order.total.0)
+        .bind(now)
+        .bind(order.expires_at)
+        .bind(order.request_id.as_deref())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get::<i64, _>(0))
+        .transpose()?,
+    };
+    let Some(id) = id else {
+        // Give back what this order reserved.
+        for line in &order.lines[..reserved] {
+            give_back_line(&mut *conn, order.machine_id, line).await?;
         }
+        return Err(refusal.unwrap_or(OrderError::DuplicateRequest));
     };
     for (i, line) in order.lines.iter().enumerate() {
         crate::store::query(
@@ -216,14 +204,13 @@ pub async fn create_reserving_in(
     Ok(id)
 }
 
-/// Reserves one line's quantity, if the slot sells this product and has the stock: one row
-/// changed, read after the transaction's next statement.
+/// Reserves one line's quantity, if the slot sells this product and has the stock.
 async fn reserve_line(
     conn: &mut Conn,
     machine_id: i64,
     line: &OrderLine,
-) -> Result<crate::store::Later, OrderError> {
-    Ok(crate::store::query(
+) -> Result<bool, OrderError> {
+    let done = crate::store::query(
         "UPDATE slots SET reserved = reserved + $1 \
          WHERE machine_id = $2 AND code = $3 AND enabled AND product_id = $4 AND stock - reserved >= $1",
     )
@@ -231,8 +218,9 @@ async fn reserve_line(
     .bind(machine_id)
     .bind(&line.slot)
     .bind(line.product_id)
-    .execute_later(&mut *conn)
-    .await?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Gives back a line's reservation made in this transaction.
@@ -247,7 +235,7 @@ async fn give_back_line(
     .bind(i64::from(line.qty))
     .bind(machine_id)
     .bind(&line.slot)
-    .defer(&mut *conn)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
