@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_cheap_checks"),
     migration!(15, "0015_late_vends"),
     migration!(16, "0016_alerts_sent"),
+    migration!(17, "0017_refunds_by_order"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -106,6 +106,29 @@ pub fn unique_schema() -> String {
     )
 }
 
+/// What is left to refund of an order is read through an index on the order, not by reading
+/// every refund (SQLite's plan; PostgreSQL plans by the table's size).
+#[tokio::test]
+async fn an_orders_refunds_are_read_by_an_index() {
+    let (db, _dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    let plan = openvend::store::query(
+        "EXPLAIN QUERY PLAN SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds \
+         WHERE order_id = $1 AND state <> 'failed'",
+    )
+    .bind(1_i64)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let detail: Vec<String> = plan.iter().map(|r| r.try_get("detail").unwrap()).collect();
+    assert!(
+        detail
+            .iter()
+            .any(|d| d.contains("USING INDEX refunds_order_idx")),
+        "{detail:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_store_story_holds_on_sqlite() {
     let (db, _dir) = sqlite_db().await;
