@@ -7,7 +7,7 @@
 //!   goods may or may not have come out and guessing either way loses money.
 //!
 //! The command and this job are recorded with the payment in one transaction
-//! ([`record_with_payment`]), so a crash anywhere is resumed by the next run: the command row
+//! ([`record_paid`]), so a crash anywhere is resumed by the next run: the command row
 //! is the memory of what was sent.
 
 use super::Next;
@@ -72,21 +72,8 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
 /// the payment's transaction, and queues this job to watch it from when the machine's time
 /// to acknowledge is up. Deliver the answer once the transaction has committed: a crash
 /// before that leaves the command `pending`, re-delivered when the link or the machine comes
-/// back, and this job refunds the order if it is never acknowledged.
-pub async fn record_with_payment(
-    svc: &Services,
-    conn: &mut Conn,
-    order_id: i64,
-    out_trade_no: &str,
-    machine: &str,
-    now: i64,
-) -> anyhow::Result<Recorded> {
-    let lines = orders::lines(&mut *conn, order_id).await?;
-    record_paid(svc, conn, (order_id, out_trade_no, machine), lines, now).await
-}
-
-/// [`record_with_payment`] with the order's lines read already (with the statement that
-/// marked it paid: [`orders::lines_later`]).
+/// back, and this job refunds the order if it is never acknowledged. `lines` are the order's,
+/// read with the statement that marked it paid ([`orders::lines_later`]).
 pub async fn record_paid(
     svc: &Services,
     conn: &mut Conn,

@@ -253,13 +253,15 @@ pub async fn confirm_paid(
         .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
+    // Read with the statement that marks it paid, as for a notification.
+    let lines = orders::lines_later(&mut *tx, order.id).await?;
     orders::mark_paid(&mut tx, order.id, order.state, trade_no, None, now, source).await?;
-    let dispense = super::dispense::record_with_payment(
+    let lines = orders::lines_from(&lines.rows()?)?;
+    let dispense = super::dispense::record_paid(
         svc,
         &mut tx,
-        order.id,
-        &order.out_trade_no,
-        &machine,
+        (order.id, &order.out_trade_no, &machine),
+        lines,
         now,
     )
     .await?;

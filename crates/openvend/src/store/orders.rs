@@ -532,7 +532,7 @@ pub async fn timeline(
 
 /// Marks an order paid from `from` (a verified notification or query) and records Alipay's
 /// trade number and the buyer, in the caller's transaction. The caller records the dispense
-/// in the same transaction (`jobs::dispense::record_with_payment`).
+/// in the same transaction (`jobs::dispense::record_paid`).
 pub async fn mark_paid(
     tx: &mut crate::store::Conn,
     order_id: i64,
