@@ -780,7 +780,15 @@ pub fn open_sqlite(path: &str, create: bool, setup: &str) -> Result<Pool, Error>
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+    // Through the VFS that writes a commit's WAL frames with one `pwrite`, not two a frame.
+    let vfs = sqlite_wal_batch::register().map_err(|code| {
+        sqlite_error(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    })?;
+    let conn =
+        rusqlite::Connection::open_with_flags_and_vfs(path, flags, vfs).map_err(sqlite_error)?;
     conn.set_prepared_statement_cache_capacity(256);
     conn.execute_batch(setup).map_err(sqlite_error)?;
     Ok(Pool::Sqlite(Arc::new(Mutex::new(conn))))

@@ -1,0 +1,251 @@
+//! The VFS against real files: every commit is in the WAL file, readable by another
+//! connection through the default VFS and recoverable from a copy of the files, whatever the
+//! transaction's size, its rewrites of frames, rollbacks and checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, params};
+
+/// A writer through the VFS and a reader through the default VFS, on one database.
+struct Pair {
+    dir: tempfile::TempDir,
+    writer: Connection,
+    reader: Connection,
+}
+
+impl Pair {
+    fn new(setup: &str) -> Pair {
+        let vfs = sqlite_wal_batch::register().expect("register the VFS");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db.sqlite");
+        let writer = Connection::open_with_flags_and_vfs(&path, flags(), vfs).expect("writer");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                 CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL);",
+            )
+            .expect("schema");
+        writer.execute_batch(setup).expect("setup");
+        let reader = Connection::open_with_flags(&path, flags()).expect("reader");
+        Pair {
+            dir,
+            writer,
+            reader,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("db.sqlite")
+    }
+
+    /// What the reader sees: rows, bytes, and a sum that changes with any row's key or size.
+    fn seen_by_reader(&self) -> (i64, i64, i64) {
+        summary(&self.reader)
+    }
+
+    /// What a fresh process would recover from the files as they are now on disk: the
+    /// database and its WAL copied elsewhere and opened, so SQLite rebuilds the wal-index
+    /// from the frames and their checksums, stopping at the first frame it cannot trust.
+    fn recovered_from_copy(&self) -> (i64, i64, i64) {
+        let copy = tempfile::tempdir().expect("temp dir");
+        let to = copy.path().join("db.sqlite");
+        std::fs::copy(self.path(), &to).expect("copy the database");
+        let wal = wal_path(&self.path());
+        if wal.exists() {
+            std::fs::copy(&wal, wal_path(&to)).expect("copy the WAL");
+        }
+        let conn = Connection::open_with_flags(&to, flags()).expect("open the copy");
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity check");
+        assert_eq!(check, "ok");
+        summary(&conn)
+    }
+}
+
+fn flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn summary(conn: &Connection) -> (i64, i64, i64) {
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(length(v)), 0), coalesce(sum(k * length(v)), 0) FROM t",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .expect("summary")
+}
+
+fn model_summary(model: &BTreeMap<i64, usize>) -> (i64, i64, i64) {
+    let count = model.len() as i64;
+    let bytes = model.values().map(|&n| n as i64).sum();
+    let weighted = model.iter().map(|(&k, &n)| k * n as i64).sum();
+    (count, bytes, weighted)
+}
+
+/// A blob whose bytes depend on its key and size, so pages differ.
+fn blob(key: i64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (key as usize * 31 + i) as u8).collect()
+}
+
+/// xorshift64*, so the history is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn each_commit_is_in_the_file_when_commit_returns() {
+    let pair = Pair::new("");
+    let mut model = BTreeMap::new();
+    for k in 0..300_i64 {
+        // 10 bytes to a few pages, so commits write one frame or several.
+        let len = 10 + (k as usize * 997) % 9_000;
+        pair.writer
+            .execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                params![k, blob(k, len)],
+            )
+            .expect("insert");
+        model.insert(k, len);
+        assert_eq!(
+            pair.seen_by_reader(),
+            model_summary(&model),
+            "after commit {k}"
+        );
+        if k % 60 == 59 {
+            assert_eq!(
+                pair.recovered_from_copy(),
+                model_summary(&model),
+                "copy after {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_transaction_larger_than_the_page_cache_is_written_whole() {
+    // Eight pages of cache: the transaction spills frames to the WAL before it commits and
+    // rewrites some of them in place when it changes their pages again.
+    let mut pair = Pair::new("PRAGMA cache_size = 8;");
+    let mut model = BTreeMap::new();
+    let tx = pair.writer.transaction().expect("begin");
+    for k in 0..400_i64 {
+        tx.execute(
+            "INSERT INTO t (k, v) VALUES (?1, ?2)",
+            params![k, blob(k, 1_500)],
+        )
+        .expect("insert");
+        model.insert(k, 1_500);
+    }
+    for k in (0..400_i64).step_by(3) {
+        tx.execute(
+            "UPDATE t SET v = ?2 WHERE k = ?1",
+            params![k, blob(k + 7, 700)],
+        )
+        .expect("update");
+        model.insert(k, 700);
+    }
+    tx.commit().expect("commit");
+    assert_eq!(pair.seen_by_reader(), model_summary(&model));
+    assert_eq!(pair.recovered_from_copy(), model_summary(&model));
+
+    // A large transaction rolled back leaves what was committed, and the next commit after
+    // it is whole.
+    let tx = pair.writer.transaction().expect("begin");
+    for k in 400..800_i64 {
+        tx.execute(
+            "INSERT INTO t (k, v) VALUES (?1, ?2)",
+            params![k, blob(k, 2_000)],
+        )
+        .expect("insert");
+    }
+    tx.rollback().expect("rollback");
+    assert_eq!(pair.seen_by_reader(), model_summary(&model));
+    pair.writer
+        .execute("DELETE FROM t WHERE k < 100", [])
+        .expect("delete");
+    model.retain(|&k, _| k >= 100);
+    assert_eq!(pair.seen_by_reader(), model_summary(&model));
+    assert_eq!(pair.recovered_from_copy(), model_summary(&model));
+}
+
+#[test]
+fn a_random_history_with_checkpoints_matches_its_model() {
+    // A small automatic checkpoint, so the log is copied back and restarted from its start
+    // many times along the way.
+    let mut pair = Pair::new("PRAGMA wal_autocheckpoint = 16; PRAGMA cache_size = 50;");
+    let mut model: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for step in 0..600 {
+        let tx = pair.writer.transaction().expect("begin");
+        let mut changed = model.clone();
+        // Mostly a few rows; now and then a transaction of hundreds.
+        let most = if rng.below(20) == 0 { 200 } else { 4 };
+        for _ in 0..=rng.below(most) {
+            let k = rng.below(500) as i64;
+            if rng.below(4) == 0 {
+                tx.execute("DELETE FROM t WHERE k = ?1", params![k])
+                    .expect("delete");
+                changed.remove(&k);
+            } else {
+                let len = 1 + rng.below(6_000) as usize;
+                tx.execute(
+                    "INSERT INTO t (k, v) VALUES (?1, ?2)
+                     ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                    params![k, blob(k ^ step, len)],
+                )
+                .expect("upsert");
+                changed.insert(k, len);
+            }
+        }
+        if rng.below(8) == 0 {
+            tx.rollback().expect("rollback");
+        } else {
+            tx.commit().expect("commit");
+            model = changed;
+        }
+        match rng.below(40) {
+            0 => pair
+                .writer
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .expect("checkpoint"),
+            1 => pair
+                .writer
+                .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                .expect("checkpoint"),
+            _ => {}
+        }
+        assert_eq!(pair.seen_by_reader(), model_summary(&model), "step {step}");
+        if step % 100 == 99 {
+            assert_eq!(
+                pair.recovered_from_copy(),
+                model_summary(&model),
+                "copy at {step}"
+            );
+        }
+    }
+    // Closing the writer checkpoints and removes the log; what is left is the model.
+    let path = pair.path();
+    drop(pair.reader);
+    pair.writer.close().map_err(|(_, e)| e).expect("close");
+    let conn = Connection::open_with_flags(&path, flags()).expect("reopen");
+    assert_eq!(summary(&conn), model_summary(&model));
+}
