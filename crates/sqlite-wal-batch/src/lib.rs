@@ -9,13 +9,21 @@
 //! written after the frames), and before `COMMIT` returns, just as without this VFS; the
 //! durability `PRAGMA synchronous` asks for is unchanged, as every sync still reaches the file.
 //!
-//! Gathered bytes are also written before anything that could look at or change the file
-//! (a read, a sync, a truncation, a size query, a lock, a file control, a close) and before a
-//! write that does not follow on (SQLite rewriting a frame of the same transaction). An error
-//! from that write is returned by the call that made it, and SQLite treats it as it treats a
-//! failed frame write. The database file, locks and shared memory are the default VFS's own,
-//! untouched: a file that is not a WAL is opened by the default VFS into SQLite's memory and
-//! never passes through this code again.
+//! Only a run of frames is gathered: a gathering starts with a frame header that does not
+//! end a commit (or with the log's own header at its start), and every other write with
+//! nothing gathered goes straight through (one-frame commits, frames rewritten in place,
+//! checksums rewritten, the tail of a frame split at a sync point). Gathered bytes are also
+//! written before anything that could look at or change the WAL (a read, a sync, a
+//! truncation, a size query, a lock, a file control, a close), before a write that does not
+//! follow on, and before the database file's shared-memory locks and barriers, which is
+//! where SQLite publishes a commit and where a writer gives up its write lock, so frames a
+//! rolled-back transaction spilled are never left in memory for a later writer to meet. An
+//! error from a write is returned by the call that made it, and SQLite treats it as a failed
+//! frame write.
+//!
+//! Locks, shared memory and every other file are the default VFS's own: the database file's
+//! methods pass each call on, and a file that is neither is opened by the default VFS into
+//! SQLite's memory and never passes through this code again.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::mem::size_of;
@@ -69,6 +77,9 @@ fn default_vfs() -> *mut ffi::sqlite3_vfs {
     DEFAULT_VFS.get().copied().unwrap_or(0) as *mut ffi::sqlite3_vfs
 }
 
+/// The size of the default VFS's file structure.
+static INNER_SIZE: OnceLock<usize> = OnceLock::new();
+
 /// # Safety
 /// Called once; the VFS it registers lives for the rest of the process.
 unsafe fn register_once() -> Result<(), c_int> {
@@ -92,6 +103,7 @@ unsafe fn register_once() -> Result<(), c_int> {
         return Err(ffi::SQLITE_ERROR);
     };
     let _ = DEFAULT_VFS.set(default as usize);
+    let _ = INNER_SIZE.set(inner_size);
     // Every method but `xOpen` is the default VFS's own, called with our structure, whose
     // `pAppData` and `mxPathname` are the default's (the unix VFS keeps its locking style in
     // `pAppData`). `xOpen` passes the default VFS itself.
@@ -111,16 +123,37 @@ unsafe fn register_once() -> Result<(), c_int> {
     }
 }
 
-/// What SQLite allocates for a WAL file opened through this VFS: the `sqlite3_file` header,
-/// the gathered bytes, then (at [`INNER_OFFSET`]) the default VFS's own file structure.
+/// A WAL file opened through this VFS, in the memory SQLite allocates for it: the
+/// `sqlite3_file` header, the gathered bytes, its database file, then (at [`INNER_OFFSET`])
+/// the default VFS's own file structure.
 #[repr(C)]
 struct WalFile {
     base: ffi::sqlite3_file,
     gathered: Gathered,
+    /// The database file whose log this is, while both are open.
+    db: *mut DbFile,
+}
+
+/// A main database file opened through this VFS: its WAL, while open, then the default VFS's
+/// file.
+#[repr(C)]
+struct DbFile {
+    base: ffi::sqlite3_file,
+    wal: *mut WalFile,
 }
 
 /// Where the default VFS's file starts: after ours, 16-byte aligned.
-const INNER_OFFSET: usize = (size_of::<WalFile>() + 15) & !15;
+const INNER_OFFSET: usize = {
+    let ours = if size_of::<WalFile>() > size_of::<DbFile>() {
+        size_of::<WalFile>()
+    } else {
+        size_of::<DbFile>()
+    };
+    (ours + 15) & !15
+};
+
+/// The WAL header, written at the log's start when it is created or restarted.
+const WAL_HEADER: usize = 32;
 
 /// Consecutive writes not yet made.
 struct Gathered {
@@ -140,16 +173,16 @@ impl Gathered {
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     // Version 1: SQLite maps shared memory and pages only through the database file.
     iVersion: 1,
-    xClose: Some(close),
-    xRead: Some(read),
-    xWrite: Some(write),
-    xTruncate: Some(truncate),
-    xSync: Some(sync),
-    xFileSize: Some(file_size),
-    xLock: Some(lock),
-    xUnlock: Some(unlock),
-    xCheckReservedLock: Some(check_reserved_lock),
-    xFileControl: Some(file_control),
+    xClose: Some(wal_close),
+    xRead: Some(wal_read),
+    xWrite: Some(wal_write),
+    xTruncate: Some(wal_truncate),
+    xSync: Some(wal_sync),
+    xFileSize: Some(wal_file_size),
+    xLock: Some(wal_lock),
+    xUnlock: Some(wal_unlock),
+    xCheckReservedLock: Some(wal_check_reserved_lock),
+    xFileControl: Some(wal_file_control),
     xSectorSize: Some(sector_size),
     xDeviceCharacteristics: Some(device_characteristics),
     xShmMap: None,
@@ -158,6 +191,28 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xShmUnmap: None,
     xFetch: None,
     xUnfetch: None,
+};
+
+static DB_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(db_close),
+    xRead: Some(db_read),
+    xWrite: Some(db_write),
+    xTruncate: Some(db_truncate),
+    xSync: Some(db_sync),
+    xFileSize: Some(db_file_size),
+    xLock: Some(db_lock),
+    xUnlock: Some(db_unlock),
+    xCheckReservedLock: Some(db_check_reserved_lock),
+    xFileControl: Some(db_file_control),
+    xSectorSize: Some(sector_size),
+    xDeviceCharacteristics: Some(device_characteristics),
+    xShmMap: Some(db_shm_map),
+    xShmLock: Some(db_shm_lock),
+    xShmBarrier: Some(db_shm_barrier),
+    xShmUnmap: Some(db_shm_unmap),
+    xFetch: Some(db_fetch),
+    xUnfetch: Some(db_unfetch),
 };
 
 /// # Safety
@@ -174,14 +229,23 @@ unsafe extern "C" fn open(
     let Some(inner_open) = (unsafe { (*default).xOpen }) else {
         return ffi::SQLITE_CANTOPEN;
     };
-    if flags & ffi::SQLITE_OPEN_WAL == 0 {
+    let wal = flags & ffi::SQLITE_OPEN_WAL != 0;
+    if !wal && flags & ffi::SQLITE_OPEN_MAIN_DB == 0 {
         // SAFETY: our `szOsFile` is larger than the default's, so its file fits.
         return unsafe { inner_open(default, name, file, flags, out_flags) };
     }
-    let wal = file.cast::<WalFile>();
     let inner = inner_of(file);
-    // SAFETY: `inner` lies inside SQLite's allocation (see `INNER_OFFSET`).
-    let rc = unsafe { inner_open(default, name, inner, flags, out_flags) };
+    // SAFETY: `inner` lies inside SQLite's allocation (see `INNER_OFFSET`), with
+    // `INNER_SIZE` bytes for the default VFS's file, zeroed so a failed open leaves no
+    // stale methods pointer.
+    let rc = unsafe {
+        ptr::write_bytes(
+            inner.cast::<u8>(),
+            0,
+            INNER_SIZE.get().copied().unwrap_or(0),
+        );
+        inner_open(default, name, inner, flags, out_flags)
+    };
     if rc != ffi::SQLITE_OK {
         // SAFETY: an inner file the default VFS left with methods must still be closed.
         unsafe {
@@ -192,16 +256,35 @@ unsafe extern "C" fn open(
         }
         return rc;
     }
-    // SAFETY: the memory is SQLite's and ours until `close`; nothing was in it.
+    if !wal {
+        let db = file.cast::<DbFile>();
+        // SAFETY: the memory is SQLite's and ours until `db_close`.
+        unsafe {
+            ptr::addr_of_mut!((*db).wal).write(ptr::null_mut());
+            (*file).pMethods = &DB_METHODS;
+        }
+        return ffi::SQLITE_OK;
+    }
+    let wal = file.cast::<WalFile>();
+    // SAFETY: `name` was passed to `xOpen` with `SQLITE_OPEN_WAL`, the case
+    // `sqlite3_database_file_object` is for; it returns the connection's database file.
+    let db = unsafe { ffi::sqlite3_database_file_object(name) };
+    // SAFETY: a database file with our methods is a `DbFile`; the memory of `wal` is
+    // SQLite's and ours until `wal_close`.
     unsafe {
-        ptr::write(
-            ptr::addr_of_mut!((*wal).gathered),
-            Gathered {
-                bytes: Vec::new(),
-                at: 0,
-                commit_header: false,
-            },
-        );
+        let db = if !db.is_null() && ptr::eq((*db).pMethods, &DB_METHODS) {
+            let db = db.cast::<DbFile>();
+            (*db).wal = wal;
+            db
+        } else {
+            ptr::null_mut()
+        };
+        ptr::addr_of_mut!((*wal).db).write(db);
+        ptr::addr_of_mut!((*wal).gathered).write(Gathered {
+            bytes: Vec::new(),
+            at: 0,
+            commit_header: false,
+        });
         (*file).pMethods = &WAL_METHODS;
     }
     ffi::SQLITE_OK
@@ -209,16 +292,6 @@ unsafe extern "C" fn open(
 
 fn inner_of(file: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
     file.cast::<u8>().wrapping_add(INNER_OFFSET).cast()
-}
-
-/// The gathered bytes and the inner file of a WAL file this VFS opened.
-///
-/// # Safety
-/// `file` is a WAL file opened by [`open`] and not yet closed, used by one thread at a time
-/// (SQLite's contract for a connection's files).
-unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (&'a mut Gathered, *mut ffi::sqlite3_file) {
-    // SAFETY: per this function's contract.
-    unsafe { (&mut (*file.cast::<WalFile>()).gathered, inner_of(file)) }
 }
 
 /// The default VFS's methods for `inner`.
@@ -230,15 +303,18 @@ unsafe fn methods<'a>(inner: *mut ffi::sqlite3_file) -> &'a ffi::sqlite3_io_meth
     unsafe { &*(*inner).pMethods }
 }
 
-/// Writes what is gathered, in pieces the default VFS takes.
+/// Writes what a WAL file has gathered, in pieces the default VFS takes.
 ///
 /// # Safety
-/// As [`parts`].
-unsafe fn flush(gathered: &mut Gathered, inner: *mut ffi::sqlite3_file) -> c_int {
+/// `wal` is a WAL file opened by [`open`] and not yet closed, used by one thread at a time
+/// (SQLite's contract for a connection's files).
+unsafe fn flush(wal: *mut WalFile) -> c_int {
+    // SAFETY: per this function's contract.
+    let (gathered, inner) = unsafe { (&mut (*wal).gathered, inner_of(wal.cast())) };
     if gathered.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
-    // SAFETY: as `parts`.
+    // SAFETY: as above.
     let Some(write) = (unsafe { methods(inner) }).xWrite else {
         return ffi::SQLITE_IOERR_WRITE;
     };
@@ -256,93 +332,99 @@ unsafe fn flush(gathered: &mut Gathered, inner: *mut ffi::sqlite3_file) -> c_int
         at += len as i64;
     }
     gathered.bytes.clear();
+    gathered.commit_header = false;
     rc
 }
 
-/// Writes what is gathered, then runs `then` on the inner file.
+/// Writes straight through to the default VFS.
 ///
 /// # Safety
-/// As [`parts`].
-unsafe fn flushed(
-    file: *mut ffi::sqlite3_file,
-    then: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> Option<c_int>,
+/// As [`flush`]; `data` holds `amount` bytes.
+unsafe fn write_through(
+    wal: *mut WalFile,
+    data: *const c_void,
+    amount: c_int,
+    offset: i64,
 ) -> c_int {
-    // SAFETY: as `parts`.
-    let (gathered, inner) = unsafe { parts(file) };
-    // SAFETY: as `parts`.
-    let rc = unsafe { flush(gathered, inner) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    let inner = inner_of(wal.cast());
+    // SAFETY: per this function's contract.
+    match unsafe { methods(inner) }.xWrite {
+        // SAFETY: SQLite's arguments, passed on.
+        Some(write) => unsafe { write(inner, data, amount, offset) },
+        None => ffi::SQLITE_IOERR_WRITE,
     }
-    // SAFETY: as `parts`.
-    then(unsafe { methods(inner) }, inner).unwrap_or(ffi::SQLITE_IOERR)
 }
 
-unsafe extern "C" fn write(
+unsafe extern "C" fn wal_write(
     file: *mut ffi::sqlite3_file,
     data: *const c_void,
     amount: c_int,
     offset: i64,
 ) -> c_int {
+    let wal = file.cast::<WalFile>();
     let Ok(len) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
     // SAFETY: SQLite's `xWrite` contract: `data` holds `amount` bytes; `file` is ours.
-    let (bytes, (gathered, inner)) = unsafe {
+    let (bytes, gathered) = unsafe {
         (
             std::slice::from_raw_parts(data.cast::<u8>(), len),
-            parts(file),
+            &mut (*wal).gathered,
         )
     };
+    // A frame header's second word is the database size after a commit, zero otherwise.
+    let header = len == FRAME_HEADER;
+    let commit_header = header && bytes[4..8] != [0; 4];
     if !gathered.bytes.is_empty() && offset != gathered.end() {
-        // SAFETY: as `parts`.
-        let rc = unsafe { flush(gathered, inner) };
+        // SAFETY: `wal` is open.
+        let rc = unsafe { flush(wal) };
         if rc != ffi::SQLITE_OK {
             return rc;
         }
     }
+    let ends_commit = std::mem::replace(&mut gathered.commit_header, false);
+    if gathered.bytes.is_empty() {
+        let starts_run = (header && !commit_header) || (offset == 0 && len == WAL_HEADER);
+        if !starts_run {
+            // SAFETY: as above.
+            return unsafe { write_through(wal, data, amount, offset) };
+        }
+        gathered.at = offset;
+    }
     if gathered.bytes.try_reserve(len).is_err() {
-        // No memory to gather: write through, as the default VFS would.
-        // SAFETY: as `parts`; the arguments are SQLite's own.
+        // No memory to gather: write what is gathered, then this, as the default VFS would.
+        // SAFETY: as above.
         return unsafe {
-            match flush(gathered, inner) {
-                ffi::SQLITE_OK => match methods(inner).xWrite {
-                    Some(write) => write(inner, data, amount, offset),
-                    None => ffi::SQLITE_IOERR_WRITE,
-                },
+            match flush(wal) {
+                ffi::SQLITE_OK => write_through(wal, data, amount, offset),
                 rc => rc,
             }
         };
     }
-    let starts = gathered.bytes.is_empty();
-    if starts {
-        gathered.at = offset;
-    }
     gathered.bytes.extend_from_slice(bytes);
-    // A frame header's second word is the database size after a commit, zero otherwise.
-    let commit_header = len == FRAME_HEADER && bytes[4..8] != [0; 4];
-    let ends_commit = std::mem::replace(&mut gathered.commit_header, commit_header);
-    // SQLite writes a commit frame's header, then its page: the page ends the commit. A
-    // commit header that starts a gathering may have no page after it: SQLite rewrites the
-    // headers of a transaction's frames in place (new checksums, after a frame was written
-    // twice), reading each frame first, and the commit's is the last write before the
-    // commit is published. It is written at once.
-    if ends_commit || (commit_header && starts) || gathered.bytes.len() >= MAX_GATHERED {
-        // SAFETY: as `parts`.
-        return unsafe { flush(gathered, inner) };
+    gathered.commit_header = commit_header;
+    if ends_commit || gathered.bytes.len() >= MAX_GATHERED {
+        // SAFETY: as above.
+        return unsafe { flush(wal) };
     }
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite closes a file once; after this, the memory is no longer ours.
+unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
+    let wal = file.cast::<WalFile>();
+    let inner = inner_of(file);
+    // SAFETY: SQLite closes a file once; after this, the memory is no longer ours. The
+    // database file, if linked, is open (SQLite closes the log first).
     unsafe {
-        let (gathered, inner) = parts(file);
-        let flushed = flush(gathered, inner);
+        let flushed = flush(wal);
+        let db = (*wal).db;
+        if !db.is_null() {
+            (*db).wal = ptr::null_mut();
+        }
         let closed = methods(inner)
             .xClose
             .map_or(ffi::SQLITE_OK, |close| close(inner));
-        ptr::drop_in_place(ptr::addr_of_mut!((*file.cast::<WalFile>()).gathered));
+        ptr::drop_in_place(ptr::addr_of_mut!((*wal).gathered));
         if flushed != ffi::SQLITE_OK {
             flushed
         } else {
@@ -351,58 +433,34 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn read(
-    file: *mut ffi::sqlite3_file,
-    out: *mut c_void,
-    amount: c_int,
-    offset: i64,
-) -> c_int {
-    // SAFETY: SQLite's `xRead` contract; the arguments are passed on unchanged.
-    unsafe {
-        flushed(file, |m, inner| {
-            m.xRead.map(|f| f(inner, out, amount, offset))
-        })
-    }
+/// A WAL method that writes what is gathered first, then passes the call on.
+macro_rules! wal_flushed {
+    ($name:ident, $method:ident ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
+            let inner = inner_of(file);
+            // SAFETY: SQLite's contract for the method: `file` is an open WAL file of ours,
+            // and the other arguments are passed on unchanged.
+            unsafe {
+                match flush(file.cast()) {
+                    ffi::SQLITE_OK => match methods(inner).$method {
+                        Some(f) => f(inner $(, $arg)*),
+                        None => ffi::SQLITE_IOERR,
+                    },
+                    rc => rc,
+                }
+            }
+        }
+    };
 }
 
-unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xTruncate.map(|f| f(inner, size))) }
-}
-
-unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xSync.map(|f| f(inner, flags))) }
-}
-
-unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xFileSize.map(|f| f(inner, size))) }
-}
-
-unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xLock.map(|f| f(inner, level))) }
-}
-
-unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xUnlock.map(|f| f(inner, level))) }
-}
-
-unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xCheckReservedLock.map(|f| f(inner, out))) }
-}
-
-unsafe extern "C" fn file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    // SAFETY: as `read`.
-    unsafe { flushed(file, |m, inner| m.xFileControl.map(|f| f(inner, op, arg))) }
-}
+wal_flushed!(wal_read, xRead(out: *mut c_void, amount: c_int, offset: i64));
+wal_flushed!(wal_truncate, xTruncate(size: i64));
+wal_flushed!(wal_sync, xSync(flags: c_int));
+wal_flushed!(wal_file_size, xFileSize(size: *mut i64));
+wal_flushed!(wal_lock, xLock(level: c_int));
+wal_flushed!(wal_unlock, xUnlock(level: c_int));
+wal_flushed!(wal_check_reserved_lock, xCheckReservedLock(out: *mut c_int));
+wal_flushed!(wal_file_control, xFileControl(op: c_int, arg: *mut c_void));
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
     let inner = inner_of(file);
@@ -417,5 +475,101 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
         methods(inner)
             .xDeviceCharacteristics
             .map_or(0, |f| f(inner))
+    }
+}
+
+/// Writes what the database's WAL has gathered, if it is open.
+///
+/// # Safety
+/// `file` is a database file opened by [`open`] and not yet closed.
+unsafe fn flush_log_of(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: per this function's contract; a linked WAL is open (it unlinks on close).
+    unsafe {
+        let wal = (*file.cast::<DbFile>()).wal;
+        if wal.is_null() {
+            ffi::SQLITE_OK
+        } else {
+            flush(wal)
+        }
+    }
+}
+
+/// A database method passed on as it is, or after the log's gathered bytes are written.
+macro_rules! db_forward {
+    ($name:ident, $method:ident ($($arg:ident: $ty:ty),*) -> $ret:ty, $missing:expr) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> $ret {
+            let inner = inner_of(file);
+            // SAFETY: SQLite's contract for the method: `file` is an open database file of
+            // ours, and the other arguments are passed on unchanged.
+            unsafe {
+                match methods(inner).$method {
+                    Some(f) => f(inner $(, $arg)*),
+                    None => $missing,
+                }
+            }
+        }
+    };
+    (flush_log $name:ident, $method:ident ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
+            let inner = inner_of(file);
+            // SAFETY: as above.
+            unsafe {
+                match flush_log_of(file) {
+                    ffi::SQLITE_OK => match methods(inner).$method {
+                        Some(f) => f(inner $(, $arg)*),
+                        None => ffi::SQLITE_IOERR,
+                    },
+                    rc => rc,
+                }
+            }
+        }
+    };
+}
+
+db_forward!(db_read, xRead(out: *mut c_void, amount: c_int, offset: i64) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_write, xWrite(data: *const c_void, amount: c_int, offset: i64) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_truncate, xTruncate(size: i64) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_sync, xSync(flags: c_int) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_file_size, xFileSize(size: *mut i64) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_lock, xLock(level: c_int) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_unlock, xUnlock(level: c_int) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_check_reserved_lock, xCheckReservedLock(out: *mut c_int) -> c_int, ffi::SQLITE_IOERR);
+db_forward!(db_file_control, xFileControl(op: c_int, arg: *mut c_void) -> c_int, ffi::SQLITE_NOTFOUND);
+db_forward!(db_shm_map, xShmMap(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int, ffi::SQLITE_IOERR);
+// Without the default's `xFetch`, "no mapping" (SQLite then reads instead).
+db_forward!(db_fetch, xFetch(offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int, {
+    *out = ptr::null_mut();
+    ffi::SQLITE_OK
+});
+db_forward!(db_unfetch, xUnfetch(offset: i64, page: *mut c_void) -> c_int, ffi::SQLITE_OK);
+// A writer takes and gives up its write lock, and readers their snapshots, through the
+// shared-memory locks; a commit is published behind a barrier. The log is in the file first.
+db_forward!(flush_log db_shm_lock, xShmLock(offset: c_int, n: c_int, flags: c_int));
+db_forward!(flush_log db_shm_unmap, xShmUnmap(delete: c_int));
+
+unsafe extern "C" fn db_shm_barrier(file: *mut ffi::sqlite3_file) {
+    let inner = inner_of(file);
+    // SAFETY: as `db_forward!`. A barrier cannot fail: nothing is gathered here unless a
+    // write failed to flush at its commit, which SQLite then saw as that write's error.
+    unsafe {
+        let _ = flush_log_of(file);
+        if let Some(barrier) = methods(inner).xShmBarrier {
+            barrier(inner);
+        }
+    }
+}
+
+unsafe extern "C" fn db_close(file: *mut ffi::sqlite3_file) -> c_int {
+    let inner = inner_of(file);
+    // SAFETY: SQLite closes a file once. A WAL still linked (SQLite closes it first, so it
+    // should not be) is unlinked so it never reaches freed memory.
+    unsafe {
+        let wal = (*file.cast::<DbFile>()).wal;
+        if !wal.is_null() {
+            (*wal).db = ptr::null_mut();
+        }
+        methods(inner)
+            .xClose
+            .map_or(ffi::SQLITE_OK, |close| close(inner))
     }
 }

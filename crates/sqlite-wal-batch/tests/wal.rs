@@ -16,17 +16,25 @@ struct Pair {
 
 impl Pair {
     fn new(setup: &str) -> Pair {
+        Pair::with("", "", setup)
+    }
+
+    /// `uri` is appended to the database's URI; `before` runs before the log is turned on
+    /// (a page size), `setup` after the table is made.
+    fn with(uri: &str, before: &str, setup: &str) -> Pair {
         let vfs = sqlite_wal_batch::register().expect("register the VFS");
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db.sqlite");
-        let writer = Connection::open_with_flags_and_vfs(&path, flags(), vfs).expect("writer");
+        let name = format!("file:{}{uri}", path.display());
+        let writer = Connection::open_with_flags_and_vfs(&name, flags(), vfs).expect("writer");
         writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-                 CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL);",
-            )
+            .execute_batch(&format!(
+                "{before}
+                 PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                 CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL);
+                 {setup}"
+            ))
             .expect("schema");
-        writer.execute_batch(setup).expect("setup");
         let reader = Connection::open_with_flags(&path, flags()).expect("reader");
         Pair {
             dir,
@@ -39,15 +47,15 @@ impl Pair {
         self.dir.path().join("db.sqlite")
     }
 
-    /// What the reader sees: rows, bytes, and a sum that changes with any row's key or size.
-    fn seen_by_reader(&self) -> (i64, i64, i64) {
+    /// What the reader sees: rows and a checksum of their contents.
+    fn seen_by_reader(&self) -> (usize, u64) {
         summary(&self.reader)
     }
 
     /// What a fresh process would recover from the files as they are now on disk: the
     /// database and its WAL copied elsewhere and opened, so SQLite rebuilds the wal-index
     /// from the frames and their checksums, stopping at the first frame it cannot trust.
-    fn recovered_from_copy(&self) -> (i64, i64, i64) {
+    fn recovered_from_copy(&self) -> (usize, u64) {
         let copy = tempfile::tempdir().expect("temp dir");
         let to = copy.path().join("db.sqlite");
         std::fs::copy(self.path(), &to).expect("copy the database");
@@ -65,7 +73,7 @@ impl Pair {
 }
 
 fn flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI
 }
 
 fn wal_path(db: &Path) -> PathBuf {
@@ -74,25 +82,52 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn summary(conn: &Connection) -> (i64, i64, i64) {
-    conn.query_row(
-        "SELECT count(*), coalesce(sum(length(v)), 0), coalesce(sum(k * length(v)), 0) FROM t",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+/// Rows and a checksum of every key and byte, in key order.
+fn summary(conn: &Connection) -> (usize, u64) {
+    let mut stmt = conn
+        .prepare("SELECT k, v FROM t ORDER BY k")
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .expect("query")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rows");
+    (
+        rows.len(),
+        checksum(rows.iter().map(|(k, v)| (*k, v.as_slice()))),
     )
-    .expect("summary")
 }
 
-fn model_summary(model: &BTreeMap<i64, usize>) -> (i64, i64, i64) {
-    let count = model.len() as i64;
-    let bytes = model.values().map(|&n| n as i64).sum();
-    let weighted = model.iter().map(|(&k, &n)| k * n as i64).sum();
-    (count, bytes, weighted)
+/// FNV-1a over keys and values.
+fn checksum<'a>(rows: impl Iterator<Item = (i64, &'a [u8])>) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for (k, v) in rows {
+        for b in k.to_le_bytes().iter().chain(v) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    hash
 }
 
-/// A blob whose bytes depend on its key and size, so pages differ.
-fn blob(key: i64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (key as usize * 31 + i) as u8).collect()
+/// The model: each key's value is `blob(seed, len)`.
+type Model = BTreeMap<i64, (i64, usize)>;
+
+fn model_summary(model: &Model) -> (usize, u64) {
+    let blobs: Vec<(i64, Vec<u8>)> = model
+        .iter()
+        .map(|(&k, &(seed, len))| (k, blob(seed, len)))
+        .collect();
+    (
+        model.len(),
+        checksum(blobs.iter().map(|(k, v)| (*k, v.as_slice()))),
+    )
+}
+
+/// A blob whose bytes depend on its seed and size, so pages differ.
+fn blob(seed: i64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((seed as usize).wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
+        .collect()
 }
 
 /// xorshift64*, so the history is the same on every run.
@@ -114,7 +149,7 @@ impl Rng {
 #[test]
 fn each_commit_is_in_the_file_when_commit_returns() {
     let pair = Pair::new("");
-    let mut model = BTreeMap::new();
+    let mut model = Model::new();
     for k in 0..300_i64 {
         // 10 bytes to a few pages, so commits write one frame or several.
         let len = 10 + (k as usize * 997) % 9_000;
@@ -124,7 +159,7 @@ fn each_commit_is_in_the_file_when_commit_returns() {
                 params![k, blob(k, len)],
             )
             .expect("insert");
-        model.insert(k, len);
+        model.insert(k, (k, len));
         assert_eq!(
             pair.seen_by_reader(),
             model_summary(&model),
@@ -145,7 +180,7 @@ fn a_transaction_larger_than_the_page_cache_is_written_whole() {
     // Eight pages of cache: the transaction spills frames to the WAL before it commits and
     // rewrites some of them in place when it changes their pages again.
     let mut pair = Pair::new("PRAGMA cache_size = 8;");
-    let mut model = BTreeMap::new();
+    let mut model = Model::new();
     let tx = pair.writer.transaction().expect("begin");
     for k in 0..400_i64 {
         tx.execute(
@@ -153,7 +188,7 @@ fn a_transaction_larger_than_the_page_cache_is_written_whole() {
             params![k, blob(k, 1_500)],
         )
         .expect("insert");
-        model.insert(k, 1_500);
+        model.insert(k, (k, 1_500));
     }
     for k in (0..400_i64).step_by(3) {
         tx.execute(
@@ -161,7 +196,7 @@ fn a_transaction_larger_than_the_page_cache_is_written_whole() {
             params![k, blob(k + 7, 700)],
         )
         .expect("update");
-        model.insert(k, 700);
+        model.insert(k, (k + 7, 700));
     }
     tx.commit().expect("commit");
     assert_eq!(pair.seen_by_reader(), model_summary(&model));
@@ -191,10 +226,14 @@ fn a_transaction_larger_than_the_page_cache_is_written_whole() {
 fn a_random_history_with_checkpoints_matches_its_model() {
     // A small automatic checkpoint, so the log is copied back and restarted from its start
     // many times along the way.
-    let mut pair = Pair::new("PRAGMA wal_autocheckpoint = 16; PRAGMA cache_size = 50;");
-    let mut model: BTreeMap<i64, usize> = BTreeMap::new();
+    // A size limit, so the log is also cut back after checkpoints.
+    let mut pair = Pair::new(
+        "PRAGMA wal_autocheckpoint = 16; PRAGMA cache_size = 50;
+         PRAGMA journal_size_limit = 65536;",
+    );
+    let mut model = Model::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for step in 0..600 {
+    for step in 0..600_i64 {
         let tx = pair.writer.transaction().expect("begin");
         let mut changed = model.clone();
         // Mostly a few rows; now and then a transaction of hundreds.
@@ -213,7 +252,7 @@ fn a_random_history_with_checkpoints_matches_its_model() {
                     params![k, blob(k ^ step, len)],
                 )
                 .expect("upsert");
-                changed.insert(k, len);
+                changed.insert(k, (k ^ step, len));
             }
         }
         if rng.below(8) == 0 {
@@ -248,4 +287,82 @@ fn a_random_history_with_checkpoints_matches_its_model() {
     pair.writer.close().map_err(|(_, e)| e).expect("close");
     let conn = Connection::open_with_flags(&path, flags()).expect("reopen");
     assert_eq!(summary(&conn), model_summary(&model));
+}
+
+#[test]
+fn frames_a_rolled_back_transaction_spilled_never_land_on_a_later_writers() {
+    // The reader writes too, through the default VFS, once the first writer has given up
+    // its transaction; then the first writer reads and closes.
+    let mut pair = Pair::new("PRAGMA cache_size = 8;");
+    let mut model = Model::new();
+    for k in 0..20_i64 {
+        pair.writer
+            .execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                params![k, blob(k, 3_000)],
+            )
+            .expect("insert");
+        model.insert(k, (k, 3_000));
+    }
+    // One large value: its overflow pages are spilled once each, the last of them just
+    // before the rollback.
+    let tx = pair.writer.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO t (k, v) VALUES (?1, ?2)",
+        params![1_000, blob(1, 300_000)],
+    )
+    .expect("insert");
+    tx.rollback().expect("rollback");
+    // More than the first writer spilled, so its frames cover all of that part of the log.
+    let other = pair.reader.transaction().expect("the other writer's begin");
+    for k in 2_000..2_400_i64 {
+        other
+            .execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                params![k, blob(-k, 3_000)],
+            )
+            .expect("the other writer's insert");
+        model.insert(k, (-k, 3_000));
+    }
+    other.commit().expect("the other writer's commit");
+    assert_eq!(summary(&pair.writer), model_summary(&model));
+    let path = pair.path();
+    pair.writer.close().map_err(|(_, e)| e).expect("close");
+    let fresh = Connection::open_with_flags(&path, flags()).expect("reopen");
+    assert_eq!(summary(&fresh), model_summary(&model));
+    drop(fresh);
+    let copy = Pair {
+        dir: pair.dir,
+        writer: pair.reader,
+        reader: Connection::open_in_memory().expect("unused"),
+    };
+    assert_eq!(copy.recovered_from_copy(), model_summary(&model));
+}
+
+#[test]
+fn commits_padded_to_a_sector_are_whole_for_readers() {
+    // Without the power-safe-overwrite promise and with full sync, SQLite repeats a commit's
+    // last frame up to the next sector, splitting the frame that crosses it at the sync.
+    let pair = Pair::with(
+        "?psow=0",
+        "PRAGMA page_size = 1024;",
+        "PRAGMA synchronous = FULL;",
+    );
+    let mut model = Model::new();
+    for k in 0..120_i64 {
+        let len = 1 + (k as usize * 613) % 3_000;
+        pair.writer
+            .execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                params![k, blob(k, len)],
+            )
+            .expect("insert");
+        model.insert(k, (k, len));
+        assert_eq!(
+            pair.seen_by_reader(),
+            model_summary(&model),
+            "after commit {k}"
+        );
+    }
+    assert_eq!(pair.recovered_from_copy(), model_summary(&model));
 }
