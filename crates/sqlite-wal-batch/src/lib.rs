@@ -12,7 +12,7 @@
 //! Only a run of frames is gathered: a gathering starts with a frame header that does not
 //! end a commit (or with the log's own header at its start), and every other write with
 //! nothing gathered goes straight through (one-frame commits, frames rewritten in place,
-//! checksums rewritten, the tail of a frame split at a sync point). Gathered bytes are also
+//! commit headers rewritten, the tail of a frame split at a sync point). Gathered bytes are also
 //! written before anything that could look at or change the WAL (a read, a sync, a
 //! truncation, a size query, a lock, a file control, a close), before a write that does not
 //! follow on, and before the database file's shared-memory locks and barriers, which is
@@ -94,7 +94,7 @@ unsafe fn register_once() -> Result<(), c_int> {
     if default.is_null() {
         return Err(ffi::SQLITE_ERROR);
     }
-    // SAFETY: SQLite's default VFS is a static structure that is never freed.
+    // SAFETY: a registered VFS is never freed while registered (the unix ones are static).
     let inner = unsafe { *default };
     let Ok(inner_size) = usize::try_from(inner.szOsFile) else {
         return Err(ffi::SQLITE_ERROR);
@@ -193,27 +193,33 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xUnfetch: None,
 };
 
-static DB_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
-    iVersion: 3,
-    xClose: Some(db_close),
-    xRead: Some(db_read),
-    xWrite: Some(db_write),
-    xTruncate: Some(db_truncate),
-    xSync: Some(db_sync),
-    xFileSize: Some(db_file_size),
-    xLock: Some(db_lock),
-    xUnlock: Some(db_unlock),
-    xCheckReservedLock: Some(db_check_reserved_lock),
-    xFileControl: Some(db_file_control),
-    xSectorSize: Some(sector_size),
-    xDeviceCharacteristics: Some(device_characteristics),
-    xShmMap: Some(db_shm_map),
-    xShmLock: Some(db_shm_lock),
-    xShmBarrier: Some(db_shm_barrier),
-    xShmUnmap: Some(db_shm_unmap),
-    xFetch: Some(db_fetch),
-    xUnfetch: Some(db_unfetch),
-};
+/// The database file's methods, at the version of the default VFS's (SQLite asks a file of
+/// version 1 for no shared memory, and of version 2 for no memory-mapped pages).
+const fn db_methods(version: c_int) -> ffi::sqlite3_io_methods {
+    ffi::sqlite3_io_methods {
+        iVersion: version,
+        xClose: Some(db_close),
+        xRead: Some(db_read),
+        xWrite: Some(db_write),
+        xTruncate: Some(db_truncate),
+        xSync: Some(db_sync),
+        xFileSize: Some(db_file_size),
+        xLock: Some(db_lock),
+        xUnlock: Some(db_unlock),
+        xCheckReservedLock: Some(db_check_reserved_lock),
+        xFileControl: Some(db_file_control),
+        xSectorSize: Some(sector_size),
+        xDeviceCharacteristics: Some(device_characteristics),
+        xShmMap: Some(db_shm_map),
+        xShmLock: Some(db_shm_lock),
+        xShmBarrier: Some(db_shm_barrier),
+        xShmUnmap: Some(db_shm_unmap),
+        xFetch: Some(db_fetch),
+        xUnfetch: Some(db_unfetch),
+    }
+}
+
+static DB_METHODS: [ffi::sqlite3_io_methods; 3] = [db_methods(1), db_methods(2), db_methods(3)];
 
 /// # Safety
 /// SQLite's `xOpen` contract: `file` points to `szOsFile` bytes that SQLite owns.
@@ -261,7 +267,8 @@ unsafe extern "C" fn open(
         // SAFETY: the memory is SQLite's and ours until `db_close`.
         unsafe {
             ptr::addr_of_mut!((*db).wal).write(ptr::null_mut());
-            (*file).pMethods = &DB_METHODS;
+            let version = methods(inner).iVersion.clamp(1, 3);
+            (*file).pMethods = &DB_METHODS[(version - 1) as usize];
         }
         return ffi::SQLITE_OK;
     }
@@ -272,7 +279,8 @@ unsafe extern "C" fn open(
     // SAFETY: a database file with our methods is a `DbFile`; the memory of `wal` is
     // SQLite's and ours until `wal_close`.
     unsafe {
-        let db = if !db.is_null() && ptr::eq((*db).pMethods, &DB_METHODS) {
+        let ours = !db.is_null() && DB_METHODS.iter().any(|m| ptr::eq((*db).pMethods, m));
+        let db = if ours {
             let db = db.cast::<DbFile>();
             (*db).wal = wal;
             db
@@ -362,6 +370,13 @@ unsafe extern "C" fn wal_write(
     offset: i64,
 ) -> c_int {
     let wal = file.cast::<WalFile>();
+    // SAFETY: `file` is an open WAL file of ours.
+    if unsafe { (*wal).db.is_null() } {
+        // Without its database file, the log would not be written before a lock or a
+        // barrier: nothing is gathered.
+        // SAFETY: SQLite's arguments, passed on.
+        return unsafe { write_through(wal, data, amount, offset) };
+    }
     let Ok(len) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
@@ -461,6 +476,7 @@ wal_flushed!(wal_lock, xLock(level: c_int));
 wal_flushed!(wal_unlock, xUnlock(level: c_int));
 wal_flushed!(wal_check_reserved_lock, xCheckReservedLock(out: *mut c_int));
 wal_flushed!(wal_file_control, xFileControl(op: c_int, arg: *mut c_void));
+// (A missing `xFileControl` answers `SQLITE_IOERR` above; the unix VFS always has one.)
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
     let inner = inner_of(file);
@@ -509,21 +525,6 @@ macro_rules! db_forward {
             }
         }
     };
-    (flush_log $name:ident, $method:ident ($($arg:ident: $ty:ty),*)) => {
-        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
-            let inner = inner_of(file);
-            // SAFETY: as above.
-            unsafe {
-                match flush_log_of(file) {
-                    ffi::SQLITE_OK => match methods(inner).$method {
-                        Some(f) => f(inner $(, $arg)*),
-                        None => ffi::SQLITE_IOERR,
-                    },
-                    rc => rc,
-                }
-            }
-        }
-    };
 }
 
 db_forward!(db_read, xRead(out: *mut c_void, amount: c_int, offset: i64) -> c_int, ffi::SQLITE_IOERR);
@@ -544,13 +545,47 @@ db_forward!(db_fetch, xFetch(offset: i64, amount: c_int, out: *mut *mut c_void) 
 db_forward!(db_unfetch, xUnfetch(offset: i64, page: *mut c_void) -> c_int, ffi::SQLITE_OK);
 // A writer takes and gives up its write lock, and readers their snapshots, through the
 // shared-memory locks; a commit is published behind a barrier. The log is in the file first.
-db_forward!(flush_log db_shm_lock, xShmLock(offset: c_int, n: c_int, flags: c_int));
-db_forward!(flush_log db_shm_unmap, xShmUnmap(delete: c_int));
+// An unlock or an unmap happens even when that write fails (SQLite ignores their result: a
+// lock left held would stop every writer), and the write's error is returned after it.
+unsafe extern "C" fn db_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    let inner = inner_of(file);
+    // SAFETY: as `db_forward!`.
+    unsafe {
+        let flushed = flush_log_of(file);
+        if flushed != ffi::SQLITE_OK && flags & ffi::SQLITE_SHM_UNLOCK == 0 {
+            return flushed;
+        }
+        let rc = methods(inner)
+            .xShmLock
+            .map_or(ffi::SQLITE_IOERR, |f| f(inner, offset, n, flags));
+        if rc == ffi::SQLITE_OK { flushed } else { rc }
+    }
+}
+
+unsafe extern "C" fn db_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    let inner = inner_of(file);
+    // SAFETY: as `db_forward!`.
+    unsafe {
+        let flushed = flush_log_of(file);
+        let rc = methods(inner)
+            .xShmUnmap
+            .map_or(ffi::SQLITE_IOERR, |f| f(inner, delete));
+        if rc == ffi::SQLITE_OK { flushed } else { rc }
+    }
+}
 
 unsafe extern "C" fn db_shm_barrier(file: *mut ffi::sqlite3_file) {
     let inner = inner_of(file);
-    // SAFETY: as `db_forward!`. A barrier cannot fail: nothing is gathered here unless a
-    // write failed to flush at its commit, which SQLite then saw as that write's error.
+    // SAFETY: as `db_forward!`. A barrier cannot report an error. Nothing is normally
+    // gathered here: a commit's run is written by its last page's write, which reports any
+    // error. What could be left (a padding frame's split tail that looks like a frame
+    // header) is written now; an error writing it is lost, but the commit it pads is
+    // already in the file.
     unsafe {
         let _ = flush_log_of(file);
         if let Some(barrier) = methods(inner).xShmBarrier {

@@ -304,8 +304,12 @@ fn frames_a_rolled_back_transaction_spilled_never_land_on_a_later_writers() {
             .expect("insert");
         model.insert(k, (k, 3_000));
     }
-    // One large value: its overflow pages are spilled once each, the last of them just
-    // before the rollback.
+    // An empty log, so the rollback reloads what it needs from the database file and does
+    // not read the log; then a large value, whose overflow pages are spilled to the log
+    // once each.
+    pair.writer
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .expect("checkpoint");
     let tx = pair.writer.transaction().expect("begin");
     tx.execute(
         "INSERT INTO t (k, v) VALUES (?1, ?2)",
@@ -365,4 +369,34 @@ fn commits_padded_to_a_sector_are_whole_for_readers() {
         );
     }
     assert_eq!(pair.recovered_from_copy(), model_summary(&model));
+}
+
+#[test]
+fn commits_in_exclusive_locking_mode_are_in_the_file() {
+    // No shared memory: SQLite keeps the wal-index on the heap and calls no shared-memory
+    // lock or barrier, so each commit's own last write must put it in the file.
+    // Exclusive before the log is first used, so the wal-index is on the heap.
+    let pair = Pair::with(
+        "",
+        "PRAGMA locking_mode = EXCLUSIVE;",
+        "PRAGMA cache_size = 20;",
+    );
+    let mut model = Model::new();
+    for k in 0..120_i64 {
+        let len = 1 + (k as usize * 389) % 7_000;
+        pair.writer
+            .execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                params![k, blob(k, len)],
+            )
+            .expect("insert");
+        model.insert(k, (k, len));
+        if k % 30 == 29 {
+            assert_eq!(
+                pair.recovered_from_copy(),
+                model_summary(&model),
+                "copy after {k}"
+            );
+        }
+    }
 }
