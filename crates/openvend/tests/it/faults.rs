@@ -515,7 +515,27 @@ async fn the_dispense_watch_waits_for_an_ack_held_in_memory_whose_write_fails() 
     let (sim, mut events) = machine(&r, "VM-0001", |s| s.vend_time = Duration::from_secs(30)).await;
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
-    r.app_services.device.write_held_acks().await.unwrap();
+    // The code's ack written first (the machine sends it just after the code arrives): one
+    // left held would fail to write below and stop the dispense's ack from being held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        r.app_services.device.write_held_acks().await.unwrap();
+        let acked = openvend::store::query(
+            "SELECT 1 FROM device_commands WHERE order_id = $1 AND kind = 'show_qr' AND acked_at IS NOT NULL",
+        )
+        .bind(&order)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if acked.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the code's ack never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // From now on the store refuses every ack event, so held acks cannot be written.
     crate::store::refuse_ack_events(db).await;
     pay(&r, &qr).await;
