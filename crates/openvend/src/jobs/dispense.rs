@@ -73,7 +73,7 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
 /// to acknowledge is up. Deliver the answer once the transaction has committed: a crash
 /// before that leaves the command `pending`, re-delivered when the link or the machine comes
 /// back, and this job refunds the order if it is never acknowledged. `lines` are the order's,
-/// read with the statement that marked it paid ([`orders::lines_later`]).
+/// read before the statement that marked it paid.
 pub async fn record_paid(
     svc: &Services,
     conn: &mut Conn,

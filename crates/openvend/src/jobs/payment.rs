@@ -253,10 +253,10 @@ pub async fn confirm_paid(
         .ok_or_else(|| anyhow::anyhow!("order {} has no machine", order.id))?;
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    // Read with the statement that marks it paid, as for a notification.
-    let lines = orders::lines_later(&mut *tx, order.id).await?;
+    // Read first: on PostgreSQL the paid transition (its check included) and everything
+    // after it go out with the commit.
+    let lines = orders::lines(&mut *tx, order.id).await?;
     orders::mark_paid(&mut tx, order.id, order.state, trade_no, None, now, source).await?;
-    let lines = orders::lines_from(&lines.rows()?)?;
     let dispense = super::dispense::record_paid(
         svc,
         &mut tx,

@@ -12,6 +12,9 @@ pub enum ErrorKind {
     NotNullViolation,
     /// A `CHECK` constraint.
     CheckViolation,
+    /// A statement sent with [`Query::expect_rows`](super::Query::expect_rows) changed
+    /// another number of rows than expected: what it guarded moved on concurrently.
+    RowsNotAsExpected,
     /// Anything else the engine refused.
     Other,
 }
@@ -56,6 +59,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a statement sent with [`Query::expect_rows`](super::Query::expect_rows)
+    /// changed another number of rows than expected.
+    pub fn is_rows_not_as_expected(&self) -> bool {
+        matches!(
+            self,
+            Error::Database {
+                kind: ErrorKind::RowsNotAsExpected,
+                ..
+            }
+        )
+    }
+
     /// Whether a unique index or primary key refused the statement.
     pub fn is_unique_violation(&self) -> bool {
         matches!(

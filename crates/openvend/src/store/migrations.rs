@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_late_vends"),
     migration!(16, "0016_alerts_sent"),
     migration!(17, "0017_refunds_by_order"),
+    migration!(18, "0018_expect_rows"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

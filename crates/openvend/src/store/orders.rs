@@ -345,19 +345,28 @@ where
     if to == from {
         return Ok(to);
     }
-    let done = crate::store::query(
+    // On PostgreSQL, in a transaction, the check goes out with the next statement or the
+    // commit (`expect_rows`): an order that moved on fails the transaction there.
+    crate::store::query(
         "UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
     )
     .bind(to.as_str())
     .bind(now)
     .bind(id)
     .bind(from.as_str())
-    .execute(executor)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(OrderError::Concurrent(id));
-    }
+    .expect_rows(executor, 1)
+    .await
+    .map_err(|e| concurrent_or_store(e, id))?;
     Ok(to)
+}
+
+/// A guarded transition's error: the order moved on, or the store failed.
+fn concurrent_or_store(e: crate::store::Error, order_id: i64) -> OrderError {
+    if e.is_rows_not_as_expected() {
+        OrderError::Concurrent(order_id)
+    } else {
+        OrderError::from(e)
+    }
 }
 
 /// Records the QR code and (when known) the trade number of an order still awaiting payment.
@@ -542,9 +551,11 @@ pub async fn mark_paid(
     now: i64,
     source: &str,
 ) -> Result<(), OrderError> {
-    // The state move and the payment refs in one conditional statement.
+    // The state move and the payment refs in one conditional statement. On PostgreSQL its
+    // check goes with the commit (`expect_rows`): an order that moved on fails the
+    // transaction there instead of here, and nothing of it is stored either way.
     let to = from.apply(OrderEvent::PaymentConfirmed)?;
-    let done = crate::store::query(
+    crate::store::query(
         "UPDATE orders SET state = $1, updated_at = $2, trade_no = $3, buyer_id = COALESCE($4, buyer_id) \
          WHERE id = $5 AND state = $6",
     )
@@ -554,11 +565,9 @@ pub async fn mark_paid(
     .bind(buyer_id)
     .bind(order_id)
     .bind(from.as_str())
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(OrderError::Concurrent(order_id));
-    }
+    .expect_rows(&mut *tx, 1)
+    .await
+    .map_err(|e| concurrent_or_store(e, order_id))?;
     add_event(
         &mut *tx,
         order_id,
@@ -619,12 +628,22 @@ where
     lines_from(&rows)
 }
 
-/// [`lines`], read with the transaction's next statement: [`lines_from`] the rows after it.
-pub async fn lines_later<E>(executor: E, order_id: i64) -> Result<crate::store::Later, OrderError>
+/// The lines of the order `out_trade_no`, read with the transaction's next statement, for a
+/// caller that needs them before it knows the order's id: [`lines_from`] the rows after it.
+pub async fn lines_by_trade_no_later<E>(
+    executor: E,
+    out_trade_no: &str,
+) -> Result<crate::store::Later, OrderError>
 where
     E: crate::store::Executor,
 {
-    Ok(lines_query(order_id).fetch_later(executor).await?)
+    Ok(crate::store::query(
+        "SELECT l.slot_code, l.product_id, l.qty, l.unit_price_fen FROM order_lines l \
+         JOIN orders o ON o.id = l.order_id WHERE o.out_trade_no = $1 ORDER BY l.line_no",
+    )
+    .bind(out_trade_no)
+    .fetch_later(executor)
+    .await?)
 }
 
 fn lines_query(order_id: i64) -> crate::store::Query<'static> {
@@ -634,7 +653,7 @@ fn lines_query(order_id: i64) -> crate::store::Query<'static> {
     .bind(order_id)
 }
 
-/// The lines in the rows [`lines_later`] read.
+/// The lines in the rows [`lines`] or [`lines_by_trade_no_later`] read.
 pub fn lines_from(rows: &[crate::store::Row]) -> Result<Vec<OrderLine>, OrderError> {
     rows.iter()
         .map(|r| {

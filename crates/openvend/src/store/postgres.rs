@@ -239,6 +239,29 @@ impl PgTx {
         later
     }
 
+    /// Queues a write that must change `rows` rows. The database checks the count
+    /// (`openvend_expect_rows`, migration 18) and raises SQLSTATE `OV001` otherwise, which
+    /// fails the transaction at whichever later statement or `COMMIT` sends it.
+    pub fn expect_rows(&mut self, query: Query<'_>, rows: u64) -> Result<(), Error> {
+        let (sql, mut args) = query.into_parts();
+        let n = args.len();
+        let checked = format!(
+            "WITH changed AS ({sql} RETURNING 1) \
+             SELECT openvend_expect_rows(count(*), ${}, ${}) FROM changed",
+            n + 1,
+            n + 2
+        );
+        let rows = i64::try_from(rows).map_err(|_| Error::Protocol(format!("{rows} rows")))?;
+        args.push(Value::Int(rows));
+        args.push(Value::Text(sql.to_owned()));
+        self.pending.push(Step::Deferred {
+            sql: checked,
+            args,
+            answer: None,
+        });
+        Ok(())
+    }
+
     /// Runs a statement, after everything queued, in one write.
     pub async fn run(&mut self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         let (conn, pending, sent) = self.parts()?;
@@ -601,6 +624,9 @@ fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<R
     Ok(Row::new(Arc::clone(columns), values))
 }
 
+/// The SQLSTATE `openvend_expect_rows` raises (migration 18).
+const ROWS_NOT_AS_EXPECTED: &str = "OV001";
+
 /// A tokio-postgres error as a store error, with the constraint kind from its SQLSTATE.
 fn pg_error(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
@@ -617,6 +643,8 @@ fn pg_error(e: tokio_postgres::Error) -> Error {
         ErrorKind::NotNullViolation
     } else if *code == SqlState::CHECK_VIOLATION {
         ErrorKind::CheckViolation
+    } else if code.code() == ROWS_NOT_AS_EXPECTED {
+        ErrorKind::RowsNotAsExpected
     } else {
         ErrorKind::Other
     };

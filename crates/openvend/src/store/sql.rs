@@ -394,6 +394,19 @@ impl<'q> Query<'q> {
         executor.later(self, Mode::Execute).await
     }
 
+    /// Runs a write that must change exactly `rows` rows, or else fail its transaction with
+    /// [`ErrorKind::RowsNotAsExpected`](super::ErrorKind::RowsNotAsExpected) — a state
+    /// transition whose guard (`WHERE state = …`) may have been overtaken. In a PostgreSQL
+    /// transaction the check runs in the database (the statement wrapped so that a count
+    /// other than `rows` raises an error), so the write needs no answer and goes out with the
+    /// transaction's next statement or its `COMMIT`, which the error then turns into a
+    /// rollback: a transaction whose last check is this saves a round trip. Anywhere else it
+    /// runs at once and the error is returned here. The statement must be an `INSERT`,
+    /// `UPDATE` or `DELETE` without a `RETURNING` clause.
+    pub async fn expect_rows<E: Executor>(self, executor: E, rows: u64) -> Result<(), Error> {
+        executor.expect_rows(self, rows).await
+    }
+
     /// The statement to run on SQLite instead, with the same parameters: for a table whose
     /// SQLite schema differs (see the SQLite migrations).
     #[must_use]
@@ -459,6 +472,27 @@ pub trait Executor: Send {
         async move { self.run(query, Mode::Execute).await.map(|_| ()) }
     }
 
+    /// Runs a write that must change `rows` rows: see [`Query::expect_rows`].
+    fn expect_rows(
+        self,
+        query: Query<'_>,
+        rows: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let sql = query.sql();
+            match self.run(query, Mode::Execute).await? {
+                Output::Done(done) if done.rows_affected == rows => Ok(()),
+                Output::Done(done) => Err(rows_not_as_expected(sql, done.rows_affected, rows)),
+                Output::Rows(_) => Err(Error::Protocol(format!(
+                    "expect_rows on a statement that returns rows: {sql}"
+                ))),
+            }
+        }
+    }
+
     /// Runs `query` for its rows, now or (in a PostgreSQL transaction) with the next
     /// statement: see [`Query::fetch_later`].
     fn later(
@@ -470,6 +504,15 @@ pub trait Executor: Send {
         Self: Sized,
     {
         async move { self.run(query, mode).await.map(Later::ready) }
+    }
+}
+
+/// The error of a statement that changed `changed` rows where `expected` were expected.
+fn rows_not_as_expected(sql: &str, changed: u64, expected: u64) -> Error {
+    Error::Database {
+        kind: super::ErrorKind::RowsNotAsExpected,
+        message: format!("{changed} row(s) changed where {expected} expected: {sql}"),
+        code: None,
     }
 }
 
@@ -749,6 +792,23 @@ impl Executor for &mut Conn {
             other => other.run(query, mode).await.map(Later::ready),
         }
     }
+
+    async fn expect_rows(self, query: Query<'_>, rows: u64) -> Result<(), Error> {
+        match self {
+            Conn::Postgres(tx) => tx.expect_rows(query, rows),
+            other => {
+                let sql = query.sql();
+                let done = other.run(query, Mode::Execute).await?;
+                match done {
+                    Output::Done(done) if done.rows_affected == rows => Ok(()),
+                    Output::Done(done) => Err(rows_not_as_expected(sql, done.rows_affected, rows)),
+                    Output::Rows(_) => Err(Error::Protocol(format!(
+                        "expect_rows on a statement that returns rows: {sql}"
+                    ))),
+                }
+            }
+        }
+    }
 }
 
 impl Executor for &mut Tx {
@@ -762,6 +822,10 @@ impl Executor for &mut Tx {
 
     async fn later(self, query: Query<'_>, mode: Mode) -> Result<Later, Error> {
         (&mut self.conn).later(query, mode).await
+    }
+
+    async fn expect_rows(self, query: Query<'_>, rows: u64) -> Result<(), Error> {
+        (&mut self.conn).expect_rows(query, rows).await
     }
 }
 

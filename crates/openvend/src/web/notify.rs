@@ -91,9 +91,12 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     }
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    // The order is read with the statement that records the notification, in one round trip;
-    // a refusal below drops the transaction, and with it that record.
+    // The order and its lines are read with the statement that records the notification, in
+    // one round trip; a refusal below drops the transaction, and with it that record. On
+    // PostgreSQL everything after it goes out with the commit: the paid transition's own
+    // check included (`orders::mark_paid`).
     let payable = orders::payable_later(&mut *tx, &n.out_trade_no).await?;
+    let lines = orders::lines_by_trade_no_later(&mut *tx, &n.out_trade_no).await?;
     let first = crate::store::query(
         "INSERT INTO processed_notifications (notify_id, trade_status, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (notify_id, trade_status) DO NOTHING",
@@ -135,8 +138,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
             ) {
                 let buyer = n.buyer.as_ref().map(|b| b.as_str().to_owned());
-                // Read with the statement that marks it paid: one round trip fewer.
-                let lines = orders::lines_later(&mut *tx, order.id).await?;
+                let lines = orders::lines_from(&lines.rows()?)?;
                 orders::mark_paid(
                     &mut tx,
                     order.id,
@@ -147,7 +149,6 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     "notification",
                 )
                 .await?;
-                let lines = orders::lines_from(&lines.rows()?)?;
                 dispense = Some(
                     crate::jobs::dispense::record_paid(
                         svc,

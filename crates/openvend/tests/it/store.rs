@@ -181,6 +181,98 @@ async fn rows_read_later_arrive_with_the_next_statement_on_postgres() {
     rows_read_later(&db).await;
 }
 
+#[tokio::test]
+async fn a_write_that_changes_other_rows_than_expected_fails_its_transaction_on_sqlite() {
+    let (db, _dir) = sqlite_db().await;
+    expected_rows(&db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn a_write_that_changes_other_rows_than_expected_fails_its_transaction_on_postgres() {
+    let db = postgres_db().await;
+    expected_rows(&db).await;
+}
+
+/// `Query::expect_rows`: a guarded write that must change so many rows. When it does, the
+/// transaction commits; when it does not, the transaction fails with `RowsNotAsExpected` —
+/// on SQLite at once, on PostgreSQL (where the check runs in the database and goes out with
+/// the commit) at the commit — and nothing of it is stored.
+async fn expected_rows(db: &Db) {
+    use openvend::store::query;
+    db.migrate().await.unwrap(); // PostgreSQL's check is a function of migration 18
+    db.pool
+        .execute_batch("CREATE TABLE doors (id BIGINT PRIMARY KEY, state TEXT NOT NULL)")
+        .await
+        .unwrap();
+    query("INSERT INTO doors (id, state) VALUES (1, 'shut'), (2, 'shut')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let open = |id: i64| {
+        query("UPDATE doors SET state = 'open' WHERE id = $1 AND state = 'shut'").bind(id)
+    };
+    let states = || async {
+        query("SELECT state FROM doors ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>(0).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let mut tx = db.begin().await.unwrap();
+    open(1).expect_rows(&mut *tx, 1).await.unwrap();
+    query("INSERT INTO doors (id, state) VALUES (3, 'shut')")
+        .defer(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(states().await, ["open", "shut", "shut"]);
+
+    // Door 1 is open already: its transition changes nothing, and the transaction fails.
+    let mut tx = db.begin().await.unwrap();
+    open(2).expect_rows(&mut *tx, 1).await.unwrap();
+    let failed = match open(1).expect_rows(&mut *tx, 1).await {
+        Err(e) => {
+            drop(tx); // SQLite: at once; the transaction is given up
+            e
+        }
+        Ok(()) => {
+            query("INSERT INTO doors (id, state) VALUES (4, 'shut')")
+                .defer(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit()
+                .await
+                .expect_err("the commit fails the transaction")
+        }
+    };
+    assert!(failed.is_rows_not_as_expected(), "{failed}");
+    assert!(
+        failed
+            .to_string()
+            .contains("0 row(s) changed where 1 expected"),
+        "{failed}"
+    );
+    assert_eq!(
+        states().await,
+        ["open", "shut", "shut"],
+        "nothing of the failed transaction is stored"
+    );
+
+    // Zero rows can be what is expected, and more than one.
+    let mut tx = db.begin().await.unwrap();
+    open(1).expect_rows(&mut *tx, 0).await.unwrap();
+    query("UPDATE doors SET state = 'open' WHERE state = 'shut'")
+        .expect_rows(&mut *tx, 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(states().await, ["open", "open", "open"]);
+}
+
 /// `Query::fetch_later`: a read (or a write's `RETURNING`) that goes out with the
 /// transaction's next statement or its commit. It sees what ran before it and not what is
 /// queued after it; its rows are there once that round trip is over; a failing one fails the
