@@ -1413,7 +1413,9 @@ async fn record_vend(
     let rows = order.rows().map_err(internal)?;
     match vend::record_results_read(tx, now, &rows, &units, vend::Reporter::Machine).await {
         Ok(recorded) => {
-            tracing::info!(machine, order = order_ref, state = %recorded.outcome.state, refund_fen = recorded.outcome.refund.0, "vend recorded");
+            // Stored only if the transaction commits (on PostgreSQL the state move's own
+            // check goes out with the commit): the commit's failure is logged after this.
+            tracing::info!(machine, order = order_ref, state = %recorded.outcome.state, refund_fen = recorded.outcome.refund.0, "vend recorded, to be committed");
             Ok(recorded.refund_job)
         }
         Err(VendError::NotVending(..) | VendError::NotFound) => Ok(None),

@@ -401,8 +401,9 @@ impl<'q> Query<'q> {
     /// other than `rows` raises an error), so the write needs no answer and goes out with the
     /// transaction's next statement or its `COMMIT`, which the error then turns into a
     /// rollback: a transaction whose last check is this saves a round trip. Anywhere else it
-    /// runs at once and the error is returned here. The statement must be an `INSERT`,
-    /// `UPDATE` or `DELETE` without a `RETURNING` clause.
+    /// runs at once and the error is returned here (outside a transaction the write is then
+    /// already committed: use it in one). The statement must be an `INSERT`, `UPDATE` or
+    /// `DELETE` without a `RETURNING` clause.
     pub async fn expect_rows<E: Executor>(self, executor: E, rows: u64) -> Result<(), Error> {
         executor.expect_rows(self, rows).await
     }
@@ -483,13 +484,7 @@ pub trait Executor: Send {
     {
         async move {
             let sql = query.sql();
-            match self.run(query, Mode::Execute).await? {
-                Output::Done(done) if done.rows_affected == rows => Ok(()),
-                Output::Done(done) => Err(rows_not_as_expected(sql, done.rows_affected, rows)),
-                Output::Rows(_) => Err(Error::Protocol(format!(
-                    "expect_rows on a statement that returns rows: {sql}"
-                ))),
-            }
+            checked_rows(sql, self.run(query, Mode::Execute).await?, rows)
         }
     }
 
@@ -507,12 +502,21 @@ pub trait Executor: Send {
     }
 }
 
-/// The error of a statement that changed `changed` rows where `expected` were expected.
-fn rows_not_as_expected(sql: &str, changed: u64, expected: u64) -> Error {
-    Error::Database {
-        kind: super::ErrorKind::RowsNotAsExpected,
-        message: format!("{changed} row(s) changed where {expected} expected: {sql}"),
-        code: None,
+/// What [`Query::expect_rows`] answers for a statement run at once.
+fn checked_rows(sql: &str, output: Output, expected: u64) -> Result<(), Error> {
+    match output {
+        Output::Done(done) if done.rows_affected == expected => Ok(()),
+        Output::Done(done) => Err(Error::Database {
+            kind: super::ErrorKind::RowsNotAsExpected,
+            message: format!(
+                "{} row(s) changed where {expected} expected: {sql}",
+                done.rows_affected
+            ),
+            code: None,
+        }),
+        Output::Rows(_) => Err(Error::Protocol(format!(
+            "expect_rows on a statement that returns rows: {sql}"
+        ))),
     }
 }
 
@@ -798,14 +802,7 @@ impl Executor for &mut Conn {
             Conn::Postgres(tx) => tx.expect_rows(query, rows),
             other => {
                 let sql = query.sql();
-                let done = other.run(query, Mode::Execute).await?;
-                match done {
-                    Output::Done(done) if done.rows_affected == rows => Ok(()),
-                    Output::Done(done) => Err(rows_not_as_expected(sql, done.rows_affected, rows)),
-                    Output::Rows(_) => Err(Error::Protocol(format!(
-                        "expect_rows on a statement that returns rows: {sql}"
-                    ))),
-                }
+                checked_rows(sql, other.run(query, Mode::Execute).await?, rows)
             }
         }
     }
