@@ -146,13 +146,17 @@ impl Rng {
     }
 }
 
-#[test]
-fn each_commit_is_in_the_file_when_commit_returns() {
-    let pair = Pair::new("");
-    let mut model = Model::new();
-    for k in 0..300_i64 {
-        // 10 bytes to a few pages, so commits write one frame or several.
-        let len = 10 + (k as usize * 997) % 9_000;
+/// Inserts keys `keys` one transaction each, `len(k)` bytes a row, and after each commit
+/// runs `check` with the key just committed.
+fn insert_one_by_one(
+    pair: &Pair,
+    model: &mut Model,
+    keys: std::ops::Range<i64>,
+    len: impl Fn(i64) -> usize,
+    check: impl Fn(&Pair, &Model, i64),
+) {
+    for k in keys {
+        let len = len(k);
         pair.writer
             .execute(
                 "INSERT INTO t (k, v) VALUES (?1, ?2)",
@@ -160,19 +164,35 @@ fn each_commit_is_in_the_file_when_commit_returns() {
             )
             .expect("insert");
         model.insert(k, (k, len));
-        assert_eq!(
-            pair.seen_by_reader(),
-            model_summary(&model),
-            "after commit {k}"
-        );
-        if k % 60 == 59 {
-            assert_eq!(
-                pair.recovered_from_copy(),
-                model_summary(&model),
-                "copy after {k}"
-            );
-        }
+        check(pair, model, k);
     }
+}
+
+#[test]
+fn each_commit_is_in_the_file_when_commit_returns() {
+    let pair = Pair::new("");
+    let mut model = Model::new();
+    // 10 bytes to a few pages, so commits write one frame or several.
+    insert_one_by_one(
+        &pair,
+        &mut model,
+        0..300,
+        |k| 10 + (k as usize * 997) % 9_000,
+        |pair, model, k| {
+            assert_eq!(
+                pair.seen_by_reader(),
+                model_summary(model),
+                "after commit {k}"
+            );
+            if k % 60 == 59 {
+                assert_eq!(
+                    pair.recovered_from_copy(),
+                    model_summary(model),
+                    "copy after {k}"
+                );
+            }
+        },
+    );
 }
 
 #[test]
@@ -353,50 +373,46 @@ fn commits_padded_to_a_sector_are_whole_for_readers() {
         "PRAGMA synchronous = FULL;",
     );
     let mut model = Model::new();
-    for k in 0..120_i64 {
-        let len = 1 + (k as usize * 613) % 3_000;
-        pair.writer
-            .execute(
-                "INSERT INTO t (k, v) VALUES (?1, ?2)",
-                params![k, blob(k, len)],
-            )
-            .expect("insert");
-        model.insert(k, (k, len));
-        assert_eq!(
-            pair.seen_by_reader(),
-            model_summary(&model),
-            "after commit {k}"
-        );
-    }
+    insert_one_by_one(
+        &pair,
+        &mut model,
+        0..120,
+        |k| 1 + (k as usize * 613) % 3_000,
+        |pair, model, k| {
+            assert_eq!(
+                pair.seen_by_reader(),
+                model_summary(model),
+                "after commit {k}"
+            );
+        },
+    );
     assert_eq!(pair.recovered_from_copy(), model_summary(&model));
 }
 
 #[test]
 fn commits_in_exclusive_locking_mode_are_in_the_file() {
     // No shared memory: SQLite keeps the wal-index on the heap and calls no shared-memory
-    // lock or barrier, so each commit's own last write must put it in the file.
-    // Exclusive before the log is first used, so the wal-index is on the heap.
+    // lock or barrier, so each commit's own last write must put it in the file. Exclusive
+    // before the log is first used, so the wal-index is on the heap.
     let pair = Pair::with(
         "",
         "PRAGMA locking_mode = EXCLUSIVE;",
         "PRAGMA cache_size = 20;",
     );
     let mut model = Model::new();
-    for k in 0..120_i64 {
-        let len = 1 + (k as usize * 389) % 7_000;
-        pair.writer
-            .execute(
-                "INSERT INTO t (k, v) VALUES (?1, ?2)",
-                params![k, blob(k, len)],
-            )
-            .expect("insert");
-        model.insert(k, (k, len));
-        if k % 30 == 29 {
-            assert_eq!(
-                pair.recovered_from_copy(),
-                model_summary(&model),
-                "copy after {k}"
-            );
-        }
-    }
+    insert_one_by_one(
+        &pair,
+        &mut model,
+        0..120,
+        |k| 1 + (k as usize * 389) % 7_000,
+        |pair, model, k| {
+            if k % 30 == 29 {
+                assert_eq!(
+                    pair.recovered_from_copy(),
+                    model_summary(model),
+                    "copy after {k}"
+                );
+            }
+        },
+    );
 }
