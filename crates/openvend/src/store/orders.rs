@@ -124,6 +124,13 @@ pub async fn create_reserving_in(
     account: Option<i64>,
     now: i64,
 ) -> Result<i64, OrderError> {
+    if let [line] = order.lines.as_slice()
+        && conn.is_postgres()
+    {
+        // One round trip for the reservation and the order.
+        let id = reserve_and_insert_one_line(&mut *conn, order, line, now).await?;
+        return record_created_order(conn, order, id, account, now).await;
+    }
     let mut reserved = 0;
     let mut refusal = None;
     for line in &order.lines {
@@ -163,6 +170,65 @@ pub async fn create_reserving_in(
         }
         return Err(refusal.unwrap_or(OrderError::DuplicateRequest));
     };
+    record_created_order(conn, order, id, account, now).await
+}
+
+/// On PostgreSQL, a one-line order's reservation and its row in one statement: the order is
+/// inserted only if the slot had the stock, and the answer says which happened. A second
+/// copy of the request (same machine and request id) writes nothing: its reservation is given
+/// back, as on the path that reserves line by line.
+async fn reserve_and_insert_one_line(
+    conn: &mut Conn,
+    order: &NewOrder,
+    line: &OrderLine,
+    now: i64,
+) -> Result<i64, OrderError> {
+    let row = crate::store::query(
+        "WITH reserved AS (\
+             UPDATE slots SET reserved = reserved + $10 \
+             WHERE machine_id = $3 AND code = $11 AND enabled AND product_id = $12 AND stock - reserved >= $10 \
+             RETURNING 1), \
+         created AS (\
+             INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM reserved) \
+             ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id) \
+         SELECT (SELECT count(*) FROM reserved) AS reserved, (SELECT id FROM created) AS id",
+    )
+    .bind(&order.out_trade_no)
+    .bind(order.operator_id)
+    .bind(order.machine_id)
+    .bind(order.channel)
+    .bind(OrderState::AwaitingPayment.as_str())
+    .bind(order.total.0)
+    .bind(now)
+    .bind(order.expires_at)
+    .bind(order.request_id.as_deref())
+    .bind(i64::from(line.qty))
+    .bind(&line.slot)
+    .bind(line.product_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let reserved: i64 = row.try_get("reserved")?;
+    let id: Option<i64> = row.try_get("id")?;
+    match (reserved, id) {
+        (0, _) => Err(OrderError::SlotUnavailable(line.slot.clone())),
+        (_, Some(id)) => Ok(id),
+        (_, None) => {
+            give_back_line(&mut *conn, order.machine_id, line).await?;
+            Err(OrderError::DuplicateRequest)
+        }
+    }
+}
+
+/// What goes with a new order's row: its lines, its account, its timeline's first entry and
+/// its payment resolver.
+async fn record_created_order(
+    conn: &mut Conn,
+    order: &NewOrder,
+    id: i64,
+    account: Option<i64>,
+    now: i64,
+) -> Result<i64, OrderError> {
     for (i, line) in order.lines.iter().enumerate() {
         crate::store::query(
             "INSERT INTO order_lines (order_id, line_no, slot_code, product_id, qty, unit_price_fen) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -666,6 +666,12 @@ impl fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Whether this is a PostgreSQL transaction (where one statement can do what takes
+    /// SQLite several: a data-modifying `WITH`).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Conn::Postgres(_))
+    }
+
     /// Runs several statements (no parameters, no rows) inside the transaction.
     pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
         match self {

@@ -554,6 +554,11 @@ async fn refused_order_leaves_nothing(db: &Db) {
         create_reserving_in(&mut tx, &order("o-3", vec![line("A1", 3)]), None, 1).await,
         Err(OrderError::DuplicateRequest)
     ));
+    // One line (on PostgreSQL reserved and written in one statement) from an empty slot.
+    assert!(matches!(
+        create_reserving_in(&mut tx, &order("o-4", vec![line("B1", 1)]), None, 1).await,
+        Err(OrderError::SlotUnavailable(slot)) if slot == "B1"
+    ));
     tx.commit().await.unwrap();
     let reserved: i64 = openvend::store::query("SELECT reserved FROM slots WHERE code = 'A1'")
         .fetch_one(&db.pool)
