@@ -559,16 +559,45 @@ async fn refused_order_leaves_nothing(db: &Db) {
         create_reserving_in(&mut tx, &order("o-4", vec![line("B1", 1)]), None, 1).await,
         Err(OrderError::SlotUnavailable(slot)) if slot == "B1"
     ));
+    // Without a request id (an H5 sale), one line and two: both paths on PostgreSQL.
+    let without_request = |no: &str, lines| NewOrder {
+        request_id: None,
+        ..order(no, lines)
+    };
+    create_reserving_in(
+        &mut tx,
+        &without_request("o-5", vec![line("A1", 1)]),
+        None,
+        1,
+    )
+    .await
+    .unwrap();
+    create_reserving_in(
+        &mut tx,
+        &without_request("o-6", vec![line("A1", 1), line("A1", 1)]),
+        None,
+        1,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let reserved: i64 = openvend::store::query("SELECT reserved FROM slots WHERE code = 'A1'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
-    assert_eq!(reserved, 1, "only the order that was written holds stock");
-    let orders = texts(db, "SELECT out_trade_no FROM orders").await;
-    assert_eq!(orders, vec!["o-2".to_owned()]);
+    let reserved = |code: &'static str| async move {
+        openvend::store::query("SELECT reserved FROM slots WHERE code = $1")
+            .bind(code)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>(0)
+            .unwrap()
+    };
+    assert_eq!(
+        reserved("A1").await,
+        4,
+        "only the orders written hold stock"
+    );
+    assert_eq!(reserved("B1").await, 0);
+    let orders = texts(db, "SELECT out_trade_no FROM orders ORDER BY out_trade_no").await;
+    assert_eq!(orders, ["o-2", "o-5", "o-6"]);
     let lines: i64 = openvend::store::query("SELECT COUNT(*) FROM order_lines WHERE order_id = $1")
         .bind(id)
         .fetch_one(&db.pool)
