@@ -144,20 +144,15 @@ pub async fn create_reserving_in(
     // A second copy of the request (same machine and request id) writes nothing.
     let id = match refusal {
         Some(_) => None,
-        None => crate::store::query(
-            "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
-             ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
+        None => bind_new_order(
+            crate::store::query(
+                "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+                 ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
+            ),
+            order,
+            now,
         )
-        .bind(&order.out_trade_no)
-        .bind(order.operator_id)
-        .bind(order.machine_id)
-        .bind(order.channel)
-        .bind(OrderState::AwaitingPayment.as_str())
-        .bind(order.total.0)
-        .bind(now)
-        .bind(order.expires_at)
-        .bind(order.request_id.as_deref())
         .fetch_optional(&mut *conn)
         .await?
         .map(|row| row.try_get::<i64, _>(0))
@@ -173,6 +168,25 @@ pub async fn create_reserving_in(
     record_created_order(conn, order, id, account, now).await
 }
 
+/// Binds `$1`–`$9` of an order's row: out_trade_no, operator, machine, channel, state,
+/// total, created (and updated) at, expires at, request id.
+fn bind_new_order<'q>(
+    query: crate::store::Query<'q>,
+    order: &'q NewOrder,
+    now: i64,
+) -> crate::store::Query<'q> {
+    query
+        .bind(&order.out_trade_no)
+        .bind(order.operator_id)
+        .bind(order.machine_id)
+        .bind(order.channel)
+        .bind(OrderState::AwaitingPayment.as_str())
+        .bind(order.total.0)
+        .bind(now)
+        .bind(order.expires_at)
+        .bind(order.request_id.as_deref())
+}
+
 /// On PostgreSQL, a one-line order's reservation and its row in one statement: the order is
 /// inserted only if the slot had the stock, and the answer says which happened. A second
 /// copy of the request (same machine and request id) writes nothing: its reservation is given
@@ -183,26 +197,21 @@ async fn reserve_and_insert_one_line(
     line: &OrderLine,
     now: i64,
 ) -> Result<i64, OrderError> {
-    let row = crate::store::query(
-        "WITH reserved AS (\
-             UPDATE slots SET reserved = reserved + $10 \
-             WHERE machine_id = $3 AND code = $11 AND enabled AND product_id = $12 AND stock - reserved >= $10 \
-             RETURNING 1), \
-         created AS (\
-             INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM reserved) \
-             ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id) \
-         SELECT (SELECT count(*) FROM reserved) AS reserved, (SELECT id FROM created) AS id",
+    let row = bind_new_order(
+        crate::store::query(
+            "WITH reserved AS (\
+                 UPDATE slots SET reserved = reserved + $10 \
+                 WHERE machine_id = $3 AND code = $11 AND enabled AND product_id = $12 AND stock - reserved >= $10 \
+                 RETURNING 1), \
+             created AS (\
+                 INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM reserved) \
+                 ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id) \
+             SELECT (SELECT count(*) FROM reserved) AS reserved, (SELECT id FROM created) AS id",
+        ),
+        order,
+        now,
     )
-    .bind(&order.out_trade_no)
-    .bind(order.operator_id)
-    .bind(order.machine_id)
-    .bind(order.channel)
-    .bind(OrderState::AwaitingPayment.as_str())
-    .bind(order.total.0)
-    .bind(now)
-    .bind(order.expires_at)
-    .bind(order.request_id.as_deref())
     .bind(i64::from(line.qty))
     .bind(&line.slot)
     .bind(line.product_id)
