@@ -787,12 +787,7 @@ async fn operator_acts_on_the_fleet_are_on_the_audit_trail() {
 #[tokio::test]
 async fn a_buy_request_queued_as_a_device_event_job_is_still_taken() {
     let r = start().await;
-    let machine_id: i64 = openvend::store::query("SELECT id FROM machines WHERE code = 'VM-0001'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let machine_id = crate::h5::count(&r, "SELECT id FROM machines WHERE code = 'VM-0001'").await;
     let stored = openvend::jobs::device_event::Stored {
         machine: "VM-0001",
         kind: "buy_request",
