@@ -40,9 +40,11 @@ use tokio_util::sync::CancellationToken;
 const MAX_PACKET: usize = 64 * 1024;
 /// Largest first packet (a CONNECT): a peer not yet admitted makes the broker hold no more.
 const MAX_CONNECT_PACKET: usize = 4 * 1024;
-/// Room made before each read of a connection. A machine's packets are a few hundred bytes, so
-/// one read takes all that has arrived, where reading just the bytes the parser asks for
-/// (a header, then its length, then the body) took two or three system calls a packet.
+/// The least a connection's read buffer holds before a read. A machine's packets are a few
+/// hundred bytes, so one read takes what has arrived, up to that room, where reading just the
+/// bytes the parser asks for (a header, then its length, then the body) took two or three
+/// system calls a packet. Past that room, a packet's rest asks for just the bytes it lacks,
+/// as every read did before, so a large packet grows the buffer no more than it did then.
 const READ_ROOM: usize = 1024;
 /// QoS 1 messages sent to one connection and not yet acknowledged. Further messages wait
 /// for a PUBACK (and, behind them, the connection's outbox fills and the session queues),
@@ -713,7 +715,9 @@ async fn read_packet(
     loop {
         match Packet::read(buf, max) {
             Ok(p) => return Ok(Some(p)),
-            Err(WireError::InsufficientBytes(n)) => buf.reserve(n.max(READ_ROOM)),
+            Err(WireError::InsufficientBytes(n)) => {
+                buf.reserve(n.max(READ_ROOM.saturating_sub(buf.len())));
+            }
             Err(e) => return Err(e.into()),
         }
         if socket.read_buf(buf).await? == 0 {
@@ -1028,6 +1032,47 @@ mod tests {
         }
     }
 
+    /// The next `n` packets from the broker, each within 5 s.
+    async fn answers(socket: &mut TcpStream, buf: &mut BytesMut, n: usize) -> Vec<Packet> {
+        let mut answers = Vec::new();
+        for _ in 0..n {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), read_packet(socket, buf, MAX_PACKET))
+                    .await
+                    .unwrap_or_else(|_| panic!("no answer in time after {answers:?}"));
+            answers.push(answer.unwrap().expect("a packet"));
+        }
+        answers
+    }
+
+    fn event(pkid: u16, size: usize) -> Packet {
+        let mut p = Publish::new(
+            super::super::mqtt::evt_topic("VM-1"),
+            QoS::AtLeastOnce,
+            vec![b'x'; size],
+        );
+        p.pkid = pkid;
+        Packet::Publish(p)
+    }
+
+    fn encode(packets: impl IntoIterator<Item = Packet>) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        for p in packets {
+            p.write(&mut bytes, MAX_PACKET).unwrap();
+        }
+        bytes
+    }
+
+    fn acked(answers: &[Packet]) -> Vec<u16> {
+        answers
+            .iter()
+            .map(|a| match a {
+                Packet::PubAck(a) => a.pkid,
+                other => panic!("not a PUBACK: {other:?}"),
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn packets_that_arrive_together_are_each_answered_in_order() {
         let admit: Authenticator =
@@ -1036,59 +1081,51 @@ mod tests {
         let broker = Broker::start("127.0.0.1:0".parse().unwrap(), admit, shutdown.clone())
             .await
             .unwrap();
-        // A client that sends everything at once, in one write: the broker reads past the
-        // CONNECT while the login is checked, and past each packet after it.
+        let mut socket = TcpStream::connect(broker.listen).await.unwrap();
+        let mut buf = BytesMut::new();
+
+        // Everything in one write: the broker reads past the CONNECT while the login is
+        // checked, and past each packet after it.
         let mut connect = rumqttc::mqttbytes::v4::Connect::new("VM-1");
         connect.set_login("VM-1", "secret");
-        let subscribe = rumqttc::mqttbytes::v4::Subscribe::new(
+        let mut subscribe = rumqttc::mqttbytes::v4::Subscribe::new(
             super::super::mqtt::cmd_topic("VM-1"),
             QoS::AtLeastOnce,
         );
-        let mut publishes = Vec::new();
-        for pkid in [7, 8] {
-            let mut p = Publish::new(
-                super::super::mqtt::evt_topic("VM-1"),
-                QoS::AtLeastOnce,
-                vec![b'x'; 300],
-            );
-            p.pkid = pkid;
-            publishes.push(Packet::Publish(p));
-        }
-        let mut bytes = BytesMut::new();
-        let packets = [Packet::Connect(connect), Packet::Subscribe(subscribe)]
+        subscribe.pkid = 1;
+        let first = [Packet::Connect(connect), Packet::Subscribe(subscribe)]
             .into_iter()
-            .chain(publishes)
-            .chain([Packet::PingReq]);
-        for p in packets {
-            p.write(&mut bytes, MAX_PACKET).unwrap();
-        }
-        let mut socket = TcpStream::connect(broker.listen).await.unwrap();
-        socket.write_all(&bytes).await.unwrap();
-        let mut buf = BytesMut::new();
-        let mut answers = Vec::new();
-        for _ in 0..5 {
-            let answer = tokio::time::timeout(
-                Duration::from_secs(5),
-                read_packet(&mut socket, &mut buf, MAX_PACKET),
-            )
+            .chain([event(7, 300), event(8, 300), Packet::PingReq]);
+        socket.write_all(&encode(first)).await.unwrap();
+        let got = answers(&mut socket, &mut buf, 5).await;
+        assert!(
+            matches!(&got[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Success),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[1], Packet::SubAck(a) if a.pkid == 1),
+            "{got:?}"
+        );
+        assert_eq!(acked(&got[2..4]), [7, 8]);
+        assert!(matches!(&got[4], Packet::PingResp), "{got:?}");
+
+        // More than one read's room at once: packets split between two reads.
+        socket
+            .write_all(&encode((10..16).map(|pkid| event(pkid, 300))))
             .await
-            .expect("an answer in time");
-            answers.push(answer.unwrap().expect("a packet"));
-        }
-        assert!(
-            matches!(&answers[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Success),
-            "{answers:?}"
+            .unwrap();
+        assert_eq!(
+            acked(&answers(&mut socket, &mut buf, 6).await),
+            [10, 11, 12, 13, 14, 15]
         );
-        assert!(matches!(&answers[1], Packet::SubAck(_)), "{answers:?}");
-        assert!(
-            matches!(&answers[2], Packet::PubAck(a) if a.pkid == 7),
-            "{answers:?}"
-        );
-        assert!(
-            matches!(&answers[3], Packet::PubAck(a) if a.pkid == 8),
-            "{answers:?}"
-        );
-        assert!(matches!(&answers[4], Packet::PingResp), "{answers:?}");
+
+        // A packet larger than the room, arriving in two parts.
+        let large = encode([event(20, 5000)]);
+        let (head, tail) = large.split_at(700);
+        socket.write_all(head).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket.write_all(tail).await.unwrap();
+        assert_eq!(acked(&answers(&mut socket, &mut buf, 1).await), [20]);
         shutdown.cancel();
     }
 
