@@ -1130,6 +1130,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_packet_in_parts_grows_the_read_buffer_only_to_its_size() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // A CONNECT of exactly the largest size allowed, its last bytes sent apart.
+        let connect = |password_len: usize| {
+            let mut c = rumqttc::mqttbytes::v4::Connect::new("VM-1");
+            c.set_login("VM-1", "p".repeat(password_len));
+            encode([Packet::Connect(c)])
+        };
+        let bytes = connect(4000 + MAX_CONNECT_PACKET - connect(4000).len());
+        assert_eq!(bytes.len(), MAX_CONNECT_PACKET);
+        // The server reads while the parts arrive, as a connection's task does.
+        let reading = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(READ_ROOM);
+            let packet = read_packet(&mut server, &mut buf, MAX_CONNECT_PACKET).await;
+            (packet, buf)
+        });
+        let (head, tail) = bytes.split_at(MAX_CONNECT_PACKET - 96);
+        client.write_all(head).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(tail).await.unwrap();
+        let (packet, buf) = reading.await.unwrap();
+        let packet = packet.unwrap();
+        assert!(matches!(packet, Some(Packet::Connect(_))), "{packet:?}");
+        // What the buffer holds past the packet: nothing was asked for beyond its last bytes.
+        assert!(
+            buf.capacity() < READ_ROOM,
+            "{} bytes of room left past a {MAX_CONNECT_PACKET}-byte packet",
+            buf.capacity()
+        );
+    }
+
+    #[tokio::test]
     async fn past_the_limit_of_connections_not_logged_in_the_oldest_is_closed() {
         let refuse_all: Authenticator = Arc::new(|_, _, _| Box::pin(async { Login::Refused }));
         let shutdown = CancellationToken::new();
