@@ -1038,9 +1038,11 @@ mod tests {
         for _ in 0..n {
             let answer =
                 tokio::time::timeout(Duration::from_secs(5), read_packet(socket, buf, MAX_PACKET))
-                    .await
-                    .unwrap_or_else(|_| panic!("no answer in time after {answers:?}"));
-            answers.push(answer.unwrap().expect("a packet"));
+                    .await;
+            assert!(answer.is_ok(), "no answer in time after {answers:?}");
+            if let Ok(answer) = answer {
+                answers.push(answer.unwrap().expect("a packet"));
+            }
         }
         answers
     }
@@ -1063,14 +1065,17 @@ mod tests {
         bytes
     }
 
+    /// The packet ids of `answers`, each of which must be a PUBACK.
     fn acked(answers: &[Packet]) -> Vec<u16> {
-        answers
+        let ids: Vec<u16> = answers
             .iter()
-            .map(|a| match a {
-                Packet::PubAck(a) => a.pkid,
-                other => panic!("not a PUBACK: {other:?}"),
+            .filter_map(|a| match a {
+                Packet::PubAck(a) => Some(a.pkid),
+                _ => None,
             })
-            .collect()
+            .collect();
+        assert_eq!(ids.len(), answers.len(), "not all PUBACKs: {answers:?}");
+        ids
     }
 
     #[tokio::test]
