@@ -1338,6 +1338,7 @@ impl DeviceChannel {
                 {
                     Ok(Taken::Precreate(claimed)) => precreate = Some(claimed),
                     Ok(Taken::Answered(recorded)) => answer = Some(recorded),
+                    Ok(Taken::BeingCreated) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "could not take a buy request");
                         return Err(Rejection::Unavailable);

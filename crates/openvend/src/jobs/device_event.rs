@@ -178,6 +178,7 @@ async fn on_buy_request(
             }
         }
         sale::Taken::Answered(recorded) => svc.device.deliver(&recorded).await,
+        sale::Taken::BeingCreated => {}
     }
     Ok(())
 }

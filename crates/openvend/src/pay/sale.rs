@@ -136,6 +136,9 @@ pub enum Taken {
     /// The machine is answered (the code of its earlier request again, or a refusal):
     /// deliver this after commit.
     Answered(Recorded),
+    /// The request came again while its order's trade is being created: the earlier copy's
+    /// answer (the code, or why there is none) answers this one too, so nothing is sent now.
+    BeingCreated,
 }
 
 /// The `buy_request` the ledger is recording, as a sale sees it.
@@ -225,7 +228,7 @@ pub async fn take_request_in(
     // Sends the reads unless the caller's statement after them did (the ledger's event row).
     conn.flush().await?;
     if let Some(earlier) = earlier_request(reads.earlier.first()?, request.request_id)? {
-        return answer(conn, device, request, earlier, now).await;
+        return repeated(conn, device, request, earlier, now).await;
     }
     let items = request.sale_items();
     let opened = async {
@@ -259,7 +262,16 @@ pub async fn take_request_in(
             let earlier = existing_request(&mut *conn, request.machine, request.request_id)
                 .await?
                 .ok_or(SaleError::Order(OrderError::DuplicateRequest))?;
-            return answer(conn, device, request, earlier, now).await;
+            return repeated(conn, device, request, earlier, now).await;
+        }
+        Err(refused @ SaleError::Slot(..)) => {
+            // A concurrent copy may have taken the last unit: on PostgreSQL the reservation
+            // waits for its commit and then finds the slot empty. Its order, now visible to
+            // this statement, is the answer; the refusal only when there is none.
+            return match existing_request(&mut *conn, request.machine, request.request_id).await? {
+                Some(earlier) => repeated(conn, device, request, earlier, now).await,
+                None => answer(conn, device, request, Err(refused), now).await,
+            };
         }
         Err(refused) => return answer(conn, device, request, Err(refused), now).await,
     };
@@ -283,6 +295,43 @@ pub async fn take_request_in(
     )
     .await?;
     Ok(Taken::Precreate(claimed))
+}
+
+/// Takes a request whose earlier copy made an order: its code again, nothing while the
+/// earlier copy's answer is still to come, or why it can no longer be sold.
+async fn repeated(
+    conn: &mut Conn,
+    device: &DeviceChannel,
+    request: BuyRequest<'_>,
+    earlier: Earlier,
+    now: i64,
+) -> Result<Taken, SaleError> {
+    match earlier {
+        Earlier::Started(started) => answer(conn, device, request, Ok(started), now).await,
+        Earlier::Handled(refused) => answer(conn, device, request, Err(refused), now).await,
+        Earlier::BeingCreated { order_id } => {
+            tracing::info!(
+                machine = request.machine,
+                request.id = request.request_id,
+                order_id,
+                "request sent again while its trade is being created"
+            );
+            let detail = format!(
+                "request {} sent again (message {}) while its code was being created; the first answer serves both",
+                request.request_id, request.msg_id
+            );
+            orders::add_event(
+                &mut *conn,
+                order_id,
+                now,
+                "device",
+                "request_repeated",
+                &detail,
+            )
+            .await?;
+            Ok(Taken::BeingCreated)
+        }
+    }
 }
 
 /// The answer to a request: its code, or why it cannot be sold.
@@ -514,12 +563,26 @@ async fn record_show_qr(
     Ok(recorded)
 }
 
+/// What an earlier copy of a request made of it.
+#[derive(Debug)]
+enum Earlier {
+    /// An order waiting for payment, with its code.
+    Started(SaleStarted),
+    /// An order whose trade is being created: no code yet.
+    BeingCreated {
+        /// The order's id.
+        order_id: i64,
+    },
+    /// An order that no longer waits for payment.
+    Handled(SaleError),
+}
+
 /// The order an earlier copy of this request made, as the machine should see it.
 async fn existing_request<E: Executor>(
     executor: E,
     machine: &str,
     request_id: &str,
-) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
+) -> Result<Option<Earlier>, SaleError> {
     let row = earlier_request_query(machine, request_id)
         .fetch_optional(executor)
         .await?;
@@ -536,11 +599,13 @@ fn earlier_request_query<'q>(machine: &'q str, request_id: &'q str) -> crate::st
     .bind(request_id)
 }
 
-/// The answer to a request whose earlier copy made the order in `row`, if there is one.
+/// What the earlier copy of a request made of it, from the order in `row`, if there is one.
+/// An order waiting for payment without a code is being created: its `precreate` is on its
+/// way (or being retried), and its answer goes to the machine when it comes.
 fn earlier_request(
     row: Option<crate::store::Row>,
     request_id: &str,
-) -> Result<Option<Result<SaleStarted, SaleError>>, SaleError> {
+) -> Result<Option<Earlier>, SaleError> {
     let Some(row) = row else {
         return Ok(None);
     };
@@ -548,14 +613,17 @@ fn earlier_request(
     let state: String = row.try_get("state")?;
     let qr_code: Option<String> = row.try_get("qr_code")?;
     Ok(Some(match (state.as_str(), qr_code) {
-        ("awaiting_payment", Some(qr_code)) => Ok(SaleStarted {
+        ("awaiting_payment", Some(qr_code)) => Earlier::Started(SaleStarted {
             order_id: row.try_get("id")?,
             out_trade_no,
             qr_code,
             amount_fen: row.try_get("total_fen")?,
             expires_at: row.try_get("expires_at")?,
         }),
-        _ => Err(SaleError::RequestHandled(
+        ("awaiting_payment", None) => Earlier::BeingCreated {
+            order_id: row.try_get("id")?,
+        },
+        _ => Earlier::Handled(SaleError::RequestHandled(
             request_id.to_owned(),
             out_trade_no,
         )),

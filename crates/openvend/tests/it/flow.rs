@@ -438,6 +438,221 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
     );
 }
 
+/// A machine that sends its request again before the first answer came (Alipay slow, 1.5 s
+/// here) is shown the code when it comes, not refused: the first copy's answer serves both,
+/// and the support timeline says the request came twice. Once the order is paid and vended,
+/// the same request id is refused as handled.
+#[tokio::test]
+async fn a_request_sent_again_while_its_trade_is_being_created_is_answered_with_the_code() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "latency", "ms": 1500 }, "count": 1 }),
+    )
+    .await;
+    sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
+    let order_id = loop {
+        let row = openvend::store::query("SELECT id FROM orders WHERE request_id = 'r-again-1'")
+            .fetch_optional(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break openvend::store::get_int(&row, "id").unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The order is written and its precreate is on its way: the machine asks again.
+    sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let timeline = loop {
+        let timeline = openvend::store::orders::timeline(&r.app_services.db, order_id)
+            .await
+            .unwrap();
+        if timeline.iter().any(|e| e.2 == "request_repeated") {
+            break timeline;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second copy was not taken: {timeline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !timeline.iter().any(|e| e.2 == "precreated"),
+        "the second copy came while the trade was being created: {timeline:?}"
+    );
+    let (order, qr, amount) = expect_qr(&mut events).await;
+    assert_eq!(amount, 350);
+    let mut log = VendLog::new();
+    pay(&r, &qr).await;
+    let ev = next_business(&mut events).await;
+    log_vend(&mut log, &ev);
+    wait_for_state(&r, &order, OrderState::Completed).await;
+    // Handled: a third copy is refused with the reason, and sells nothing.
+    sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
+    match next_business(&mut events).await {
+        SimEvent::SaleRefused { reason, .. } => {
+            assert!(reason.contains("already handled"), "{reason}")
+        }
+        other => panic!("expected the handled request refused, got {other:?}"),
+    }
+    settle(&r, 0).await;
+    assert_eq!(commands(&r, &order, "show_qr").await, ["acknowledged"]);
+    let refusals = strings(
+        &r,
+        openvend::store::query(
+            "SELECT c.state FROM device_commands c JOIN machines m ON m.id = c.machine_id \
+             WHERE m.code = 'VM-0001' AND c.kind = 'sale_refused'",
+        ),
+    )
+    .await;
+    assert_eq!(
+        refusals.len(),
+        1,
+        "only the third copy is refused: {refusals:?}"
+    );
+    assert_eq!(orders_of(&r, "VM-0001").await, 1);
+    check(&r, Some(&log)).await;
+}
+
+/// Two copies of one request taken at once (two instances on PostgreSQL), the first taking a
+/// slot's last unit: the second's reservation waits for the first's commit and then finds the
+/// slot empty. It is not refused as sold out: it is the same purchase, whose code is coming.
+/// (On SQLite the second transaction starts after the first commits: the same answer.)
+#[tokio::test]
+async fn a_copy_of_a_request_that_waited_for_the_last_unit_is_not_refused_as_sold_out() {
+    use openvend::device::protocol::Line;
+    use openvend::pay::sale::{BuyRequest, PrecreateJob, Taken, read_ahead, take_request_in};
+    let r = start().await;
+    let svc = r.app_services.clone();
+    openvend::store::query(
+        "UPDATE slots SET stock = 1 WHERE code = 'A1' AND machine_id = (SELECT id FROM machines WHERE code = 'VM-0001')",
+    )
+    .execute(&svc.db.pool)
+    .await
+    .unwrap();
+    let items = vec![Line {
+        slot: "A1".into(),
+        qty: 1,
+    }];
+    let request = |msg_id| BuyRequest {
+        machine: "VM-0001",
+        msg_id,
+        request_id: "r-race-1",
+        items: &items,
+    };
+    let mut first = svc.db.begin().await.unwrap();
+    let reads = read_ahead(&mut first, &request("m-1")).await.unwrap();
+    let taken = take_request_in(
+        &mut first,
+        &svc.device,
+        svc.sale_terms,
+        request("m-1"),
+        reads,
+        svc.now(),
+    )
+    .await
+    .unwrap();
+    let Taken::Precreate(claimed) = taken else {
+        panic!("the first copy makes the order, got {taken:?}")
+    };
+    let postgres = svc.db.backend == openvend::store::Backend::Postgres;
+    let first_xid = if postgres {
+        let row = openvend::store::query("SELECT pg_current_xact_id()::text AS xid")
+            .fetch_one(&mut *first)
+            .await
+            .unwrap();
+        row.try_get::<String, _>("xid").unwrap()
+    } else {
+        String::new()
+    };
+    let second = {
+        let svc = svc.clone();
+        let items = items.clone();
+        tokio::spawn(async move {
+            let request = BuyRequest {
+                machine: "VM-0001",
+                msg_id: "m-2",
+                request_id: "r-race-1",
+                items: &items,
+            };
+            let mut tx = svc.db.begin().await.unwrap();
+            let reads = read_ahead(&mut tx, &request).await.unwrap();
+            let taken = take_request_in(
+                &mut tx,
+                &svc.device,
+                svc.sale_terms,
+                request,
+                reads,
+                svc.now(),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            taken
+        })
+    };
+    if postgres {
+        // The second copy's reservation waits for the first transaction's lock.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let waiting = openvend::store::query(
+                "SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'transactionid' \
+                 AND transactionid::text = $1 AND NOT granted",
+            )
+            .bind(&first_xid)
+            .fetch_one(&svc.db.pool)
+            .await
+            .map(|row| openvend::store::get_int(&row, "n").unwrap())
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second copy never waited for the first"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    first.commit().await.unwrap();
+    let taken = second.await.unwrap();
+    assert!(
+        matches!(taken, Taken::BeingCreated),
+        "the second copy waits for the first's answer, got {taken:?}"
+    );
+    assert_eq!(orders_of(&r, "VM-0001").await, 1);
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (1, 1, true));
+    // The first copy's answer, the code, is the machine's.
+    let job = claimed.committed().expect("the precreate job");
+    let payload: PrecreateJob = serde_json::from_str(&job.payload).unwrap();
+    openvend::pay::sale::run_precreate(&svc, &job, &payload)
+        .await
+        .unwrap();
+    assert_eq!(
+        commands(&r, &payload.offer.out_trade_no, "show_qr")
+            .await
+            .len(),
+        1
+    );
+    let refused = strings(
+        &r,
+        openvend::store::query("SELECT state FROM device_commands WHERE kind = 'sale_refused'"),
+    )
+    .await;
+    assert!(refused.is_empty(), "nobody was refused: {refused:?}");
+    // Unpaid, it closes at its time and gives the unit back.
+    settle(&r, 0).await;
+    svc.clock.advance(5 * 60_000 + 1_000);
+    svc.jobs_ready.notify_one();
+    wait_for_state(&r, &payload.offer.out_trade_no, OrderState::Closed).await;
+    assert_eq!(slot(&r, "VM-0001", "A1").await, (1, 0, true));
+    settle(&r, 0).await;
+    check(&r, None).await;
+}
+
 /// A `device_event` job queued by an earlier version carries only the event's id: the job
 /// reads the stored event back and acts on it.
 #[tokio::test]
