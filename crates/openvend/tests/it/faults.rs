@@ -612,3 +612,106 @@ async fn a_refund_run_that_outlived_another_never_writes_over_its_settled_result
     assert_eq!(order_row.refunded.0, 350, "refunded once");
     assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
 }
+
+/// F16, a refund Alipay carried out but never confirms: its query answers nothing useful, so
+/// it is sent again with the same number, 10 s later while it is young and 10 minutes later
+/// once it is an hour old, instead of every 10 s for ever; when the query answers, it settles
+/// once.
+#[tokio::test]
+async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.fastpay.refund.query", "fault": { "kind": "unknown_before" } }),
+    )
+    .await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    let (sim, mut events) = machine(&r, "VM-0001", |s| s.fail_rate = 1.0).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    let refund_id = loop {
+        let row = openvend::store::query(
+            "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id WHERE o.out_trade_no = $1",
+        )
+        .bind(&order)
+        .fetch_optional(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break openvend::store::get_int(&row, "id").unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The first send's answer is lost (a retry a second later); the second is a repeat,
+    // which the query cannot confirm: the next send waits 10 s.
+    let pause = next_send_in(&r, refund_id, 5_000).await;
+    assert!((9_000..=10_000).contains(&pause), "{pause} ms");
+    // An hour later it is still unconfirmed: the next send waits 10 minutes.
+    r.app_services.clock.advance(60 * 60_000);
+    r.app_services.jobs_ready.notify_one();
+    let pause = next_send_in(&r, refund_id, 60_000).await;
+    assert!((599_000..=600_000).contains(&pause), "{pause} ms");
+    // The query answers again: settled, once.
+    control_clear_faults(&r).await;
+    r.app_services.clock.advance(600_000);
+    r.app_services.jobs_ready.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = refunds(&r, &order).await;
+        if all.iter().all(|refund| refund.2 != "unknown") {
+            break all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].2, "succeeded", "{all:?}");
+    assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
+    wait_for_state(&r, &order, OrderState::Refunded).await;
+    settle(&r, 0).await;
+    invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+/// How long until refund `refund_id`'s job runs again, once it waits more than `more_than_ms`
+/// (not leased, not a failure's back-off).
+async fn next_send_in(r: &Running, refund_id: i64, more_than_ms: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = openvend::store::query(
+            "SELECT run_at FROM jobs WHERE dedup_key = $1 AND locked_until IS NULL",
+        )
+        .bind(openvend::pay::refund::job_key(refund_id))
+        .fetch_optional(&r.app_services.db.pool)
+        .await
+        .unwrap();
+        let now = r.app_services.now();
+        if let Some(row) = row {
+            let pause = openvend::store::get_int(&row, "run_at").unwrap() - now;
+            if pause > more_than_ms {
+                return pause;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refund {refund_id} never waited more than {more_than_ms} ms"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn control_clear_faults(r: &Running) {
+    let status = reqwest::Client::new()
+        .delete(format!("{}/control/faults", r.sandbox_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+}
