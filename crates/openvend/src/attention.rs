@@ -3,6 +3,8 @@
 //! webhook pushes each new entry), and logged at `error` when it happens:
 //! - orders in `dispute` (the machine acknowledged a dispense and never said what came out);
 //! - refunds Alipay refused (`failed`);
+//! - refunds Alipay has not confirmed a day after they were written (still sent again, less
+//!   and less often: the money may not have reached the buyer);
 //! - orders not final a day after they were made (reliability's "no stuck states");
 //! - machines that reported a fault (they sell nothing until it is cleared);
 //! - units a machine could not say came out (power lost mid-vend; reliability F14) in the
@@ -87,6 +89,34 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
                     "out_request_no": r.try_get::<String, _>("out_request_no")?,
                     "amount_fen": r.try_get::<i64, _>("amount_fen")?, "reason": r.try_get::<String, _>("reason")?,
                     "since": r.try_get::<i64, _>("updated_at")?,
+                }),
+            })
+        },
+    )
+    .await?;
+    // Sent but not confirmed for a day (Alipay's query never said `REFUND_SUCCESS`): the job
+    // keeps sending it, but its order is final and would be listed nowhere else.
+    let unconfirmed_refunds = list(
+        "unconfirmed_refunds",
+        crate::store::query(
+            "SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.state, r.created_at \
+             FROM refunds r JOIN orders o ON o.id = r.order_id \
+             WHERE r.state IN ('requested', 'unknown') AND r.created_at < $1 \
+             ORDER BY r.created_at LIMIT $2",
+        )
+        .bind(now.saturating_sub(STUCK_AFTER_MS))
+        .bind(limit),
+        pool,
+        |r| {
+            let id = r.try_get::<i64, _>("id")?;
+            Ok(Entry {
+                key: format!("refund:{id}"),
+                body: json!({
+                    "refund_id": id, "order_id": r.try_get::<i64, _>("order_id")?,
+                    "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+                    "out_request_no": r.try_get::<String, _>("out_request_no")?,
+                    "amount_fen": r.try_get::<i64, _>("amount_fen")?, "state": r.try_get::<String, _>("state")?,
+                    "created_at": r.try_get::<i64, _>("created_at")?,
                 }),
             })
         },
@@ -200,6 +230,7 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
     Ok(vec![
         disputes,
         failed_refunds,
+        unconfirmed_refunds,
         stuck_orders,
         faulty_machines,
         indeterminate_vends,

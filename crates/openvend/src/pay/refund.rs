@@ -98,6 +98,10 @@ pub async fn request(
         Err(e) if e.is_unique_violation() => attempt().await?,
         other => other?,
     };
+    // Asked again while Alipay has not confirmed it: send it again now, not after its pause.
+    if record.state == "unknown" {
+        jobs::run_now(&svc.db.pool, &job_key(record.id), svc.now()).await?;
+    }
     svc.run_soon(job_key(record.id));
     Ok(record)
 }
@@ -301,7 +305,7 @@ pub fn job_key(refund_id: i64) -> String {
 /// One step of the refund job: send (or re-send) the refund, or query it.
 pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
     let Some(row) = crate::store::query(
-        "SELECT r.order_id, r.out_request_no, r.amount_fen, r.state, r.reason, o.out_trade_no, r.created_at FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.id = $1",
+        "SELECT r.order_id, r.out_request_no, r.amount_fen, r.state, r.reason, o.out_trade_no FROM refunds r JOIN orders o ON o.id = r.order_id WHERE r.id = $1",
     )
     .bind(refund_id)
     .fetch_optional(&svc.db.pool)
@@ -319,7 +323,6 @@ pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
     };
     let reason: String = row.try_get(4)?;
     let out_trade_no: String = row.try_get(5)?;
-    let written_at: i64 = row.try_get(6)?;
     let amount = Amount::from_fen(amount_fen)?;
     let call = RefundCall::new(&out_trade_no, amount, &out_request_no).reason(reason);
     match svc.alipay.execute(&call, &CallOptions::default()).await {
@@ -345,7 +348,6 @@ pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
                 amount_fen,
                 state,
                 RefundQuery::new(&out_trade_no, &out_request_no),
-                written_at,
             )
             .await
         }
@@ -370,8 +372,7 @@ pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
     }
 }
 
-/// Asks Alipay whether the refund landed (`query` names it); `written_at` is when the refund
-/// was written down.
+/// Asks Alipay whether the refund `query` names landed.
 async fn confirm_by_query(
     svc: &Services,
     refund_id: i64,
@@ -379,7 +380,6 @@ async fn confirm_by_query(
     amount_fen: i64,
     state: RefundState,
     query: RefundQuery,
-    written_at: i64,
 ) -> anyhow::Result<Next> {
     match svc.alipay.execute(&query, &CallOptions::default()).await {
         Outcome::Success(q) if q.refund_status.as_deref() == Some("REFUND_SUCCESS") => {
@@ -397,17 +397,37 @@ async fn confirm_by_query(
         }
         // Not (yet) refunded: send again with the same number after a pause.
         _ => {
-            mark(svc, refund_id, state, RefundState::Unknown).await?;
             let now = svc.now();
-            Ok(Next::At(now + resend_pause_ms(now - written_at)))
+            let since = mark_unconfirmed(svc, refund_id, state, now).await?;
+            Ok(Next::At(now + resend_pause_ms(now - since.unwrap_or(now))))
         }
     }
 }
 
-/// How long a refund Alipay has not confirmed waits before it is sent again, by its age:
-/// 10 s at first (Alipay asks for 10 s between a refund and its query), then a sixth of its
-/// age, at most 10 minutes. A refund stuck for a day is sent about 170 times, not 8,640; the
-/// order, still open, is on the attention list after a day.
+/// Marks an open refund `unknown` after its query could not confirm it; answers since when
+/// Alipay has left it unconfirmed (`None` if another run settled it meanwhile).
+async fn mark_unconfirmed(
+    svc: &Services,
+    refund_id: i64,
+    from: RefundState,
+    now: i64,
+) -> anyhow::Result<Option<i64>> {
+    from.on(RefundState::Unknown).map_err(anyhow::Error::msg)?;
+    let row = crate::store::query(
+        "UPDATE refunds SET state = 'unknown', updated_at = $1, unconfirmed_since = COALESCE(unconfirmed_since, $1) \
+         WHERE id = $2 AND state IN ('requested', 'unknown') RETURNING unconfirmed_since",
+    )
+    .bind(now)
+    .bind(refund_id)
+    .fetch_optional(&svc.db.pool)
+    .await?;
+    Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+}
+
+/// How long a refund Alipay has not confirmed waits before it is sent again, by how long it
+/// has been unconfirmed: 10 s at first (Alipay asks for 10 s before a refund is queried), then
+/// a sixth of that time, at most 10 minutes. A refund unconfirmed for a day is sent about 170
+/// times, not 8,640, and after a day it is on the attention list (`unconfirmed_refunds`).
 pub fn resend_pause_ms(age_ms: i64) -> i64 {
     (age_ms / 6).clamp(10_000, 600_000)
 }

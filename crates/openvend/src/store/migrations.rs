@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_alerts_sent"),
     migration!(17, "0017_refunds_by_order"),
     migration!(18, "0018_expect_rows"),
+    migration!(19, "0019_refunds_unconfirmed"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -438,7 +438,7 @@ async fn sales_are_refused_at_once_with_the_reason_and_a_repeated_request_makes_
     );
 }
 
-/// A machine that sends its request again before the first answer came (Alipay slow, 1.5 s
+/// A machine that sends its request again before the first answer came (Alipay slow, 3 s
 /// here) is shown the code when it comes, not refused: the first copy's answer serves both,
 /// and the support timeline says the request came twice. Once the order is paid and vended,
 /// the same request id is refused as handled.
@@ -449,7 +449,7 @@ async fn a_request_sent_again_while_its_trade_is_being_created_is_answered_with_
     control(
         &r,
         "/control/faults",
-        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "latency", "ms": 1500 }, "count": 1 }),
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "latency", "ms": 3000 }, "count": 1 }),
     )
     .await;
     sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
@@ -559,14 +559,14 @@ async fn a_copy_of_a_request_that_waited_for_the_last_unit_is_not_refused_as_sol
         panic!("the first copy makes the order, got {taken:?}")
     };
     let postgres = svc.db.backend == openvend::store::Backend::Postgres;
-    let first_xid = if postgres {
-        let row = openvend::store::query("SELECT pg_current_xact_id()::text AS xid")
+    let first_pid = if postgres {
+        let row = openvend::store::query("SELECT pg_backend_pid() AS pid")
             .fetch_one(&mut *first)
             .await
             .unwrap();
-        row.try_get::<String, _>("xid").unwrap()
+        openvend::store::get_int(&row, "pid").unwrap()
     } else {
-        String::new()
+        0
     };
     let second = {
         let svc = svc.clone();
@@ -599,10 +599,10 @@ async fn a_copy_of_a_request_that_waited_for_the_last_unit_is_not_refused_as_sol
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let waiting = openvend::store::query(
-                "SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'transactionid' \
-                 AND transactionid::text = $1 AND NOT granted",
+                "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE CAST($1 AS INTEGER) = ANY (pg_blocking_pids(pid))",
             )
-            .bind(&first_xid)
+            .bind(first_pid)
             .fetch_one(&svc.db.pool)
             .await
             .map(|row| openvend::store::get_int(&row, "n").unwrap())
