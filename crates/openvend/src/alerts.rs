@@ -7,7 +7,8 @@
 //! [`PER_POST`]; each POST answered 2xx is recorded in `alerts_sent`, by list and key. A POST
 //! that fails records nothing, so nothing is lost: what it carried goes again at the next
 //! look. A crash between the answer and the record sends those entries again: receivers
-//! deduplicate by `key`. Entries that left the lists are forgotten, so the same fault
+//! deduplicate by `list` and `key` (a key may
+//! move from one list to another: a refund not confirmed that Alipay then refuses). Entries that left the lists are forgotten, so the same fault
 //! happening again is pushed again. An instance without a webhook (a deployment part-way
 //! through a change of settings) keeps the job and the record without sending. A look sends
 //! for at most [`SENDING_BUDGET`], well within the job's lease, and carries on at once after.

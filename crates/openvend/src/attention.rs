@@ -3,8 +3,9 @@
 //! webhook pushes each new entry), and logged at `error` when it happens:
 //! - orders in `dispute` (the machine acknowledged a dispense and never said what came out);
 //! - refunds Alipay refused (`failed`);
-//! - refunds Alipay has not confirmed a day after they were written (still sent again, less
-//!   and less often: the money may not have reached the buyer);
+//! - refunds still open a day after they were written: Alipay has not confirmed them, or
+//!   never answered (they are still sent again, less and less often, but their order is
+//!   final and listed nowhere else; the money may not have reached the buyer);
 //! - orders not final a day after they were made (reliability's "no stuck states");
 //! - machines that reported a fault (they sell nothing until it is cleared);
 //! - units a machine could not say came out (power lost mid-vend; reliability F14) in the
@@ -94,8 +95,9 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
         },
     )
     .await?;
-    // Sent but not confirmed for a day (Alipay's query never said `REFUND_SUCCESS`): the job
-    // keeps sending it, but its order is final and would be listed nowhere else.
+    // Open a day after it was written (never confirmed by `fund_change` or the query, or
+    // never answered): its job keeps sending it, but its order is final and would be listed
+    // nowhere else.
     let unconfirmed_refunds = list(
         "unconfirmed_refunds",
         crate::store::query(

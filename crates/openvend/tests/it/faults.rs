@@ -633,6 +633,7 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let refund_id = loop {
         let row = openvend::store::query(
             "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id \
@@ -645,6 +646,10 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
         if let Some(row) = row {
             break openvend::store::get_int(&row, "id").unwrap();
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed vend's refund was never sent"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // An hour of sends carried out but never answered; then Alipay answers again, except
@@ -652,10 +657,16 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
     r.app_services.clock.advance(60 * 60_000);
     r.app_services.jobs_ready.notify_one();
     let attempts_before = job_attempts(&r, refund_id).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while job_attempts(&r, refund_id).await <= attempts_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refund was not sent again after the hour"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    next_send_in(&r, refund_id, 500).await;
+    // At least 1.5 s before its next send: time to swap the faults.
+    next_send_in(&r, refund_id, 1_500).await;
     control_clear_faults(&r).await;
     control(&r, "/control/faults", query_fails).await;
     r.app_services.clock.advance(20 * 60_000);
@@ -678,8 +689,10 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
     };
     let list = crate::faults::attention(&r).await;
     assert!(listed(&list), "{key} not listed: {list}");
-    // The query answers again: settled, once, and off the list.
+    // The query answers again: at its next send (the job may have run meanwhile and be
+    // 10 minutes away), settled, once, and off the list.
     control_clear_faults(&r).await;
+    r.app_services.clock.advance(11 * 60_000);
     r.app_services.jobs_ready.notify_one();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let all = loop {

@@ -129,6 +129,36 @@ async fn an_orders_refunds_are_read_by_an_index() {
     );
 }
 
+/// The attention list of refunds still open after a day reads the open refunds by age through
+/// their partial index (migration 19), not every refund ever made.
+#[tokio::test]
+async fn open_refunds_are_read_by_an_index() {
+    let (db, _dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    let plan = openvend::store::query(
+        "EXPLAIN QUERY PLAN SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.state, r.created_at \
+         FROM refunds r JOIN orders o ON o.id = r.order_id \
+         WHERE r.state IN ('requested', 'unknown') AND r.created_at < $1 \
+         ORDER BY r.created_at LIMIT $2",
+    )
+    .bind(1_i64)
+    .bind(200_i64)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let detail: Vec<String> = plan.iter().map(|r| r.try_get("detail").unwrap()).collect();
+    assert!(
+        detail
+            .iter()
+            .any(|d| d.contains("USING INDEX refunds_open")),
+        "{detail:?}"
+    );
+    assert!(
+        !detail.iter().any(|d| d.contains("TEMP B-TREE")),
+        "no sort: {detail:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_store_story_holds_on_sqlite() {
     let (db, _dir) = sqlite_db().await;
