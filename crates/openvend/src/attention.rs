@@ -81,17 +81,13 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
         .bind(limit),
         pool,
         |r| {
-            let id = r.try_get::<i64, _>("id")?;
-            Ok(Entry {
-                key: format!("refund:{id}"),
-                body: json!({
-                    "refund_id": id, "order_id": r.try_get::<i64, _>("order_id")?,
-                    "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
-                    "out_request_no": r.try_get::<String, _>("out_request_no")?,
-                    "amount_fen": r.try_get::<i64, _>("amount_fen")?, "reason": r.try_get::<String, _>("reason")?,
-                    "since": r.try_get::<i64, _>("updated_at")?,
-                }),
-            })
+            refund_entry(
+                r,
+                [
+                    ("reason", json!(r.try_get::<String, _>("reason")?)),
+                    ("since", json!(r.try_get::<i64, _>("updated_at")?)),
+                ],
+            )
         },
     )
     .await?;
@@ -110,17 +106,13 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
         .bind(limit),
         pool,
         |r| {
-            let id = r.try_get::<i64, _>("id")?;
-            Ok(Entry {
-                key: format!("refund:{id}"),
-                body: json!({
-                    "refund_id": id, "order_id": r.try_get::<i64, _>("order_id")?,
-                    "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
-                    "out_request_no": r.try_get::<String, _>("out_request_no")?,
-                    "amount_fen": r.try_get::<i64, _>("amount_fen")?, "state": r.try_get::<String, _>("state")?,
-                    "created_at": r.try_get::<i64, _>("created_at")?,
-                }),
-            })
+            refund_entry(
+                r,
+                [
+                    ("state", json!(r.try_get::<String, _>("state")?)),
+                    ("created_at", json!(r.try_get::<i64, _>("created_at")?)),
+                ],
+            )
         },
     )
     .await?;
@@ -238,6 +230,30 @@ pub async fn lists(pool: &Pool, now: i64, limit: i64) -> Result<Vec<List>, crate
         indeterminate_vends,
         vended_after_expiry,
     ])
+}
+
+/// A refund's entry: what names it (`id`, `order_id`, `out_trade_no`, `out_request_no`,
+/// `amount_fen` of `r`) and what its list adds.
+fn refund_entry<const N: usize>(
+    r: &Row,
+    more: [(&str, Value); N],
+) -> Result<Entry, crate::store::Error> {
+    let id = r.try_get::<i64, _>("id")?;
+    let mut body = json!({
+        "refund_id": id, "order_id": r.try_get::<i64, _>("order_id")?,
+        "out_trade_no": r.try_get::<String, _>("out_trade_no")?,
+        "out_request_no": r.try_get::<String, _>("out_request_no")?,
+        "amount_fen": r.try_get::<i64, _>("amount_fen")?,
+    });
+    if let Some(fields) = body.as_object_mut() {
+        for (name, value) in more {
+            fields.insert(name.to_owned(), value);
+        }
+    }
+    Ok(Entry {
+        key: format!("refund:{id}"),
+        body,
+    })
 }
 
 /// The rows of one list, each as its entry.

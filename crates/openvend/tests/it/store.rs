@@ -112,15 +112,15 @@ pub fn unique_schema() -> String {
 async fn an_orders_refunds_are_read_by_an_index() {
     let (db, _dir) = sqlite_db().await;
     db.migrate().await.unwrap();
-    let plan = openvend::store::query(
-        "EXPLAIN QUERY PLAN SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds \
-         WHERE order_id = $1 AND state <> 'failed'",
+    let detail = query_plan(
+        &db,
+        openvend::store::query(
+            "EXPLAIN QUERY PLAN SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM refunds \
+             WHERE order_id = $1 AND state <> 'failed'",
+        )
+        .bind(1_i64),
     )
-    .bind(1_i64)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let detail: Vec<String> = plan.iter().map(|r| r.try_get("detail").unwrap()).collect();
+    .await;
     assert!(
         detail
             .iter()
@@ -135,18 +135,18 @@ async fn an_orders_refunds_are_read_by_an_index() {
 async fn open_refunds_are_read_by_an_index() {
     let (db, _dir) = sqlite_db().await;
     db.migrate().await.unwrap();
-    let plan = openvend::store::query(
-        "EXPLAIN QUERY PLAN SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.state, r.created_at \
-         FROM refunds r JOIN orders o ON o.id = r.order_id \
-         WHERE r.state IN ('requested', 'unknown') AND r.created_at < $1 \
-         ORDER BY r.created_at LIMIT $2",
+    let detail = query_plan(
+        &db,
+        openvend::store::query(
+            "EXPLAIN QUERY PLAN SELECT r.id, r.order_id, o.out_trade_no, r.out_request_no, r.amount_fen, r.state, r.created_at \
+             FROM refunds r JOIN orders o ON o.id = r.order_id \
+             WHERE r.state IN ('requested', 'unknown') AND r.created_at < $1 \
+             ORDER BY r.created_at LIMIT $2",
+        )
+        .bind(1_i64)
+        .bind(200_i64),
     )
-    .bind(1_i64)
-    .bind(200_i64)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let detail: Vec<String> = plan.iter().map(|r| r.try_get("detail").unwrap()).collect();
+    .await;
     assert!(
         detail
             .iter()
@@ -157,6 +157,12 @@ async fn open_refunds_are_read_by_an_index() {
         !detail.iter().any(|d| d.contains("TEMP B-TREE")),
         "no sort: {detail:?}"
     );
+}
+
+/// The `detail` lines of SQLite's plan for an `EXPLAIN QUERY PLAN` statement.
+async fn query_plan(db: &Db, explain: openvend::store::Query<'_>) -> Vec<String> {
+    let plan = explain.fetch_all(&db.pool).await.unwrap();
+    plan.iter().map(|r| r.try_get("detail").unwrap()).collect()
 }
 
 #[tokio::test]
