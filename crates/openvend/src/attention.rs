@@ -1,6 +1,7 @@
 //! What needs a person. The server never guesses about money or goods; what it
 //! cannot settle itself is listed here (the operator API's `/api/v1/attention`, and the alert
-//! webhook pushes each new entry), and logged at `error` when it happens:
+//! webhook pushes each new entry), and logged at `error` when it happens (what is listed for
+//! being open too long, orders and refunds a day old, is only listed):
 //! - orders in `dispute` (the machine acknowledged a dispense and never said what came out);
 //! - refunds Alipay refused (`failed`);
 //! - refunds still open a day after they were written: Alipay has not confirmed them, or

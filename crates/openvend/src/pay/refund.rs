@@ -79,7 +79,7 @@ pub async fn request(
 ) -> Result<RefundRecord, RefundError> {
     let attempt = || async {
         let mut tx = svc.db.begin().await?;
-        let record = request_in(
+        let asked = ask_in(
             &mut tx,
             svc.now(),
             order_id,
@@ -90,16 +90,17 @@ pub async fn request(
         )
         .await?;
         tx.commit().await?;
-        Ok::<_, RefundError>(record)
+        Ok::<_, RefundError>(asked)
     };
-    let record = match attempt().await {
+    let (record, asked) = match attempt().await {
         // The same number sent twice at once: the other request wrote it first (its unique
         // index refused this one). Once more finds it and answers as for any repeat.
         Err(e) if e.is_unique_violation() => attempt().await?,
         other => other?,
     };
     // Asked again while still open: sent now, not after its pause or back-off.
-    if matches!(record.state.as_str(), "requested" | "unknown")
+    if asked == Asked::Again
+        && matches!(record.state.as_str(), "requested" | "unknown")
         && let Err(e) = send_now(svc, record.id).await
     {
         // The refund is written; its job (or, after a day, the attention list) carries on.
@@ -148,6 +149,29 @@ pub async fn request_in(
     reason: &str,
     actor: &str,
 ) -> Result<RefundRecord, RefundError> {
+    let (record, _) = ask_in(tx, now, order_id, out_request_no, amount, reason, actor).await?;
+    Ok(record)
+}
+
+/// Whether [`ask_in`] wrote the refund or found it written under its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// Written now.
+    First,
+    /// Written before: this is a repeat.
+    Again,
+}
+
+/// [`request_in`], telling whether the refund was written now or found.
+async fn ask_in(
+    tx: &mut crate::store::Conn,
+    now: i64,
+    order_id: i64,
+    out_request_no: &str,
+    amount: Fen,
+    reason: &str,
+    actor: &str,
+) -> Result<(RefundRecord, Asked), RefundError> {
     if !amount.is_positive() {
         return Err(RefundError::NotPositive);
     }
@@ -156,7 +180,7 @@ pub async fn request_in(
     // sees what is left after it.
     lock_order(tx, order_id).await?;
     if let Some(existing) = existing(tx, out_request_no, amount).await? {
-        return Ok(existing);
+        return Ok((existing, Asked::Again));
     }
     let order = crate::store::query("SELECT state, total_fen FROM orders WHERE id = $1")
         .bind(order_id)
@@ -176,7 +200,8 @@ pub async fn request_in(
             left,
         });
     }
-    insert_requested(tx, now, order_id, out_request_no, amount, reason, actor).await
+    let record = insert_requested(tx, now, order_id, out_request_no, amount, reason, actor).await?;
+    Ok((record, Asked::First))
 }
 
 /// Locks the order's row until commit on PostgreSQL (on SQLite, whose writers are one at a

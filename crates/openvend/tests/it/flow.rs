@@ -453,6 +453,7 @@ async fn a_request_sent_again_while_its_trade_is_being_created_is_answered_with_
     )
     .await;
     sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
     let order_id = loop {
         let row = openvend::store::query("SELECT id FROM orders WHERE request_id = 'r-again-1'")
             .fetch_optional(&r.app_services.db.pool)
@@ -461,6 +462,10 @@ async fn a_request_sent_again_while_its_trade_is_being_created_is_answered_with_
         if let Some(row) = row {
             break openvend::store::get_int(&row, "id").unwrap();
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request made no order"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // The order is written and its precreate is on its way: the machine asks again.
