@@ -79,7 +79,7 @@ pub async fn request(
 ) -> Result<RefundRecord, RefundError> {
     let attempt = || async {
         let mut tx = svc.db.begin().await?;
-        let asked = ask_in(
+        let asked = request_in(
             &mut tx,
             svc.now(),
             order_id,
@@ -138,32 +138,19 @@ impl RefundError {
     }
 }
 
-/// [`request`] inside the caller's transaction, so a refund can be written in the same
-/// commit as the state change that makes it due (a failed vend).
-pub async fn request_in(
-    tx: &mut crate::store::Conn,
-    now: i64,
-    order_id: i64,
-    out_request_no: &str,
-    amount: Fen,
-    reason: &str,
-    actor: &str,
-) -> Result<RefundRecord, RefundError> {
-    let (record, _) = ask_in(tx, now, order_id, out_request_no, amount, reason, actor).await?;
-    Ok(record)
-}
-
-/// Whether [`ask_in`] wrote the refund or found it written under its number.
+/// Whether [`request_in`] wrote the refund or found it written under its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
+pub enum Asked {
     /// Written now.
     First,
     /// Written before: this is a repeat.
     Again,
 }
 
-/// [`request_in`], telling whether the refund was written now or found.
-async fn ask_in(
+/// [`request`] inside the caller's transaction, so a refund can be written in the same
+/// commit as the state change that makes it due (a failed vend); tells whether the refund
+/// was written now or found.
+pub async fn request_in(
     tx: &mut crate::store::Conn,
     now: i64,
     order_id: i64,

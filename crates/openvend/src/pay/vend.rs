@@ -319,7 +319,7 @@ pub async fn record_results_read(
         // One refund per order for vend failures: its number is fixed, so a replay cannot
         // refund twice.
         let out_request_no = format!("{out_trade_no}V");
-        let record = refund::request_in(
+        let (record, _) = refund::request_in(
             tx,
             now,
             order_id,

@@ -10,7 +10,9 @@ use openvend::domain::order::OrderState;
 use openvend::sim::SimEvent;
 use serde_json::{Value, json};
 
-use crate::flow::{commands, expect_qr, log_vend, machine, next_business, pay, settle, slot};
+use crate::flow::{
+    commands, expect_qr, id_once_written, log_vend, machine, next_business, pay, settle, slot,
+};
 use crate::invariants::{self, VendLog};
 use crate::sale::{Running, control, start, wait_for_state};
 
@@ -633,25 +635,18 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
     sim.buy(&[("A1", 1)]).await.unwrap();
     let (order, qr, _) = expect_qr(&mut events).await;
     pay(&r, &qr).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let refund_id = loop {
-        let row = openvend::store::query(
-            "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id \
-             WHERE o.out_trade_no = $1 AND r.state = 'unknown'",
-        )
-        .bind(&order)
-        .fetch_optional(&r.app_services.db.pool)
-        .await
-        .unwrap();
-        if let Some(row) = row {
-            break openvend::store::get_int(&row, "id").unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the failed vend's refund was never sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let refund_id = id_once_written(
+        &r,
+        || {
+            openvend::store::query(
+                "SELECT r.id FROM refunds r JOIN orders o ON o.id = r.order_id \
+                 WHERE o.out_trade_no = $1 AND r.state = 'unknown'",
+            )
+            .bind(&order)
+        },
+        "the failed vend's refund, sent",
+    )
+    .await;
     // An hour of sends carried out but never answered; then Alipay answers again, except
     // the query. Faults are swapped while the job waits out its back-off.
     r.app_services.clock.advance(60 * 60_000);

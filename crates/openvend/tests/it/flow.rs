@@ -148,6 +148,30 @@ pub async fn commands(r: &Running, out_trade_no: &str, kind: &str) -> Vec<String
     .await
 }
 
+/// The `id` of the first row `query` finds, once there is one (`what` names it in the
+/// failure message).
+pub async fn id_once_written<'q>(
+    r: &Running,
+    query: impl Fn() -> openvend::store::Query<'q>,
+    what: &str,
+) -> i64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let row = query()
+            .fetch_optional(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return openvend::store::get_int(&row, "id").unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: none written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until no job is due within `horizon_ms` of the server clock and the acks the ledger
 /// holds in memory are written (the flow has settled).
 pub async fn settle(r: &Running, horizon_ms: i64) {
@@ -453,21 +477,12 @@ async fn a_request_sent_again_while_its_trade_is_being_created_is_answered_with_
     )
     .await;
     sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let order_id = loop {
-        let row = openvend::store::query("SELECT id FROM orders WHERE request_id = 'r-again-1'")
-            .fetch_optional(&r.app_services.db.pool)
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            break openvend::store::get_int(&row, "id").unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the request made no order"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let order_id = id_once_written(
+        &r,
+        || openvend::store::query("SELECT id FROM orders WHERE request_id = 'r-again-1'"),
+        "the request's order",
+    )
+    .await;
     // The order is written and its precreate is on its way: the machine asks again.
     sim.buy_with_id("r-again-1", &[("A1", 1)]).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -433,16 +433,12 @@ async fn a_qr_sale_answered_after_it_was_given_up_returns_no_code() {
 
 /// The id of the first order written, once there is one (its precreate is then on its way).
 async fn first_order(r: &crate::sale::Running) -> i64 {
-    loop {
-        let row = openvend::store::query("SELECT id FROM orders ORDER BY id LIMIT 1")
-            .fetch_optional(&r.app_services.db.pool)
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return openvend::store::get_int(&row, "id").unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::flow::id_once_written(
+        r,
+        || openvend::store::query("SELECT id FROM orders ORDER BY id LIMIT 1"),
+        "an order",
+    )
+    .await
 }
 
 /// The buyer's time is up and the last query found the trade unpaid, but the buyer pays while
