@@ -20,6 +20,9 @@ use crate::sign::{Charset, SignScope, SignType, string_to_sign};
 pub const PRODUCTION_GATEWAY: &str = "https://openapi.alipay.com/gateway.do";
 /// Alipay's own sandbox gateway.
 pub const ALIPAY_SANDBOX_GATEWAY: &str = "https://openapi-sandbox.dl.alipaydev.com/gateway.do";
+/// The user-authorisation page of Alipay's own sandbox.
+pub const ALIPAY_SANDBOX_AUTHORIZE_URL: &str =
+    "https://openauth-sandbox.dl.alipaydev.com/oauth2/publicAppAuthorize.htm";
 /// Alipay's production user-authorisation page.
 pub const PRODUCTION_AUTHORIZE_URL: &str =
     "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm";

@@ -96,6 +96,7 @@ impl App {
                     .map_err(|e| anyhow::anyhow!("alipay.alipay_public_key_file: {e}"))?;
                 let mut config = Config::new(&real.app_id);
                 config.gateway_url = real.gateway_url.clone();
+                config.authorize_url = real.authorize_url().to_owned();
                 config.notify_url = Some(format!("{public_url}/alipay/notify"));
                 let client = Client::new(config, key, Verification::PublicKey(alipay_key.clone()))?;
                 (client, alipay_key, None, real.seller_id.clone())

@@ -226,12 +226,30 @@ pub struct AlipaySettings {
     /// Gateway URL (production by default).
     #[serde(default = "default_gateway")]
     pub gateway_url: String,
+    /// The user-authorisation page the H5 sign-in sends buyers to. Unset: Alipay's own
+    /// sandbox page when `gateway_url` is Alipay's sandbox gateway, else production's.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
     /// The operator's seller PID (collection restriction `seller_id`).
     pub seller_id: String,
 }
 
 fn default_gateway() -> String {
     alipay::client::PRODUCTION_GATEWAY.to_owned()
+}
+
+impl AlipaySettings {
+    /// Where buyers authorise the app: the setting, else the page that goes with the gateway
+    /// (a sandbox app is unknown to production's page).
+    pub fn authorize_url(&self) -> &str {
+        match &self.authorize_url {
+            Some(url) => url,
+            None if self.gateway_url == alipay::client::ALIPAY_SANDBOX_GATEWAY => {
+                alipay::client::ALIPAY_SANDBOX_AUTHORIZE_URL
+            }
+            None => alipay::client::PRODUCTION_AUTHORIZE_URL,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -354,12 +372,14 @@ impl Settings {
             | "ALIPAY_PRIVATE_KEY_FILE"
             | "ALIPAY_PUBLIC_KEY_FILE"
             | "ALIPAY_GATEWAY_URL"
+            | "ALIPAY_AUTHORIZE_URL"
             | "ALIPAY_SELLER_ID" => {
                 let a = self.alipay.get_or_insert_with(|| AlipaySettings {
                     app_id: String::new(),
                     private_key_file: PathBuf::new(),
                     alipay_public_key_file: PathBuf::new(),
                     gateway_url: default_gateway(),
+                    authorize_url: None,
                     seller_id: String::new(),
                 });
                 match name {
@@ -367,6 +387,7 @@ impl Settings {
                     "ALIPAY_PRIVATE_KEY_FILE" => a.private_key_file = PathBuf::from(value),
                     "ALIPAY_PUBLIC_KEY_FILE" => a.alipay_public_key_file = PathBuf::from(value),
                     "ALIPAY_GATEWAY_URL" => a.gateway_url = value,
+                    "ALIPAY_AUTHORIZE_URL" => a.authorize_url = Some(value),
                     _ => a.seller_id = value,
                 }
             }
@@ -413,6 +434,14 @@ impl Settings {
             }
             if t.chars().count() < 16 {
                 return Err(err("api_token", "must be at least 16 characters"));
+            }
+            // The guard reads the header as visible ASCII: any other character would make
+            // every operator request fail, however the token is sent.
+            if !t.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                return Err(err(
+                    "api_token",
+                    "must be printable ASCII (letters, digits, punctuation, spaces)",
+                ));
             }
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -493,6 +522,11 @@ impl Settings {
             }
             if !(a.gateway_url.starts_with("https://") || a.gateway_url.starts_with("http://")) {
                 return Err(err("alipay.gateway_url", "must be an http(s) URL"));
+            }
+            if let Some(url) = &a.authorize_url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(err("alipay.authorize_url", "must be an http(s) URL"));
             }
             // Alipay posts its notifications to `<public_url>/alipay/notify`: without the
             // address it reaches us at, every payment would wait for the poll instead.
@@ -657,6 +691,42 @@ mod tests {
     }
 
     #[test]
+    fn the_authorisation_page_goes_with_the_gateway_unless_set() {
+        let load = |vars: &[(&str, &str)]| {
+            let mut all = vec![
+                ("OPENVEND_ALIPAY_APP_ID", "2021000000000001"),
+                ("OPENVEND_ALIPAY_SELLER_ID", "2088000000000001"),
+                ("OPENVEND_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem"),
+                ("OPENVEND_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem"),
+                ("OPENVEND_SMS_PROVIDER", "log"),
+                ("OPENVEND_PUBLIC_URL", "https://vend.example.com"),
+            ];
+            all.extend_from_slice(vars);
+            Settings::load(None, env(&all)).unwrap().alipay.unwrap()
+        };
+        assert_eq!(
+            load(&[]).authorize_url(),
+            alipay::client::PRODUCTION_AUTHORIZE_URL
+        );
+        assert_eq!(
+            load(&[(
+                "OPENVEND_ALIPAY_GATEWAY_URL",
+                alipay::client::ALIPAY_SANDBOX_GATEWAY
+            )])
+            .authorize_url(),
+            alipay::client::ALIPAY_SANDBOX_AUTHORIZE_URL
+        );
+        assert_eq!(
+            load(&[(
+                "OPENVEND_ALIPAY_AUTHORIZE_URL",
+                "http://127.0.0.1:9090/oauth2/publicAppAuthorize.htm"
+            )])
+            .authorize_url(),
+            "http://127.0.0.1:9090/oauth2/publicAppAuthorize.htm"
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("OPENVEND_LISTEN", "nope")], "listen"),
@@ -684,6 +754,23 @@ mod tests {
             (
                 &[("OPENVEND_API_TOKEN", "0123456789abcdef0123\n")],
                 "api_token",
+            ),
+            (
+                &[("OPENVEND_API_TOKEN", "ключ-оператора-2024")],
+                "api_token",
+            ),
+            (&[("OPENVEND_API_TOKEN", "0123456789\tabcdef")], "api_token"),
+            (
+                &[
+                    ("OPENVEND_ALIPAY_APP_ID", "2021000000000001"),
+                    ("OPENVEND_ALIPAY_SELLER_ID", "2088000000000001"),
+                    ("OPENVEND_ALIPAY_PRIVATE_KEY_FILE", "/keys/app.pem"),
+                    ("OPENVEND_ALIPAY_PUBLIC_KEY_FILE", "/keys/alipay.pem"),
+                    ("OPENVEND_ALIPAY_AUTHORIZE_URL", "openauth.example"),
+                    ("OPENVEND_SMS_PROVIDER", "log"),
+                    ("OPENVEND_PUBLIC_URL", "https://vend.example.com"),
+                ],
+                "alipay.authorize_url",
             ),
             (
                 &[

@@ -32,9 +32,10 @@ pub async fn seed_if_empty(db: &Db, seller_pid: &str, fleet: bool) -> Result<boo
         return Ok(false);
     }
     let now = crate::services::now_ms();
-    let op: i64 = crate::store::query("INSERT INTO operators (name, seller_pid, fund_mode, created_at) VALUES ($1, $2, 'collection', $3) RETURNING id")
+    let op: i64 = crate::store::query("INSERT INTO operators (name, seller_pid, fund_mode, alipay, created_at) VALUES ($1, $2, 'collection', $3, $4) RETURNING id")
         .bind(if fleet { "Demo Operator" } else { "Operator" })
         .bind(seller_pid)
+        .bind(if fleet { "sandbox" } else { "real" })
         .bind(now)
         .fetch_one(&mut *tx)
         .await?
@@ -101,22 +102,37 @@ pub enum AccountCheck {
 /// real Alipay a different one stops start-up: the orders in that database were made for the
 /// other account (or for the embedded sandbox's demo), and moving them silently would send
 /// money to, or refuse notifications from, the wrong account. With the embedded sandbox the
-/// new PID is taken and the change is on the audit trail.
+/// new PID is taken and the change is on the audit trail, but only for an operator the
+/// sandbox seeded: a real operator's database started without the `alipay.*` settings (a
+/// forgotten `--config`, an instance missing its variables) stops start-up instead of being
+/// moved to the sandbox, which on a shared PostgreSQL would restrict the running instances'
+/// trades to the sandbox's PID and refuse Alipay's notifications.
 pub async fn check_receiving_account(
     db: &Db,
     seller_pid: &str,
     sandbox: bool,
 ) -> anyhow::Result<AccountCheck> {
     let mut tx = db.begin().await?;
-    let rows = crate::store::query("SELECT id, seller_pid FROM operators ORDER BY id")
+    let rows = crate::store::query("SELECT id, seller_pid, alipay FROM operators ORDER BY id")
         .fetch_all(&mut *tx)
         .await?;
     let mut moved = None;
     for row in &rows {
         let id: i64 = row.try_get(0)?;
         let stored: String = row.try_get(1)?;
+        let receives_through: String = row.try_get(2)?;
         if stored == seller_pid {
             continue;
+        }
+        if sandbox && receives_through != "sandbox" {
+            anyhow::bail!(
+                "alipay: this database's operator receives under {stored} through real Alipay, \
+                 but no alipay settings were given (alipay.app_id, alipay.private_key_file, \
+                 alipay.alipay_public_key_file, alipay.seller_id and public_url, or their \
+                 OPENVEND_* variables), so the embedded sandbox would start and take \
+                 its orders. Give the settings, or point database_url at another database for \
+                 the demo"
+            );
         }
         if !sandbox {
             anyhow::bail!(

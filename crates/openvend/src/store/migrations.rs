@@ -40,6 +40,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_refunds_by_order"),
     migration!(18, "0018_expect_rows"),
     migration!(19, "0019_refunds_unconfirmed"),
+    migration!(20, "0020_operator_alipay"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

@@ -66,6 +66,7 @@ pub fn real_alipay(dir: &std::path::Path, base: Settings) -> Settings {
             private_key_file: dir.join("app.pem"),
             alipay_public_key_file: dir.join("alipay.pem"),
             gateway_url: "http://127.0.0.1:9/gateway.do".into(),
+            authorize_url: None,
             seller_id: "2088000000000042".into(),
         }),
         sms: openvend::h5::settings::SmsSettings {
@@ -103,6 +104,25 @@ async fn a_database_made_for_another_receiving_account_stops_start_up_with_real_
     };
     build_and_stop(real_own.clone()).await;
     build_and_stop(real_own).await;
+}
+
+#[tokio::test]
+async fn a_real_operators_database_started_without_alipay_settings_is_not_taken_by_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database a real deployment made and uses.
+    build_and_stop(real_alipay(dir.path(), settings(dir.path()))).await;
+    // The same database started without the alipay settings (a forgotten --config): the
+    // embedded sandbox would come up and move the operator to its own PID.
+    let err = App::build(settings(dir.path()))
+        .await
+        .err()
+        .expect("start-up without alipay settings must stop")
+        .to_string();
+    assert!(err.starts_with("alipay:"), "{err}");
+    assert!(err.contains("2088000000000042"), "{err}");
+    assert!(err.contains("alipay.app_id"), "{err}");
+    // Nothing moved: the real deployment starts again as it was.
+    build_and_stop(real_alipay(dir.path(), settings(dir.path()))).await;
 }
 
 #[tokio::test]
