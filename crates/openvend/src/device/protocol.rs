@@ -530,7 +530,8 @@ pub fn parse_envelope(raw: &[u8]) -> Result<Envelope, Rejection> {
 /// Refuses a timestamp more than ±300 s from `now_ms`.
 pub fn check_clock(ts: i64, now_ms: i64) -> Result<(), Rejection> {
     let skew_ms = ts.saturating_sub(now_ms);
-    if skew_ms.abs() > MAX_SKEW_MS {
+    // The distance, not `skew_ms.abs()`: a saturated `i64::MIN` has no absolute value.
+    if ts.abs_diff(now_ms) > MAX_SKEW_MS.unsigned_abs() {
         return Err(Rejection::Stale { skew_ms });
     }
     Ok(())
@@ -646,6 +647,17 @@ mod tests {
         ));
         let edge = sealed("ack", ok_body, NOW - 300_000);
         assert!(open_envelope(&edge, "VM001", b"s3cret", NOW).is_ok());
+        // The farthest times there are: refused as stale, never passed or overflowed.
+        for ts in [i64::MIN, i64::MIN + NOW, i64::MAX] {
+            assert!(
+                matches!(check_clock(ts, NOW), Err(Rejection::Stale { .. })),
+                "{ts}"
+            );
+            assert!(matches!(
+                open_envelope(&sealed("ack", ok_body, ts), "VM001", b"s3cret", NOW),
+                Err(Rejection::Stale { .. })
+            ));
+        }
         assert!(matches!(
             open_envelope(b"{not json", "VM001", b"s3cret", NOW),
             Err(Rejection::Malformed(_))
