@@ -133,6 +133,19 @@ impl App {
         let shutdown = CancellationToken::new();
         let (mqtt, embedded_session) = start_mqtt(&settings, &device, &shutdown).await?;
         let mqtt_embedded = embedded_session.is_some();
+        // The embedded broker's host is its listen address; an external broker's URL is
+        // taken as it is written.
+        let listen = SocketAddr::new(
+            mqtt.host
+                .parse()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            mqtt.port,
+        );
+        let mqtt_url = settings.mqtt.machine_url(listen).ok_or_else(|| {
+            anyhow::anyhow!(
+                "mqtt.public_url: required when the embedded broker listens on every address"
+            )
+        })?;
         let services = Arc::new(Services {
             api_token,
             db: db.clone(),
@@ -145,7 +158,7 @@ impl App {
             job_hints: crate::jobs::JobHints::new(),
             device,
             device_settings: settings.device.clone(),
-            mqtt_url: format!("mqtt://{}:{}", mqtt.host, mqtt.port),
+            mqtt_url,
             public_url: public_url.clone(),
             alerts,
         });

@@ -200,6 +200,14 @@ pub struct MqttSettings {
     pub username: Option<String>,
     /// Password for the external broker.
     pub password: Option<Secret>,
+    /// The server's client id at the external broker. The broker keeps its session (the
+    /// events it has not acknowledged) under this id, so it stays the same across restarts
+    /// and differs between deployments sharing a broker.
+    pub client_id: String,
+    /// `mqtt://host:port` machines connect to, as the operator API hands it out. Unset: the
+    /// external broker's `url`, or the embedded broker's listen address (required when that
+    /// listens on every address, which is no address a machine can use).
+    pub public_url: Option<String>,
 }
 
 impl Default for MqttSettings {
@@ -209,7 +217,25 @@ impl Default for MqttSettings {
             embedded_listen: "127.0.0.1:18830".into(),
             username: None,
             password: None,
+            client_id: "openvend-server".into(),
+            public_url: None,
         }
+    }
+}
+
+impl MqttSettings {
+    /// The URL machines are told to connect to: `public_url`, the external broker's, or the
+    /// embedded broker's at `listen` (its real port, when asked for port 0). `None` when the
+    /// embedded broker listens on every address and no `public_url` names one.
+    pub fn machine_url(&self, listen: std::net::SocketAddr) -> Option<String> {
+        if let Some(url) = self.public_url.as_ref().or(self.url.as_ref()) {
+            return Some(url.clone());
+        }
+        if listen.ip().is_unspecified() {
+            return None;
+        }
+        // `SocketAddr` writes an IPv6 address in brackets, as a URL needs.
+        Some(format!("mqtt://{listen}"))
     }
 }
 
@@ -232,6 +258,19 @@ pub struct AlipaySettings {
     pub authorize_url: Option<String>,
     /// The operator's seller PID (collection restriction `seller_id`).
     pub seller_id: String,
+}
+
+/// `mqtt://host:port` (or `tcp://`) with a host and a port number.
+fn valid_mqtt_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    else {
+        return false;
+    };
+    rest.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 fn default_gateway() -> String {
@@ -326,6 +365,8 @@ impl Settings {
             "MQTT_EMBEDDED_LISTEN" => self.mqtt.embedded_listen = value,
             "MQTT_USERNAME" => self.mqtt.username = Some(value),
             "MQTT_PASSWORD" => self.mqtt.password = Some(Secret(value)),
+            "MQTT_CLIENT_ID" => self.mqtt.client_id = value,
+            "MQTT_PUBLIC_URL" => self.mqtt.public_url = Some(value),
             "API_TOKEN" => self.api_token = Some(Secret(value)),
             "SANDBOX_LISTEN" => self.sandbox_listen = value,
             "JOB_WORKERS" => self.job_workers = parse_number(key, &value)?,
@@ -469,6 +510,45 @@ impl Settings {
                 "mqtt.embedded_listen",
                 format!(
                     "{:?} is not an address like 127.0.0.1:18830",
+                    self.mqtt.embedded_listen
+                ),
+            ));
+        }
+        // What brokers accept in a client id without trouble; an empty one asks for a
+        // session the broker forgets.
+        let id = &self.mqtt.client_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(err(
+                "mqtt.client_id",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(url) = &self.mqtt.public_url
+            && !valid_mqtt_url(url)
+        {
+            return Err(err(
+                "mqtt.public_url",
+                format!("{url:?} must be mqtt://host:port"),
+            ));
+        }
+        if self.mqtt.public_url.is_none()
+            && self.mqtt.url.is_none()
+            && self
+                .mqtt
+                .embedded_listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified())
+        {
+            return Err(err(
+                "mqtt.public_url",
+                format!(
+                    "is required when mqtt.embedded_listen ({}) listens on every address: \
+                     name the mqtt://host:port machines connect to",
                     self.mqtt.embedded_listen
                 ),
             ));
@@ -727,6 +807,34 @@ mod tests {
     }
 
     #[test]
+    fn machines_are_told_an_mqtt_address_they_can_reach() {
+        let s = |vars: &[(&str, &str)]| Settings::load(None, env(vars)).unwrap().mqtt;
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            s(&[]).machine_url(at("127.0.0.1:18830")).as_deref(),
+            Some("mqtt://127.0.0.1:18830")
+        );
+        assert_eq!(
+            s(&[]).machine_url(at("[::1]:18830")).as_deref(),
+            Some("mqtt://[::1]:18830")
+        );
+        let public = s(&[
+            ("OPENVEND_MQTT_EMBEDDED_LISTEN", "0.0.0.0:18830"),
+            ("OPENVEND_MQTT_PUBLIC_URL", "mqtt://vend.example.com:18830"),
+        ]);
+        assert_eq!(
+            public.machine_url(at("0.0.0.0:18830")).as_deref(),
+            Some("mqtt://vend.example.com:18830")
+        );
+        assert_eq!(s(&[]).machine_url(at("0.0.0.0:18830")), None);
+        let external = s(&[("OPENVEND_MQTT_URL", "mqtt://broker.internal:1883")]);
+        assert_eq!(
+            external.machine_url(at("127.0.0.1:1")).as_deref(),
+            Some("mqtt://broker.internal:1883")
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("OPENVEND_LISTEN", "nope")], "listen"),
@@ -758,6 +866,23 @@ mod tests {
             (
                 &[("OPENVEND_API_TOKEN", "ключ-оператора-2024")],
                 "api_token",
+            ),
+            (&[("OPENVEND_MQTT_CLIENT_ID", "")], "mqtt.client_id"),
+            (
+                &[("OPENVEND_MQTT_CLIENT_ID", "open vend")],
+                "mqtt.client_id",
+            ),
+            (
+                &[("OPENVEND_MQTT_PUBLIC_URL", "mqtt://vend.example")],
+                "mqtt.public_url",
+            ),
+            (
+                &[("OPENVEND_MQTT_EMBEDDED_LISTEN", "0.0.0.0:18830")],
+                "mqtt.public_url",
+            ),
+            (
+                &[("OPENVEND_MQTT_EMBEDDED_LISTEN", "[::]:18830")],
+                "mqtt.public_url",
             ),
             (&[("OPENVEND_API_TOKEN", "0123456789\tabcdef")], "api_token"),
             (

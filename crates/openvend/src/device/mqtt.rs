@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,7 +103,7 @@ impl LinkSettings {
         Ok(LinkSettings {
             host,
             port,
-            client_id: "openvend-server".into(),
+            client_id: s.client_id.clone(),
             username: s.username.clone(),
             password: s.password.clone(),
             persistent_session: true,
@@ -123,6 +124,11 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(!settings.persistent_session);
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
+    // An event is acknowledged to the broker once it is stored (`BrokerAck`), not when it
+    // arrives: until then the broker keeps it, and delivers it again after a crash or a
+    // reconnect. The machine's own connection to the broker never dropped, so nothing else
+    // would make it send the event again.
+    opts.set_manual_acks(true);
     if let Some(user) = &settings.username {
         let pass = settings
             .password
@@ -134,6 +140,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     channel.attach_mqtt(Some(Publisher::Client(client.clone())));
     let (work_tx, workers) = start_workers(&channel, false);
+    let connection = Arc::new(AtomicU64::new(0));
 
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -143,6 +150,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
         };
         match polled {
             Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                connection.fetch_add(1, Ordering::SeqCst);
                 backoff = Duration::from_secs(1);
                 tracing::info!(host = %settings.host, port = settings.port, "MQTT link connected");
                 if let Err(e) = client.try_subscribe(EVT_FILTER, QoS::AtLeastOnce) {
@@ -153,12 +161,21 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                 }
             }
             Ok(MqttEvent::Incoming(Packet::SubAck(_))) => channel.set_link_up(true),
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                if p.retain {
-                    tracing::warn!(topic = %p.topic, "retained message ignored");
+            Ok(MqttEvent::Incoming(Packet::Publish(mut p))) => {
+                let payload = std::mem::take(&mut p.payload);
+                let ack = BrokerAck {
+                    client: client.clone(),
+                    publish: p,
+                    on_connection: connection.load(Ordering::SeqCst),
+                    connection: connection.clone(),
+                };
+                if ack.publish.retain {
+                    tracing::warn!(topic = %ack.publish.topic, "retained message ignored");
+                    ack.try_send();
                     continue;
                 }
-                hand_over(&channel, &work_tx, &p.topic, p.payload.to_vec());
+                let topic = ack.publish.topic.clone();
+                hand_over(&channel, &work_tx, &topic, payload.to_vec(), Some(ack));
             }
             Ok(_) => {}
             Err(e) => {
@@ -207,7 +224,7 @@ pub async fn run_local_link(
             next = session.recv() => next,
         };
         let Some((topic, payload)) = next else { break };
-        hand_over(&channel, &work_tx, &topic, payload);
+        hand_over(&channel, &work_tx, &topic, payload, None);
     }
     drop(session);
     stop(&channel, work_tx, workers).await;
@@ -269,7 +286,8 @@ impl Publisher {
 /// while different machines proceed in parallel. The link never waits on a worker. With
 /// `bounded` (the embedded broker, which can close a machine's connection) what a machine has
 /// waiting is bounded ([`MACHINE_BACKLOG_BYTES`]); through an external broker nothing is
-/// dropped, since a dropped event would never be sent again, and going over is only logged.
+/// dropped, and going over is only logged: what waits is bounded there by the broker, which
+/// sends no more than its in-flight window of events it has no acknowledgement for.
 fn start_workers(
     channel: &DeviceChannel,
     bounded: bool,
@@ -335,16 +353,63 @@ impl Backlog {
     }
 }
 
+/// An external broker's message, to be acknowledged once it is stored or refused for good.
+struct BrokerAck {
+    client: AsyncClient,
+    /// The message, its payload taken: the acknowledgement needs its packet id and QoS.
+    publish: rumqttc::Publish,
+    /// The link's connection it came on, and the link's current one.
+    on_connection: u64,
+    connection: Arc<AtomicU64>,
+}
+
+impl BrokerAck {
+    /// Whether the link is still on the connection the message came on. A packet id names
+    /// a message only on its connection: after a reconnect the broker delivers it again
+    /// (under the kept session), and that copy is acknowledged instead.
+    fn current(&self) -> bool {
+        self.connection.load(Ordering::SeqCst) == self.on_connection
+    }
+
+    /// Acknowledges from a worker, waiting for room in the link's queue.
+    async fn send(self) {
+        if self.current()
+            && let Err(e) = self.client.ack(&self.publish).await
+        {
+            tracing::warn!(error = %e, "could not acknowledge an event to the broker");
+        }
+    }
+
+    /// Acknowledges from the link itself, which must not wait for its own queue.
+    fn try_send(self) {
+        if self.current()
+            && let Err(e) = self.client.try_ack(&self.publish)
+        {
+            tracing::warn!(error = %e, "could not acknowledge a message to the broker");
+        }
+    }
+}
+
 /// Passes a message on an event topic to its machine's worker.
-fn hand_over(channel: &DeviceChannel, work_tx: &Shards, topic: &str, payload: Vec<u8>) {
+fn hand_over(
+    channel: &DeviceChannel,
+    work_tx: &Shards,
+    topic: &str,
+    payload: Vec<u8>,
+    ack: Option<BrokerAck>,
+) {
     let Some(machine) = machine_of_evt_topic(topic) else {
         tracing::warn!(topic, "message on an unknown topic ignored");
+        if let Some(ack) = ack {
+            ack.try_send();
+        }
         return;
     };
     let work = Work::Message {
         machine: machine.to_owned(),
         payload,
         arrived_at: channel.now_ms(),
+        ack,
     };
     match work_tx.send(work) {
         Ok(()) => {}
@@ -428,23 +493,45 @@ async fn incoming_worker(
                 machine,
                 payload,
                 arrived_at,
+                ack,
             } => {
-                // The broker has already had its PUBACK, so the machine will not send
-                // this again: a store outage is waited out here (this machine's later
+                // The machine has had its PUBACK, so it will not send this again until it
+                // reconnects: a store outage is waited out here (this machine's later
                 // messages wait behind it, keeping their order) rather than losing the
                 // event. Other rejections are final and logged inside receive.
                 let mut delay = Duration::from_millis(50);
                 let started = tokio::time::Instant::now();
+                let mut taken = true;
                 while let Err(super::Rejection::Unavailable) = worker_channel
                     .receive_arrived(&machine, &payload, arrived_at)
                     .await
                 {
                     if started.elapsed() > STORE_OUTAGE_LIMIT {
-                        tracing::error!(%machine, "device event dropped: the store was unavailable for 10 minutes");
+                        taken = false;
                         break;
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                match (taken, ack) {
+                    (true, Some(ack)) => ack.send().await,
+                    (true, None) => {}
+                    // Left unacknowledged, the external broker delivers it again when the
+                    // link reconnects.
+                    (false, Some(_)) => tracing::error!(
+                        %machine,
+                        "device event left with the broker: the store was unavailable for 10 minutes"
+                    ),
+                    // The embedded broker acknowledged it on arrival: the machine is
+                    // disconnected, and sends its recent events again when it is back
+                    // (device-protocol.md §2).
+                    (false, None) => {
+                        tracing::error!(
+                            %machine,
+                            "device event dropped and machine disconnected: the store was unavailable for 10 minutes"
+                        );
+                        worker_channel.close_connection(&machine);
+                    }
                 }
                 backlog.done(&machine, work_size(&machine, &payload));
             }
@@ -459,6 +546,8 @@ enum Work {
         payload: Vec<u8>,
         /// Server clock when the link received it.
         arrived_at: i64,
+        /// The external broker's acknowledgement, sent once it is stored.
+        ack: Option<BrokerAck>,
     },
     RedeliverAll,
 }
@@ -533,6 +622,7 @@ mod tests {
             machine: machine.to_owned(),
             payload: vec![b' '; 16 * 1024],
             arrived_at: 0,
+            ack: None,
         };
         let mut taken = 0;
         while shards.send(message("VM-FLOOD")).is_ok() {

@@ -113,11 +113,10 @@ async fn a_real_operators_database_started_without_alipay_settings_is_not_taken_
     build_and_stop(real_alipay(dir.path(), settings(dir.path()))).await;
     // The same database started without the alipay settings (a forgotten --config): the
     // embedded sandbox would come up and move the operator to its own PID.
-    let err = App::build(settings(dir.path()))
-        .await
-        .err()
-        .expect("start-up without alipay settings must stop")
-        .to_string();
+    let err = match App::build(settings(dir.path())).await {
+        Ok(_) => panic!("start-up without alipay settings must stop"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.starts_with("alipay:"), "{err}");
     assert!(err.contains("2088000000000042"), "{err}");
     assert!(err.contains("alipay.app_id"), "{err}");

@@ -21,6 +21,8 @@ struct Server {
     sandbox: u16,
     mqtt: u16,
     database_url: Option<String>,
+    /// More `OPENVEND_*` settings, kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 /// Where the server under test writes its log (appended across restarts).
@@ -56,8 +58,10 @@ impl Server {
         mqtt: u16,
         database_url: Option<String>,
         failpoint: Option<&str>,
+        env: Vec<(String, String)>,
     ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_openvend"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.arg("serve")
             .env("OPENVEND_DATA_DIR", dir)
             .env("OPENVEND_LISTEN", format!("127.0.0.1:{http}"))
@@ -79,6 +83,7 @@ impl Server {
             sandbox,
             mqtt,
             database_url,
+            env,
         }
     }
 
@@ -97,6 +102,7 @@ impl Server {
             self.mqtt,
             self.database_url.clone(),
             None,
+            self.env.clone(),
         );
     }
 
@@ -131,7 +137,7 @@ impl Server {
     }
 
     async fn start(dir: &Path, database_url: Option<String>) -> Server {
-        Server::start_armed(dir, database_url, None).await
+        Server::start_armed(dir, database_url, None, Vec::new()).await
     }
 
     /// A first start on ports nobody holds: the ports come from `free_port`, and another
@@ -141,6 +147,7 @@ impl Server {
         dir: &Path,
         database_url: Option<String>,
         failpoint: Option<&str>,
+        env: Vec<(String, String)>,
     ) -> Server {
         for _ in 0..3 {
             let mut server = Server::spawn(
@@ -150,6 +157,7 @@ impl Server {
                 free_port(),
                 database_url.clone(),
                 failpoint,
+                env.clone(),
             );
             if server.healthy_or_exited().await {
                 return server;
@@ -378,6 +386,7 @@ async fn f8_a_crash_between_paid_and_its_commit_loses_nothing_and_vends_once() {
         dir.path(),
         database_url,
         Some(openvend::failpoint::NOTIFY_PAID_BEFORE_COMMIT),
+        Vec::new(),
     )
     .await;
     let (sim, mut events) = machine(&server).await;
@@ -423,6 +432,63 @@ async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_o
     sale.completes_after_restart_and_vends_once().await;
 }
 
+/// F9 through an external broker (Mosquitto on 127.0.0.1:1883). The machine's connection is
+/// to the broker, and the server's crash does not drop it, so the machine has no reconnect
+/// to send its report again after. The report comes back anyway: the broker keeps it in the
+/// server's session (`mqtt.client_id`), unacknowledged until stored, and the restarted server
+/// re-delivers the dispense, which the machine answers `already_done` with the same result.
+/// The order completes and nothing vends twice. (That the broker keeps an unstored event is
+/// tested alone in `device::an_event_the_server_has_not_stored_is_left_with_the_external_broker`.)
+#[tokio::test]
+async fn f9_through_an_external_broker_the_report_is_delivered_again_after_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_id = format!("openvend-crash-test-{}", std::process::id());
+    let env = vec![
+        (
+            "OPENVEND_MQTT_URL".to_owned(),
+            "mqtt://127.0.0.1:1883".to_owned(),
+        ),
+        ("OPENVEND_MQTT_CLIENT_ID".to_owned(), client_id.clone()),
+    ];
+    let mut sale = PaidSale::armed_with(
+        dir.path(),
+        openvend::failpoint::DISPENSE_RESULT_BEFORE_RECORD,
+        env,
+    )
+    .await;
+    wait_vend(&mut sale.events, &mut sale.log, &sale.order).await;
+    sale.server.wait_failpoint().await;
+    let db = sale.server.db().await;
+    let stopped_at = stored_state(&db, &sale.order).await;
+    assert!(
+        matches!(stopped_at.as_str(), "paid" | "dispensing"),
+        "{stopped_at}"
+    );
+    sale.completes_after_restart_and_vends_once().await;
+    forget_broker_session(&client_id).await;
+}
+
+/// Ends the session Mosquitto keeps for `client_id` (a clean connection replaces it), so the
+/// shared broker queues nothing more for a server that is gone.
+async fn forget_broker_session(client_id: &str) {
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", 1883);
+    opts.set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 8);
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(connected.ok(), Some(true), "could not reach Mosquitto");
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+}
+
 /// The machine accepted the dispense; the server held the ack in memory, answered it, and
 /// stops dead before writing it. The order is still `paid` in the store; after the restart
 /// the machine re-sends its unconfirmed events (device-protocol.md §2): the ack and the
@@ -448,8 +514,13 @@ struct PaidSale {
 
 impl PaidSale {
     async fn armed(dir: &Path, failpoint: &str) -> PaidSale {
+        PaidSale::armed_with(dir, failpoint, Vec::new()).await
+    }
+
+    /// A sale on a server started with more `OPENVEND_*` settings.
+    async fn armed_with(dir: &Path, failpoint: &str, env: Vec<(String, String)>) -> PaidSale {
         let database_url = crate::store::postgres_url_if_asked().await;
-        let server = Server::start_armed(dir, database_url, Some(failpoint)).await;
+        let server = Server::start_armed(dir, database_url, Some(failpoint), env).await;
         let (sim, mut events) = machine(&server).await;
         sim.buy(&[("A1", 1)]).await.unwrap();
         let (order, qr_code) = qr(&mut events).await;

@@ -1126,6 +1126,97 @@ async fn a_machine_on_mosquitto_gets_its_command_and_its_answers_arrive_once() {
     mqtt_story(f, 1883, ServerLink::Tcp(None, None)).await;
 }
 
+/// Through an external broker an event is acknowledged to the broker only once it is
+/// stored. A server that took an event but could not store it (its store held by another
+/// writer) and then lost its link, as in a crash, leaves the event with the broker, which
+/// delivers it again to the server's next connection under the same session. The machine's
+/// own connection never dropped, so nothing else would make it send the event again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_server_has_not_stored_is_left_with_the_external_broker() {
+    let f = sqlite_fixture().await;
+    let path = f._dir.as_ref().unwrap().path().join("openvend.db");
+    let other = Db::connect(&format!("sqlite://{}", path.display()), false)
+        .await
+        .unwrap();
+    let held = other.begin().await.unwrap();
+    let mut vm = machine(1883, &f.m1, None).await;
+    let client_id = unique("srv-kept");
+    let shutdown = CancellationToken::new();
+    let link = tokio::spawn(mqtt::run_link(
+        f.channel.clone(),
+        LinkSettings {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: client_id.clone(),
+            username: None,
+            password: None,
+            persistent_session: true,
+        },
+        shutdown.clone(),
+    ));
+    wait_link_up(&f.channel).await;
+
+    let evt_topic = mqtt::evt_topic(&f.m1);
+    let fault = f.event(
+        &f.m1,
+        SECRET_1,
+        "kept-1",
+        "fault",
+        r#"{"code":"jam","detail":"slot A1 jammed"}"#,
+    );
+    vm.publish(evt_topic.clone(), fault.clone(), false).await;
+    tokio::time::timeout(WAIT, vm.pubacks.recv())
+        .await
+        .unwrap()
+        .unwrap(); // the broker has it
+    // The link takes it from the broker on loopback well within this; were it slower, the
+    // broker would simply still hold the event below.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    link.abort();
+    let _ = link.await;
+
+    // The server's session again: the broker delivers the event it was never acknowledged.
+    let mut opts = MqttOptions::new(client_id.as_str(), "127.0.0.1", 1883);
+    opts.set_clean_session(false);
+    opts.set_max_packet_size(64 * 1024, 64 * 1024);
+    let (session, mut el) = AsyncClient::new(opts, 64);
+    let delivered_again = tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(Packet::Publish(p)))
+                    if p.topic == evt_topic && p.payload[..] == fault[..] =>
+                {
+                    return true;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("session connection failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        delivered_again.ok(),
+        Some(true),
+        "the broker forgot an event the server never stored"
+    );
+    let _ = session.try_disconnect();
+    drop(held);
+    // Forget the session, so the shared broker queues nothing more for it.
+    let mut opts = MqttOptions::new(client_id.as_str(), "127.0.0.1", 1883);
+    opts.set_clean_session(true);
+    let (clean, mut el) = AsyncClient::new(opts, 8);
+    tokio::time::timeout(WAIT, async {
+        while !matches!(
+            el.poll().await,
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_)))
+        ) {}
+    })
+    .await
+    .unwrap();
+    let _ = clean.try_disconnect();
+    shutdown.cancel();
+}
+
 // ---------------------------------------------------------------- HTTP fallback
 
 struct Http {
