@@ -40,8 +40,9 @@ pub enum UnknownKind {
 ///
 /// JSON: `{"kind":"latency","ms":300}`, `{"kind":"no_answer","ms":5000}`,
 /// `{"kind":"unknown_before","answer":"gateway20000"}`,
-/// `{"kind":"unknown_after","answer":"system_error"}` (`answer` defaults to `gateway20000`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `{"kind":"unknown_after","answer":"system_error"}` (`answer` defaults to `gateway20000`),
+/// `{"kind":"refuse","sub_code":"ACQ.TRADE_HAS_CLOSE"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum GatewayFault {
     /// Answer normally.
@@ -69,6 +70,12 @@ pub enum GatewayFault {
         /// Which unknown answer.
         #[serde(default)]
         answer: UnknownKind,
+    },
+    /// Refuse without performing the operation: `40004 Business Failed` with this
+    /// `sub_code` (a definite answer, as Alipay gives when it checks something else first).
+    Refuse {
+        /// The `sub_code`, e.g. `ACQ.TRADE_HAS_CLOSE`.
+        sub_code: String,
     },
 }
 
@@ -266,6 +273,18 @@ impl Rule {
         {
             return Err(format!("probability {p} is not within 0.0..=1.0"));
         }
+        if let Rule::Gateway(GatewayRule {
+            fault: GatewayFault::Refuse { sub_code },
+            ..
+        }) = &rule
+            && (sub_code.is_empty()
+                || sub_code.len() > 64
+                || !sub_code.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "refuse: sub_code {sub_code:?} must be 1 to 64 visible ASCII characters"
+            ));
+        }
         Ok(rule)
     }
 }
@@ -396,7 +415,7 @@ impl Faults {
             if !self.chance(r.probability) {
                 continue;
             }
-            let fault = r.fault;
+            let fault = r.fault.clone();
             if let Some(n) = rules.gateway[i].count.as_mut() {
                 *n = n.saturating_sub(1);
                 if *n == 0 {

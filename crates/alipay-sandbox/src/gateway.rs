@@ -173,6 +173,10 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
     if matches!(fault, GatewayFault::UnknownBefore { .. }) {
         return ctx.answer(&app, &key, Err(fault.unknown_error()), charset);
     }
+    if let GatewayFault::Refuse { sub_code } = &fault {
+        let refusal = ApiError::business(sub_code, "refused by a fault rule");
+        return ctx.answer(&app, &key, Err(refusal), charset);
+    }
     let biz = match parse_biz(&params) {
         Ok(b) => b,
         Err(e) => return ctx.answer(&app, &key, Err(e), charset),

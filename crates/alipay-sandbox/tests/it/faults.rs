@@ -141,6 +141,46 @@ async fn unknown_after_with_20000_also_performs_the_call() {
 }
 
 #[tokio::test]
+async fn refuse_answers_the_business_error_without_performing_the_call() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000209").await;
+    fault(
+        &sandbox,
+        json!({ "app_id": app.app_id, "method": "alipay.trade.precreate",
+                "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_HAS_CLOSE" }, "count": 1 }),
+    )
+    .await;
+    match app
+        .client
+        .execute(&precreate("f_refused"), &CallOptions::default())
+        .await
+    {
+        Outcome::Failure(alipay::Failure::Alipay(e)) => {
+            assert_eq!(
+                (e.code.as_str(), e.sub_code()),
+                ("40004", "ACQ.TRADE_HAS_CLOSE")
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!trade_exists(&sandbox, &app.app_id, "f_refused").await);
+    // Counted: the next call goes through.
+    assert!(matches!(
+        app.client
+            .execute(&precreate("f_refused"), &CallOptions::default())
+            .await,
+        Outcome::Success(_)
+    ));
+    let (status, body) = sandbox
+        .post_status(
+            "/control/faults",
+            json!({ "fault": { "kind": "refuse", "sub_code": "" } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+}
+
+#[tokio::test]
 async fn latency_delays_a_normal_answer() {
     let sandbox = spawn_sandbox().await;
     let app = sandbox.app("2021000000000205").await;
