@@ -389,24 +389,92 @@ pub async fn run(svc: &Services, refund_id: i64) -> anyhow::Result<Next> {
             .await
         }
         Outcome::Failure(f) => {
-            settle(
+            refused(
                 svc,
-                refund_id,
-                order_id,
-                amount_fen,
+                (refund_id, order_id, amount),
                 state,
-                RefundState::Failed,
-                &f.to_string(),
+                &f,
+                RefundQuery::new(&out_trade_no, &out_request_no),
             )
-            .await?;
-            tracing::error!(refund_id, failure = %f, "refund refused by Alipay; needs a person");
-            Ok(Next::Done)
+            .await
         }
         Outcome::Unknown(u) => {
             mark(svc, refund_id, state, RefundState::Unknown).await?;
             anyhow::bail!("refund result unknown ({u}); retrying with the same out_request_no")
         }
     }
+}
+
+/// How long a refund whose earlier send had an unknown result is checked again when its
+/// repeats are refused and its query finds nothing (a query may not see a refund made moments
+/// before) before the refusal is taken as final.
+const REFUSED_REPEAT_CHECKED_MS: i64 = 10 * 60_000;
+
+/// A definite refusal. The refund may still have been made by an earlier send: one whose
+/// result was unknown, or one a crash cut off before its answer was recorded. Alipay may
+/// check the trade before it looks for a repeat, and a trade this very refund closed is then
+/// refused (`ACQ.TRADE_HAS_CLOSE`). So the query decides: refunded, it succeeded; not (yet)
+/// refunded after an unknown send, it is checked again for a while; otherwise it failed and
+/// needs a person.
+async fn refused(
+    svc: &Services,
+    (refund_id, order_id, amount): (i64, i64, Amount),
+    state: RefundState,
+    refusal: &alipay::Failure,
+    query: RefundQuery,
+) -> anyhow::Result<Next> {
+    let amount_fen = amount.fen();
+    let refunded = match svc.alipay.execute(&query, &CallOptions::default()).await {
+        Outcome::Success(q) => made(&q, amount),
+        // A definite answer of the query (the trade unknown to it): nothing was refunded.
+        Outcome::Failure(_) => false,
+        Outcome::Unknown(u) => {
+            mark(svc, refund_id, state, RefundState::Unknown).await?;
+            anyhow::bail!(
+                "refund refused ({refusal}), and its query's result is unknown ({u}); retrying"
+            )
+        }
+    };
+    if refunded {
+        tracing::info!(refund_id, refusal = %refusal, "a refund refused on a repeat was made by an earlier send");
+        settle(
+            svc,
+            refund_id,
+            order_id,
+            amount_fen,
+            state,
+            RefundState::Succeeded,
+            "REFUND_SUCCESS",
+        )
+        .await?;
+        return Ok(Next::Done);
+    }
+    if state == RefundState::Unknown {
+        let now = svc.now();
+        if let Some(since) = mark_unconfirmed(svc, refund_id, state, now).await?
+            && now - since < REFUSED_REPEAT_CHECKED_MS
+        {
+            return Ok(Next::At(now + resend_pause_ms(now - since)));
+        }
+    }
+    settle(
+        svc,
+        refund_id,
+        order_id,
+        amount_fen,
+        state,
+        RefundState::Failed,
+        &refusal.to_string(),
+    )
+    .await?;
+    tracing::error!(refund_id, failure = %refusal, "refund refused by Alipay; needs a person");
+    Ok(Next::Done)
+}
+
+/// Whether a refund query found the refund made, for `amount`: a refund of another amount
+/// under the same number is not ours (`ACQ.DISCORDANT_REPEAT_REQUEST`).
+fn made(q: &alipay::api::trade::RefundQueryResponse, amount: Amount) -> bool {
+    q.refund_status.as_deref() == Some("REFUND_SUCCESS") && q.refund_amount == Some(amount)
 }
 
 /// Asks Alipay whether the refund `query` names landed.
@@ -419,7 +487,7 @@ async fn confirm_by_query(
     query: RefundQuery,
 ) -> anyhow::Result<Next> {
     match svc.alipay.execute(&query, &CallOptions::default()).await {
-        Outcome::Success(q) if q.refund_status.as_deref() == Some("REFUND_SUCCESS") => {
+        Outcome::Success(q) if made(&q, Amount::from_fen(amount_fen)?) => {
             settle(
                 svc,
                 refund_id,

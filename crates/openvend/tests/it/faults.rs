@@ -776,6 +776,158 @@ async fn an_operator_asking_again_for_an_unconfirmed_refund_sends_it_at_once() {
     settle(&r, 0).await;
 }
 
+/// A refund made by a send whose answer was lost, then refused on its repeat: Alipay may check
+/// the trade before it looks for a repeat, and the full refund closed the trade
+/// (`ACQ.TRADE_HAS_CLOSE`). The refusal is not taken at its word: the refund query finds the
+/// refund made, and it is settled as such, not listed as refused (which would invite a person
+/// to refund the buyer a second time).
+#[tokio::test]
+async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its_query() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    next_business(&mut events).await;
+    let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let asked = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/orders/{}/refunds",
+            r.http_url, completed.id
+        ))
+        .bearer_auth(token.trim())
+        .json(
+            &json!({ "amount_fen": 350, "reason": "wrong product", "idempotency_key": "ticket-9" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    // Sent and made, its answer lost.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while refunds(&r, &order).await.first().map(|f| f.2.as_str()) != Some("unknown") {
+        assert!(tokio::time::Instant::now() < deadline, "refund never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
+    // Its repeat is refused.
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_HAS_CLOSE" }, "count": 1 }),
+    )
+    .await;
+    r.app_services.clock.advance(10 * 60_000);
+    r.app_services.jobs_ready.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let settled = loop {
+        let all = refunds(&r, &order).await;
+        if let Some(refund) = all.iter().find(|f| f.2 != "unknown") {
+            break refund.2.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeat never sent: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(settled, "succeeded");
+    let order_row = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order_row.refunded.0, 350);
+    let list = attention(&r).await;
+    assert_eq!(list["failed_refunds"], json!([]), "{list}");
+    assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
+    settle(&r, 0).await;
+}
+
+/// A refund whose first send had an unknown result and was not made, then refused on every
+/// repeat: the query finds nothing, so it is checked again for ten minutes (a query may not
+/// yet see a refund made moments before), and then the refusal is final and the refund listed
+/// for a person.
+#[tokio::test]
+async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_minutes() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(&r, &qr).await;
+    next_business(&mut events).await;
+    let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_before" }, "count": 1 }),
+    )
+    .await;
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    let asked = reqwest::Client::new()
+        .post(format!("{}/api/v1/orders/{}/refunds", r.http_url, completed.id))
+        .bearer_auth(token.trim())
+        .json(&json!({ "amount_fen": 350, "reason": "wrong product", "idempotency_key": "ticket-10" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let refund_id = id_once_written(
+        &r,
+        || {
+            openvend::store::query(
+                "SELECT id FROM refunds WHERE order_id = $1 AND state = 'unknown'",
+            )
+            .bind(completed.id)
+        },
+        "unknown refund",
+    )
+    .await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH" } }),
+    )
+    .await;
+    // The first refused repeat: not refunded, checked again about 10 s later.
+    r.app_services.clock.advance(60_000);
+    r.app_services.jobs_ready.notify_one();
+    let pause = next_send_in(&r, refund_id, 0).await;
+    assert!((9_000..=10_000).contains(&pause), "{pause}");
+    assert_eq!(refunds(&r, &order).await[0].2, "unknown");
+    // Ten minutes of refused repeats on: failed, and listed for a person.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = refunds(&r, &order).await[0].2.clone();
+        if state == "failed" {
+            break;
+        }
+        assert_eq!(state, "unknown");
+        assert!(tokio::time::Instant::now() < deadline, "never failed");
+        r.app_services.clock.advance(60_000);
+        r.app_services.jobs_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = attention(&r).await;
+    assert!(
+        list["failed_refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["amount_fen"] == 350),
+        "{list}"
+    );
+    assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 0);
+    control_clear_faults(&r).await;
+    settle(&r, 0).await;
+}
+
 /// How many times refund `refund_id`'s job has been taken since its last poll.
 async fn job_attempts(r: &Running, refund_id: i64) -> i64 {
     let row = openvend::store::query("SELECT attempts FROM jobs WHERE dedup_key = $1")
