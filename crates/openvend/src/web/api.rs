@@ -94,6 +94,52 @@ fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 
+/// A machine code from the path. A path that does not decode is a 400 in the API's JSON; a
+/// code no machine can have (control characters, a NUL, more than 64 characters) is a 404
+/// before anything reads the store, which on PostgreSQL would refuse a NUL with a 500.
+#[derive(Debug)]
+pub struct MachineCode(pub String);
+
+impl FromRequestParts<Arc<Services>> for MachineCode {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        svc: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(code) = Path::<String>::from_request_parts(parts, svc).await?;
+        if !crate::device::protocol::is_valid_id(&code) {
+            return Err(not_found("machine"));
+        }
+        Ok(MachineCode(code))
+    }
+}
+
+/// A machine's slot from the path (`/machines/{code}/slots/{slot}`), checked as
+/// [`MachineCode`] is.
+#[derive(Debug)]
+struct SlotPath {
+    machine: String,
+    slot: String,
+}
+
+impl FromRequestParts<Arc<Services>> for SlotPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        svc: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let Path((machine, slot)) =
+            Path::<(String, String)>::from_request_parts(parts, svc).await?;
+        if !crate::device::protocol::is_valid_id(&machine) {
+            return Err(not_found("machine"));
+        }
+        if !crate::device::protocol::is_valid_id(&slot) {
+            return Err(not_found("slot"));
+        }
+        Ok(SlotPath { machine, slot })
+    }
+}
+
 /// The caller presented the operator token.
 #[derive(Debug)]
 pub struct Operator;
@@ -174,7 +220,7 @@ async fn machine_id(svc: &Services, code: &str) -> ApiResult<i64> {
 async fn list_slots(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(code): Path<String>,
+    MachineCode(code): MachineCode,
 ) -> ApiResult<Json<Value>> {
     let id = machine_id(&svc, &code).await?;
     let rows = crate::store::query(
@@ -214,7 +260,10 @@ struct SlotUpdate {
 async fn update_slot(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path((code, slot)): Path<(String, String)>,
+    SlotPath {
+        machine: code,
+        slot,
+    }: SlotPath,
     body: Result<Json<SlotUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(u) = body?;
@@ -307,7 +356,7 @@ async fn update_slot(
     )
     .await?;
     tx.commit().await?;
-    list_slots(Operator, State(svc), Path(code)).await
+    list_slots(Operator, State(svc), MachineCode(code)).await
 }
 
 async fn list_products(_: Operator, State(svc): State<Arc<Services>>) -> ApiResult<Json<Value>> {
@@ -440,16 +489,22 @@ async fn create_refund(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Path(id) = path?;
     let Json(r) = body?;
-    if r.idempotency_key.is_empty() || r.idempotency_key.len() > 64 {
+    let key_chars = r.idempotency_key.chars().count();
+    if key_chars == 0 || key_chars > 64 || r.idempotency_key.chars().any(char::is_control) {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key must be 1 to 64 characters".into(),
+            "idempotency_key must be 1 to 64 characters, without control characters".into(),
         ));
     }
-    if r.reason.trim().is_empty() || r.reason.chars().count() > 200 {
+    // Control characters (a NUL above all, which PostgreSQL refuses in text) would reach the
+    // timeline and Alipay's refund_reason.
+    if r.reason.trim().is_empty()
+        || r.reason.chars().count() > 200
+        || r.reason.chars().any(char::is_control)
+    {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "reason must be 1 to 200 characters".into(),
+            "reason must be 1 to 200 characters, without control characters".into(),
         ));
     }
     // A stable refund number from the key: the same key always maps to the same Alipay refund.

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{ApiError, ApiResult, Operator};
+use super::api::{ApiError, ApiResult, MachineCode, Operator};
 use crate::device::protocol::is_valid_id;
 use crate::services::Services;
 
@@ -43,7 +43,7 @@ struct MachineChange {
 async fn update_machine(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(code): Path<String>,
+    MachineCode(code): MachineCode,
     body: Result<Json<MachineChange>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(change) = body?;
@@ -122,7 +122,7 @@ async fn give_up_open_codes(
 async fn rotate_secret(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(code): Path<String>,
+    MachineCode(code): MachineCode,
 ) -> ApiResult<Json<Value>> {
     let secret = crate::ids::random_hex(32);
     let update = crate::store::query("UPDATE machines SET secret = $2 WHERE code = $1")
@@ -191,6 +191,13 @@ fn check(m: &NewMachine) -> ApiResult<()> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(unprocessable("terminal_id: 1-32 letters, digits, _ or -"));
+    }
+    if let Some(site) = &m.site
+        && (site.chars().count() > 200 || site.chars().any(char::is_control))
+    {
+        return Err(unprocessable(
+            "site: at most 200 characters, without control characters",
+        ));
     }
     if m.slots.len() > 256 {
         return Err(unprocessable("at most 256 slots"));
@@ -319,7 +326,7 @@ fn endpoints(svc: &Services) -> Value {
 async fn credentials(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(code): Path<String>,
+    MachineCode(code): MachineCode,
 ) -> ApiResult<Json<Value>> {
     let machine = svc
         .device
@@ -348,7 +355,7 @@ async fn credentials(
 async fn clear_fault(
     _: Operator,
     State(svc): State<Arc<Services>>,
-    Path(code): Path<String>,
+    MachineCode(code): MachineCode,
 ) -> ApiResult<Json<Value>> {
     let update =
         crate::store::query("UPDATE machines SET fault = NULL WHERE code = $1").bind(&code);

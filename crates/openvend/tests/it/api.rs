@@ -201,6 +201,25 @@ async fn orders_can_be_filtered_and_unknown_ones_are_404() {
         )
         .await;
     assert_eq!(status, 422, "idempotency_key is required");
+    // A NUL in the reason (refused in text by PostgreSQL, sent on to Alipay by SQLite) is
+    // refused with the reason; a key of 64 characters that are not ASCII is a key.
+    let (status, err) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/orders/1/refunds",
+            Some(json!({ "amount_fen": 1, "reason": "x\u{0}y", "idempotency_key": "k" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("reason"), "{err}");
+    let (status, err) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/orders/424242/refunds",
+            Some(json!({ "amount_fen": 1, "reason": "x", "idempotency_key": "退".repeat(64) })),
+        )
+        .await;
+    assert_eq!(status, 404, "checked, then the order looked for: {err}");
     // Out of range, or not a number at all: refused with the reason, in the API's error shape.
     for (path, want) in [
         ("/api/v1/orders?limit=0", 422),
@@ -294,6 +313,11 @@ async fn machines_are_added_with_their_slots_and_bad_ones_are_refused_with_the_r
             422,
             "price",
         ),
+        (
+            json!({ "code": "X1", "kind": "vending", "terminal_id": "T1", "site": "Hall\u{0}B" }),
+            422,
+            "site",
+        ),
     ];
     for (body, want, word) in bad_cases {
         let (status, answer) = api
@@ -316,6 +340,29 @@ async fn machines_are_added_with_their_slots_and_bad_ones_are_refused_with_the_r
         .call(Method::POST, "/api/v1/machines/NEW-01/clear-fault", None)
         .await;
     assert_eq!((status, cleared["fault"].clone()), (200, Value::Null));
+    // Paths no machine or slot can have: a NUL (which PostgreSQL refuses in text), a byte
+    // that is not UTF-8. Each answered in the API's JSON, none a 500.
+    for (method, path, want) in [
+        (Method::GET, "/api/v1/machines/%00/slots", 404),
+        (Method::GET, "/api/v1/machines/%00/credentials", 404),
+        (Method::POST, "/api/v1/machines/%00/clear-fault", 404),
+        (Method::POST, "/api/v1/machines/%00/secret", 404),
+        (Method::PATCH, "/api/v1/machines/%00", 404),
+        (Method::GET, "/api/v1/machines/%FF/slots", 400),
+    ] {
+        let (status, answer) = api.call(method, path, None).await;
+        assert_eq!(status, want, "{path} -> {answer}");
+        assert!(answer["error"].is_string(), "{path} -> {answer}");
+    }
+    let (status, answer) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/machines/NEW-01/slots/B%001",
+            Some(json!({ "stock": 1 })),
+        )
+        .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"], "slot not found");
 }
 
 #[tokio::test]
