@@ -735,8 +735,8 @@ async fn handle(
     }
 }
 
-/// Sets the clock from a signed `sync_time` that answers a message this machine sent
-/// recently, then re-sends what it sent recently under the same ids with the new clock.
+/// Sets the clock from a signed `sync_time` that answers a message this machine still keeps,
+/// then re-sends what it keeps under the same ids with the new clock.
 async fn sync_time(
     shared: &Shared,
     client: &AsyncClient,
@@ -771,10 +771,8 @@ async fn sync_time(
     };
     let skew = server_ts.saturating_sub(shared.base_now_ms());
     shared.skew_ms.store(skew, Ordering::SeqCst);
-    if let Ok(mut outbox) = shared.outbox.lock() {
-        // Re-sent now with a good clock; the server deduplicates what it already had.
-        outbox.clear();
-    }
+    // Re-sent now with a good clock, and kept as before: a re-sent event can be lost with
+    // the server like the first copy (the server deduplicates what it already had).
     let _ = events.send(SimEvent::ClockSet { skew_ms: skew });
     for (msg_id, kind, body) in resend {
         let _ = send_sealed(shared, client, &msg_id, kind, body).await;

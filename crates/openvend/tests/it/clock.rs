@@ -170,6 +170,12 @@ async fn f21_a_machine_takes_the_time_only_in_answer_to_its_own_message() {
     let again = seen.next_of_kind("fault").await;
     assert_eq!(again["msg_id"], sent.as_str());
     assert!(again["ts"].as_i64().unwrap() > openvend::services::now_ms() + 3_500_000);
+    // The machine still keeps it: the re-sent copy can be lost with the server like the
+    // first, so after a reconnect it is sent once more.
+    sim.go_offline().await;
+    sim.go_online().await.unwrap();
+    let once_more = seen.next_of_kind("fault").await;
+    assert_eq!(once_more["msg_id"], sent.as_str());
 }
 
 /// A simulated machine on the machine's Mosquitto (no ACLs), with the test in the server's
