@@ -180,8 +180,13 @@ pub struct Trade {
     pub qr_code: Option<String>,
     /// Created at.
     pub created_at: Millis,
-    /// Unpaid trades close at this time.
+    /// Unpaid trades close at this time. A precreate nobody has scanned: when its code stops
+    /// being valid (`qr_code_timeout_express`, at most 2 hours).
     pub expires_at: Millis,
+    /// A precreate's payment time, counted from the scan (`timeout_express`): set as
+    /// `expires_at` when its code is scanned.
+    #[serde(default)]
+    pub pay_timeout_ms: Option<i64>,
     /// Paid at.
     #[serde(default)]
     pub paid_at: Option<Millis>,

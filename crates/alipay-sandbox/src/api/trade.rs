@@ -40,6 +40,8 @@ pub struct TradeRequest {
     pub operator_id: Option<String>,
     /// Unpaid expiry.
     pub expires_at: Millis,
+    /// A precreate's payment time from the scan.
+    pub pay_timeout_ms: Option<i64>,
     /// `royalty_freeze`.
     pub royalty_freeze: bool,
     /// `royalty_info`.
@@ -94,7 +96,7 @@ pub fn read_trade_request(
     let product_code = opt_str(biz, "product_code")?
         .unwrap_or(default_product)
         .to_owned();
-    let expires_at = expiry(call)?;
+    let (expires_at, pay_timeout_ms) = expiry(call)?;
     let royalty_freeze = biz
         .get("extend_params")
         .and_then(|e| e.get("royalty_freeze"))
@@ -119,6 +121,7 @@ pub fn read_trade_request(
         terminal_id,
         operator_id,
         expires_at,
+        pay_timeout_ms,
         royalty_freeze,
         royalty_info,
         passback_params: opt_string(biz, "passback_params")?,
@@ -126,8 +129,21 @@ pub fn read_trade_request(
     })
 }
 
-fn expiry(call: &Call<'_>) -> Result<Millis, ApiError> {
+/// When an unpaid trade closes, and for a precreate the payment time its scan starts.
+///
+/// A precreate's `timeout_express` counts from the scan, not from the call (as 当面付
+/// documents it): until then only its code's validity applies, `qr_code_timeout_express`
+/// from the call, at most 2 hours. So a code whose order the merchant gave up on stays
+/// payable until then unless `qr_code_timeout_express` ends it with the order.
+fn expiry(call: &Call<'_>) -> Result<(Millis, Option<i64>), ApiError> {
     let biz = &call.biz;
+    let precreate = call.method == "alipay.trade.precreate";
+    let mut qr_ms = QR_MAX_MS;
+    if precreate && let Some(t) = opt_str(biz, "qr_code_timeout_express")? {
+        let q = parse_timeout(t, call.now)
+            .ok_or_else(|| ApiError::bad_param("qr_code_timeout_express格式错误"))?;
+        qr_ms = qr_ms.min(q);
+    }
     if let Some(at) = opt_str(biz, "time_expire")? {
         let t = alipay::time::parse_timestamp(at)
             .ok_or_else(|| ApiError::bad_param("time_expire格式错误"))?;
@@ -135,22 +151,41 @@ fn expiry(call: &Call<'_>) -> Result<Millis, ApiError> {
         if ms <= call.now {
             return Err(ApiError::bad_param("time_expire不能早于当前时间"));
         }
-        return Ok(ms);
+        // An absolute time is one whenever the scan comes.
+        return Ok(if precreate {
+            (ms.min(call.now + qr_ms), None)
+        } else {
+            (ms, None)
+        });
     }
     let mut ms = DEFAULT_TIMEOUT_MS;
     if let Some(t) = opt_str(biz, "timeout_express")? {
         ms = parse_timeout(t, call.now)
             .ok_or_else(|| ApiError::bad_param("timeout_express格式错误，取值范围1m～15d"))?;
     }
-    if call.method == "alipay.trade.precreate" {
-        if let Some(t) = opt_str(biz, "qr_code_timeout_express")? {
-            let q = parse_timeout(t, call.now)
-                .ok_or_else(|| ApiError::bad_param("qr_code_timeout_express格式错误"))?;
-            ms = ms.min(q);
-        }
-        ms = ms.min(QR_MAX_MS);
+    if precreate {
+        return Ok((call.now + qr_ms, Some(ms)));
     }
-    Ok(call.now + ms)
+    Ok((call.now + ms, None))
+}
+
+/// A precreate's code scanned at `now`: the trade exists for the merchant's query from now
+/// on, and its payment time starts. Answers false (and changes nothing) when the code is no
+/// longer valid or the trade was not waiting for a scan.
+pub fn scan(ctx: &Ctx, store: &mut Store, trade_no: &str, now: Millis) -> bool {
+    refresh_expiry(ctx, store, trade_no, now);
+    let Some(mut trade) = store.data.trades.get(trade_no).cloned() else {
+        return false;
+    };
+    if trade.state != TradeState::Precreated {
+        return false;
+    }
+    trade.state = TradeState::WaitBuyerPay;
+    if let Some(ms) = trade.pay_timeout_ms {
+        trade.expires_at = now + ms;
+    }
+    store.put_trade(trade);
+    true
 }
 
 /// Checks the legacy per-trade `royalty_info` (`royalty_detail_infos`).
@@ -308,6 +343,7 @@ pub(crate) fn new_trade(
         qr_code: None,
         created_at: call.now,
         expires_at: req.expires_at,
+        pay_timeout_ms: req.pay_timeout_ms,
         paid_at: None,
         closed_at: None,
         refunded_fen: 0,

@@ -73,16 +73,23 @@ pub async fn show_qr(
     Path(trade_no): Path<String>,
     Query(q): Query<Token>,
 ) -> Response {
-    let Some(mut trade) = trade_for(&ctx, &trade_no, &q.t) else {
+    let Some(found) = trade_for(&ctx, &trade_no, &q.t) else {
         return invalid_code();
     };
-    if trade.state == TradeState::Precreated {
-        // Scanning makes the trade exist for the merchant's query.
-        trade.state = TradeState::WaitBuyerPay;
+    // Scanning makes the trade exist for the merchant's query and starts its payment time;
+    // a code past its validity shows the trade closed.
+    let trade = {
         let mut store = ctx.store();
-        store.put_trade(trade.clone());
+        let now = ctx.clock.now_ms();
+        crate::api::trade::scan(&ctx, &mut store, &found.trade_no, now);
         store.flush();
-    }
+        store
+            .data
+            .trades
+            .get(&found.trade_no)
+            .cloned()
+            .unwrap_or(found)
+    };
     let mut body = trade_card(&trade);
     match not_payable(&trade) {
         Some((zh, en)) => body.push_str(&format!(

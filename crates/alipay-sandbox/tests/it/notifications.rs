@@ -10,7 +10,7 @@ use alipay_sandbox::config::{DEFAULT_NOTIFY_SCHEDULE, SandboxConfig};
 use serde_json::{Value, json};
 
 use crate::receiver::{Receiver, down_url, notifications, wait_bodies, wait_notification};
-use crate::support::{TestApp, TestSandbox, spawn_sandbox_with};
+use crate::support::{TestApp, TestSandbox, spawn_sandbox, spawn_sandbox_with};
 
 /// Precreates a trade and pays it as `buyer` through the control API; returns its trade_no.
 pub async fn pay_new_trade(sandbox: &TestSandbox, app: &TestApp, out_trade_no: &str) -> String {
@@ -410,6 +410,52 @@ async fn a_bad_fault_rule_is_refused_and_gateway_rules_keep_their_shape() {
     assert_eq!(resp.status().as_u16(), 204);
     let all = sandbox.get("/control/faults").await;
     assert!(all["gateway"].as_array().unwrap().is_empty());
+}
+
+/// A precreate's `timeout_express` counts from the scan (see `closed_after_scan`); until then
+/// its code stays payable, up to `qr_code_timeout_express` or 2 hours from the call.
+#[tokio::test]
+async fn a_precreates_code_stays_payable_until_its_own_timeout() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000119").await;
+    let buyer = sandbox.buyer("100.00").await;
+    let code = |no: &'static str, qr_minutes: Option<u32>| {
+        let mut p = Precreate::new(no, "1.00".parse().unwrap(), "水").timeout_express("5m");
+        if let Some(m) = qr_minutes {
+            p = p.qr_code_timeout_express(format!("{m}m"));
+        }
+        p
+    };
+    let open = app
+        .client
+        .execute(&code("n_qr_open", None), &CallOptions::default())
+        .await
+        .success()
+        .unwrap();
+    let limited = app
+        .client
+        .execute(&code("n_qr_limited", Some(5)), &CallOptions::default())
+        .await
+        .success()
+        .unwrap();
+    sandbox
+        .post("/control/clock/advance", json!({ "seconds": 360 }))
+        .await;
+    let pay = |qr: String| {
+        sandbox.post_status(
+            "/control/qr/pay",
+            json!({ "qr_code": qr, "buyer_id": buyer.clone() }),
+        )
+    };
+    let (status, body) = pay(limited.qr_code).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("ACQ.TRADE_HAS_CLOSE"), "{body}");
+    let (status, body) = pay(open.qr_code).await;
+    assert_eq!(
+        (status, body["trade_status"].clone()),
+        (200, json!("TRADE_SUCCESS")),
+        "{body}"
+    );
 }
 
 async fn closed_after_scan(sandbox: &TestSandbox, app: &TestApp, no: &str) {

@@ -122,6 +122,13 @@ impl Precreate {
 }
 
 impl Precreate {
+    /// Sets `qr_code_timeout_express`: how long the code can be scanned, counted from this
+    /// call (at most 2 hours); `timeout_express` counts from the scan.
+    pub fn qr_code_timeout_express(mut self, t: impl Into<String>) -> Self {
+        self.qr_code_timeout_express = Some(t.into());
+        self
+    }
+
     /// Sets the per-trade split (legacy `royalty_info`), checked against the amount by
     /// `validate()`.
     pub fn royalty_info(mut self, info: RoyaltyInfo) -> Self {
