@@ -487,7 +487,10 @@ async fn precreate(svc: &Services, offer: &Offer, now: i64) -> Result<String, Sa
     let precreate = Precreate::new(offer.out_trade_no.clone(), amount, offer.subject.clone())
         .terminal_id(offer.terminal_id.clone())
         .seller_id(offer.seller_id.clone())
-        .timeout_express(format!("{}m", offer.pay_timeout_minutes));
+        .timeout_express(format!("{}m", offer.pay_timeout_minutes))
+        // `timeout_express` counts from the scan; the code itself would stay payable for two
+        // hours, long after this order has closed and the machine moved on. It dies with it.
+        .qr_code_timeout_express(format!("{}m", offer.pay_timeout_minutes));
     match svc
         .alipay
         .execute(&precreate, &CallOptions::default())

@@ -381,6 +381,50 @@ async fn f4_an_unpaid_code_is_closed_at_its_timeout_and_the_screen_cleared() {
     check(&r, None).await;
 }
 
+/// F4 as Alipay may answer it: closing a precreate nobody scanned is `ACQ.TRADE_NOT_EXIST`,
+/// which closes nothing, and the code stays valid for up to two hours (its payment time
+/// counts from the scan). The code dies with its order anyway: the precreate's
+/// `qr_code_timeout_express` is the order's payment time, so a buyer scanning the code (still
+/// on a screen, or photographed) after the order closed cannot pay it.
+#[tokio::test]
+async fn f4_a_code_alipay_did_not_close_cannot_be_paid_after_its_order_closed() {
+    let r = start().await;
+    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.close",
+                "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_NOT_EXIST" } }),
+    )
+    .await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    settle(&r, 0).await;
+    r.app_services.clock.advance(5 * 60_000 + 1_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &order, OrderState::Closed).await;
+    // Alipay's clock reaches the order's end too; then the buyer scans and pays.
+    control(
+        &r,
+        "/control/clock/advance",
+        json!({ "seconds": 5 * 60 + 1 }),
+    )
+    .await;
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await;
+    let paid = reqwest::Client::new()
+        .post(format!("{}/control/qr/pay", r.sandbox_url))
+        .json(&json!({ "qr_code": qr, "buyer_id": buyer["user_id"] }))
+        .send()
+        .await
+        .unwrap();
+    let status = paid.status().as_u16();
+    let answer = paid.text().await.unwrap();
+    assert_eq!(status, 409, "the closed order's code was paid: {answer}");
+    assert!(answer.contains("ACQ.TRADE_HAS_CLOSE"), "{answer}");
+    settle(&r, 0).await;
+    check(&r, None).await;
+}
+
 #[tokio::test]
 async fn a_machine_that_refuses_the_dispense_gets_its_buyer_refunded() {
     let r = start().await;
