@@ -139,7 +139,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     channel.attach_mqtt(Some(Publisher::Client(client.clone())));
-    let (work_tx, workers) = start_workers(&channel, false);
+    let (work_tx, workers) = start_workers(&channel, false, &shutdown);
     let connection = Arc::new(AtomicU64::new(0));
 
     let mut backoff = Duration::from_secs(1);
@@ -171,7 +171,7 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
                 };
                 if ack.publish.retain {
                     tracing::warn!(topic = %ack.publish.topic, "retained message ignored");
-                    ack.try_send();
+                    tokio::spawn(ack.send());
                     continue;
                 }
                 let topic = ack.publish.topic.clone();
@@ -179,6 +179,9 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
             }
             Ok(_) => {}
             Err(e) => {
+                // Acknowledgements of this connection's messages must not go out on the next
+                // one, where a packet id may name another message.
+                connection.fetch_add(1, Ordering::SeqCst);
                 channel.set_link_up(false);
                 tracing::warn!(error = %e, backoff_s = backoff.as_secs(), "MQTT link error; reconnecting");
                 tokio::select! {
@@ -189,7 +192,9 @@ pub async fn run_link(channel: DeviceChannel, settings: LinkSettings, shutdown: 
             }
         }
     }
-    let _ = client.try_disconnect();
+    // Gone with the event loop, the link's queue refuses what workers still send (an
+    // acknowledgement would otherwise wait for room that never comes).
+    drop(eventloop);
     stop(&channel, work_tx, workers).await;
 }
 
@@ -213,7 +218,7 @@ pub async fn run_local_link(
     shutdown: CancellationToken,
 ) {
     channel.attach_mqtt(Some(Publisher::Embedded(session.publisher())));
-    let (work_tx, workers) = start_workers(&channel, true);
+    let (work_tx, workers) = start_workers(&channel, true, &shutdown);
     if work_tx.send(Work::RedeliverAll).is_err() {
         tracing::error!("MQTT worker stopped; pending commands not re-delivered");
     }
@@ -291,6 +296,7 @@ impl Publisher {
 fn start_workers(
     channel: &DeviceChannel,
     bounded: bool,
+    shutdown: &CancellationToken,
 ) -> (Shards, Vec<tokio::task::JoinHandle<()>>) {
     let backlog = Backlog::default();
     let mut shards = Vec::with_capacity(INCOMING_WORKERS);
@@ -302,6 +308,7 @@ fn start_workers(
             channel.clone(),
             rx,
             backlog.clone(),
+            shutdown.clone(),
         )));
     }
     (
@@ -379,15 +386,6 @@ impl BrokerAck {
             tracing::warn!(error = %e, "could not acknowledge an event to the broker");
         }
     }
-
-    /// Acknowledges from the link itself, which must not wait for its own queue.
-    fn try_send(self) {
-        if self.current()
-            && let Err(e) = self.client.try_ack(&self.publish)
-        {
-            tracing::warn!(error = %e, "could not acknowledge a message to the broker");
-        }
-    }
 }
 
 /// Passes a message on an event topic to its machine's worker.
@@ -401,7 +399,8 @@ fn hand_over(
     let Some(machine) = machine_of_evt_topic(topic) else {
         tracing::warn!(topic, "message on an unknown topic ignored");
         if let Some(ack) = ack {
-            ack.try_send();
+            // Sent apart: the link must not wait for room in its own queue.
+            tokio::spawn(ack.send());
         }
         return;
     };
@@ -435,7 +434,8 @@ enum SendError {
     Stopped,
 }
 
-/// How long an incoming event is retried against an unavailable store before it is dropped.
+/// How long an event the embedded broker took is retried against an unavailable store before
+/// it is dropped and its machine disconnected (an external broker's is held until stored).
 const STORE_OUTAGE_LIMIT: Duration = Duration::from_secs(600);
 
 /// Workers handling incoming messages; a machine's messages always go to the same one.
@@ -486,6 +486,7 @@ async fn incoming_worker(
     worker_channel: DeviceChannel,
     mut work_rx: mpsc::UnboundedReceiver<Work>,
     backlog: Backlog,
+    shutdown: CancellationToken,
 ) {
     while let Some(work) = work_rx.recv().await {
         match work {
@@ -495,10 +496,14 @@ async fn incoming_worker(
                 arrived_at,
                 ack,
             } => {
-                // The machine has had its PUBACK, so it will not send this again until it
-                // reconnects: a store outage is waited out here (this machine's later
-                // messages wait behind it, keeping their order) rather than losing the
-                // event. Other rejections are final and logged inside receive.
+                // A store outage is waited out here (this machine's later messages wait
+                // behind it, keeping their order) rather than losing the event. The
+                // embedded broker gave the machine its PUBACK on arrival, so after 10 minutes
+                // the machine is made to reconnect and send it again. An external broker has
+                // had no acknowledgement: the event is held until it is stored, however long
+                // that takes (the broker keeps what follows), or until the server stops, and
+                // the broker then delivers it to the next start. Other rejections are final
+                // and logged inside receive.
                 let mut delay = Duration::from_millis(50);
                 let started = tokio::time::Instant::now();
                 let mut taken = true;
@@ -506,7 +511,11 @@ async fn incoming_worker(
                     .receive_arrived(&machine, &payload, arrived_at)
                     .await
                 {
-                    if started.elapsed() > STORE_OUTAGE_LIMIT {
+                    let given_up = match ack {
+                        Some(_) => shutdown.is_cancelled(),
+                        None => started.elapsed() > STORE_OUTAGE_LIMIT,
+                    };
+                    if given_up {
                         taken = false;
                         break;
                     }
@@ -516,11 +525,9 @@ async fn incoming_worker(
                 match (taken, ack) {
                     (true, Some(ack)) => ack.send().await,
                     (true, None) => {}
-                    // Left unacknowledged, the external broker delivers it again when the
-                    // link reconnects.
-                    (false, Some(_)) => tracing::error!(
+                    (false, Some(_)) => tracing::warn!(
                         %machine,
-                        "device event left with the broker: the store was unavailable for 10 minutes"
+                        "device event left with the broker at shutdown: the store is unavailable"
                     ),
                     // The embedded broker acknowledged it on arrival: the machine is
                     // disconnected, and sends its recent events again when it is back

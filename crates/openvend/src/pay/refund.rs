@@ -451,10 +451,13 @@ async fn refused(
     }
     if state == RefundState::Unknown {
         let now = svc.now();
-        if let Some(since) = mark_unconfirmed(svc, refund_id, state, now).await?
-            && now - since < REFUSED_REPEAT_CHECKED_MS
-        {
-            return Ok(Next::At(now + resend_pause_ms(now - since)));
+        match mark_unconfirmed(svc, refund_id, state, now).await? {
+            // Another run settled it meanwhile.
+            None => return Ok(Next::Done),
+            Some(since) if now - since < REFUSED_REPEAT_CHECKED_MS => {
+                return Ok(Next::At(now + resend_pause_ms(now - since)));
+            }
+            Some(_) => {}
         }
     }
     settle(
@@ -472,9 +475,11 @@ async fn refused(
 }
 
 /// Whether a refund query found the refund made, for `amount`: a refund of another amount
-/// under the same number is not ours (`ACQ.DISCORDANT_REPEAT_REQUEST`).
+/// under the same number is not ours (`ACQ.DISCORDANT_REPEAT_REQUEST`). An answer without
+/// the amount is taken for ours, as the status alone was before.
 fn made(q: &alipay::api::trade::RefundQueryResponse, amount: Amount) -> bool {
-    q.refund_status.as_deref() == Some("REFUND_SUCCESS") && q.refund_amount == Some(amount)
+    q.refund_status.as_deref() == Some("REFUND_SUCCESS")
+        && q.refund_amount.is_none_or(|a| a == amount)
 }
 
 /// Asks Alipay whether the refund `query` names landed.

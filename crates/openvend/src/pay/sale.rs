@@ -480,6 +480,11 @@ async fn refuse(svc: &Services, p: &PrecreateJob, why: &SaleError) -> anyhow::Re
     Ok(Next::Done)
 }
 
+/// Whole minutes from `now` until `expires_at`, rounded up, at least 1 (Alipay's unit).
+fn qr_minutes_left(expires_at: i64, now: i64) -> i64 {
+    (((expires_at - now).max(0) + 59_999) / 60_000).max(1)
+}
+
 /// Asks Alipay to create the offer's trade; answers its QR code. A refusal closes the order
 /// and an unknown answer hands it to its resolver, both recorded before the error returns.
 async fn precreate(svc: &Services, offer: &Offer, now: i64) -> Result<String, SaleError> {
@@ -489,8 +494,9 @@ async fn precreate(svc: &Services, offer: &Offer, now: i64) -> Result<String, Sa
         .seller_id(offer.seller_id.clone())
         .timeout_express(format!("{}m", offer.pay_timeout_minutes))
         // `timeout_express` counts from the scan; the code itself would stay payable for two
-        // hours, long after this order has closed and the machine moved on. It dies with it.
-        .qr_code_timeout_express(format!("{}m", offer.pay_timeout_minutes));
+        // hours, long after this order has closed and the machine moved on. It dies with the
+        // order: the minutes the order has left (a precreate retried late has fewer).
+        .qr_code_timeout_express(format!("{}m", qr_minutes_left(offer.expires_at, now)));
     match svc
         .alipay
         .execute(&precreate, &CallOptions::default())
@@ -631,4 +637,18 @@ fn earlier_request(
             out_trade_no,
         )),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qr_minutes_left;
+
+    #[test]
+    fn a_code_lives_the_minutes_its_order_has_left_rounded_up() {
+        assert_eq!(qr_minutes_left(300_000, 0), 5);
+        assert_eq!(qr_minutes_left(300_000, 1), 5);
+        assert_eq!(qr_minutes_left(300_000, 60_001), 4);
+        assert_eq!(qr_minutes_left(300_000, 299_999), 1);
+        assert_eq!(qr_minutes_left(300_000, 400_000), 1);
+    }
 }

@@ -790,6 +790,14 @@ async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its
     pay(&r, &qr).await;
     next_business(&mut events).await;
     let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    // The sandbox matches its newest rule first: the first send is made and its answer lost,
+    // the repeat refused, whenever the repeat comes.
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_HAS_CLOSE" }, "count": 1 }),
+    )
+    .await;
     control(
         &r,
         "/control/faults",
@@ -810,20 +818,14 @@ async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its
         .await
         .unwrap();
     assert_eq!(asked.status(), 202);
-    // Sent and made, its answer lost.
+    // Sent and made, its answer lost (the repeat may already have run).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while refunds(&r, &order).await.first().map(|f| f.2.as_str()) != Some("unknown") {
+    while refunds(&r, &order).await.first().map(|f| f.2.as_str()) == Some("requested") {
         assert!(tokio::time::Instant::now() < deadline, "refund never sent");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 350);
     // Its repeat is refused.
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_HAS_CLOSE" }, "count": 1 }),
-    )
-    .await;
     r.app_services.clock.advance(10 * 60_000);
     r.app_services.jobs_ready.notify_one();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -839,6 +841,14 @@ async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(settled, "succeeded");
+    // It met the refusal: no rule is left.
+    let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules["gateway"], json!([]), "{rules}");
     let order_row = openvend::store::orders::by_out_trade_no(&r.app_services.db, &order)
         .await
         .unwrap()
@@ -863,6 +873,13 @@ async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_
     pay(&r, &qr).await;
     next_business(&mut events).await;
     let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    // Newest rule first: the first send's result is unknown (not made), every repeat refused.
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH" } }),
+    )
+    .await;
     control(
         &r,
         "/control/faults",
@@ -887,12 +904,6 @@ async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_
             .bind(completed.id)
         },
         "unknown refund",
-    )
-    .await;
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.refund", "fault": { "kind": "refuse", "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH" } }),
     )
     .await;
     // The first refused repeat: not refunded, checked again about 10 s later.
