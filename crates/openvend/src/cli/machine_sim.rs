@@ -66,6 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--fail-rate must be between 0 and 1");
     }
     let items = parse_items(&args.buy)?;
+    if args.secret.is_some() && args.mqtt.is_none() {
+        // Ignoring it would ask the operator API instead, and run with another secret.
+        anyhow::bail!("--secret needs --mqtt mqtt://host:port (the broker to connect to)");
+    }
     if args.count > 1 && args.secret.is_some() {
         anyhow::bail!("--count takes each machine's secret from the operator API; drop --secret");
     }

@@ -270,3 +270,16 @@ fn serve_prints_a_demo_purchase_that_works_as_printed() {
     assert!(out.contains("paid as sandbox buyer"), "{out}");
     assert!(out.contains("A1 Dispensed"), "{out}");
 }
+
+/// `machine-sim --secret` without `--mqtt` stops with the reason, instead of ignoring the
+/// secret and running with the one the operator API hands out.
+#[test]
+fn machine_sim_refuses_a_secret_without_its_broker() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openvend"))
+        .args(["machine-sim", "--machine", "VM-0001", "--secret", "00ff"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret needs --mqtt"), "{err}");
+}
