@@ -437,17 +437,7 @@ async fn refused(
     };
     if refunded {
         tracing::info!(refund_id, refusal = %refusal, "a refund refused on a repeat was made by an earlier send");
-        settle(
-            svc,
-            refund_id,
-            order_id,
-            amount_fen,
-            state,
-            RefundState::Succeeded,
-            "REFUND_SUCCESS",
-        )
-        .await?;
-        return Ok(Next::Done);
+        return settle_found_made(svc, refund_id, order_id, amount_fen, state).await;
     }
     if state == RefundState::Unknown {
         let now = svc.now();
@@ -482,6 +472,27 @@ fn made(q: &alipay::api::trade::RefundQueryResponse, amount: Amount) -> bool {
         && q.refund_amount.is_none_or(|a| a == amount)
 }
 
+/// Settles a refund the refund query found made.
+async fn settle_found_made(
+    svc: &Services,
+    refund_id: i64,
+    order_id: i64,
+    amount_fen: i64,
+    state: RefundState,
+) -> anyhow::Result<Next> {
+    settle(
+        svc,
+        refund_id,
+        order_id,
+        amount_fen,
+        state,
+        RefundState::Succeeded,
+        "REFUND_SUCCESS",
+    )
+    .await?;
+    Ok(Next::Done)
+}
+
 /// Asks Alipay whether the refund `query` names landed.
 async fn confirm_by_query(
     svc: &Services,
@@ -493,17 +504,7 @@ async fn confirm_by_query(
 ) -> anyhow::Result<Next> {
     match svc.alipay.execute(&query, &CallOptions::default()).await {
         Outcome::Success(q) if made(&q, Amount::from_fen(amount_fen)?) => {
-            settle(
-                svc,
-                refund_id,
-                order_id,
-                amount_fen,
-                state,
-                RefundState::Succeeded,
-                "REFUND_SUCCESS",
-            )
-            .await?;
-            Ok(Next::Done)
+            settle_found_made(svc, refund_id, order_id, amount_fen, state).await
         }
         // Not (yet) refunded: send again with the same number after a pause.
         _ => {

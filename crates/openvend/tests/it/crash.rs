@@ -421,14 +421,8 @@ async fn f9_a_crash_before_a_dispense_result_is_stored_loses_nothing_and_vends_o
         openvend::failpoint::DISPENSE_RESULT_BEFORE_RECORD,
     )
     .await;
-    wait_vend(&mut sale.events, &mut sale.log, &sale.order).await;
-    sale.server.wait_failpoint().await;
-    let db = sale.server.db().await;
-    let stopped_at = stored_state(&db, &sale.order).await;
-    assert!(
-        matches!(stopped_at.as_str(), "paid" | "dispensing"),
-        "{stopped_at}"
-    );
+    sale.vended_then_stopped_before_its_report_was_stored()
+        .await;
     sale.completes_after_restart_and_vends_once().await;
 }
 
@@ -456,14 +450,8 @@ async fn f9_through_an_external_broker_the_report_is_delivered_again_after_the_c
         env,
     )
     .await;
-    wait_vend(&mut sale.events, &mut sale.log, &sale.order).await;
-    sale.server.wait_failpoint().await;
-    let db = sale.server.db().await;
-    let stopped_at = stored_state(&db, &sale.order).await;
-    assert!(
-        matches!(stopped_at.as_str(), "paid" | "dispensing"),
-        "{stopped_at}"
-    );
+    sale.vended_then_stopped_before_its_report_was_stored()
+        .await;
     sale.completes_after_restart_and_vends_once().await;
     forget_broker_session(&client_id).await;
 }
@@ -532,6 +520,19 @@ impl PaidSale {
             log: VendLog::new(),
             order,
         }
+    }
+
+    /// Waits for the machine's vend and the server's stop at its failpoint, the report not
+    /// stored: the order is still `paid` or `dispensing`.
+    async fn vended_then_stopped_before_its_report_was_stored(&mut self) {
+        wait_vend(&mut self.events, &mut self.log, &self.order).await;
+        self.server.wait_failpoint().await;
+        let db = self.server.db().await;
+        let stopped_at = stored_state(&db, &self.order).await;
+        assert!(
+            matches!(stopped_at.as_str(), "paid" | "dispensing"),
+            "{stopped_at}"
+        );
     }
 
     /// Restarts the stopped server: the order completes, and nothing vends twice however

@@ -712,12 +712,7 @@ async fn an_unconfirmed_refund_is_sent_again_less_often_as_it_ages() {
 #[tokio::test]
 async fn an_operator_asking_again_for_an_unconfirmed_refund_sends_it_at_once() {
     let r = start().await;
-    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    pay(&r, &qr).await;
-    next_business(&mut events).await;
-    let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    let (order, completed_id) = completed_sale(&r).await;
     control(
         &r,
         "/control/faults",
@@ -730,17 +725,9 @@ async fn an_operator_asking_again_for_an_unconfirmed_refund_sends_it_at_once() {
         json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_after" }, "count": 1 }),
     )
     .await;
-    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
-    let ask = || {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/orders/{}/refunds", r.http_url, completed.id))
-            .bearer_auth(token.trim())
-            .json(&json!({ "amount_fen": 100, "reason": "customer complaint", "idempotency_key": "ticket-7" }))
-            .send()
-    };
-    assert_eq!(ask().await.unwrap().status(), 202);
+    assert_eq!(ask_refund(&r, completed_id, 100, "ticket-7").await, 202);
     let refund_id = openvend::store::query("SELECT id FROM refunds WHERE order_id = $1")
-        .bind(completed.id)
+        .bind(completed_id)
         .fetch_one(&r.app_services.db.pool)
         .await
         .map(|row| openvend::store::get_int(&row, "id").unwrap())
@@ -751,7 +738,7 @@ async fn an_operator_asking_again_for_an_unconfirmed_refund_sends_it_at_once() {
     r.app_services.jobs_ready.notify_one();
     next_send_in(&r, refund_id, 60_000).await;
     control_clear_faults(&r).await;
-    assert_eq!(ask().await.unwrap().status(), 202);
+    assert_eq!(ask_refund(&r, completed_id, 100, "ticket-7").await, 202);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let all = refunds(&r, &order).await;
@@ -784,12 +771,7 @@ async fn an_operator_asking_again_for_an_unconfirmed_refund_sends_it_at_once() {
 #[tokio::test]
 async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its_query() {
     let r = start().await;
-    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    pay(&r, &qr).await;
-    next_business(&mut events).await;
-    let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    let (order, completed_id) = completed_sale(&r).await;
     // The sandbox matches its newest rule first: the first send is made and its answer lost,
     // the repeat refused, whenever the repeat comes.
     control(
@@ -804,20 +786,7 @@ async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its
         json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_after" }, "count": 1 }),
     )
     .await;
-    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
-    let asked = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/orders/{}/refunds",
-            r.http_url, completed.id
-        ))
-        .bearer_auth(token.trim())
-        .json(
-            &json!({ "amount_fen": 350, "reason": "wrong product", "idempotency_key": "ticket-9" }),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 202);
+    assert_eq!(ask_refund(&r, completed_id, 350, "ticket-9").await, 202);
     // Sent and made, its answer lost (the repeat may already have run).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while refunds(&r, &order).await.first().map(|f| f.2.as_str()) == Some("requested") {
@@ -867,12 +836,7 @@ async fn a_refund_refused_on_its_repeat_after_a_lost_answer_is_found_made_by_its
 #[tokio::test]
 async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_minutes() {
     let r = start().await;
-    let (sim, mut events) = machine(&r, "VM-0001", |_| {}).await;
-    sim.buy(&[("A1", 1)]).await.unwrap();
-    let (order, qr, _) = expect_qr(&mut events).await;
-    pay(&r, &qr).await;
-    next_business(&mut events).await;
-    let completed = wait_for_state(&r, &order, OrderState::Completed).await;
+    let (order, completed_id) = completed_sale(&r).await;
     // Newest rule first: the first send's result is unknown (not made), every repeat refused.
     control(
         &r,
@@ -886,22 +850,14 @@ async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_
         json!({ "method": "alipay.trade.refund", "fault": { "kind": "unknown_before" }, "count": 1 }),
     )
     .await;
-    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
-    let asked = reqwest::Client::new()
-        .post(format!("{}/api/v1/orders/{}/refunds", r.http_url, completed.id))
-        .bearer_auth(token.trim())
-        .json(&json!({ "amount_fen": 350, "reason": "wrong product", "idempotency_key": "ticket-10" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 202);
+    assert_eq!(ask_refund(&r, completed_id, 350, "ticket-10").await, 202);
     let refund_id = id_once_written(
         &r,
         || {
             openvend::store::query(
                 "SELECT id FROM refunds WHERE order_id = $1 AND state = 'unknown'",
             )
-            .bind(completed.id)
+            .bind(completed_id)
         },
         "unknown refund",
     )
@@ -937,6 +893,31 @@ async fn a_refund_refused_on_every_repeat_after_an_unknown_send_fails_after_ten_
     assert_eq!(sandbox_trade(&r, &order).await["refunded_fen"], 0);
     control_clear_faults(&r).await;
     settle(&r, 0).await;
+}
+
+/// A sale of one A1 on VM-0001, paid and vended: its `out_trade_no` and order id.
+async fn completed_sale(r: &Running) -> (String, i64) {
+    let (sim, mut events) = machine(r, "VM-0001", |_| {}).await;
+    sim.buy(&[("A1", 1)]).await.unwrap();
+    let (order, qr, _) = expect_qr(&mut events).await;
+    pay(r, &qr).await;
+    next_business(&mut events).await;
+    let completed = wait_for_state(r, &order, OrderState::Completed).await;
+    (order, completed.id)
+}
+
+/// An operator's refund of `amount_fen` with idempotency key `key`: the answer's status.
+async fn ask_refund(r: &Running, order_id: i64, amount_fen: i64, key: &str) -> u16 {
+    let token = std::fs::read_to_string(r.data_dir.join("api_token")).unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/orders/{order_id}/refunds", r.http_url))
+        .bearer_auth(token.trim())
+        .json(&json!({ "amount_fen": amount_fen, "reason": "customer complaint", "idempotency_key": key }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// How many times refund `refund_id`'s job has been taken since its last poll.
