@@ -60,6 +60,19 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 confirm_paid(svc, &order, &q.trade_no, "query").await?;
                 Ok(Next::Done)
             }
+            // Closed after a payment: refunded in full, by a cancel whose answer or commit
+            // was lost, or by hand. The money went back, and the order says so.
+            TradeStatus::TradeClosed
+                if q.send_pay_date.is_some() || q.buyer_pay_amount.is_some_and(|a| a.fen() > 0) =>
+            {
+                cancelled_with_refund(
+                    svc,
+                    &order,
+                    "query says TRADE_CLOSED after a payment: refunded in full",
+                )
+                .await?;
+                Ok(Next::Done)
+            }
             TradeStatus::TradeClosed => {
                 close_unpaid(svc, &order, "query says TRADE_CLOSED").await?;
                 Ok(Next::Done)
@@ -151,43 +164,19 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
             }
             match c.action {
                 Some(CancelAction::Refund) => {
-                    let now = svc.now();
-                    let mut tx = svc.db.begin().await?;
-                    orders::transition(
-                        &mut *tx,
-                        order.id,
-                        order.state,
-                        OrderEvent::CancelledWithRefund,
-                        now,
-                    )
-                    .await?;
-                    orders::release_reservations(&mut *tx, order.id).await?;
-                    crate::store::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
-                        .bind(order.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    orders::add_event(
-                        &mut *tx,
-                        order.id,
-                        now,
-                        "alipay",
-                        "cancelled",
+                    cancelled_with_refund(
+                        svc,
+                        order,
                         "paid at the last moment; cancel refunded it in full",
                     )
                     .await?;
-                    crate::store::audit::record(
-                        &mut *tx,
-                        now,
-                        "alipay",
-                        "cancelled_with_refund",
-                        &format!("order:{}", order.id),
-                        &format!("{} refunded in full by the cancel", order.total),
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    stop_showing(svc, order).await;
                 }
-                _ => close_unpaid(svc, order, "cancelled after the buyer's time ran out").await?,
+                Some(CancelAction::Close) => {
+                    close_unpaid(svc, order, "cancelled after the buyer's time ran out").await?
+                }
+                // No action named: not an answer to take as "closed". The next query tells
+                // whether the trade was paid (and refunded) or closed.
+                None | Some(CancelAction::Other(_)) => return Ok(Next::At(svc.now() + 3_000)),
             }
             Ok(Next::Done)
         }
@@ -199,6 +188,39 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
         Outcome::Failure(f) => anyhow::bail!("cancel refused: {f}"),
         Outcome::Unknown(u) => anyhow::bail!("cancel result unknown: {u}"),
     }
+}
+
+/// Records that the trade was paid and then refunded in full by Alipay (a cancel that
+/// refunded): the order ends refunded, its stock released, on the timeline and the audit trail.
+async fn cancelled_with_refund(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
+    let now = svc.now();
+    let mut tx = svc.db.begin().await?;
+    orders::transition(
+        &mut *tx,
+        order.id,
+        order.state,
+        OrderEvent::CancelledWithRefund,
+        now,
+    )
+    .await?;
+    orders::release_reservations(&mut *tx, order.id).await?;
+    crate::store::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
+        .bind(order.id)
+        .execute(&mut *tx)
+        .await?;
+    orders::add_event(&mut *tx, order.id, now, "alipay", "cancelled", why).await?;
+    crate::store::audit::record(
+        &mut *tx,
+        now,
+        "alipay",
+        "cancelled_with_refund",
+        &format!("order:{}", order.id),
+        &format!("{} refunded in full by a cancel", order.total),
+    )
+    .await?;
+    tx.commit().await?;
+    stop_showing(svc, order).await;
+    Ok(())
 }
 
 async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {

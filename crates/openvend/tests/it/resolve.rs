@@ -349,6 +349,67 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
     assert_eq!(dispense, 1);
 }
 
+/// A trade paid and then refunded in full behind the order's back (a cancel that refunded,
+/// whose answer or commit was lost in a crash): the resolver's query finds it `TRADE_CLOSED`
+/// with a payment date, and the order ends refunded with the money it paid back on the audit
+/// trail, not "closed unpaid" with nothing (which the day's bill would contradict).
+#[tokio::test]
+async fn a_trade_closed_after_its_payment_is_recorded_as_refunded_not_unpaid() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "notification": { "kind": "drop" } }),
+    )
+    .await;
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    control(
+        &r,
+        "/control/qr/pay",
+        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
+    )
+    .await;
+    // The cancel that refunded it, its answer never recorded.
+    let cancel = alipay::api::trade::Cancel::by_out_trade_no(&started.out_trade_no);
+    let cancelled = r
+        .app_services
+        .alipay
+        .execute(&cancel, &alipay::CallOptions::default())
+        .await
+        .success()
+        .unwrap();
+    assert_eq!(
+        cancelled.action,
+        Some(alipay::api::trade::CancelAction::Refund)
+    );
+
+    r.app_services.clock.advance(11_000);
+    r.app_services.jobs_ready.notify_one();
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Refunded).await;
+    assert_eq!(order.refunded.0, order.total.0);
+    let acts: Vec<String> =
+        openvend::store::query("SELECT action FROM audit_log WHERE subject = $1")
+            .bind(format!("order:{}", order.id))
+            .fetch_all(&r.app_services.db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+    assert!(
+        acts.iter().any(|a| a == "cancelled_with_refund"),
+        "{acts:?}"
+    );
+    crate::flow::settle(&r, 0).await;
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
 /// The order's resolver gives Alipay's answer up as lost while the machine's `precreate` is
 /// still on its way (held 3 s here); the answer that comes afterwards is never shown: the
 /// machine is refused, the order stays closed, nobody is handed a code for a cancelled trade.
