@@ -11,7 +11,7 @@ use alipay::{CallOptions, Outcome, TradeStatus};
 use super::Next;
 use crate::domain::order::{OrderEvent, OrderState};
 use crate::services::Services;
-use crate::store::orders::{self, Order};
+use crate::store::orders::{self, Order, OrderError};
 
 /// One step of resolving order `order_id`.
 pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
@@ -78,14 +78,14 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 Ok(Next::Done)
             }
             TradeStatus::WaitBuyerPay if can_still_pay => Ok(poll_again),
-            TradeStatus::WaitBuyerPay => end_unpaid(svc, &order).await,
+            TradeStatus::WaitBuyerPay => end_unpaid(svc, &order, true).await,
         },
         // Before the buyer scans a precreated code, Alipay does not know the trade yet.
         Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
             if can_still_pay {
                 Ok(poll_again)
             } else {
-                end_unpaid(svc, &order).await
+                end_unpaid(svc, &order, false).await
             }
         }
         Outcome::Failure(f) => anyhow::bail!("query refused: {f}"),
@@ -112,11 +112,12 @@ async fn give_up_unanswered(svc: &Services, order_id: i64, now: i64) -> anyhow::
     Ok(true)
 }
 
-/// Ends a trade the last query found unpaid, right after that query.
-async fn end_unpaid(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+/// Ends a trade the last query found unpaid (`trade_found`), or did not find, right after
+/// that query.
+async fn end_unpaid(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Result<Next> {
     match order.state {
         OrderState::AwaitingPayment => close(svc, order).await,
-        _ => cancel(svc, order).await,
+        _ => cancel(svc, order, trade_found).await,
     }
 }
 
@@ -149,7 +150,8 @@ async fn close(svc: &Services, order: &Order) -> anyhow::Result<Next> {
     }
 }
 
-async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
+/// Cancels the order's trade; `trade_found` tells whether the query just before found it.
+async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Result<Next> {
     match svc
         .alipay
         .execute(
@@ -174,8 +176,12 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
                 Some(CancelAction::Close) => {
                     close_unpaid(svc, order, "cancelled after the buyer's time ran out").await?
                 }
-                // No action named: not an answer to take as "closed". The next query tells
-                // whether the trade was paid (and refunded) or closed.
+                // No action named: "trade not found, or the call failed". The query before
+                // found no trade: none exists, and no money. It found one: the call failed,
+                // and the next query tells whether it was paid (and refunded) or closed.
+                None | Some(CancelAction::Other(_)) if !trade_found => {
+                    close_unpaid(svc, order, "never created: cancel found no trade").await?
+                }
                 None | Some(CancelAction::Other(_)) => return Ok(Next::At(svc.now() + 3_000)),
             }
             Ok(Next::Done)
@@ -193,33 +199,43 @@ async fn cancel(svc: &Services, order: &Order) -> anyhow::Result<Next> {
 /// Records that the trade was paid and then refunded in full by Alipay (a cancel that
 /// refunded): the order ends refunded, its stock released, on the timeline and the audit trail.
 async fn cancelled_with_refund(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
-    let now = svc.now();
     let mut tx = svc.db.begin().await?;
+    refunded_in_full_in(&mut tx, order, svc.now(), why).await?;
+    tx.commit().await?;
+    stop_showing(svc, order).await;
+    Ok(())
+}
+
+/// [`cancelled_with_refund`]'s writes, in the caller's transaction (a notification's).
+pub async fn refunded_in_full_in(
+    tx: &mut crate::store::Tx,
+    order: &Order,
+    now: i64,
+    why: &str,
+) -> Result<(), OrderError> {
     orders::transition(
-        &mut *tx,
+        &mut **tx,
         order.id,
         order.state,
         OrderEvent::CancelledWithRefund,
         now,
     )
     .await?;
-    orders::release_reservations(&mut *tx, order.id).await?;
+    orders::release_reservations(&mut **tx, order.id).await?;
     crate::store::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
         .bind(order.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    orders::add_event(&mut *tx, order.id, now, "alipay", "cancelled", why).await?;
+    orders::add_event(&mut **tx, order.id, now, "alipay", "cancelled", why).await?;
     crate::store::audit::record(
-        &mut *tx,
+        &mut **tx,
         now,
         "alipay",
         "cancelled_with_refund",
         &format!("order:{}", order.id),
-        &format!("{} refunded in full by a cancel", order.total),
+        &format!("{} paid and refunded in full by Alipay", order.total),
     )
     .await?;
-    tx.commit().await?;
-    stop_showing(svc, order).await;
     Ok(())
 }
 

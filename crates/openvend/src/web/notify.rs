@@ -191,7 +191,23 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
             }
         }
         TradeStatus::TradeClosed => {
+            let was_paid = n.buyer_pay_amount.is_some_and(|a| a.fen() > 0)
+                || n.refund_fee.is_some_and(|a| a.fen() > 0);
             if matches!(
+                order.state,
+                OrderState::AwaitingPayment | OrderState::PaymentUnknown
+            ) && was_paid
+            {
+                // Paid, then refunded in full (a cancel whose answer was lost): the money
+                // went back, and the order says so, as the resolver's query would.
+                crate::jobs::payment::refunded_in_full_in(
+                    &mut tx,
+                    order,
+                    now,
+                    "notified TRADE_CLOSED after a payment: refunded in full",
+                )
+                .await?;
+            } else if matches!(
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
             ) {

@@ -393,15 +393,7 @@ async fn a_trade_closed_after_its_payment_is_recorded_as_refunded_not_unpaid() {
     r.app_services.jobs_ready.notify_one();
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Refunded).await;
     assert_eq!(order.refunded.0, order.total.0);
-    let acts: Vec<String> =
-        openvend::store::query("SELECT action FROM audit_log WHERE subject = $1")
-            .bind(format!("order:{}", order.id))
-            .fetch_all(&r.app_services.db.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+    let acts = crate::sale::audit_acts(&r, &format!("order:{}", order.id)).await;
     assert!(
         acts.iter().any(|a| a == "cancelled_with_refund"),
         "{acts:?}"

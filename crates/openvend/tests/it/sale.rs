@@ -92,6 +92,16 @@ pub async fn operator_acts(r: &Running, subject: &str) -> Vec<String> {
     .await
 }
 
+/// Every audit act on `subject`, whoever did it, oldest first.
+pub async fn audit_acts(r: &Running, subject: &str) -> Vec<String> {
+    strings(
+        r,
+        openvend::store::query("SELECT action FROM audit_log WHERE subject = $1 ORDER BY id")
+            .bind(subject),
+    )
+    .await
+}
+
 /// The first column of every row `query` finds, as text.
 pub async fn strings(r: &Running, query: openvend::store::sql::Query<'_>) -> Vec<String> {
     query
@@ -490,6 +500,42 @@ async fn a_sale_of_an_empty_or_unknown_slot_is_refused_at_once_with_the_reason()
         .try_get(0)
         .unwrap();
     assert_eq!(orders, 0);
+}
+
+/// Alipay notifies `TRADE_CLOSED` for a trade that was paid and refunded in full (a cancel
+/// that refunded, its answer lost): the order ends refunded with its money on the audit trail,
+/// as the resolver's query would record it, not closed unpaid.
+#[tokio::test]
+async fn a_closed_notification_for_a_paid_trade_records_the_refund_in_full() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
+        .await
+        .unwrap();
+    let seller = seller_pid(&r).await;
+    let yuan = format!(
+        "{}.{:02}",
+        started.amount_fen / 100,
+        started.amount_fen % 100
+    );
+    let mut closed = notice(
+        "n-closed-paid-1",
+        ("2026112822001000000000000003", &started.out_trade_no),
+        "TRADE_CLOSED",
+        &yuan,
+        &seller,
+        openvend::app::SANDBOX_APP_ID,
+    );
+    closed.push(("buyer_pay_amount".into(), yuan.clone()));
+    closed.push(("refund_fee".into(), yuan.clone()));
+    let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed)).await;
+    assert_eq!(resp, (200, "success".to_owned()));
+    let order = wait_for_state(&r, &started.out_trade_no, OrderState::Refunded).await;
+    assert_eq!(order.refunded.0, started.amount_fen);
+    let acts = audit_acts(&r, &format!("order:{}", order.id)).await;
+    assert!(
+        acts.iter().any(|a| a == "cancelled_with_refund"),
+        "{acts:?}"
+    );
 }
 
 /// Alipay reports a payment for an order already closed unpaid (in production: a code scanned
