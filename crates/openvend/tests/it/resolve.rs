@@ -304,11 +304,12 @@ async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
     );
 }
 
-#[tokio::test]
-async fn a_payment_whose_notification_is_lost_is_found_by_query() {
-    let r = start().await;
+/// A QR sale of one A2, paid by a sandbox buyer, every notification of it dropped.
+async fn paid_with_its_notification_lost(
+    r: &crate::sale::Running,
+) -> openvend::pay::sale::SaleStarted {
     control(
-        &r,
+        r,
         "/control/faults",
         json!({ "notification": { "kind": "drop" } }),
     )
@@ -316,16 +317,23 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
     let started = start_qr_sale(&r.app_services, &sale("A2", 1), r.app_services.now())
         .await
         .unwrap();
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+    let buyer = control(r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
         .as_str()
         .unwrap()
         .to_owned();
     control(
-        &r,
+        r,
         "/control/qr/pay",
         json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
     )
     .await;
+    started
+}
+
+#[tokio::test]
+async fn a_payment_whose_notification_is_lost_is_found_by_query() {
+    let r = start().await;
+    let started = paid_with_its_notification_lost(&r).await;
 
     // The notification never comes; the next poll (10 s later) asks Alipay and finds it paid.
     r.app_services.clock.advance(11_000);
@@ -356,25 +364,7 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
 #[tokio::test]
 async fn a_trade_closed_after_its_payment_is_recorded_as_refunded_not_unpaid() {
     let r = start().await;
-    control(
-        &r,
-        "/control/faults",
-        json!({ "notification": { "kind": "drop" } }),
-    )
-    .await;
-    let started = start_qr_sale(&r.app_services, &sale("A2", 1), r.app_services.now())
-        .await
-        .unwrap();
-    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    control(
-        &r,
-        "/control/qr/pay",
-        json!({ "qr_code": started.qr_code, "buyer_id": buyer }),
-    )
-    .await;
+    let started = paid_with_its_notification_lost(&r).await;
     // The cancel that refunded it, its answer never recorded.
     let cancel = alipay::api::trade::Cancel::by_out_trade_no(&started.out_trade_no);
     let cancelled = r

@@ -7,7 +7,7 @@ use std::time::Duration;
 use openvend::app::App;
 use openvend::config::Settings;
 use openvend::domain::order::OrderState;
-use openvend::pay::sale::{SaleError, SaleItem, SaleRequest, start_qr_sale};
+use openvend::pay::sale::{SaleError, SaleItem, SaleRequest, SaleStarted, start_qr_sale};
 use openvend::services::now_ms;
 use openvend::store::orders;
 use serde_json::{Value, json};
@@ -502,29 +502,41 @@ async fn a_sale_of_an_empty_or_unknown_slot_is_refused_at_once_with_the_reason()
     assert_eq!(orders, 0);
 }
 
+/// A QR sale of one A2 and a `TRADE_CLOSED` notification of it under `notify_id` and
+/// `trade_no`, not yet sent: the sale, its amount in yuan, the notification's fields.
+async fn sale_closed_by_notice(
+    r: &Running,
+    notify_id: &str,
+    trade_no: &str,
+) -> (SaleStarted, String, Vec<(String, String)>) {
+    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
+        .await
+        .unwrap();
+    let seller = seller_pid(r).await;
+    let yuan = format!(
+        "{}.{:02}",
+        started.amount_fen / 100,
+        started.amount_fen % 100
+    );
+    let closed = notice(
+        notify_id,
+        (trade_no, &started.out_trade_no),
+        "TRADE_CLOSED",
+        &yuan,
+        &seller,
+        openvend::app::SANDBOX_APP_ID,
+    );
+    (started, yuan, closed)
+}
+
 /// Alipay notifies `TRADE_CLOSED` for a trade that was paid and refunded in full (a cancel
 /// that refunded, its answer lost): the order ends refunded with its money on the audit trail,
 /// as the resolver's query would record it, not closed unpaid.
 #[tokio::test]
 async fn a_closed_notification_for_a_paid_trade_records_the_refund_in_full() {
     let r = start().await;
-    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
-        .await
-        .unwrap();
-    let seller = seller_pid(&r).await;
-    let yuan = format!(
-        "{}.{:02}",
-        started.amount_fen / 100,
-        started.amount_fen % 100
-    );
-    let mut closed = notice(
-        "n-closed-paid-1",
-        ("2026112822001000000000000003", &started.out_trade_no),
-        "TRADE_CLOSED",
-        &yuan,
-        &seller,
-        openvend::app::SANDBOX_APP_ID,
-    );
+    let (started, yuan, mut closed) =
+        sale_closed_by_notice(&r, "n-closed-paid-1", "2026112822001000000000000003").await;
     closed.push(("buyer_pay_amount".into(), yuan.clone()));
     closed.push(("refund_fee".into(), yuan.clone()));
     let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed)).await;
@@ -544,24 +556,9 @@ async fn a_closed_notification_for_a_paid_trade_records_the_refund_in_full() {
 #[tokio::test]
 async fn a_payment_for_a_closed_order_is_refunded_in_full() {
     let r = start().await;
-    let started = start_qr_sale(&r.app_services, &sale("A2", 1), now_ms())
-        .await
-        .unwrap();
-    let seller = seller_pid(&r).await;
-    let yuan = format!(
-        "{}.{:02}",
-        started.amount_fen / 100,
-        started.amount_fen % 100
-    );
     // Alipay says the trade closed; the sandbox's trade stays payable.
-    let closed = notice(
-        "n-closed-1",
-        ("2026112822001000000000000002", &started.out_trade_no),
-        "TRADE_CLOSED",
-        &yuan,
-        &seller,
-        openvend::app::SANDBOX_APP_ID,
-    );
+    let (started, _, closed) =
+        sale_closed_by_notice(&r, "n-closed-1", "2026112822001000000000000002").await;
     let resp = post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed)).await;
     assert_eq!(resp, (200, "success".to_owned()));
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Closed).await;
