@@ -41,7 +41,8 @@ pub enum UnknownKind {
 /// JSON: `{"kind":"latency","ms":300}`, `{"kind":"no_answer","ms":5000}`,
 /// `{"kind":"unknown_before","answer":"gateway20000"}`,
 /// `{"kind":"unknown_after","answer":"system_error"}` (`answer` defaults to `gateway20000`),
-/// `{"kind":"refuse","sub_code":"ACQ.TRADE_HAS_CLOSE"}`.
+/// `{"kind":"refuse","sub_code":"ACQ.TRADE_HAS_CLOSE"}`,
+/// `{"kind":"answer","fields":{"retry_flag":"N"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum GatewayFault {
@@ -76,6 +77,13 @@ pub enum GatewayFault {
     Refuse {
         /// The `sub_code`, e.g. `ACQ.TRADE_HAS_CLOSE`.
         sub_code: String,
+    },
+    /// Answer `10000 Success` with exactly these business fields, without performing the
+    /// call: an answer Alipay may give that the sandbox's own model never does (a cancel
+    /// that names no `action`, say).
+    Answer {
+        /// The business fields, beside `code` and `msg`.
+        fields: serde_json::Map<String, Value>,
     },
 }
 
@@ -283,6 +291,18 @@ impl Rule {
         {
             return Err(format!(
                 "refuse: sub_code {sub_code:?} must be 1 to 64 visible ASCII characters"
+            ));
+        }
+        if let Rule::Gateway(GatewayRule {
+            fault: GatewayFault::Answer { fields },
+            ..
+        }) = &rule
+            && let Some(name) = ["code", "msg", "sub_code", "sub_msg"]
+                .into_iter()
+                .find(|n| fields.contains_key(*n))
+        {
+            return Err(format!(
+                "answer: fields must not set {name:?}; it answers 10000 Success (use refuse for a business error)"
             ));
         }
         Ok(rule)

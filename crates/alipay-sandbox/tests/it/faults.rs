@@ -181,6 +181,55 @@ async fn refuse_answers_the_business_error_without_performing_the_call() {
 }
 
 #[tokio::test]
+async fn answer_gives_its_fields_without_performing_the_call() {
+    let sandbox = spawn_sandbox().await;
+    let app = sandbox.app("2021000000000211").await;
+    assert!(matches!(
+        app.client
+            .execute(&precreate("f_answered"), &CallOptions::default())
+            .await,
+        Outcome::Success(_)
+    ));
+    fault(
+        &sandbox,
+        json!({ "app_id": app.app_id, "method": "alipay.trade.cancel",
+                "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
+    )
+    .await;
+    let cancel = alipay::api::trade::Cancel::by_out_trade_no("f_answered");
+    match app.client.execute(&cancel, &CallOptions::default()).await {
+        Outcome::Success(c) => {
+            assert_eq!(c.retry_flag, Some(false));
+            assert_eq!(c.action, None, "no action named");
+        }
+        other => panic!("expected the scripted answer, got {other:?}"),
+    }
+    // Not performed: the trade is still open, and the next cancel closes it.
+    let trades = sandbox.get("/control/trades").await;
+    let trade = trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["out_trade_no"] == "f_answered")
+        .unwrap()
+        .clone();
+    assert_eq!(trade["state"], "PRECREATED", "{trade}");
+    match app.client.execute(&cancel, &CallOptions::default()).await {
+        Outcome::Success(c) => {
+            assert_eq!(c.action, Some(alipay::api::trade::CancelAction::Close))
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let (status, body) = sandbox
+        .post_status(
+            "/control/faults",
+            json!({ "fault": { "kind": "answer", "fields": { "code": "40004" } } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+}
+
+#[tokio::test]
 async fn latency_delays_a_normal_answer() {
     let sandbox = spawn_sandbox().await;
     let app = sandbox.app("2021000000000205").await;

@@ -915,6 +915,84 @@ async fn a_cancelled_trade_pay_closes_the_order_through_the_resolver() {
     assert_eq!(resp.status, 422);
 }
 
+/// A trade whose create answer was lost exists and waits for the buyer; the resolver's cancel
+/// is answered without an `action` ("the call failed", in Alipay's words). Nothing is taken
+/// as closed on that answer: the order waits, the next query finds the trade still open, and
+/// the cancel after it closes it at Alipay too.
+#[tokio::test]
+async fn a_cancel_answered_without_an_action_is_settled_by_the_next_query() {
+    let r = start().await;
+    let buyer = new_buyer(&r, "no action");
+    let mut b = Browser::new();
+    sign_up(&r, &mut b, &buyer, "13200132000").await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
+    )
+    .await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    order(&r, &mut b, &[("A1", 1)]).await;
+    let id = count(&r, "SELECT MAX(id) FROM orders").await;
+    let o = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The resolver finds the trade waiting, with nobody holding its number, and cancels:
+    // both rules are used up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancel was never sent: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The answer named no action: the order is not closed on it, the trade still open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.state, OrderState::PaymentUnknown);
+    assert_eq!(reserved(&r, "A1").await, 1);
+    assert_eq!(
+        sandbox_trade(&r, &o.out_trade_no).state,
+        alipay_sandbox::model::TradeState::WaitBuyerPay
+    );
+
+    // Three seconds on: queried again, still waiting, cancelled, and this time closed.
+    r.app_services.clock.advance(3_000);
+    r.app_services.jobs_ready.notify_one();
+    wait_for_state(&r, &o.out_trade_no, OrderState::Closed).await;
+    assert_eq!(reserved(&r, "A1").await, 0);
+    assert_eq!(
+        sandbox_trade(&r, &o.out_trade_no).state,
+        alipay_sandbox::model::TradeState::TradeClosed
+    );
+    let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "closed" && e.3 == "cancelled after the buyer's time ran out"),
+        "{timeline:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_operator_api_gives_each_machine_its_h5_url() {
     let r = start().await;

@@ -304,6 +304,61 @@ async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
     );
 }
 
+/// A precreate Alipay never carried out, its answer lost; the query finds no trade, and the
+/// cancel is answered without an `action` ("the trade was not found", in Alipay's words):
+/// no trade and no money exist, so the order is closed unpaid and its stock released.
+#[tokio::test]
+async fn a_cancel_answered_without_an_action_for_a_trade_never_created_closes_the_order() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
+    )
+    .await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_before" }, "count": 1 }),
+    )
+    .await;
+    let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap_err();
+    let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
+        panic!("expected an unknown result, got {err}")
+    };
+    let order = wait_for_state(&r, &out_trade_no, OrderState::Closed).await;
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "closed" && e.3 == "never created: cancel found no trade"),
+        "{timeline:?}"
+    );
+    let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rules["gateway"],
+        json!([]),
+        "the cancel met its answer: {rules}"
+    );
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trades["trades"], json!([]), "no trade was ever made");
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
 /// A QR sale of one A2, paid by a sandbox buyer, every notification of it dropped.
 async fn paid_with_its_notification_lost(
     r: &crate::sale::Running,
