@@ -41,8 +41,10 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
     // The buyer can pay until their time is up if they hold something to pay with: the QR code
     // on the machine's screen, or the trade number the H5 page passes to `tradePay`. Without
     // either (the create/precreate answer was lost) nobody can pay: resolve at once.
-    let can_still_pay =
-        (order.qr_code.is_some() || order.trade_no.is_some()) && now < order.expires_at;
+    // Once a cancel went out, the trade ends by it: nothing is waited for.
+    let can_still_pay = (order.qr_code.is_some() || order.trade_no.is_some())
+        && now < order.expires_at
+        && order.cancel_sent_at.is_none();
     let poll_again = Next::At(
         (now + i64::from(svc.sale_terms.poll_interval_secs) * 1000)
             .min(order.expires_at.max(now + 1000)),
@@ -56,6 +58,13 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
         .await
     {
         Outcome::Success(q) => match q.trade_status {
+            // Paid after the cancel went out (or before it was carried out): that cancel,
+            // sent again as Alipay prescribes, refunds it. Nothing is served.
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished
+                if order.cancel_sent_at.is_some() =>
+            {
+                cancel(svc, &order, true).await
+            }
             TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
                 confirm_paid(svc, &order, &q.trade_no, "query").await?;
                 Ok(Next::Done)
@@ -68,6 +77,7 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 cancelled_with_refund(
                     svc,
                     &order,
+                    Some(&q.trade_no),
                     "query says TRADE_CLOSED after a payment: refunded in full",
                 )
                 .await?;
@@ -151,7 +161,15 @@ async fn close(svc: &Services, order: &Order) -> anyhow::Result<Next> {
 }
 
 /// Cancels the order's trade; `trade_found` tells whether the query just before found it.
+/// That the cancel goes out is stored first: a payment notified while it is on its way is
+/// then left for it to refund, never served.
 async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Result<Next> {
+    if order.cancel_sent_at.is_none()
+        && !orders::mark_cancel_sent(&svc.db, order.id, svc.now()).await?
+    {
+        // Paid or ended since it was read: look again.
+        return Ok(Next::At(svc.now()));
+    }
     match svc
         .alipay
         .execute(
@@ -169,6 +187,7 @@ async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Res
                     cancelled_with_refund(
                         svc,
                         order,
+                        c.trade_no.as_deref(),
                         "paid at the last moment; cancel refunded it in full",
                     )
                     .await?;
@@ -198,18 +217,26 @@ async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Res
 
 /// Records that the trade was paid and then refunded in full by Alipay (a cancel that
 /// refunded): the order ends refunded, its stock released, on the timeline and the audit trail.
-async fn cancelled_with_refund(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
+async fn cancelled_with_refund(
+    svc: &Services,
+    order: &Order,
+    trade_no: Option<&str>,
+    why: &str,
+) -> anyhow::Result<()> {
     let mut tx = svc.db.begin().await?;
-    refunded_in_full_in(&mut tx, order, svc.now(), why).await?;
+    refunded_in_full_in(&mut tx, order, trade_no, svc.now(), why).await?;
     tx.commit().await?;
     stop_showing(svc, order).await;
     Ok(())
 }
 
 /// [`cancelled_with_refund`]'s writes, in the caller's transaction (a notification's).
+/// `trade_no`, Alipay's number for the trade when the answer named it, is kept on the order
+/// (unless one is already there) so support can find the trade the money went through.
 pub async fn refunded_in_full_in(
     tx: &mut crate::store::Tx,
     order: &Order,
+    trade_no: Option<&str>,
     now: i64,
     why: &str,
 ) -> Result<(), OrderError> {
@@ -222,10 +249,13 @@ pub async fn refunded_in_full_in(
     )
     .await?;
     orders::release_reservations(&mut **tx, order.id).await?;
-    crate::store::query("UPDATE orders SET refunded_fen = total_fen WHERE id = $1")
-        .bind(order.id)
-        .execute(&mut **tx)
-        .await?;
+    crate::store::query(
+        "UPDATE orders SET refunded_fen = total_fen, trade_no = COALESCE(trade_no, $2) WHERE id = $1",
+    )
+    .bind(order.id)
+    .bind(trade_no)
+    .execute(&mut **tx)
+    .await?;
     orders::add_event(&mut **tx, order.id, now, "alipay", "cancelled", why).await?;
     crate::store::audit::record(
         &mut **tx,
@@ -233,7 +263,13 @@ pub async fn refunded_in_full_in(
         "alipay",
         "cancelled_with_refund",
         &format!("order:{}", order.id),
-        &format!("{} paid and refunded in full by Alipay", order.total),
+        &match trade_no.or(order.trade_no.as_deref()) {
+            Some(t) => format!(
+                "{} paid and refunded in full by Alipay, trade {t}",
+                order.total
+            ),
+            None => format!("{} paid and refunded in full by Alipay", order.total),
+        },
     )
     .await?;
     Ok(())

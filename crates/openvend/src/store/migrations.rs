@@ -41,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_expect_rows"),
     migration!(19, "0019_refunds_unconfirmed"),
     migration!(20, "0020_operator_alipay"),
+    migration!(21, "0021_cancel_sent"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

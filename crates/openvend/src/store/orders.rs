@@ -64,6 +64,9 @@ pub struct Order {
     pub qr_code: Option<String>,
     /// When unpaid orders close.
     pub expires_at: i64,
+    /// When the resolver first sent `alipay.trade.cancel` for it: from then on its trade ends
+    /// closed or refunded by that cancel, and a payment is never served.
+    pub cancel_sent_at: Option<i64>,
 }
 
 /// Why an order operation failed.
@@ -328,10 +331,11 @@ fn row_to_order(r: &crate::store::Row) -> Result<Order, OrderError> {
         trade_no: r.try_get("trade_no")?,
         qr_code: r.try_get("qr_code")?,
         expires_at: r.try_get("expires_at")?,
+        cancel_sent_at: r.try_get("cancel_sent_at")?,
     })
 }
 
-const ORDER_COLUMNS: &str = "id, out_trade_no, operator_id, machine_id, state, total_fen, refunded_fen, trade_no, qr_code, expires_at";
+const ORDER_COLUMNS: &str = "id, out_trade_no, operator_id, machine_id, state, total_fen, refunded_fen, trade_no, qr_code, expires_at, cancel_sent_at";
 
 /// The order with this merchant trade number.
 pub async fn by_out_trade_no(db: &Db, out_trade_no: &str) -> Result<Option<Order>, OrderError> {
@@ -628,11 +632,12 @@ pub async fn mark_paid(
 ) -> Result<(), OrderError> {
     // The state move and the payment refs in one conditional statement. On PostgreSQL its
     // check goes with the commit (`expect_rows`): an order that moved on fails the
-    // transaction there instead of here, and nothing of it is stored either way.
+    // transaction there instead of here, and nothing of it is stored either way. An order
+    // whose cancel went out is never marked paid: that cancel gives the money back.
     let to = from.apply(OrderEvent::PaymentConfirmed)?;
     crate::store::query(
         "UPDATE orders SET state = $1, updated_at = $2, trade_no = $3, buyer_id = COALESCE($4, buyer_id) \
-         WHERE id = $5 AND state = $6",
+         WHERE id = $5 AND state = $6 AND cancel_sent_at IS NULL",
     )
     .bind(to.as_str())
     .bind(now)
@@ -658,6 +663,23 @@ pub async fn mark_paid(
     // The payment is known: the poll that was waiting for it has nothing left to do.
     super::jobs::cancel(&mut *tx, &resolve_key(order_id)).await?;
     Ok(())
+}
+
+/// Records that the resolver is about to send `alipay.trade.cancel` for order `order_id`,
+/// whose payment is unknown, unless that is recorded already; false when the order is no
+/// longer waiting on its payment (paid or ended meanwhile), so no cancel may go out. From
+/// then on a payment of it is not served: the cancel refunds it ([`mark_paid`] refuses it).
+pub async fn mark_cancel_sent(db: &Db, order_id: i64, now: i64) -> Result<bool, OrderError> {
+    let changed = crate::store::query(
+        "UPDATE orders SET cancel_sent_at = COALESCE(cancel_sent_at, $1) WHERE id = $2 AND state = $3",
+    )
+    .bind(now)
+    .bind(order_id)
+    .bind(OrderState::PaymentUnknown.as_str())
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 /// A machine accepted the dispense command `command_id` of order `out_trade_no`: a paid

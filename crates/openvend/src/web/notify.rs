@@ -130,10 +130,30 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     let detail = format!("{} notify_id={}", n.trade_status, n.notify_id);
     orders::add_event(&mut *tx, order.id, now, "alipay", "notified", &detail).await?;
     let mut dispense = None;
-    let mut refund_job = None;
+    // A job to wake once this is stored: a refund, or the resolver.
+    let mut wake_job = None;
     match n.trade_status {
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
-            if matches!(
+            if order.state == OrderState::PaymentUnknown && order.cancel_sent_at.is_some() {
+                // The resolver's cancel is out, and it refunds this payment: nothing is
+                // served. The resolver, due now, finds the trade refunded (or sends the
+                // cancel again) and ends the order refunded.
+                orders::add_event(
+                    &mut *tx,
+                    order.id,
+                    now,
+                    "alipay",
+                    "paid_after_cancel",
+                    &format!(
+                        "trade {} paid while its cancel was on its way: the cancel refunds it",
+                        n.trade_no
+                    ),
+                )
+                .await?;
+                let key = orders::resolve_key(order.id);
+                crate::store::jobs::run_now(&mut *tx, &key, now).await?;
+                wake_job = Some(key);
+            } else if matches!(
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
             ) {
@@ -187,7 +207,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 )
                 .await
                 .map_err(|e| NotifyFailure::Internal(e.to_string()))?;
-                refund_job = Some(crate::pay::refund::job_key(refund.id));
+                wake_job = Some(crate::pay::refund::job_key(refund.id));
             }
         }
         TradeStatus::TradeClosed => {
@@ -203,6 +223,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 crate::jobs::payment::refunded_in_full_in(
                     &mut tx,
                     order,
+                    Some(&n.trade_no),
                     now,
                     "notified TRADE_CLOSED after a payment: refunded in full",
                 )
@@ -228,7 +249,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         crate::failpoint::crash_if_armed(crate::failpoint::NOTIFY_PAID_BEFORE_COMMIT);
     }
     tx.commit().await?;
-    if let Some(key) = refund_job {
+    if let Some(key) = wake_job {
         svc.run_soon(key);
     }
     if let Some(dispense) = dispense {

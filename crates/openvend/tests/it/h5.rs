@@ -993,6 +993,109 @@ async fn a_cancel_answered_without_an_action_is_settled_by_the_next_query() {
     );
 }
 
+/// The buyer pays a trade whose create answer was lost while the resolver's cancel is on its
+/// way (held 5 s). The payment's notification comes first, and nothing is served for it: the
+/// cancel refunds the payment, and the order ends refunded in full with the trade's number,
+/// its stock released, its money on the audit trail, no dispense ever recorded.
+#[tokio::test]
+async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel() {
+    let r = start().await;
+    let buyer = new_buyer(&r, "last moment");
+    let mut b = Browser::new();
+    sign_up(&r, &mut b, &buyer, "13400134000").await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "latency", "ms": 5000 }, "count": 1 }),
+    )
+    .await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    order(&r, &mut b, &[("A1", 1)]).await;
+    let id = count(&r, "SELECT MAX(id) FROM orders").await;
+    let o = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The cancel has been sent (its rule taken) and is held: the buyer pays meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancel was never sent: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/control/trades/pay", r.sandbox_url))
+        .json(&json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Its notification arrives while the cancel is held, and is not served.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
+        if timeline.iter().any(|e| e.2 == "paid_after_cancel") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment's notification was not taken while the cancel was held: {timeline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unknown = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unknown.state, OrderState::PaymentUnknown);
+
+    let refunded = wait_for_state(&r, &o.out_trade_no, OrderState::Refunded).await;
+    let trade = sandbox_trade(&r, &o.out_trade_no);
+    assert_eq!(refunded.refunded.0, refunded.total.0);
+    assert_eq!(trade.refunded_fen, trade.total_fen);
+    assert_eq!(refunded.trade_no.as_deref(), Some(trade.trade_no.as_str()));
+    assert_eq!(reserved(&r, "A1").await, 0);
+    let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "cancelled"
+                && e.3 == "paid at the last moment; cancel refunded it in full"),
+        "{timeline:?}"
+    );
+    let acts = crate::sale::audit_acts(&r, &format!("order:{id}")).await;
+    assert_eq!(acts, ["cancelled_with_refund"]);
+    assert_eq!(
+        count(
+            &r,
+            &format!(
+                "SELECT COUNT(*) FROM device_commands WHERE order_id = '{}'",
+                o.out_trade_no
+            )
+        )
+        .await,
+        0,
+        "nothing is dispensed for a payment the cancel refunds"
+    );
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
 #[tokio::test]
 async fn the_operator_api_gives_each_machine_its_h5_url() {
     let r = start().await;

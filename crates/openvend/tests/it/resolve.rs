@@ -438,6 +438,9 @@ async fn a_trade_closed_after_its_payment_is_recorded_as_refunded_not_unpaid() {
     r.app_services.jobs_ready.notify_one();
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Refunded).await;
     assert_eq!(order.refunded.0, order.total.0);
+    // The trade the money went through is named on the order, as for a paid one.
+    assert_eq!(order.trade_no, cancelled.trade_no);
+    assert!(order.trade_no.is_some());
     let acts = crate::sale::audit_acts(&r, &format!("order:{}", order.id)).await;
     assert!(
         acts.iter().any(|a| a == "cancelled_with_refund"),

@@ -543,10 +543,27 @@ async fn a_closed_notification_for_a_paid_trade_records_the_refund_in_full() {
     assert_eq!(resp, (200, "success".to_owned()));
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Refunded).await;
     assert_eq!(order.refunded.0, started.amount_fen);
+    // The trade the money went through is named on the order and the audit trail.
+    assert_eq!(
+        order.trade_no.as_deref(),
+        Some("2026112822001000000000000003")
+    );
     let acts = audit_acts(&r, &format!("order:{}", order.id)).await;
     assert!(
         acts.iter().any(|a| a == "cancelled_with_refund"),
         "{acts:?}"
+    );
+    let details = strings(
+        &r,
+        openvend::store::query(
+            "SELECT detail FROM audit_log WHERE subject = $1 AND action = 'cancelled_with_refund'",
+        )
+        .bind(format!("order:{}", order.id)),
+    )
+    .await;
+    assert!(
+        details[0].ends_with("trade 2026112822001000000000000003"),
+        "{details:?}"
     );
 }
 
