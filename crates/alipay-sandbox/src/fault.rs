@@ -42,7 +42,7 @@ pub enum UnknownKind {
 /// `{"kind":"unknown_before","answer":"gateway20000"}`,
 /// `{"kind":"unknown_after","answer":"system_error"}` (`answer` defaults to `gateway20000`),
 /// `{"kind":"refuse","sub_code":"ACQ.TRADE_HAS_CLOSE"}`,
-/// `{"kind":"answer","fields":{"retry_flag":"N"}}`.
+/// `{"kind":"answer","fields":{"retry_flag":"N"},"ms":3000}` (`ms` defaults to 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum GatewayFault {
@@ -84,6 +84,9 @@ pub enum GatewayFault {
     Answer {
         /// The business fields, beside `code` and `msg`.
         fields: serde_json::Map<String, Value>,
+        /// A wait before answering, ms (none by default).
+        #[serde(default)]
+        ms: u64,
     },
 }
 
@@ -96,6 +99,7 @@ impl GatewayFault {
     pub fn delay(&self) -> Option<Duration> {
         match self {
             GatewayFault::Latency { ms } => Some(Duration::from_millis(*ms)),
+            GatewayFault::Answer { ms, .. } if *ms > 0 => Some(Duration::from_millis(*ms)),
             _ => None,
         }
     }
@@ -294,7 +298,7 @@ impl Rule {
             ));
         }
         if let Rule::Gateway(GatewayRule {
-            fault: GatewayFault::Answer { fields },
+            fault: GatewayFault::Answer { fields, .. },
             ..
         }) = &rule
             && let Some(name) = ["code", "msg", "sub_code", "sub_msg"]

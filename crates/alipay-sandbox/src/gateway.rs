@@ -177,7 +177,7 @@ pub async fn process(ctx: Arc<Ctx>, params: Params, charset: Charset) -> Respons
         let refusal = ApiError::business(sub_code, "refused by a fault rule");
         return ctx.answer(&app, &key, Err(refusal), charset);
     }
-    if let GatewayFault::Answer { fields } = &fault {
+    if let GatewayFault::Answer { fields, .. } = &fault {
         return ctx.answer(&app, &key, Ok(fields.clone()), charset);
     }
     let biz = match parse_biz(&params) {

@@ -63,7 +63,10 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
             TradeStatus::TradeSuccess | TradeStatus::TradeFinished
                 if order.cancel_sent_at.is_some() =>
             {
-                cancel(svc, &order, true).await
+                let paid = Found::Paid {
+                    trade_no: &q.trade_no,
+                };
+                cancel(svc, &order, paid).await
             }
             TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
                 confirm_paid(svc, &order, &q.trade_no, "query").await?;
@@ -88,14 +91,14 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 Ok(Next::Done)
             }
             TradeStatus::WaitBuyerPay if can_still_pay => Ok(poll_again),
-            TradeStatus::WaitBuyerPay => end_unpaid(svc, &order, true).await,
+            TradeStatus::WaitBuyerPay => end_unpaid(svc, &order, Found::Unpaid).await,
         },
         // Before the buyer scans a precreated code, Alipay does not know the trade yet.
         Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
             if can_still_pay {
                 Ok(poll_again)
             } else {
-                end_unpaid(svc, &order, false).await
+                end_unpaid(svc, &order, Found::Nothing).await
             }
         }
         Outcome::Failure(f) => anyhow::bail!("query refused: {f}"),
@@ -122,12 +125,25 @@ async fn give_up_unanswered(svc: &Services, order_id: i64, now: i64) -> anyhow::
     Ok(true)
 }
 
-/// Ends a trade the last query found unpaid (`trade_found`), or did not find, right after
-/// that query.
-async fn end_unpaid(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Result<Next> {
+/// What the query just before a cancel found of the trade.
+#[derive(Debug, Clone, Copy)]
+enum Found<'a> {
+    /// No trade.
+    Nothing,
+    /// The trade, waiting for the buyer.
+    Unpaid,
+    /// The trade, paid after the cancel first went out.
+    Paid {
+        /// Alipay's trade number.
+        trade_no: &'a str,
+    },
+}
+
+/// Ends a trade the last query found unpaid or did not find, right after that query.
+async fn end_unpaid(svc: &Services, order: &Order, found: Found<'_>) -> anyhow::Result<Next> {
     match order.state {
         OrderState::AwaitingPayment => close(svc, order).await,
-        _ => cancel(svc, order, trade_found).await,
+        _ => cancel(svc, order, found).await,
     }
 }
 
@@ -160,10 +176,10 @@ async fn close(svc: &Services, order: &Order) -> anyhow::Result<Next> {
     }
 }
 
-/// Cancels the order's trade; `trade_found` tells whether the query just before found it.
-/// That the cancel goes out is stored first: a payment notified while it is on its way is
-/// then left for it to refund, never served.
-async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Result<Next> {
+/// Cancels the order's trade, as `found` by the query just before. That the cancel goes out
+/// is stored first: a payment notified while it is on its way is then left for it to refund,
+/// never served.
+async fn cancel(svc: &Services, order: &Order, found: Found<'_>) -> anyhow::Result<Next> {
     if order.cancel_sent_at.is_none()
         && !orders::mark_cancel_sent(&svc.db, order.id, svc.now()).await?
     {
@@ -198,19 +214,30 @@ async fn cancel(svc: &Services, order: &Order, trade_found: bool) -> anyhow::Res
                 // No action named: "trade not found, or the call failed". The query before
                 // found no trade: none exists, and no money. It found one: the call failed,
                 // and the next query tells whether it was paid (and refunded) or closed.
-                None | Some(CancelAction::Other(_)) if !trade_found => {
+                None | Some(CancelAction::Other(_)) if matches!(found, Found::Nothing) => {
                     close_unpaid(svc, order, "never created: cancel found no trade").await?
                 }
                 None | Some(CancelAction::Other(_)) => return Ok(Next::At(svc.now() + 3_000)),
             }
             Ok(Next::Done)
         }
+        // The query just found it paid: ask again.
+        Outcome::Failure(f)
+            if f.sub_code() == "ACQ.TRADE_NOT_EXIST" && matches!(found, Found::Paid { .. }) =>
+        {
+            Ok(Next::At(svc.now() + 3_000))
+        }
         // Nothing to cancel: the code was never scanned, so no trade and no money exist.
         Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
             close_unpaid(svc, order, "never scanned").await?;
             Ok(Next::Done)
         }
-        Outcome::Failure(f) => anyhow::bail!("cancel refused: {f}"),
+        // A paid trade Alipay will not cancel (its 24 hours are over, it finished, …): the
+        // payment goes back by a refund instead. Asking again would never end.
+        Outcome::Failure(f) => match found {
+            Found::Paid { trade_no } => refund_instead(svc, order, trade_no, &f.to_string()).await,
+            _ => anyhow::bail!("cancel refused: {f}"),
+        },
         Outcome::Unknown(u) => anyhow::bail!("cancel result unknown: {u}"),
     }
 }
@@ -275,7 +302,39 @@ pub async fn refunded_in_full_in(
     Ok(())
 }
 
+/// Closes the order as unpaid. One whose payment was unknown is not closed once a payment
+/// of it was notified after its cancel went out (`Concurrent`: the next query decides).
 async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Result<()> {
+    let now = svc.now();
+    let mut tx = svc.db.begin().await?;
+    if order.state == OrderState::PaymentUnknown {
+        orders::close_cancelled_unpaid(&mut tx, order.id, now).await?;
+    } else {
+        orders::transition(
+            &mut *tx,
+            order.id,
+            order.state,
+            OrderEvent::ClosedUnpaid,
+            now,
+        )
+        .await?;
+    }
+    orders::release_reservations(&mut *tx, order.id).await?;
+    orders::add_event(&mut *tx, order.id, now, "system", "closed", why).await?;
+    tx.commit().await?;
+    stop_showing(svc, order).await;
+    Ok(())
+}
+
+/// A trade paid after its cancel went out, whose cancel Alipay then refused for good
+/// (`refusal`): the order closes with nothing served, its stock released, and the payment
+/// goes back by a refund of all of it under the order's fixed number.
+async fn refund_instead(
+    svc: &Services,
+    order: &Order,
+    trade_no: &str,
+    refusal: &str,
+) -> anyhow::Result<Next> {
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
     orders::transition(
@@ -287,10 +346,27 @@ async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Resul
     )
     .await?;
     orders::release_reservations(&mut *tx, order.id).await?;
-    orders::add_event(&mut *tx, order.id, now, "system", "closed", why).await?;
+    orders::add_event(
+        &mut *tx,
+        order.id,
+        now,
+        "alipay",
+        "cancel_refused",
+        &format!("trade {trade_no} paid, its cancel refused ({refusal}): refunded in full instead"),
+    )
+    .await?;
+    let refund = crate::pay::refund::refund_unserved_payment(
+        &mut tx,
+        now,
+        (order.id, &order.out_trade_no, trade_no),
+        order.total,
+        "after its cancel went out",
+    )
+    .await?;
     tx.commit().await?;
+    svc.run_soon(crate::pay::refund::job_key(refund.id));
     stop_showing(svc, order).await;
-    Ok(())
+    Ok(Next::Done)
 }
 
 /// Tells the machine to take the order's QR code off its screen. Best effort: a machine that

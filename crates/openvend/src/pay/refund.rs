@@ -204,16 +204,15 @@ async fn lock_order(tx: &mut crate::store::Conn, order_id: i64) -> Result<(), cr
     Ok(())
 }
 
-/// A payment Alipay reports for an order already closed unpaid (a code scanned after its
-/// close found no trade to close): nothing is served for it, so all of it goes back, once
-/// (its refund number is fixed).
-pub async fn refund_paid_after_close(
+/// A payment nothing will be served for, `when` said in words: one Alipay reports for an
+/// order already closed unpaid (a code scanned after its close found no trade to close), or
+/// one Alipay would not cancel. All of it goes back, once (its refund number is fixed).
+pub async fn refund_unserved_payment(
     tx: &mut crate::store::Conn,
     now: i64,
-    order_id: i64,
-    out_trade_no: &str,
-    trade_no: &str,
+    (order_id, out_trade_no, trade_no): (i64, &str, &str),
     total: Fen,
+    when: &str,
 ) -> Result<RefundRecord, RefundError> {
     let out_request_no = format!("{out_trade_no}L");
     lock_order(tx, order_id).await?;
@@ -221,10 +220,10 @@ pub async fn refund_paid_after_close(
         return Ok(existing);
     }
     // The money came in, once: on the audit trail with the refund that returns it.
-    let detail = format!("trade {trade_no}, after the order closed: refunded in full");
+    let detail = format!("trade {trade_no}, {when}: refunded in full");
     crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;
-    let reason = "paid after the order closed";
-    insert_requested(tx, now, order_id, &out_request_no, total, reason, "system").await
+    let reason = format!("paid {when}");
+    insert_requested(tx, now, order_id, &out_request_no, total, &reason, "system").await
 }
 
 /// The refund already requested under `out_request_no`; an error when it was for another

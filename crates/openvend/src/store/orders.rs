@@ -682,6 +682,51 @@ pub async fn mark_cancel_sent(db: &Db, order_id: i64, now: i64) -> Result<bool, 
     Ok(changed == 1)
 }
 
+/// Records the trade number of a payment notified for order `order_id` after its cancel went
+/// out (it stays `payment_unknown`: that cancel refunds the payment). Such an order is never
+/// closed as unpaid ([`close_cancelled_unpaid`]). Fails as `Concurrent` when the order has
+/// moved on; on PostgreSQL, with the commit.
+pub async fn record_paid_after_cancel(
+    tx: &mut crate::store::Conn,
+    order_id: i64,
+    trade_no: &str,
+    now: i64,
+) -> Result<(), OrderError> {
+    crate::store::query(
+        "UPDATE orders SET trade_no = COALESCE(trade_no, $1), updated_at = $2 \
+         WHERE id = $3 AND state = $4 AND cancel_sent_at IS NOT NULL",
+    )
+    .bind(trade_no)
+    .bind(now)
+    .bind(order_id)
+    .bind(OrderState::PaymentUnknown.as_str())
+    .expect_rows(&mut *tx, 1)
+    .await
+    .map_err(|e| concurrent_or_store(e, order_id))
+}
+
+/// Closes an order whose payment was unknown as unpaid, unless a payment of it was notified
+/// ([`record_paid_after_cancel`] kept its trade number): then `Concurrent`, and the next
+/// query decides. On PostgreSQL the check goes with the commit.
+pub async fn close_cancelled_unpaid(
+    tx: &mut crate::store::Conn,
+    order_id: i64,
+    now: i64,
+) -> Result<(), OrderError> {
+    let to = OrderState::PaymentUnknown.apply(OrderEvent::ClosedUnpaid)?;
+    crate::store::query(
+        "UPDATE orders SET state = $1, updated_at = $2 \
+         WHERE id = $3 AND state = $4 AND (cancel_sent_at IS NULL OR trade_no IS NULL)",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(order_id)
+    .bind(OrderState::PaymentUnknown.as_str())
+    .expect_rows(&mut *tx, 1)
+    .await
+    .map_err(|e| concurrent_or_store(e, order_id))
+}
+
 /// A machine accepted the dispense command `command_id` of order `out_trade_no`: a paid
 /// order moves to dispensing, and the timeline records it — in the caller's transaction (the
 /// one that records the acknowledgement in the command ledger). An order that has moved on

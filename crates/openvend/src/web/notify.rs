@@ -136,8 +136,10 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
             if order.state == OrderState::PaymentUnknown && order.cancel_sent_at.is_some() {
                 // The resolver's cancel is out, and it refunds this payment: nothing is
-                // served. The resolver, due now, finds the trade refunded (or sends the
-                // cancel again) and ends the order refunded.
+                // served. The trade number kept means the order is never closed as unpaid;
+                // the resolver, due now, finds the trade refunded (or sends the cancel again,
+                // or refunds it if Alipay will not cancel it).
+                orders::record_paid_after_cancel(&mut tx, order.id, &n.trade_no, now).await?;
                 orders::add_event(
                     &mut *tx,
                     order.id,
@@ -197,13 +199,12 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     ),
                 )
                 .await?;
-                let refund = crate::pay::refund::refund_paid_after_close(
+                let refund = crate::pay::refund::refund_unserved_payment(
                     &mut tx,
                     now,
-                    order.id,
-                    &order.out_trade_no,
-                    &n.trade_no,
+                    (order.id, &order.out_trade_no, &n.trade_no),
                     order.total,
+                    "after the order closed",
                 )
                 .await
                 .map_err(|e| NotifyFailure::Internal(e.to_string()))?;
@@ -228,6 +229,12 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     "notified TRADE_CLOSED after a payment: refunded in full",
                 )
                 .await?;
+            } else if order.state == OrderState::PaymentUnknown && order.cancel_sent_at.is_some() {
+                // The resolver's cancel may have refunded a payment this notice does not
+                // mention: its query (which tells a payment date) decides, now.
+                let key = orders::resolve_key(order.id);
+                crate::store::jobs::run_now(&mut *tx, &key, now).await?;
+                wake_job = Some(key);
             } else if matches!(
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown

@@ -1096,6 +1096,192 @@ async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
 
+/// The resolver's cancel of a trade whose create answer was lost is answered "try again"; the
+/// buyer pays meanwhile; Alipay then refuses every cancel of the paid trade (its 24 hours
+/// over, say). The payment is not served and not lost: the order closes, and all of it is
+/// refunded once under the order's fixed refund number.
+#[tokio::test]
+async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
+    let r = start().await;
+    let buyer = new_buyer(&r, "refused cancel");
+    let mut b = Browser::new();
+    sign_up(&r, &mut b, &buyer, "13500135000").await;
+    // Newest rule first: the first cancel is answered "retry", every later one refused.
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_CANCEL_TIME_OUT" } }),
+    )
+    .await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
+    )
+    .await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    order(&r, &mut b, &[("A1", 1)]).await;
+    let id = count(&r, "SELECT MAX(id) FROM orders").await;
+    let o = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The first cancel went out (its answer rule taken); the next comes in 3 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancel was never sent: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/control/trades/pay", r.sandbox_url))
+        .json(&json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    // Refunded at Alipay by a refund, the order closed with all of it back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        let now = orders::by_id(&r.app_services.db, id)
+            .await
+            .unwrap()
+            .unwrap();
+        if now.refunded.0 == now.total.0 {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not refunded: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(closed.state, OrderState::Closed);
+    let trade = sandbox_trade(&r, &o.out_trade_no);
+    assert_eq!(trade.refunded_fen, trade.total_fen);
+    assert_eq!(
+        crate::sale::strings(
+            &r,
+            openvend::store::query("SELECT out_request_no FROM refunds WHERE order_id = $1")
+                .bind(id)
+        )
+        .await,
+        [format!("{}L", o.out_trade_no)]
+    );
+    assert_eq!(reserved(&r, "A1").await, 0);
+    let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
+    assert!(
+        timeline.iter().any(|e| e.2 == "cancel_refused"),
+        "{timeline:?}"
+    );
+    assert_eq!(
+        count(
+            &r,
+            &format!(
+                "SELECT COUNT(*) FROM device_commands WHERE order_id = '{}'",
+                o.out_trade_no
+            )
+        )
+        .await,
+        0,
+        "nothing is dispensed for a payment that goes back"
+    );
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
+/// A `TRADE_CLOSED` notification naming no payment, for an order whose cancel is out: that
+/// cancel may have refunded a payment the notice does not mention, so the notice closes
+/// nothing itself. The resolver's query, due at once, decides: here the trade still waits,
+/// the cancel is sent again, and Alipay's side is closed with the order.
+#[tokio::test]
+async fn a_closed_notice_for_an_order_being_cancelled_is_left_to_the_resolver() {
+    let r = start().await;
+    let buyer = new_buyer(&r, "closed notice");
+    let mut b = Browser::new();
+    sign_up(&r, &mut b, &buyer, "13600136000").await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
+    )
+    .await;
+    crate::sale::control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    order(&r, &mut b, &[("A1", 1)]).await;
+    let id = count(&r, "SELECT MAX(id) FROM orders").await;
+    let o = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancel was never sent: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let trade = sandbox_trade(&r, &o.out_trade_no);
+    let yuan = format!("{}.{:02}", o.total.0 / 100, o.total.0 % 100);
+    let seller = crate::sale::seller_pid(&r).await;
+    let closed = crate::sale::notice(
+        "n-closed-while-cancelling",
+        (&trade.trade_no, &o.out_trade_no),
+        "TRADE_CLOSED",
+        &yuan,
+        &seller,
+        openvend::app::SANDBOX_APP_ID,
+    );
+    let resp =
+        crate::sale::post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &closed))
+            .await;
+    assert_eq!(resp, (200, "success".to_owned()));
+    wait_for_state(&r, &o.out_trade_no, OrderState::Closed).await;
+    assert_eq!(
+        sandbox_trade(&r, &o.out_trade_no).state,
+        alipay_sandbox::model::TradeState::TradeClosed,
+        "closed by the cancel the resolver sent again"
+    );
+    let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.2 == "closed" && e.3 == "cancelled after the buyer's time ran out"),
+        "{timeline:?}"
+    );
+    assert_eq!(reserved(&r, "A1").await, 0);
+}
+
 #[tokio::test]
 async fn the_operator_api_gives_each_machine_its_h5_url() {
     let r = start().await;

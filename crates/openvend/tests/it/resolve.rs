@@ -359,6 +359,83 @@ async fn a_cancel_answered_without_an_action_for_a_trade_never_created_closes_th
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
 
+/// A precreate whose answer was lost, its code never scanned: the query finds no trade, and
+/// the cancel's answer (no `action`, "not found") takes 3 s. The trade is paid meanwhile. The
+/// notification of that payment is not served, and it keeps the order from being closed as
+/// unpaid on the cancel's answer: the next query finds it paid, the cancel sent again refunds
+/// it, and the order ends refunded.
+#[tokio::test]
+async fn a_payment_notified_while_a_not_found_cancel_is_answered_is_refunded_not_lost() {
+    let r = start().await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" }, "ms": 3000 }, "count": 1 }),
+    )
+    .await;
+    control(
+        &r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap_err();
+    let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
+        panic!("expected an unknown result, got {err}")
+    };
+    // The cancel is on its way (its rule taken): the trade is paid now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancel was never sent: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    control(
+        &r,
+        "/control/trades/pay",
+        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": out_trade_no, "buyer_id": buyer }),
+    )
+    .await;
+    let order = wait_for_state(&r, &out_trade_no, OrderState::Refunded).await;
+    assert_eq!(order.refunded.0, order.total.0);
+    let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.2.as_str()).collect();
+    assert!(
+        kinds.contains(&"paid_after_cancel") && !kinds.contains(&"closed"),
+        "{timeline:?}"
+    );
+    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        trades["trades"][0]["refunded_fen"],
+        trades["trades"][0]["total_fen"]
+    );
+    crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
+}
+
 /// A QR sale of one A2, paid by a sandbox buyer, every notification of it dropped.
 async fn paid_with_its_notification_lost(
     r: &crate::sale::Running,

@@ -324,7 +324,7 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
 
 /// A trade notification's parameters as Alipay sends them, before signing. `trade` is
 /// (trade_no, out_trade_no).
-fn notice(
+pub fn notice(
     notify_id: &str,
     (trade_no, out_trade_no): (&str, &str),
     status: &str,
@@ -352,7 +352,7 @@ fn notice(
 }
 
 /// The operator's receiving PID, which every genuine notification names as `seller_id`.
-async fn seller_pid(r: &Running) -> String {
+pub async fn seller_pid(r: &Running) -> String {
     openvend::store::query("SELECT seller_pid FROM operators")
         .fetch_one(&r.app_services.db.pool)
         .await
@@ -361,7 +361,7 @@ async fn seller_pid(r: &Running) -> String {
         .unwrap()
 }
 
-async fn post_notify(r: &Running, body: String) -> (u16, String) {
+pub async fn post_notify(r: &Running, body: String) -> (u16, String) {
     let resp = reqwest::Client::new()
         .post(format!("{}/alipay/notify", r.http_url))
         .header("content-type", "application/x-www-form-urlencoded")
