@@ -68,10 +68,10 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
     for o in &orders {
         let id: i64 = o.try_get("id")?;
         let state: String = o.try_get("state")?;
-        let label = OrderState::parse(&state)
-            .map(|st| state_label(lang, st))
-            .unwrap_or("");
         let refunded: i64 = o.try_get("refunded_fen")?;
+        let label = OrderState::parse(&state)
+            .map(|st| state_label(lang, st, refunded))
+            .unwrap_or("");
         let mut extra = String::new();
         for r in refunds
             .iter()

@@ -556,9 +556,13 @@ async fn owned_order(
     }))
 }
 
-/// The words for an order state.
-pub fn state_label(lang: Lang, state: OrderState) -> &'static str {
+/// The words for an order in `state` of which `refunded_fen` went back to the buyer.
+pub fn state_label(lang: Lang, state: OrderState, refunded_fen: i64) -> &'static str {
     match state {
+        // Paid when it could no longer be served (after its close, or its cancel).
+        OrderState::Closed if refunded_fen > 0 => {
+            lang.t("已关闭，款项已退回", "Closed; the payment was refunded")
+        }
         OrderState::AwaitingPayment => lang.t("待支付", "Waiting for payment"),
         OrderState::PaymentUnknown => lang.t("正在确认支付结果", "Confirming the payment"),
         OrderState::Paid => lang.t("已支付，正在出货", "Paid; the machine is dispensing"),
@@ -575,7 +579,7 @@ fn status_json(lang: Lang, o: &BuyerOrder) -> serde_json::Value {
     json!({
         "id": o.order.id,
         "state": state.as_str(),
-        "label": state_label(lang, state),
+        "label": state_label(lang, state, o.order.refunded.0),
         "final": state.is_terminal(),
         "paid": state.is_paid(),
         "can_pay": state == OrderState::AwaitingPayment && o.order.trade_no.is_some() && !state.is_paid(),
@@ -654,7 +658,7 @@ pub async fn show_order(
         total_label = esc(lang.t("合计", "Total")),
         total = esc(&yuan(o.order.total.0)),
         state = esc(o.order.state.as_str()),
-        label = esc(state_label(lang, o.order.state)),
+        label = esc(state_label(lang, o.order.state, o.order.refunded.0)),
         pay = esc(lang.t("使用支付宝支付", "Pay with Alipay")),
         back = esc(lang.t("继续购买", "Buy more")),
         orders = esc(lang.t("我的订单", "My orders")),

@@ -63,6 +63,11 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
             TradeStatus::TradeSuccess | TradeStatus::TradeFinished
                 if order.cancel_sent_at.is_some() =>
             {
+                // Kept first, as a notification of it would: the order is then never
+                // closed as unpaid, whatever the cancel answers.
+                if order.trade_no.is_none() && !keep_paid_trade(svc, &order, &q.trade_no).await? {
+                    return Ok(Next::At(now));
+                }
                 let paid = Found::Paid {
                     trade_no: &q.trade_no,
                 };
@@ -73,9 +78,13 @@ pub async fn resolve(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
                 Ok(Next::Done)
             }
             // Closed after a payment: refunded in full, by a cancel whose answer or commit
-            // was lost, or by hand. The money went back, and the order says so.
+            // was lost, or by hand. The money went back, and the order says so. A payment
+            // seen after the cancel went out (its trade number kept) counts, whatever the
+            // query's answer shows of it.
             TradeStatus::TradeClosed
-                if q.send_pay_date.is_some() || q.buyer_pay_amount.is_some_and(|a| a.fen() > 0) =>
+                if q.send_pay_date.is_some()
+                    || q.buyer_pay_amount.is_some_and(|a| a.fen() > 0)
+                    || (order.cancel_sent_at.is_some() && order.trade_no.is_some()) =>
             {
                 cancelled_with_refund(
                     svc,
@@ -123,6 +132,29 @@ async fn give_up_unanswered(svc: &Services, order_id: i64, now: i64) -> anyhow::
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Refusals of a cancel that no repeat changes (Alipay's cancel errors).
+const CANCEL_NEVER: [&str; 3] = [
+    "ACQ.TRADE_CANCEL_TIME_OUT",
+    "ACQ.CANCEL_NOT_ALLOWED",
+    "ACQ.TRADE_HAS_FINISHED",
+];
+
+/// Keeps on the order the number of a trade the query found paid after its cancel went out
+/// (as [`orders::record_paid_after_cancel`]); false when the order moved on meanwhile.
+async fn keep_paid_trade(svc: &Services, order: &Order, trade_no: &str) -> anyhow::Result<bool> {
+    let mut tx = svc.db.begin().await?;
+    match orders::record_paid_after_cancel(&mut tx, order.id, trade_no, svc.now()).await {
+        Ok(()) => {}
+        Err(OrderError::Concurrent(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_rows_not_as_expected() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the query just before a cancel found of the trade.
@@ -221,23 +253,25 @@ async fn cancel(svc: &Services, order: &Order, found: Found<'_>) -> anyhow::Resu
             }
             Ok(Next::Done)
         }
-        // The query just found it paid: ask again.
+        // The query just found it paid: ask again, backing off.
         Outcome::Failure(f)
             if f.sub_code() == "ACQ.TRADE_NOT_EXIST" && matches!(found, Found::Paid { .. }) =>
         {
-            Ok(Next::At(svc.now() + 3_000))
+            anyhow::bail!("cancel found no trade the query found paid: {f}")
         }
         // Nothing to cancel: the code was never scanned, so no trade and no money exist.
         Outcome::Failure(f) if f.sub_code() == "ACQ.TRADE_NOT_EXIST" => {
             close_unpaid(svc, order, "never scanned").await?;
             Ok(Next::Done)
         }
-        // A paid trade Alipay will not cancel (its 24 hours are over, it finished, …): the
-        // payment goes back by a refund instead. Asking again would never end.
-        Outcome::Failure(f) => match found {
+        // A paid trade Alipay will never cancel (its 24 hours are over, cancelling is not
+        // allowed for it, it finished): the payment goes back by a refund instead, as
+        // Alipay's answer says. Asking again would never end. Any other refusal may pass.
+        Outcome::Failure(f) if CANCEL_NEVER.contains(&f.sub_code()) => match found {
             Found::Paid { trade_no } => refund_instead(svc, order, trade_no, &f.to_string()).await,
             _ => anyhow::bail!("cancel refused: {f}"),
         },
+        Outcome::Failure(f) => anyhow::bail!("cancel refused: {f}"),
         Outcome::Unknown(u) => anyhow::bail!("cancel result unknown: {u}"),
     }
 }

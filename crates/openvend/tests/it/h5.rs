@@ -1174,6 +1174,10 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(closed.state, OrderState::Closed);
+    // The buyer's page says where the money went.
+    let shown = status(&r, &mut b, id).await;
+    assert_eq!(shown["label"], "已关闭，款项已退回", "{shown}");
+    assert_eq!(shown["refunded_fen"], closed.total.0);
     let trade = sandbox_trade(&r, &o.out_trade_no);
     assert_eq!(trade.refunded_fen, trade.total_fen);
     assert_eq!(
