@@ -343,17 +343,10 @@ async fn close_unpaid(svc: &Services, order: &Order, why: &str) -> anyhow::Resul
     let mut tx = svc.db.begin().await?;
     if order.state == OrderState::PaymentUnknown {
         orders::close_cancelled_unpaid(&mut tx, order.id, now).await?;
+        orders::release_reservations(&mut *tx, order.id).await?;
     } else {
-        orders::transition(
-            &mut *tx,
-            order.id,
-            order.state,
-            OrderEvent::ClosedUnpaid,
-            now,
-        )
-        .await?;
+        orders::close_unpaid_in(&mut tx, order.id, order.state, now).await?;
     }
-    orders::release_reservations(&mut *tx, order.id).await?;
     orders::add_event(&mut *tx, order.id, now, "system", "closed", why).await?;
     tx.commit().await?;
     stop_showing(svc, order).await;
@@ -371,15 +364,7 @@ async fn refund_instead(
 ) -> anyhow::Result<Next> {
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
-    orders::transition(
-        &mut *tx,
-        order.id,
-        order.state,
-        OrderEvent::ClosedUnpaid,
-        now,
-    )
-    .await?;
-    orders::release_reservations(&mut *tx, order.id).await?;
+    orders::close_unpaid_in(&mut tx, order.id, order.state, now).await?;
     orders::add_event(
         &mut *tx,
         order.id,

@@ -484,15 +484,7 @@ pub async fn refused(
 ) -> SaleError {
     let record = async {
         let mut tx = svc.db.begin().await?;
-        orders::transition(
-            &mut *tx,
-            order_id,
-            OrderState::AwaitingPayment,
-            OrderEvent::ClosedUnpaid,
-            now,
-        )
-        .await?;
-        orders::release_reservations(&mut *tx, order_id).await?;
+        orders::close_unpaid_in(&mut tx, order_id, OrderState::AwaitingPayment, now).await?;
         orders::add_event(
             &mut *tx,
             order_id,

@@ -439,6 +439,18 @@ where
     Ok(to)
 }
 
+/// Closes an order as unpaid from `from` and releases the stock it held, in the caller's
+/// transaction.
+pub async fn close_unpaid_in(
+    tx: &mut crate::store::Conn,
+    id: i64,
+    from: OrderState,
+    now: i64,
+) -> Result<(), OrderError> {
+    transition(&mut *tx, id, from, OrderEvent::ClosedUnpaid, now).await?;
+    release_reservations(&mut *tx, id).await
+}
+
 /// A guarded transition's error: the order moved on, or the store failed.
 fn concurrent_or_store(e: crate::store::Error, order_id: i64) -> OrderError {
     if e.is_rows_not_as_expected() {

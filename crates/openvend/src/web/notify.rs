@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::domain::order::{OrderEvent, OrderState};
+use crate::domain::order::OrderState;
 use crate::services::Services;
 use crate::store::orders::{self, OrderError};
 
@@ -239,15 +239,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
             ) {
-                orders::transition(
-                    &mut *tx,
-                    order.id,
-                    order.state,
-                    OrderEvent::ClosedUnpaid,
-                    now,
-                )
-                .await?;
-                orders::release_reservations(&mut *tx, order.id).await?;
+                orders::close_unpaid_in(&mut tx, order.id, order.state, now).await?;
             }
         }
         TradeStatus::WaitBuyerPay => {}

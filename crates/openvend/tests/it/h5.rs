@@ -915,6 +915,44 @@ async fn a_cancelled_trade_pay_closes_the_order_through_the_resolver() {
     assert_eq!(resp.status, 422);
 }
 
+/// How many commands were recorded for the machine about order `out_trade_no`.
+async fn commands_for(r: &Running, out_trade_no: &str) -> i64 {
+    count(
+        r,
+        &format!("SELECT COUNT(*) FROM device_commands WHERE order_id = '{out_trade_no}'"),
+    )
+    .await
+}
+
+/// A buyer (`nick`, `phone`) signed up and ordering one A1 on the H5 page, whose
+/// `alipay.trade.create` Alipay carries out but answers "unknown"; `cancel_faults`, the
+/// rules for what follows, are set first (the sandbox matches its newest rule first).
+async fn order_with_lost_create(
+    r: &Running,
+    (nick, phone): (&str, &str),
+    cancel_faults: &[Value],
+) -> (Browser, String, orders::Order) {
+    let buyer = new_buyer(r, nick);
+    let mut b = Browser::new();
+    sign_up(r, &mut b, &buyer, phone).await;
+    for rule in cancel_faults {
+        crate::sale::control(r, "/control/faults", rule.clone()).await;
+    }
+    crate::sale::control(
+        r,
+        "/control/faults",
+        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
+    )
+    .await;
+    order(r, &mut b, &[("A1", 1)]).await;
+    let id = count(r, "SELECT MAX(id) FROM orders").await;
+    let o = orders::by_id(&r.app_services.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    (b, buyer, o)
+}
+
 /// A trade whose create answer was lost exists and waits for the buyer; the resolver's cancel
 /// is answered without an `action` ("the call failed", in Alipay's words). Nothing is taken
 /// as closed on that answer: the order waits, the next query finds the trade still open, and
@@ -922,46 +960,18 @@ async fn a_cancelled_trade_pay_closes_the_order_through_the_resolver() {
 #[tokio::test]
 async fn a_cancel_answered_without_an_action_is_settled_by_the_next_query() {
     let r = start().await;
-    let buyer = new_buyer(&r, "no action");
-    let mut b = Browser::new();
-    sign_up(&r, &mut b, &buyer, "13200132000").await;
-    crate::sale::control(
+    let (_, _, o) = order_with_lost_create(
         &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
+        ("no action", "13200132000"),
+        &[
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
+        ],
     )
     .await;
-    crate::sale::control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
-    )
-    .await;
-    order(&r, &mut b, &[("A1", 1)]).await;
-    let id = count(&r, "SELECT MAX(id) FROM orders").await;
-    let o = orders::by_id(&r.app_services.db, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let id = o.id;
     // The resolver finds the trade waiting, with nobody holding its number, and cancels:
     // both rules are used up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if rules["gateway"] == json!([]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancel was never sent: {rules}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::sale::wait_for_gateway_rules(&r, 0).await;
     // The answer named no action: the order is not closed on it, the trade still open.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = orders::by_id(&r.app_services.db, id)
@@ -1000,52 +1010,23 @@ async fn a_cancel_answered_without_an_action_is_settled_by_the_next_query() {
 #[tokio::test]
 async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel() {
     let r = start().await;
-    let buyer = new_buyer(&r, "last moment");
-    let mut b = Browser::new();
-    sign_up(&r, &mut b, &buyer, "13400134000").await;
-    crate::sale::control(
+    let (_, buyer, o) = order_with_lost_create(
         &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "latency", "ms": 5000 }, "count": 1 }),
+        ("last moment", "13400134000"),
+        &[
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "latency", "ms": 5000 }, "count": 1 }),
+        ],
     )
     .await;
-    crate::sale::control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
-    )
-    .await;
-    order(&r, &mut b, &[("A1", 1)]).await;
-    let id = count(&r, "SELECT MAX(id) FROM orders").await;
-    let o = orders::by_id(&r.app_services.db, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let id = o.id;
     // The cancel has been sent (its rule taken) and is held: the buyer pays meanwhile.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if rules["gateway"] == json!([]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancel was never sent: {rules}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let resp = reqwest::Client::new()
-        .post(format!("{}/control/trades/pay", r.sandbox_url))
-        .json(&json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    crate::sale::wait_for_gateway_rules(&r, 0).await;
+    crate::sale::control(
+        &r,
+        "/control/trades/pay",
+        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }),
+    )
+    .await;
     // Its notification arrives while the cancel is held, and is not served.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     loop {
@@ -1082,14 +1063,7 @@ async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel
     let acts = crate::sale::audit_acts(&r, &format!("order:{id}")).await;
     assert_eq!(acts, ["cancelled_with_refund"]);
     assert_eq!(
-        count(
-            &r,
-            &format!(
-                "SELECT COUNT(*) FROM device_commands WHERE order_id = '{}'",
-                o.out_trade_no
-            )
-        )
-        .await,
+        commands_for(&r, &o.out_trade_no).await,
         0,
         "nothing is dispensed for a payment the cancel refunds"
     );
@@ -1103,59 +1077,25 @@ async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel
 #[tokio::test]
 async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
     let r = start().await;
-    let buyer = new_buyer(&r, "refused cancel");
-    let mut b = Browser::new();
-    sign_up(&r, &mut b, &buyer, "13500135000").await;
     // Newest rule first: the first cancel is answered "retry", every later one refused.
-    crate::sale::control(
+    let (mut b, buyer, o) = order_with_lost_create(
         &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_CANCEL_TIME_OUT" } }),
+        ("refused cancel", "13500135000"),
+        &[
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "refuse", "sub_code": "ACQ.TRADE_CANCEL_TIME_OUT" } }),
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
+        ],
     )
     .await;
-    crate::sale::control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
-    )
-    .await;
-    crate::sale::control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
-    )
-    .await;
-    order(&r, &mut b, &[("A1", 1)]).await;
-    let id = count(&r, "SELECT MAX(id) FROM orders").await;
-    let o = orders::by_id(&r.app_services.db, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let id = o.id;
     // The first cancel went out (its answer rule taken); the next comes in 3 s.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if rules["gateway"].as_array().map(Vec::len) == Some(1) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancel was never sent: {rules}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let resp = reqwest::Client::new()
-        .post(format!("{}/control/trades/pay", r.sandbox_url))
-        .json(&json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    crate::sale::wait_for_gateway_rules(&r, 1).await;
+    crate::sale::control(
+        &r,
+        "/control/trades/pay",
+        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }),
+    )
+    .await;
 
     // Refunded at Alipay by a refund, the order closed with all of it back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -1196,14 +1136,7 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
         "{timeline:?}"
     );
     assert_eq!(
-        count(
-            &r,
-            &format!(
-                "SELECT COUNT(*) FROM device_commands WHERE order_id = '{}'",
-                o.out_trade_no
-            )
-        )
-        .await,
+        commands_for(&r, &o.out_trade_no).await,
         0,
         "nothing is dispensed for a payment that goes back"
     );
@@ -1217,44 +1150,16 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
 #[tokio::test]
 async fn a_closed_notice_for_an_order_being_cancelled_is_left_to_the_resolver() {
     let r = start().await;
-    let buyer = new_buyer(&r, "closed notice");
-    let mut b = Browser::new();
-    sign_up(&r, &mut b, &buyer, "13600136000").await;
-    crate::sale::control(
+    let (_, _, o) = order_with_lost_create(
         &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
+        ("closed notice", "13600136000"),
+        &[
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "Y" } }, "count": 1 }),
+        ],
     )
     .await;
-    crate::sale::control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.create", "fault": { "kind": "unknown_after" }, "count": 1 }),
-    )
-    .await;
-    order(&r, &mut b, &[("A1", 1)]).await;
-    let id = count(&r, "SELECT MAX(id) FROM orders").await;
-    let o = orders::by_id(&r.app_services.db, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if rules["gateway"] == json!([]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancel was never sent: {rules}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = o.id;
+    crate::sale::wait_for_gateway_rules(&r, 0).await;
     let trade = sandbox_trade(&r, &o.out_trade_no);
     let yuan = format!("{}.{:02}", o.total.0 / 100, o.total.0 % 100);
     let seller = crate::sale::seller_pid(&r).await;

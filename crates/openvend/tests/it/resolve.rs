@@ -259,14 +259,14 @@ async fn manual_refunds_asked_at_once_never_add_up_to_more_than_was_paid() {
     assert_eq!(asked, 300);
 }
 
-#[tokio::test]
-async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
-    let r = start().await;
-    // Alipay creates the trade but answers "unknown" (F: gateway 20000 after performing).
+/// A QR sale of one A1 whose `alipay.trade.precreate` meets the gateway fault `kind`
+/// (`unknown_after`: carried out, its answer "unknown"; `unknown_before`: not carried out):
+/// its order number.
+async fn sale_with_lost_precreate(r: &crate::sale::Running, kind: &str) -> String {
     control(
-        &r,
+        r,
         "/control/faults",
-        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_after" }, "count": 1 }),
+        json!({ "method": "alipay.trade.precreate", "fault": { "kind": kind }, "count": 1 }),
     )
     .await;
     let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
@@ -275,6 +275,14 @@ async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
     let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
         panic!("expected an unknown result, got {err}")
     };
+    out_trade_no
+}
+
+#[tokio::test]
+async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
+    let r = start().await;
+    // Alipay creates the trade but answers "unknown" (F: gateway 20000 after performing).
+    let out_trade_no = sale_with_lost_precreate(&r, "unknown_after").await;
     // No QR code reached the machine, so nobody can pay: the resolver asks, then cancels.
     let order = wait_for_state(&r, &out_trade_no, OrderState::Closed).await;
     let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
@@ -316,18 +324,7 @@ async fn a_cancel_answered_without_an_action_for_a_trade_never_created_closes_th
         json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" } }, "count": 1 }),
     )
     .await;
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_before" }, "count": 1 }),
-    )
-    .await;
-    let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
-        .await
-        .unwrap_err();
-    let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
-        panic!("expected an unknown result, got {err}")
-    };
+    let out_trade_no = sale_with_lost_precreate(&r, "unknown_before").await;
     let order = wait_for_state(&r, &out_trade_no, OrderState::Closed).await;
     let timeline = openvend::store::orders::timeline(&r.app_services.db, order.id)
         .await
@@ -338,17 +335,8 @@ async fn a_cancel_answered_without_an_action_for_a_trade_never_created_closes_th
             .any(|e| e.2 == "closed" && e.3 == "never created: cancel found no trade"),
         "{timeline:?}"
     );
-    let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        rules["gateway"],
-        json!([]),
-        "the cancel met its answer: {rules}"
-    );
+    // The cancel met its answer.
+    crate::sale::wait_for_gateway_rules(&r, 0).await;
     let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
         .await
         .unwrap()
@@ -373,36 +361,9 @@ async fn a_payment_notified_while_a_not_found_cancel_is_answered_is_refunded_not
         json!({ "method": "alipay.trade.cancel", "fault": { "kind": "answer", "fields": { "retry_flag": "N" }, "ms": 3000 }, "count": 1 }),
     )
     .await;
-    control(
-        &r,
-        "/control/faults",
-        json!({ "method": "alipay.trade.precreate", "fault": { "kind": "unknown_after" }, "count": 1 }),
-    )
-    .await;
-    let err = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
-        .await
-        .unwrap_err();
-    let openvend::pay::sale::SaleError::PaymentUnknown(out_trade_no) = err else {
-        panic!("expected an unknown result, got {err}")
-    };
+    let out_trade_no = sale_with_lost_precreate(&r, "unknown_after").await;
     // The cancel is on its way (its rule taken): the trade is paid now.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if rules["gateway"] == json!([]) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancel was never sent: {rules}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::sale::wait_for_gateway_rules(&r, 0).await;
     let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
         .as_str()
         .unwrap()

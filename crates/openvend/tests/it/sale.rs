@@ -240,6 +240,28 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
     }
 }
 
+/// Waits until the sandbox holds `left` gateway fault rules: the others were taken by the
+/// calls they were counted for.
+pub async fn wait_for_gateway_rules(r: &Running, left: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rules: Value = reqwest::get(format!("{}/control/faults", r.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rules["gateway"].as_array().map(Vec::len) == Some(left) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the calls the fault rules wait for were never made: {rules}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn control(r: &Running, path: &str, body: Value) -> Value {
     reqwest::Client::new()
         .post(format!("{}{path}", r.sandbox_url))
