@@ -1,4 +1,5 @@
 -- When the resolver first sent `alipay.trade.cancel` for an order whose payment was unknown.
--- From then on the trade ends closed or refunded by that cancel, never sold: a payment
--- notified or queried afterwards is not served, as the cancel gives the money back.
+-- From then on the trade is never sold: it ends closed, or its payment goes back (by that
+-- cancel, or by a refund when Alipay will not cancel it), and a payment notified or queried
+-- afterwards is not served.
 ALTER TABLE orders ADD COLUMN cancel_sent_at BIGINT;

@@ -69,14 +69,13 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
         let id: i64 = o.try_get("id")?;
         let state: String = o.try_get("state")?;
         let refunded: i64 = o.try_get("refunded_fen")?;
-        let label = OrderState::parse(&state)
-            .map(|st| state_label(lang, st, refunded))
-            .unwrap_or("");
         let mut extra = String::new();
+        let mut money_back = refunded > 0;
         for r in refunds
             .iter()
             .filter(|r| r.try_get::<i64, _>("order_id").ok() == Some(id))
         {
+            money_back = true;
             let rstate: String = r.try_get("state")?;
             let rlabel = match rstate.as_str() {
                 "succeeded" => lang.t("已退款", "refunded"),
@@ -98,6 +97,9 @@ pub async fn show_account(State(h5): State<Arc<H5>>, headers: HeaderMap) -> Page
                 esc(&yuan(refunded))
             );
         }
+        let label = OrderState::parse(&state)
+            .map(|st| state_label(lang, st, money_back))
+            .unwrap_or("");
         list.push_str(&format!(
             "<a class=\"row order\" href=\"/m/o/{id}\" data-state=\"{}\"><div><div>#{id} · {}</div><div class=\"muted\">{}</div>{extra}</div>\
 <div><div class=\"price\">{}</div><div class=\"muted\">{}</div></div></a>",

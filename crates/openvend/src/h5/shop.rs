@@ -506,6 +506,8 @@ struct BuyerOrder {
     machine: String,
     lines: Vec<(String, i64, i64)>,
     dispense_queued: bool,
+    /// A payment of it goes (or went) back: refunded, or a refund recorded.
+    money_back: bool,
 }
 
 /// The order, only for the account that placed it.
@@ -548,21 +550,33 @@ async fn owned_order(
         .fetch_optional(&h5.svc.db.pool)
         .await?
         .is_some();
+    // A closed order was paid only if its payment goes back (paid after its close or its
+    // cancel): asked only then.
+    let money_back = order.refunded.0 > 0
+        || (order.state == OrderState::Closed
+            && crate::store::query("SELECT 1 FROM refunds WHERE order_id = $1")
+                .bind(id)
+                .fetch_optional(&h5.svc.db.pool)
+                .await?
+                .is_some());
     Ok(Some(BuyerOrder {
         order,
         machine,
         lines,
         dispense_queued,
+        money_back,
     }))
 }
 
-/// The words for an order in `state` of which `refunded_fen` went back to the buyer.
-pub fn state_label(lang: Lang, state: OrderState, refunded_fen: i64) -> &'static str {
+/// The words for an order in `state`; `money_back` when a payment of it goes (or went)
+/// back to the buyer.
+pub fn state_label(lang: Lang, state: OrderState, money_back: bool) -> &'static str {
     match state {
         // Paid when it could no longer be served (after its close, or its cancel).
-        OrderState::Closed if refunded_fen > 0 => {
-            lang.t("已关闭，款项已退回", "Closed; the payment was refunded")
-        }
+        OrderState::Closed if money_back => lang.t(
+            "已关闭，款项原路退回",
+            "Closed; your payment goes back to you",
+        ),
         OrderState::AwaitingPayment => lang.t("待支付", "Waiting for payment"),
         OrderState::PaymentUnknown => lang.t("正在确认支付结果", "Confirming the payment"),
         OrderState::Paid => lang.t("已支付，正在出货", "Paid; the machine is dispensing"),
@@ -579,7 +593,7 @@ fn status_json(lang: Lang, o: &BuyerOrder) -> serde_json::Value {
     json!({
         "id": o.order.id,
         "state": state.as_str(),
-        "label": state_label(lang, state, o.order.refunded.0),
+        "label": state_label(lang, state, o.money_back),
         "final": state.is_terminal(),
         "paid": state.is_paid(),
         "can_pay": state == OrderState::AwaitingPayment && o.order.trade_no.is_some() && !state.is_paid(),
@@ -658,7 +672,7 @@ pub async fn show_order(
         total_label = esc(lang.t("合计", "Total")),
         total = esc(&yuan(o.order.total.0)),
         state = esc(o.order.state.as_str()),
-        label = esc(state_label(lang, o.order.state, o.order.refunded.0)),
+        label = esc(state_label(lang, o.order.state, o.money_back)),
         pay = esc(lang.t("使用支付宝支付", "Pay with Alipay")),
         back = esc(lang.t("继续购买", "Buy more")),
         orders = esc(lang.t("我的订单", "My orders")),

@@ -164,7 +164,7 @@ enum Found<'a> {
     Nothing,
     /// The trade, waiting for the buyer.
     Unpaid,
-    /// The trade, paid after the cancel first went out.
+    /// The trade, paid, found so after the cancel first went out.
     Paid {
         /// Alipay's trade number.
         trade_no: &'a str,

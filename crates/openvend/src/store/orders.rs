@@ -65,7 +65,8 @@ pub struct Order {
     /// When unpaid orders close.
     pub expires_at: i64,
     /// When the resolver first sent `alipay.trade.cancel` for it: from then on its trade ends
-    /// closed or refunded by that cancel, and a payment is never served.
+    /// closed, or its payment goes back (by the cancel, or a refund if Alipay will not cancel
+    /// it); a payment is never served.
     pub cancel_sent_at: Option<i64>,
 }
 
@@ -680,7 +681,8 @@ pub async fn mark_paid(
 /// Records that the resolver is about to send `alipay.trade.cancel` for order `order_id`,
 /// whose payment is unknown, unless that is recorded already; false when the order is no
 /// longer waiting on its payment (paid or ended meanwhile), so no cancel may go out. From
-/// then on a payment of it is not served: the cancel refunds it ([`mark_paid`] refuses it).
+/// then on a payment of it is not served ([`mark_paid`] refuses it): the cancel, or a refund
+/// if Alipay will not cancel it, gives it back.
 pub async fn mark_cancel_sent(db: &Db, order_id: i64, now: i64) -> Result<bool, OrderError> {
     let changed = crate::store::query(
         "UPDATE orders SET cancel_sent_at = COALESCE(cancel_sent_at, $1) WHERE id = $2 AND state = $3",

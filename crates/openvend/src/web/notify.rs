@@ -135,10 +135,11 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
     match n.trade_status {
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => {
             if order.state == OrderState::PaymentUnknown && order.cancel_sent_at.is_some() {
-                // The resolver's cancel is out, and it refunds this payment: nothing is
-                // served. The trade number kept means the order is never closed as unpaid;
-                // the resolver, due now, finds the trade refunded (or sends the cancel again,
-                // or refunds it if Alipay will not cancel it).
+                // The resolver's cancel is out, and this payment goes back: nothing is
+                // served. The trade number kept means the order is never closed on a "not
+                // paid" answer; the resolver (made due, or left to the run under way) finds
+                // the trade refunded, sends the cancel again, or refunds it if Alipay will not
+                // cancel it.
                 orders::record_paid_after_cancel(&mut tx, order.id, &n.trade_no, now).await?;
                 orders::add_event(
                     &mut *tx,
@@ -147,7 +148,7 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     "alipay",
                     "paid_after_cancel",
                     &format!(
-                        "trade {} paid while its cancel was on its way: the cancel refunds it",
+                        "trade {} paid, its cancel already out: the payment goes back, nothing is served",
                         n.trade_no
                     ),
                 )
@@ -231,7 +232,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 .await?;
             } else if order.state == OrderState::PaymentUnknown && order.cancel_sent_at.is_some() {
                 // The resolver's cancel may have refunded a payment this notice does not
-                // mention: its query (which tells a payment date) decides, now.
+                // mention: its query (which tells a payment date) decides; made due (or left
+                // to the run under way).
                 let key = orders::resolve_key(order.id);
                 crate::store::jobs::run_now(&mut *tx, &key, now).await?;
                 wake_job = Some(key);

@@ -1004,7 +1004,7 @@ async fn a_cancel_answered_without_an_action_is_settled_by_the_next_query() {
 }
 
 /// The buyer pays a trade whose create answer was lost while the resolver's cancel is on its
-/// way (held 5 s). The payment's notification comes first, and nothing is served for it: the
+/// way (held 8 s). The payment's notification comes first, and nothing is served for it: the
 /// cancel refunds the payment, and the order ends refunded in full with the trade's number,
 /// its stock released, its money on the audit trail, no dispense ever recorded.
 #[tokio::test]
@@ -1014,21 +1014,16 @@ async fn a_payment_made_while_the_cancel_is_on_its_way_is_refunded_by_the_cancel
         &r,
         ("last moment", "13400134000"),
         &[
-            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "latency", "ms": 5000 }, "count": 1 }),
+            json!({ "method": "alipay.trade.cancel", "fault": { "kind": "latency", "ms": 8000 }, "count": 1 }),
         ],
     )
     .await;
     let id = o.id;
     // The cancel has been sent (its rule taken) and is held: the buyer pays meanwhile.
     crate::sale::wait_for_gateway_rules(&r, 0).await;
-    crate::sale::control(
-        &r,
-        "/control/trades/pay",
-        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }),
-    )
-    .await;
+    crate::sale::pay_by_out_trade_no(&r, &o.out_trade_no, &buyer).await;
     // Its notification arrives while the cancel is held, and is not served.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
     loop {
         let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
         if timeline.iter().any(|e| e.2 == "paid_after_cancel") {
@@ -1090,12 +1085,7 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
     let id = o.id;
     // The first cancel went out (its answer rule taken); the next comes in 3 s.
     crate::sale::wait_for_gateway_rules(&r, 1).await;
-    crate::sale::control(
-        &r,
-        "/control/trades/pay",
-        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": o.out_trade_no, "buyer_id": buyer }),
-    )
-    .await;
+    crate::sale::pay_by_out_trade_no(&r, &o.out_trade_no, &buyer).await;
 
     // Refunded at Alipay by a refund, the order closed with all of it back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -1116,7 +1106,7 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
     assert_eq!(closed.state, OrderState::Closed);
     // The buyer's page says where the money went.
     let shown = status(&r, &mut b, id).await;
-    assert_eq!(shown["label"], "已关闭，款项已退回", "{shown}");
+    assert_eq!(shown["label"], "已关闭，款项原路退回", "{shown}");
     assert_eq!(shown["refunded_fen"], closed.total.0);
     let trade = sandbox_trade(&r, &o.out_trade_no);
     assert_eq!(trade.refunded_fen, trade.total_fen);

@@ -240,6 +240,18 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
     }
 }
 
+/// Pays the sandbox trade of order `out_trade_no` as `buyer`, as if the buyer had it in hand;
+/// the payment must go through.
+pub async fn pay_by_out_trade_no(r: &Running, out_trade_no: &str, buyer: &str) {
+    let paid = control(
+        r,
+        "/control/trades/pay",
+        json!({ "app_id": openvend::app::SANDBOX_APP_ID, "out_trade_no": out_trade_no, "buyer_id": buyer }),
+    )
+    .await;
+    assert_eq!(paid["trade_status"], "TRADE_SUCCESS", "{paid}");
+}
+
 /// Waits until the sandbox holds `left` gateway fault rules: the others were taken by the
 /// calls they were counted for.
 pub async fn wait_for_gateway_rules(r: &Running, left: usize) {
