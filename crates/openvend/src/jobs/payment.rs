@@ -365,21 +365,15 @@ async fn refund_instead(
     let now = svc.now();
     let mut tx = svc.db.begin().await?;
     orders::close_unpaid_in(&mut tx, order.id, order.state, now).await?;
-    orders::add_event(
-        &mut *tx,
-        order.id,
-        now,
-        "alipay",
-        "cancel_refused",
-        &format!("trade {trade_no} paid, its cancel refused ({refusal}): refunded in full instead"),
-    )
-    .await?;
+    let why =
+        format!("trade {trade_no} paid, its cancel refused ({refusal}): refunded in full instead");
     let refund = crate::pay::refund::refund_unserved_payment(
         &mut tx,
         now,
         (order.id, &order.out_trade_no, trade_no),
         order.total,
         "after its cancel went out",
+        ("cancel_refused", &why),
     )
     .await?;
     tx.commit().await?;

@@ -206,19 +206,23 @@ async fn lock_order(tx: &mut crate::store::Conn, order_id: i64) -> Result<(), cr
 
 /// A payment nothing will be served for, `when` said in words: one Alipay reports for an
 /// order already closed unpaid (a code scanned after its close found no trade to close), or
-/// one Alipay would not cancel. All of it goes back, once (its refund number is fixed).
+/// one Alipay would not cancel. All of it goes back, once (its refund number is fixed); the
+/// timeline entry `(kind, detail)` saying why is written with that refund only, so a payment
+/// reported again adds nothing.
 pub async fn refund_unserved_payment(
     tx: &mut crate::store::Conn,
     now: i64,
     (order_id, out_trade_no, trade_no): (i64, &str, &str),
     total: Fen,
     when: &str,
+    (kind, detail): (&str, &str),
 ) -> Result<RefundRecord, RefundError> {
     let out_request_no = format!("{out_trade_no}L");
     lock_order(tx, order_id).await?;
     if let Some(existing) = existing(tx, &out_request_no, total).await? {
         return Ok(existing);
     }
+    orders::add_event(&mut *tx, order_id, now, "alipay", kind, detail).await?;
     // The money came in, once: on the audit trail with the refund that returns it.
     let detail = format!("trade {trade_no}, {when}: refunded in full");
     crate::store::audit::payment_received(&mut *tx, now, order_id, &detail).await?;

@@ -188,24 +188,17 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 // it was never scanned). The machine has long moved on, so nothing is served:
                 // the money goes back in full, and a person can see why on the timeline.
                 tracing::warn!(out_trade_no = %n.out_trade_no, "payment notified for an order closed as unpaid; refunding it");
-                orders::add_event(
-                    &mut *tx,
-                    order.id,
-                    now,
-                    "alipay",
-                    "paid_after_close",
-                    &format!(
-                        "trade {} paid after the order closed: refunded in full",
-                        n.trade_no
-                    ),
-                )
-                .await?;
+                let why = format!(
+                    "trade {} paid after the order closed: refunded in full",
+                    n.trade_no
+                );
                 let refund = crate::pay::refund::refund_unserved_payment(
                     &mut tx,
                     now,
                     (order.id, &order.out_trade_no, &n.trade_no),
                     order.total,
                     "after the order closed",
+                    ("paid_after_close", &why),
                 )
                 .await
                 .map_err(|e| NotifyFailure::Internal(e.to_string()))?;

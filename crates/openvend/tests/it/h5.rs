@@ -1120,11 +1120,28 @@ async fn a_paid_trade_whose_cancel_is_refused_is_refunded_instead() {
         [format!("{}L", o.out_trade_no)]
     );
     assert_eq!(reserved(&r, "A1").await, 0);
+    // Alipay reports the payment once more (another notification): nothing new is written.
+    let seller = crate::sale::seller_pid(&r).await;
+    let yuan = format!("{}.{:02}", o.total.0 / 100, o.total.0 % 100);
+    let again = crate::sale::notice(
+        "n-paid-again-after-refused-cancel",
+        (&trade.trade_no, &o.out_trade_no),
+        "TRADE_SUCCESS",
+        &yuan,
+        &seller,
+        openvend::app::SANDBOX_APP_ID,
+    );
+    let resp =
+        crate::sale::post_notify(&r, alipay_sandbox::notify::signed_body(&r.sandbox, &again)).await;
+    assert_eq!(resp, (200, "success".to_owned()));
     let timeline = orders::timeline(&r.app_services.db, id).await.unwrap();
-    assert!(
-        timeline.iter().any(|e| e.2 == "cancel_refused"),
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "cancel_refused").count(),
+        1,
         "{timeline:?}"
     );
+    assert!(!kinds.contains(&"paid_after_close"), "{timeline:?}");
     assert_eq!(
         commands_for(&r, &o.out_trade_no).await,
         0,
