@@ -293,19 +293,7 @@ async fn a_precreate_whose_answer_is_lost_is_resolved_by_query_then_cancel() {
         kinds.contains(&"precreate_unknown") && kinds.contains(&"closed"),
         "{kinds:?}"
     );
-    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let t = trades["trades"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["out_trade_no"] == out_trade_no.as_str())
-        .unwrap()
-        .clone();
+    let t = crate::faults::sandbox_trade(&r, &out_trade_no).await;
     assert_eq!(
         t["trade_status"], "TRADE_CLOSED",
         "Alipay's side is closed too: {t}"
@@ -379,18 +367,12 @@ async fn a_payment_notified_while_a_not_found_cancel_is_answered_is_refunded_not
         kinds.contains(&"paid_after_cancel") && !kinds.contains(&"closed"),
         "{timeline:?}"
     );
-    let trades: Value = reqwest::get(format!("{}/control/trades", r.sandbox_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let trade = &trades["trades"][0];
+    let trade = crate::faults::sandbox_trade(&r, &out_trade_no).await;
     assert!(
         trade["total_fen"].as_i64().is_some_and(|t| t > 0),
-        "{trades}"
+        "{trade}"
     );
-    assert_eq!(trade["refunded_fen"], trade["total_fen"], "{trades}");
+    assert_eq!(trade["refunded_fen"], trade["total_fen"], "{trade}");
     crate::invariants::check(&r.app_services.db, &r.sandbox_url, None).await;
 }
 
