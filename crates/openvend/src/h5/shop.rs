@@ -26,7 +26,7 @@ use super::session::Session;
 use super::{H5, PageResult, cross_site, see_other};
 use crate::domain::order::OrderState;
 use crate::pay::checkout::{self, SaleError, SaleItem};
-use crate::store::{get_int, jobs, orders};
+use crate::store::{get_int, orders};
 
 /// The signed-in buyer's session, or the response that gets them there.
 async fn buyer(
@@ -545,8 +545,14 @@ async fn owned_order(
     .iter()
     .map(|r| Ok((r.try_get("name")?, get_int(r, "qty")?, r.try_get("unit_price_fen")?)))
     .collect::<Result<Vec<_>, crate::store::Error>>()?;
-    let dispense_queued = crate::store::query("SELECT 1 FROM jobs WHERE dedup_key = $1")
-        .bind(format!("dispense:{id}"))
+    // The dispense is watched: by the order's own watch until it comes, then by its job.
+    let dispense_queued = matches!(order.state, OrderState::Paid | OrderState::Dispensing)
+        && crate::store::query(
+            "SELECT 1 FROM orders WHERE id = $1 AND watch_at IS NOT NULL \
+             UNION ALL SELECT 1 FROM jobs WHERE dedup_key = $2",
+        )
+        .bind(id)
+        .bind(crate::store::orders::dispense_key(id))
         .fetch_optional(&h5.svc.db.pool)
         .await?
         .is_some();
@@ -813,7 +819,7 @@ pub async fn pay_result(
                 .execute(&mut *tx)
                 .await?;
         }
-        jobs::run_now(&mut *tx, &checkout::resolve_key(id), now).await?;
+        crate::store::watches::resolve_now(&mut *tx, id, now).await?;
         tx.commit().await?;
         h5.svc.run_soon(checkout::resolve_key(id));
     }

@@ -16,8 +16,8 @@ use crate::device::protocol::{Command, Line};
 use crate::domain::order::{OrderEvent, OrderLine, OrderState};
 use crate::pay::vend::{self, ReportedVend, Reporter, UnitResult, VendError, VendOrder};
 use crate::services::Services;
+use crate::store::Conn;
 use crate::store::orders::{self, Order};
-use crate::store::{Conn, jobs};
 
 /// One step of dispensing order `order_id`.
 pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
@@ -69,11 +69,12 @@ pub async fn run(svc: &Services, order_id: i64) -> anyhow::Result<Next> {
 }
 
 /// Records the dispense command of an order just marked paid, with its timeline entry, in
-/// the payment's transaction, and queues this job to watch it from when the machine's time
-/// to acknowledge is up. Deliver the answer once the transaction has committed: a crash
-/// before that leaves the command `pending`, re-delivered when the link or the machine comes
-/// back, and this job refunds the order if it is never acknowledged. `lines` are the order's,
-/// read before the statement that marked it paid.
+/// the payment's transaction; [`orders::mark_paid`] set the order's watch to [`watch_at`],
+/// when this job is queued to watch the command if the order has not finished by then.
+/// Deliver the answer once the transaction has committed: a crash before that leaves the
+/// command `pending`, re-delivered when the link or the machine comes back, and this job
+/// refunds the order if it is never acknowledged. `lines` are the order's, read before the
+/// statement that marked it paid.
 pub async fn record_paid(
     svc: &Services,
     conn: &mut Conn,
@@ -81,18 +82,7 @@ pub async fn record_paid(
     lines: Vec<OrderLine>,
     now: i64,
 ) -> anyhow::Result<Recorded> {
-    let recorded = record(svc, conn, (order_id, out_trade_no, machine), lines, now).await?;
-    let payload = serde_json::json!({ "order_id": order_id }).to_string();
-    jobs::enqueue_deferred(
-        &mut *conn,
-        "dispense",
-        &orders::dispense_key(order_id),
-        &payload,
-        decide_at(svc, now),
-        now,
-    )
-    .await?;
-    Ok(recorded)
+    record(svc, conn, (order_id, out_trade_no, machine), lines, now).await
 }
 
 /// The dispense of a paid order with no command yet (queued by an earlier version, or its
@@ -114,7 +104,7 @@ async fn send(svc: &Services, order: &Order) -> anyhow::Result<Next> {
     .await?;
     tx.commit().await?;
     svc.device.deliver(&recorded).await;
-    Ok(Next::At(decide_at(svc, now)))
+    Ok(Next::At(watch_at(svc, now)))
 }
 
 async fn record(
@@ -154,7 +144,9 @@ async fn record(
 
 /// When a dispense recorded at `now` is decided: its command expires a TTL later, and the
 /// machine may still acknowledge during the grace after that.
-fn decide_at(svc: &Services, now: i64) -> i64 {
+/// When the dispense job first looks at an order paid at `now`: once the machine's time to
+/// acknowledge the command is up.
+pub fn watch_at(svc: &Services, now: i64) -> i64 {
     now.saturating_add(svc.device.command_ttl_ms())
         .saturating_add(ACK_GRACE_MS)
 }

@@ -14,6 +14,10 @@
 //! claim; if its hint is dropped its lease is given back. Everything else (jobs due later,
 //! jobs of other instances, hints lost to a full channel or a crash) is found by a sweep that
 //! claims due jobs in batches when the next one is due, at least once a second.
+//!
+//! An order's waits (the payment poll, the dispense watch) are not job rows until they come:
+//! the order row holds when ([`watches`]), and the sweep queues the job of each order whose
+//! watch has come before it claims.
 
 pub mod device_event;
 pub mod dispense;
@@ -28,6 +32,7 @@ use tracing::Instrument as _;
 
 use crate::services::Services;
 use crate::store::jobs::{self, Job};
+use crate::store::watches;
 
 /// What a job wants next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +127,10 @@ async fn dispatch(svc: &Services, job: &Job) -> anyhow::Result<Next> {
 /// Longest the dispatcher goes without sweeping the queue (jobs written by another
 /// instance, or a clock moved by a test, are seen within this).
 const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// Most order watches turned into jobs at one sweep ([`watches::queue_due`]); more wait for
+/// the next sweep, which comes at once while jobs are due.
+const WATCHES_PER_SWEEP: usize = 500;
 
 /// Shortest pause between sweeps, in ms: a queue with many jobs due at different times is
 /// swept in rounds instead of once per job.
@@ -228,6 +237,10 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
     if free == 0 {
         return soon;
     }
+    // Orders whose wait has come get their job first, to be claimed with the rest.
+    if let Err(e) = watches::queue_due(&svc.db, svc.now(), WATCHES_PER_SWEEP).await {
+        tracing::error!(error = %e, "could not queue the jobs of orders whose watch has come");
+    }
     let claimed = match jobs::claim_due(&svc.db, svc.now(), LEASE_MS, free).await {
         Ok(claimed) => claimed,
         Err(e) => {
@@ -251,7 +264,14 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
         // More may be due: look again as soon as workers free up.
         return soon;
     }
-    match jobs::next_run_at(&svc.db).await {
+    let next = match (
+        jobs::next_run_at(&svc.db).await,
+        watches::next_due(&svc.db).await,
+    ) {
+        (Ok(job), Ok(watch)) => Ok(job.into_iter().chain(watch).min()),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match next {
         Ok(Some(at)) => {
             let wait = u64::try_from(at.saturating_sub(svc.now())).unwrap_or(0);
             now + Duration::from_millis(wait)

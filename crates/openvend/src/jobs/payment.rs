@@ -419,7 +419,16 @@ pub async fn confirm_paid(
     // Read first: on PostgreSQL the paid transition (its check included) and everything
     // after it go out with the commit.
     let lines = orders::lines(&mut *tx, order.id).await?;
-    orders::mark_paid(&mut tx, order.id, order.state, trade_no, None, now, source).await?;
+    let watch = (now, super::dispense::watch_at(svc, now));
+    orders::mark_paid(
+        &mut tx,
+        order.id,
+        order.state,
+        (trade_no, None),
+        watch,
+        source,
+    )
+    .await?;
     let dispense = super::dispense::record_paid(
         svc,
         &mut tx,

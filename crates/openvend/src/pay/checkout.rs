@@ -11,7 +11,7 @@ use crate::domain::fen::Fen;
 use crate::domain::order::{OrderEvent, OrderLine, OrderState, order_total};
 use crate::services::Services;
 use crate::store::orders::{self, NewOrder, OrderError};
-use crate::store::{Conn, Executor, StoreError, get_int, jobs};
+use crate::store::{Conn, Executor, StoreError, get_int, watches};
 
 /// Minutes a buyer has to pay (Alipay's `timeout_express`).
 pub const PAY_TIMEOUT_MINUTES: u32 = 5;
@@ -532,18 +532,8 @@ pub async fn unknown(
             &unknown.to_string(),
         )
         .await?;
-        let payload = serde_json::json!({ "order_id": order_id }).to_string();
-        // The resolver was queued with the order: make it due now.
-        jobs::enqueue_deferred(
-            &mut *tx,
-            "resolve_payment",
-            &resolve_key(order_id),
-            &payload,
-            now,
-            now,
-        )
-        .await?;
-        jobs::run_now(&mut *tx, &resolve_key(order_id), now).await?;
+        // The resolver watches the order from its first poll: make it due now.
+        watches::resolve_now(&mut *tx, order_id, now).await?;
         tx.commit().await?;
         Ok::<(), SaleError>(())
     };

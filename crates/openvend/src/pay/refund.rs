@@ -115,16 +115,7 @@ pub async fn request(
 async fn send_now(svc: &Services, refund_id: i64) -> Result<(), StoreError> {
     let now = svc.now();
     let key = job_key(refund_id);
-    jobs::enqueue(
-        &svc.db.pool,
-        "refund",
-        &key,
-        &job_payload(refund_id),
-        now,
-        now,
-    )
-    .await?;
-    jobs::run_now(&svc.db.pool, &key, now).await?;
+    jobs::enqueue_or_run_now(&svc.db.pool, "refund", &key, &job_payload(refund_id), now).await?;
     Ok(())
 }
 

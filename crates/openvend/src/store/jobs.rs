@@ -157,16 +157,27 @@ pub async fn release(db: &Db, job: &Job) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Makes a waiting job due now (e.g. a buyer's page asks for an order's payment to be checked
-/// at once). A job being run keeps its lease; nothing happens when no such job waits.
-pub async fn run_now<E>(executor: E, dedup_key: &str, now: i64) -> Result<bool, StoreError>
+/// Makes the job under `dedup_key` due now, queueing it if there is none (e.g. a buyer's page
+/// asks for an order's payment to be checked at once). A job being run keeps its lease and
+/// the next run it asks for. True when a job was queued or made due.
+pub async fn enqueue_or_run_now<E>(
+    executor: E,
+    kind: &str,
+    dedup_key: &str,
+    payload: &str,
+    now: i64,
+) -> Result<bool, StoreError>
 where
     E: crate::store::Executor,
 {
     let done = crate::store::query(
-        "UPDATE jobs SET run_at = $2 WHERE dedup_key = $1 AND run_at > $2 AND (locked_until IS NULL OR locked_until < $2)",
+        "INSERT INTO jobs (kind, dedup_key, payload, attempts, run_at, created_at) VALUES ($1, $2, $3, 0, $4, $4) \
+         ON CONFLICT (dedup_key) DO UPDATE SET run_at = excluded.run_at \
+         WHERE jobs.run_at > excluded.run_at AND (jobs.locked_until IS NULL OR jobs.locked_until < excluded.run_at)",
     )
+    .bind(kind)
     .bind(dedup_key)
+    .bind(payload)
     .bind(now)
     .execute(executor)
     .await?;

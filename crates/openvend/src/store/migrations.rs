@@ -42,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_refunds_unconfirmed"),
     migration!(20, "0020_operator_alipay"),
     migration!(21, "0021_cancel_sent"),
+    migration!(22, "0022_order_watch"),
 ];
 
 /// An arbitrary constant naming OpenVend's migration lock.

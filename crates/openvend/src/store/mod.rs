@@ -13,6 +13,7 @@ mod migrations;
 pub mod orders;
 mod postgres;
 pub mod sql;
+pub mod watches;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -25,9 +25,10 @@ pub struct NewOrder {
     pub expires_at: i64,
     /// The machine's request id, for sales the machine asked for (one order per request).
     pub request_id: Option<String>,
-    /// When the payment resolver first looks at the order. Its job is written in the
-    /// order's own transaction, so no order can be left without one, whatever fails after
-    /// (a crash or a lost connection between Alipay's answer and recording it).
+    /// When the payment resolver first looks at the order: the order's watch, written in its
+    /// own row, so no order can be left unwatched whatever fails after (a crash or a lost
+    /// connection between Alipay's answer and recording it). The job dispatcher queues the
+    /// resolver then ([`crate::store::watches`]), if the order still waits.
     pub resolve_at: i64,
 }
 
@@ -150,8 +151,8 @@ pub async fn create_reserving_in(
         Some(_) => None,
         None => bind_new_order(
             crate::store::query(
-                "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
+                "INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id, watch_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10) \
                  ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id",
             ),
             order,
@@ -172,8 +173,9 @@ pub async fn create_reserving_in(
     record_created_order(conn, order, id, account, now).await
 }
 
-/// Binds `$1`–`$9` of an order's row: out_trade_no, operator, machine, channel, state,
-/// total, created (and updated) at, expires at, request id.
+/// Binds `$1`–`$10` of an order's row: out_trade_no, operator, machine, channel, state,
+/// total, created (and updated) at, expires at, request id, and the payment's first poll as
+/// the order's watch (see migration 22).
 fn bind_new_order<'q>(
     query: crate::store::Query<'q>,
     order: &'q NewOrder,
@@ -189,6 +191,7 @@ fn bind_new_order<'q>(
         .bind(now)
         .bind(order.expires_at)
         .bind(order.request_id.as_deref())
+        .bind(order.resolve_at)
 }
 
 /// On PostgreSQL, a one-line order's reservation and its row in one statement: the order is
@@ -204,12 +207,12 @@ async fn reserve_and_insert_one_line(
     let row = bind_new_order(
         crate::store::query(
             "WITH reserved AS (\
-                 UPDATE slots SET reserved = reserved + $10 \
-                 WHERE machine_id = $3 AND code = $11 AND enabled AND product_id = $12 AND stock - reserved >= $10 \
+                 UPDATE slots SET reserved = reserved + $11 \
+                 WHERE machine_id = $3 AND code = $12 AND enabled AND product_id = $13 AND stock - reserved >= $11 \
                  RETURNING 1), \
              created AS (\
-                 INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM reserved) \
+                 INSERT INTO orders (out_trade_no, operator_id, machine_id, channel, state, total_fen, created_at, updated_at, expires_at, request_id, watch_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM reserved) \
                  ON CONFLICT (machine_id, request_id) WHERE request_id IS NOT NULL DO NOTHING RETURNING id) \
              SELECT (SELECT count(*) FROM reserved) AS reserved, (SELECT id FROM created) AS id",
         ),
@@ -269,15 +272,6 @@ async fn record_created_order(
         "system",
         "created",
         &format!("total {} in {} line(s)", order.total, order.lines.len()),
-    )
-    .await?;
-    super::jobs::enqueue_deferred(
-        &mut *conn,
-        "resolve_payment",
-        &resolve_key(id),
-        &format!("{{\"order_id\":{id}}}"),
-        order.resolve_at,
-        now,
     )
     .await?;
     Ok(id)
@@ -633,14 +627,15 @@ pub async fn timeline(
 
 /// Marks an order paid from `from` (a verified notification or query) and records Alipay's
 /// trade number and the buyer, in the caller's transaction. The caller records the dispense
-/// in the same transaction (`jobs::dispense::record_paid`).
+/// in the same transaction (`jobs::dispense::record_paid`); the order's watch moves to
+/// `dispense_watch_at`, when the dispense job looks at the command's fate if the machine has
+/// not finished by then.
 pub async fn mark_paid(
     tx: &mut crate::store::Conn,
     order_id: i64,
     from: OrderState,
-    trade_no: &str,
-    buyer_id: Option<&str>,
-    now: i64,
+    (trade_no, buyer_id): (&str, Option<&str>),
+    (now, dispense_watch_at): (i64, i64),
     source: &str,
 ) -> Result<(), OrderError> {
     // The state move and the payment refs in one conditional statement. On PostgreSQL its
@@ -649,7 +644,7 @@ pub async fn mark_paid(
     // whose cancel went out is never marked paid: that cancel gives the money back.
     let to = from.apply(OrderEvent::PaymentConfirmed)?;
     crate::store::query(
-        "UPDATE orders SET state = $1, updated_at = $2, trade_no = $3, buyer_id = COALESCE($4, buyer_id) \
+        "UPDATE orders SET state = $1, updated_at = $2, trade_no = $3, buyer_id = COALESCE($4, buyer_id), watch_at = $7 \
          WHERE id = $5 AND state = $6 AND cancel_sent_at IS NULL",
     )
     .bind(to.as_str())
@@ -658,6 +653,7 @@ pub async fn mark_paid(
     .bind(buyer_id)
     .bind(order_id)
     .bind(from.as_str())
+    .bind(dispense_watch_at)
     .expect_rows(&mut *tx, 1)
     .await
     .map_err(|e| concurrent_or_store(e, order_id))?;

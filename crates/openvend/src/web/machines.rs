@@ -107,9 +107,9 @@ async fn give_up_open_codes(
     .await?;
     let mut keys = Vec::with_capacity(open.len());
     for row in open {
-        let key = crate::store::orders::resolve_key(row.try_get(0)?);
-        crate::store::jobs::run_now(&mut **tx, &key, now).await?;
-        keys.push(key);
+        let order_id = row.try_get(0)?;
+        crate::store::watches::resolve_now(&mut **tx, order_id, now).await?;
+        keys.push(crate::store::orders::resolve_key(order_id));
     }
     Ok(keys)
 }

@@ -153,9 +153,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     ),
                 )
                 .await?;
-                let key = orders::resolve_key(order.id);
-                crate::store::jobs::run_now(&mut *tx, &key, now).await?;
-                wake_job = Some(key);
+                crate::store::watches::resolve_now(&mut *tx, order.id, now).await?;
+                wake_job = Some(orders::resolve_key(order.id));
             } else if matches!(
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown
@@ -166,9 +165,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                     &mut tx,
                     order.id,
                     order.state,
-                    &n.trade_no,
-                    buyer.as_deref(),
-                    now,
+                    (&n.trade_no, buyer.as_deref()),
+                    (now, crate::jobs::dispense::watch_at(svc, now)),
                     "notification",
                 )
                 .await?;
@@ -227,9 +225,8 @@ async fn handle_trade(svc: &Services, n: &TradeNotification) -> Result<(), Notif
                 // The resolver's cancel may have refunded a payment this notice does not
                 // mention: its query (which tells a payment date) decides; made due (or left
                 // to the run under way).
-                let key = orders::resolve_key(order.id);
-                crate::store::jobs::run_now(&mut *tx, &key, now).await?;
-                wake_job = Some(key);
+                crate::store::watches::resolve_now(&mut *tx, order.id, now).await?;
+                wake_job = Some(orders::resolve_key(order.id));
             } else if matches!(
                 order.state,
                 OrderState::AwaitingPayment | OrderState::PaymentUnknown

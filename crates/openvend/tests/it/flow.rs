@@ -172,13 +172,16 @@ pub async fn id_once_written<'q>(
     }
 }
 
-/// Waits until no job is due within `horizon_ms` of the server clock and the acks the ledger
-/// holds in memory are written (the flow has settled).
+/// Waits until no job or order watch is due within `horizon_ms` of the server clock and the
+/// acks the ledger holds in memory are written (the flow has settled).
 pub async fn settle(r: &Running, horizon_ms: i64) {
     r.app_services.device.write_held_acks().await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let due: i64 = openvend::store::query("SELECT COUNT(*) AS n FROM jobs WHERE run_at <= $1")
+        let due: i64 = openvend::store::query(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE run_at <= $1) + (SELECT COUNT(*) FROM orders \
+             WHERE state IN ('awaiting_payment', 'payment_unknown', 'paid', 'dispensing') AND watch_at <= $1) AS n",
+        )
             .bind(r.app_services.now() + horizon_ms)
             .fetch_one(&r.app_services.db.pool)
             .await

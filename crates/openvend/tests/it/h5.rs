@@ -838,13 +838,8 @@ async fn an_unpaid_h5_order_is_polled_until_its_time_is_up_then_cancelled() {
         .await
         .unwrap()
         .unwrap();
-    let run_at = || async {
-        count(
-            &r,
-            &format!("SELECT run_at FROM jobs WHERE dedup_key = 'resolve_payment:{id}'"),
-        )
-        .await
-    };
+    let key = orders::resolve_key(id);
+    let run_at = || async { crate::sale::next_look(&r, id, &key).await.1 };
     let first = run_at().await;
 
     // The first poll comes due: the trade waits for the buyer, so the resolver polls again

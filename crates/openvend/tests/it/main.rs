@@ -19,3 +19,4 @@ mod resolve;
 mod sale;
 mod store;
 mod vend;
+mod watches;

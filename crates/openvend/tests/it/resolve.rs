@@ -57,21 +57,11 @@ async fn an_unpaid_qr_order_is_closed_when_time_is_up_and_its_stock_released() {
 #[tokio::test]
 async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
     let r = start().await;
-    start_qr_sale(&r.app_services, &sale("A3", 1), r.app_services.now())
+    let started = start_qr_sale(&r.app_services, &sale("A3", 1), r.app_services.now())
         .await
         .unwrap();
-    let job = || async {
-        let row = openvend::store::query(
-            "SELECT attempts, run_at FROM jobs WHERE kind = 'resolve_payment'",
-        )
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap();
-        (
-            openvend::store::get_int(&row, "attempts").unwrap(),
-            openvend::store::get_int(&row, "run_at").unwrap(),
-        )
-    };
+    let key = openvend::store::orders::resolve_key(started.order_id);
+    let job = || crate::sale::next_look(&r, started.order_id, &key);
     for poll in 1..=3 {
         let before = job().await.1;
         r.app_services
@@ -420,13 +410,7 @@ async fn a_payment_whose_notification_is_lost_is_found_by_query() {
             .any(|e| e.2 == "paid" && e.3.contains("query")),
         "{timeline:?}"
     );
-    let dispense: i64 = openvend::store::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
-        .fetch_one(&r.app_services.db.pool)
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
-    assert_eq!(dispense, 1);
+    assert_eq!(crate::sale::dispense_watches(&r, order.id).await, 1);
 }
 
 /// A trade paid and then refunded in full behind the order's back (a cancel that refunded,

@@ -242,6 +242,41 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
 
 /// Pays the sandbox trade of order `out_trade_no` as `buyer`, as if the buyer had it in hand;
 /// the payment must go through.
+/// When the job under `key` next looks at order `order_id`, with that job's attempts: its
+/// row once queued, else the order's own watch (no attempts yet).
+pub async fn next_look(r: &Running, order_id: i64, key: &str) -> (i64, i64) {
+    let row = openvend::store::query(
+        "SELECT 0 AS src, attempts, run_at AS at FROM jobs WHERE dedup_key = $1 \
+         UNION ALL SELECT 1 AS src, 0 AS attempts, watch_at AS at FROM orders WHERE id = $2 AND watch_at IS NOT NULL \
+         ORDER BY src LIMIT 1",
+    )
+    .bind(key)
+    .bind(order_id)
+    .fetch_optional(&r.app_services.db.pool)
+    .await
+    .unwrap()
+    .unwrap_or_else(|| panic!("nothing watches order {order_id} ({key})"));
+    (
+        openvend::store::get_int(&row, "attempts").unwrap(),
+        openvend::store::get_int(&row, "at").unwrap(),
+    )
+}
+
+/// How many watch paid order `order_id`'s dispense: its job's row, and the order's own watch
+/// until that job is queued. One, for a paid order the machine has not finished.
+pub async fn dispense_watches(r: &Running, order_id: i64) -> i64 {
+    let row = openvend::store::query(
+        "SELECT (SELECT COUNT(*) FROM jobs WHERE dedup_key = $1) \
+         + (SELECT COUNT(*) FROM orders WHERE id = $2 AND state IN ('paid', 'dispensing') AND watch_at IS NOT NULL) AS n",
+    )
+    .bind(orders::dispense_key(order_id))
+    .bind(order_id)
+    .fetch_one(&r.app_services.db.pool)
+    .await
+    .unwrap();
+    openvend::store::get_int(&row, "n").unwrap()
+}
+
 pub async fn pay_by_out_trade_no(r: &Running, out_trade_no: &str, buyer: &str) {
     let paid = control(
         r,
@@ -312,14 +347,7 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
     let order = wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
     assert!(order.trade_no.is_some());
     let db = &r.app_services.db;
-    let dispense_jobs: i64 =
-        openvend::store::query("SELECT COUNT(*) FROM jobs WHERE kind = 'dispense'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-            .try_get(0)
-            .unwrap();
-    assert_eq!(dispense_jobs, 1);
+    assert_eq!(dispense_watches(&r, order.id).await, 1);
 
     // The sandbox saw `success` and stopped.
     let notes = reqwest::get(format!("{}/control/notifications", r.sandbox_url))

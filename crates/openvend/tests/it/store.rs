@@ -13,7 +13,7 @@ async fn texts(db: &Db, sql: &str) -> Vec<String> {
         .collect()
 }
 
-async fn sqlite_db() -> (Db, tempfile::TempDir) {
+pub async fn sqlite_db() -> (Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/openvend.db", dir.path().display());
     let db = Db::connect(&url, true).await.unwrap();
