@@ -6,9 +6,9 @@
 //!   No result long after the ack: the order goes to `dispute` for a person, because the
 //!   goods may or may not have come out and guessing either way loses money.
 //!
-//! The command and this job are recorded with the payment in one transaction
-//! ([`record_paid`]), so a crash anywhere is resumed by the next run: the command row
-//! is the memory of what was sent.
+//! The command and the order's watch (when this job is queued) are recorded with the payment
+//! in one transaction ([`record_paid`], [`orders::mark_paid`]), so a crash anywhere is
+//! resumed by the next run: the command row is the memory of what was sent.
 
 use super::Next;
 use crate::device::ledger::{ACK_GRACE_MS, Recorded};
@@ -142,10 +142,9 @@ async fn record(
     Ok(recorded)
 }
 
-/// When a dispense recorded at `now` is decided: its command expires a TTL later, and the
-/// machine may still acknowledge during the grace after that.
-/// When the dispense job first looks at an order paid at `now`: once the machine's time to
-/// acknowledge the command is up.
+/// When a dispense recorded at `now` is decided, and so when the dispense job first looks at
+/// an order paid at `now`: its command expires a TTL later, and the machine may still
+/// acknowledge during the grace after that.
 pub fn watch_at(svc: &Services, now: i64) -> i64 {
     now.saturating_add(svc.device.command_ttl_ms())
         .saturating_add(ACK_GRACE_MS)

@@ -238,9 +238,13 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
         return soon;
     }
     // Orders whose wait has come get their job first, to be claimed with the rest.
-    if let Err(e) = watches::queue_due(&svc.db, svc.now(), WATCHES_PER_SWEEP).await {
-        tracing::error!(error = %e, "could not queue the jobs of orders whose watch has come");
-    }
+    let watches_queued = match watches::queue_due(&svc.db, svc.now(), WATCHES_PER_SWEEP).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "could not queue the jobs of orders whose watch has come");
+            false
+        }
+    };
     let claimed = match jobs::claim_due(&svc.db, svc.now(), LEASE_MS, free).await {
         Ok(claimed) => claimed,
         Err(e) => {
@@ -264,10 +268,13 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
         // More may be due: look again as soon as workers free up.
         return soon;
     }
-    let next = match (
-        jobs::next_run_at(&svc.db).await,
-        watches::next_due(&svc.db).await,
-    ) {
+    // A watch that could not be queued is not waited for: it would wake the sweep at once,
+    // again and again; the next sweep (at the latest the longest idle away) tries again.
+    let watch = match watches_queued {
+        true => watches::next_due(&svc.db).await,
+        false => Ok(None),
+    };
+    let next = match (jobs::next_run_at(&svc.db).await, watch) {
         (Ok(job), Ok(watch)) => Ok(job.into_iter().chain(watch).min()),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };

@@ -404,7 +404,7 @@ pub async fn reserve_in(
     })
 }
 
-/// Alipay created the trade: records its refs. The order's resolver (queued with the order)
+/// Alipay created the trade: records its refs. The order's resolver (watching from the order)
 /// queries while the buyer may still pay (the notification's fallback) and cancels when
 /// their time is up. [`SaleError::AnsweredTooLate`] when the resolver gave the order up
 /// first: nothing is recorded and the refs must not be shown.

@@ -67,6 +67,13 @@ pub(super) async fn run(db: &Db) -> Result<(), StoreError> {
         .iter()
         .map(|r| r.try_get::<i64, _>(0))
         .collect::<Result<_, _>>()?;
+    // Data written under a newer schema may mean what this build cannot see: refuse to run.
+    let known = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(&found) = applied.iter().max()
+        && found > known
+    {
+        return Err(StoreError::NewerSchema { found, known });
+    }
     let mut done = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let sql = match db.backend {

@@ -42,6 +42,17 @@ pub enum StoreError {
     /// A SQLite file that does not exist, named without asking to create it.
     #[error("database file {0} does not exist (append ?mode=rwc to the URL to create it)")]
     MissingFile(PathBuf),
+    /// The database was migrated by a newer version, whose data this one would misread
+    /// (e.g. an order's wait kept where this version does not look).
+    #[error(
+        "the database has schema version {found}, written by a newer OpenVend; this build knows up to {known}: run that version or a newer one"
+    )]
+    NewerSchema {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest migration this build has.
+        known: i64,
+    },
     /// The engine refused.
     #[error(transparent)]
     Store(#[from] Error),

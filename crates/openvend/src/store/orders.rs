@@ -236,8 +236,8 @@ async fn reserve_and_insert_one_line(
     }
 }
 
-/// What goes with a new order's row: its lines, its account, its timeline's first entry and
-/// its payment resolver.
+/// What goes with a new order's row: its lines, its account and its timeline's first entry
+/// (its payment resolver's watch is in the row).
 async fn record_created_order(
     conn: &mut Conn,
     order: &NewOrder,

@@ -72,8 +72,9 @@ fn watched_states() -> String {
 /// Queues the job of every order whose watch has come (at most `limit` of them, earliest
 /// first), clearing those watches in the same transaction; answers how many watches it took.
 /// An order whose job is queued already (made due by a buyer's page, say) keeps that one. On
-/// PostgreSQL the orders are picked `FOR UPDATE SKIP LOCKED`, so instances sharing the store
-/// never wait on each other, and each watch is taken by one of them.
+/// PostgreSQL the orders are picked `FOR NO KEY UPDATE SKIP LOCKED`, so instances sharing the
+/// store never wait on each other and each watch is taken by one of them, while writes that
+/// only refer to an order (its timeline, its refunds) need not wait for a sweep.
 pub async fn queue_due(db: &Db, now: i64, limit: usize) -> Result<usize, StoreError> {
     static ANY_DUE: LazyLock<String> = LazyLock::new(|| {
         format!(
@@ -92,7 +93,7 @@ pub async fn queue_due(db: &Db, now: i64, limit: usize) -> Result<usize, StoreEr
     }
     static PICK_SQLITE: LazyLock<String> = LazyLock::new(|| pick_due_sql(""));
     static PICK_POSTGRES: LazyLock<String> =
-        LazyLock::new(|| pick_due_sql(" FOR UPDATE SKIP LOCKED"));
+        LazyLock::new(|| pick_due_sql(" FOR NO KEY UPDATE SKIP LOCKED"));
     let pick = match db.backend {
         Backend::Sqlite => &*PICK_SQLITE,
         Backend::Postgres => &*PICK_POSTGRES,

@@ -174,6 +174,12 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
             drain(events, &mut log);
             let _ = sim.heartbeat(None).await;
         }
+        // Until it settles, every order waiting on something is watched.
+        assert_eq!(
+            crate::invariants::unwatched(&r.app_services.db).await,
+            Vec::<String>::new(),
+            "seed {seed}"
+        );
         if all_settled(&r.app_services.db).await {
             break;
         }

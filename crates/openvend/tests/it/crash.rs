@@ -330,6 +330,11 @@ async fn kill_9_mid_sale_and_restart_drives_every_order_to_a_final_state_once() 
     pay(&server, &qr1).await;
     server.wait_state(&first, "paid").await;
     server.kill9();
+    // Whatever the kill interrupted, every order waiting on something is still watched.
+    assert_eq!(
+        invariants::unwatched(&server.db().await).await,
+        Vec::<String>::new()
+    );
     server.restart();
     server.wait_healthy().await;
     sim.go_online().await.unwrap();
@@ -341,6 +346,10 @@ async fn kill_9_mid_sale_and_restart_drives_every_order_to_a_final_state_once() 
     let (second, qr2) = qr(&mut events).await;
     pay(&server, &qr2).await;
     server.kill9();
+    assert_eq!(
+        invariants::unwatched(&server.db().await).await,
+        Vec::<String>::new()
+    );
     server.restart();
     server.wait_healthy().await;
     // The machine reconnects by itself; the payment is found by notification or query.
@@ -351,6 +360,10 @@ async fn kill_9_mid_sale_and_restart_drives_every_order_to_a_final_state_once() 
     sim.buy(&[("A3", 1)]).await.unwrap();
     let (third, qr3) = qr(&mut events).await;
     server.kill9();
+    assert_eq!(
+        invariants::unwatched(&server.db().await).await,
+        Vec::<String>::new()
+    );
     server.restart();
     server.wait_healthy().await;
     pay(&server, &qr3).await;

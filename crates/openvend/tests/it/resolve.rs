@@ -79,6 +79,56 @@ async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
     }
 }
 
+/// A payment notified after the resolver's first poll ends that poll's job in the transaction
+/// that records it, and the order's watch moves to its dispense: nothing asks Alipay about a
+/// paid order's payment again.
+#[tokio::test]
+async fn a_payment_notified_after_the_first_poll_ends_the_resolver_job() {
+    let r = start().await;
+    let started = start_qr_sale(&r.app_services, &sale("A1", 1), r.app_services.now())
+        .await
+        .unwrap();
+    let id = started.order_id;
+    let key = openvend::store::orders::resolve_key(id);
+    let resolver_jobs = || async {
+        let row = openvend::store::query("SELECT COUNT(*) AS n FROM jobs WHERE dedup_key = $1")
+            .bind(&key)
+            .fetch_one(&r.app_services.db.pool)
+            .await
+            .unwrap();
+        openvend::store::get_int(&row, "n").unwrap()
+    };
+    assert_eq!(resolver_jobs().await, 0, "watched from the order's row");
+    let first = crate::sale::next_look(&r, id, &key).await.1;
+    r.app_services
+        .clock
+        .advance((first - r.app_services.now()).max(0) + 1);
+    r.app_services.jobs_ready.notify_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while crate::sale::next_look(&r, id, &key).await.1 <= first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first poll did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(resolver_jobs().await, 1, "the poll asked to run again");
+
+    let buyer = control(&r, "/control/buyers", json!({ "balance": "100.00" })).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before_pay = r.app_services.now();
+    crate::sale::pay_by_out_trade_no(&r, &started.out_trade_no, &buyer).await;
+    wait_for_state(&r, &started.out_trade_no, OrderState::Paid).await;
+    assert_eq!(resolver_jobs().await, 0, "ended with the payment");
+    let watch = crate::sale::next_look(&r, id, &openvend::store::orders::dispense_key(id)).await;
+    assert!(
+        watch.1 >= before_pay + r.app_services.device.command_ttl_ms(),
+        "watched from the dispense's deadline: {watch:?}"
+    );
+}
+
 /// Sends a burst of refund requests at once and checks that each is accepted as the same
 /// refund.
 async fn accepted_as_one_refund(

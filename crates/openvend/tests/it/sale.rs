@@ -240,8 +240,6 @@ pub async fn wait_for_state(r: &Running, out_trade_no: &str, want: OrderState) -
     }
 }
 
-/// Pays the sandbox trade of order `out_trade_no` as `buyer`, as if the buyer had it in hand;
-/// the payment must go through.
 /// When the job under `key` next looks at order `order_id`, with that job's attempts: its
 /// row once queued, else the order's own watch (no attempts yet).
 pub async fn next_look(r: &Running, order_id: i64, key: &str) -> (i64, i64) {
@@ -277,6 +275,8 @@ pub async fn dispense_watches(r: &Running, order_id: i64) -> i64 {
     openvend::store::get_int(&row, "n").unwrap()
 }
 
+/// Pays the sandbox trade of order `out_trade_no` as `buyer`, as if the buyer had it in hand;
+/// the payment must go through.
 pub async fn pay_by_out_trade_no(r: &Running, out_trade_no: &str, buyer: &str) {
     let paid = control(
         r,
@@ -336,6 +336,7 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
         .as_str()
         .unwrap()
         .to_owned();
+    let before_pay = r.app_services.now();
     let paid = control(
         &r,
         "/control/qr/pay",
@@ -348,6 +349,12 @@ async fn a_paid_qr_sale_is_marked_paid_once_by_the_verified_notification() {
     assert!(order.trade_no.is_some());
     let db = &r.app_services.db;
     assert_eq!(dispense_watches(&r, order.id).await, 1);
+    // Watched from the dispense's deadline, no longer from the payment's first poll.
+    let watch = next_look(&r, order.id, &orders::dispense_key(order.id)).await;
+    assert!(
+        watch.1 >= before_pay + r.app_services.device.command_ttl_ms(),
+        "{watch:?}"
+    );
 
     // The sandbox saw `success` and stopped.
     let notes = reqwest::get(format!("{}/control/notifications", r.sandbox_url))

@@ -1116,3 +1116,24 @@ async fn statements_after_sqlite_rolled_a_transaction_back_are_refused() {
         ["taken"]
     );
 }
+
+/// A database a newer version migrated is refused, with the versions named: this build
+/// would misread what it cannot see (e.g. orders watched from a column it does not know).
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused() {
+    let (db, _dir) = sqlite_db().await;
+    db.migrate().await.unwrap();
+    db.migrate().await.expect("migrating again changes nothing");
+    openvend::store::query(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from_the_future', 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let refused = db.migrate().await.expect_err("a newer schema");
+    assert!(
+        matches!(refused, StoreError::NewerSchema { found: 9999, .. }),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("newer OpenVend"), "{refused}");
+}
