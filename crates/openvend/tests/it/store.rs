@@ -35,7 +35,7 @@ pub async fn postgres_url_if_asked() -> Option<String> {
 }
 
 /// A fresh schema in the PostgreSQL named by `OPENVEND_TEST_POSTGRES`.
-async fn postgres_db() -> Db {
+pub async fn postgres_db() -> Db {
     let base = std::env::var("OPENVEND_TEST_POSTGRES")
         .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL suite");
     let schema = unique_schema();

@@ -6,7 +6,7 @@ use openvend::domain::order::OrderLine;
 use openvend::store::orders::{NewOrder, create_reserving, dispense_key, resolve_key};
 use openvend::store::{Db, get_int, watches};
 
-use crate::store::{postgres_url_if_asked, sqlite_db};
+use crate::store::{postgres_db, postgres_url_if_asked, sqlite_db};
 
 /// An operator, a machine and a slot of 1,000 colas.
 async fn stocked(db: &Db) {
@@ -93,10 +93,7 @@ async fn watches_that_come_become_jobs_once_on_sqlite() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
 async fn watches_that_come_become_jobs_once_on_postgres() {
-    let url = postgres_url_if_asked()
-        .await
-        .expect("OPENVEND_TEST_POSTGRES must name a PostgreSQL URL");
-    watches_story(&Db::connect(&url, false).await.unwrap()).await;
+    watches_story(&postgres_db().await).await;
 }
 
 async fn watches_story(db: &Db) {
