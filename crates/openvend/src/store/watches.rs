@@ -73,8 +73,8 @@ fn watched_states() -> String {
 /// first), clearing those watches in the same transaction; answers how many watches it took.
 /// An order whose job is queued already (made due by a buyer's page, say) keeps that one. On
 /// PostgreSQL the orders are picked `FOR NO KEY UPDATE SKIP LOCKED`, so instances sharing the
-/// store never wait on each other and each watch is taken by one of them, while writes that
-/// only refer to an order (its timeline, its refunds) need not wait for a sweep.
+/// store never wait on each other and each watch is taken by one of them, while inserts that
+/// only refer to an order (its timeline entries) need not wait for a sweep.
 pub async fn queue_due(db: &Db, now: i64, limit: usize) -> Result<usize, StoreError> {
     static ANY_DUE: LazyLock<String> = LazyLock::new(|| {
         format!(

@@ -147,6 +147,12 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
                 _ => {}
             }
         };
+        // Whatever the faults did so far, every order waiting on something is watched.
+        assert_eq!(
+            crate::invariants::unwatched(&r.app_services.db).await,
+            Vec::<String>::new(),
+            "seed {seed}"
+        );
         let Some(qr) = qr else { continue };
         if offline {
             sim.go_offline().await;

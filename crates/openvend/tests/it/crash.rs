@@ -412,6 +412,7 @@ async fn f8_a_crash_between_paid_and_its_commit_loses_nothing_and_vends_once() {
     server.wait_failpoint().await;
     let db = server.db().await;
     assert_eq!(stored_state(&db, &order).await, "awaiting_payment");
+    assert_eq!(invariants::unwatched(&db).await, Vec::<String>::new());
     server.restart();
     server.wait_healthy().await;
     wait_vend(&mut events, &mut log, &order).await;
@@ -501,6 +502,7 @@ async fn a_crash_with_a_dispense_ack_held_in_memory_loses_nothing_and_vends_once
     sale.server.wait_failpoint().await;
     let db = sale.server.db().await;
     assert_eq!(stored_state(&db, &sale.order).await, "paid");
+    assert_eq!(invariants::unwatched(&db).await, Vec::<String>::new());
     sale.completes_after_restart_and_vends_once().await;
 }
 
@@ -541,6 +543,7 @@ impl PaidSale {
         wait_vend(&mut self.events, &mut self.log, &self.order).await;
         self.server.wait_failpoint().await;
         let db = self.server.db().await;
+        assert_eq!(invariants::unwatched(&db).await, Vec::<String>::new());
         let stopped_at = stored_state(&db, &self.order).await;
         assert!(
             matches!(stopped_at.as_str(), "paid" | "dispensing"),

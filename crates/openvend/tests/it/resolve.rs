@@ -79,9 +79,9 @@ async fn a_poll_that_asks_to_run_again_starts_the_count_of_attempts_again() {
     }
 }
 
-/// A payment notified after the resolver's first poll ends that poll's job in the transaction
-/// that records it, and the order's watch moves to its dispense: nothing asks Alipay about a
-/// paid order's payment again.
+/// A payment notified after the resolver's first poll ends that poll's job with the payment,
+/// and the order's watch moves to its dispense: nothing asks Alipay about a paid order's
+/// payment again.
 #[tokio::test]
 async fn a_payment_notified_after_the_first_poll_ends_the_resolver_job() {
     let r = start().await;
