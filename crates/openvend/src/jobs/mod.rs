@@ -270,9 +270,10 @@ async fn sweep(svc: &Arc<Services>, permits: &Arc<Semaphore>) -> tokio::time::In
     }
     // A watch that could not be queued is not waited for: it would wake the sweep at once,
     // again and again; the next sweep (at the latest the longest idle away) tries again.
-    let watch = match watches_queued {
-        true => watches::next_due(&svc.db).await,
-        false => Ok(None),
+    let watch = if watches_queued {
+        watches::next_due(&svc.db).await
+    } else {
+        Ok(None)
     };
     let next = match (jobs::next_run_at(&svc.db).await, watch) {
         (Ok(job), Ok(watch)) => Ok(job.into_iter().chain(watch).min()),
