@@ -23,6 +23,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::error::{Error, ErrorKind};
+use super::pg_socket::{self, OneSync, Pipeline};
 use super::sql::{Done, Kind, Later, Mode, Output, Query, Row, Value, trace};
 
 /// Prepared statements a connection keeps; past this the cache starts again, so statements
@@ -56,6 +57,8 @@ impl fmt::Debug for PgPool {
 /// One connection and the statements prepared on it.
 struct PgConn {
     client: Client,
+    /// Tells the connection's socket that a write is a transaction's statements.
+    pipeline: Arc<Pipeline>,
     /// By SQL text, then by parameter kinds: a hit is found without building a key.
     statements: HashMap<String, Vec<(Vec<Kind>, Prepared)>>,
 }
@@ -72,11 +75,15 @@ struct Pooled {
     conn: Option<Box<PgConn>>,
     pool: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
+    /// A statement outside a transaction is under way: dropped now (its caller cancelled), the
+    /// connection may still hold it unsent, and the next borrower's write would carry it.
+    running: bool,
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
+            && !self.running
             && !conn.client.is_closed()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
@@ -134,28 +141,42 @@ impl PgPool {
             conn: Some(conn),
             pool: Arc::clone(&self.inner),
             _permit: permit,
+            running: false,
         })
     }
 
+    /// Opens a connection to the first configured host that takes it (and, with
+    /// `target_session_attrs=read-write`, accepts writes), as tokio-postgres's `connect` does,
+    /// over the store's own socket ([`OneSync`]).
     async fn open(&self) -> Result<Box<PgConn>, Error> {
-        let (client, connection) = self.inner.config.connect(NoTls).await.map_err(pg_error)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL connection ended");
+        let config = &self.inner.config;
+        let mut last = Error::Connection("no host to connect to".into());
+        for target in pg_socket::targets(config).map_err(Error::Connection)? {
+            match open_at(config, &target).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(?target, error = %e, "PostgreSQL host not taken");
+                    last = e;
+                }
             }
-        });
-        Ok(Box::new(PgConn {
-            client,
-            statements: HashMap::new(),
-        }))
+        }
+        Err(last)
     }
 
     /// Runs one statement outside a transaction.
     pub async fn run(&self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         let mut pooled = self.acquire().await?;
+        pooled.running = true;
         let conn = pooled.conn.as_mut().ok_or(Error::PoolClosed)?;
-        let mut results =
-            run_pipeline(conn, &mut Vec::new(), &mut false, Some((query, mode))).await;
+        let mut results = run_pipeline(
+            conn,
+            &mut Vec::new(),
+            &mut false,
+            Some((query, mode)),
+            Outside,
+        )
+        .await;
+        pooled.running = false;
         results.pop().unwrap_or(Err(Error::PoolClosed))
     }
 
@@ -171,10 +192,61 @@ impl PgPool {
     pub async fn begin(&self) -> Result<PgTx, Error> {
         Ok(PgTx {
             pooled: Some(self.acquire().await?),
-            pending: vec![Step::Simple("BEGIN".into())],
+            pending: vec![Step::control("BEGIN")],
             sent: false,
         })
     }
+}
+
+/// Whether a pipeline's statements run in a transaction, where they may share one `Sync`
+/// (`pg_socket`); outside one each must keep its own (each commits on its own).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Within {
+    Transaction,
+    Outside,
+}
+use Within::{Outside, Transaction};
+
+/// Opens a connection at one of the configured hosts.
+async fn open_at(
+    config: &tokio_postgres::Config,
+    target: &pg_socket::Target,
+) -> Result<Box<PgConn>, Error> {
+    let socket = pg_socket::connect(config, target)
+        .await
+        .map_err(|e| Error::Connection(format!("connecting to PostgreSQL: {e}")))?;
+    let pipeline = Arc::new(Pipeline::default());
+    let (client, connection) = config
+        .connect_raw(OneSync::new(socket, Arc::clone(&pipeline)), NoTls)
+        .await
+        .map_err(pg_error)?;
+    // Start-up is over: from here on the socket may let a transaction's statements share a
+    // `Sync`.
+    pipeline.activate();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadWrite {
+        let rows = client
+            .simple_query("SHOW transaction_read_only")
+            .await
+            .map_err(pg_error)?;
+        let read_only = rows.iter().any(|message| {
+            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+        });
+        if read_only {
+            return Err(Error::Connection(
+                "the server is read-only (target_session_attrs=read-write)".into(),
+            ));
+        }
+    }
+    Ok(Box::new(PgConn {
+        client,
+        pipeline,
+        statements: HashMap::new(),
+    }))
 }
 
 /// Something waiting to be sent on a transaction's connection.
@@ -187,6 +259,18 @@ enum Step {
         args: Vec<Value>,
         answer: Option<(Mode, tokio::sync::oneshot::Sender<Result<Output, Error>>)>,
     },
+}
+
+impl Step {
+    /// `BEGIN` or `COMMIT`, by the extended protocol like the statements, so that a
+    /// transaction's write can share one `Sync` from its first statement to its last.
+    fn control(sql: &str) -> Step {
+        Step::Deferred {
+            sql: sql.to_owned(),
+            args: Vec::new(),
+            answer: None,
+        }
+    }
 }
 
 /// An open transaction on one connection.
@@ -215,6 +299,11 @@ impl PgTx {
             .and_then(|p| p.conn.as_deref_mut())
             .ok_or(Error::PoolClosed)?;
         Ok((conn, &mut self.pending, &mut self.sent))
+    }
+
+    /// Whether nothing is queued but, before anything went out, the `BEGIN`.
+    fn only_begin_queued(&self) -> bool {
+        self.pending.len() <= usize::from(!self.sent)
     }
 
     /// Queues a statement whose result the caller does not need.
@@ -265,42 +354,50 @@ impl PgTx {
     /// Runs a statement, after everything queued, in one write.
     pub async fn run(&mut self, query: Query<'_>, mode: Mode) -> Result<Output, Error> {
         let (conn, pending, sent) = self.parts()?;
-        first_error_or_last(run_pipeline(conn, pending, sent, Some((query, mode))).await)
+        first_error_or_last(
+            run_pipeline(conn, pending, sent, Some((query, mode)), Transaction).await,
+        )
     }
 
     /// Sends what is queued, in one write, and waits for it.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        if !self
-            .pending
-            .iter()
-            .any(|step| matches!(step, Step::Deferred { .. }))
-        {
+        if self.only_begin_queued() {
             return Ok(()); // nothing queued but perhaps the `BEGIN`, which can wait
         }
         let (conn, pending, sent) = self.parts()?;
-        first_error_or_last(run_pipeline(conn, pending, sent, None).await).map(|_| ())
+        first_error_or_last(run_pipeline(conn, pending, sent, None, Transaction).await).map(|_| ())
     }
 
     /// Runs several statements without parameters inside the transaction.
     pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
         self.pending.push(Step::Simple(sql.to_owned()));
         let (conn, pending, sent) = self.parts()?;
-        first_error_or_last(run_pipeline(conn, pending, sent, None).await).map(|_| ())
+        first_error_or_last(run_pipeline(conn, pending, sent, None, Transaction).await).map(|_| ())
     }
 
     /// Sends what is queued and `COMMIT` in one write. If a queued statement failed, its
     /// error is returned and nothing was committed.
     pub async fn commit(mut self) -> Result<(), Error> {
-        if !self.sent && self.pending.len() == 1 {
+        if !self.sent && self.only_begin_queued() {
             return Ok(()); // only the `BEGIN` that never went out: nothing to do
         }
-        self.pending.push(Step::Simple("COMMIT".into()));
+        self.pending.push(Step::control("COMMIT"));
         let (conn, pending, sent) = self.parts()?;
-        let results = run_pipeline(conn, pending, sent, None).await;
-        // The COMMIT answered: the transaction ended (a failed one is rolled back by it).
-        // Otherwise (it was never sent, or the connection broke) the drop rolls back.
-        if let Some(Ok(_)) = results.last() {
-            self.sent = false;
+        let results = run_pipeline(conn, pending, sent, None, Transaction).await;
+        match results.last() {
+            // The COMMIT answered: the transaction ended.
+            Some(Ok(_)) => self.sent = false,
+            // A statement before it failed, so PostgreSQL skipped the COMMIT (`pg_socket`)
+            // and the transaction stays open and failed; or the COMMIT itself failed, which
+            // ends it (this ROLLBACK then only draws a warning). If the connection broke,
+            // the drop closes it.
+            _ if !conn.client.is_closed() => {
+                trace("ROLLBACK");
+                if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                    self.sent = false;
+                }
+            }
+            _ => {}
         }
         first_error_or_last(results).map(|_| ())
     }
@@ -413,6 +510,7 @@ async fn run_pipeline(
     pending: &mut Vec<Step>,
     sent: &mut bool,
     last: Option<(Query<'_>, Mode)>,
+    within: Within,
 ) -> Vec<Result<Output, Error>> {
     // Prepare what this connection has not seen yet (once per statement and connection).
     let mut steps_prepared = Vec::with_capacity(pending.len() + 1);
@@ -469,7 +567,17 @@ async fn run_pipeline(
         });
     }
     tracing::trace!(target: "openvend::sql", "-- one round trip: {} statement(s)", calls.len());
+    // In a transaction the statements of one write need no `Sync` but the last: the socket
+    // drops the others, so PostgreSQL answers the write at once instead of piece by piece.
+    let coalesce = within == Transaction && calls.len() > 1;
+    if coalesce {
+        conn.pipeline.coalesce_next_write();
+    }
     let mut results = in_order(calls).await;
+    if coalesce {
+        // Spent by the write; cleared in case nothing was written (every call failed first).
+        conn.pipeline.no_coalescing();
+    }
     // Rows read later go to their readers; the pipeline keeps only whether each succeeded.
     for (step, result) in pending.into_iter().zip(results.iter_mut()) {
         if let Step::Deferred {

@@ -497,6 +497,60 @@ async fn deferred_writes(db: &Db) {
         0
     );
 
+    // On PostgreSQL a transaction's statements share one write (and one `Sync`): a read sent
+    // after a failing write is skipped by the database and answered with the error it gives a
+    // statement of a failed transaction, the failing write's own error is the one reported,
+    // and nothing stays. SQLite refuses the duplicate at once.
+    let mut tx = db.begin().await.unwrap();
+    insert(8, "i").defer(&mut *tx).await.unwrap();
+    if insert(1, "duplicate").defer(&mut *tx).await.is_ok() {
+        let skipped = query("SELECT body FROM notes WHERE id = 2")
+            .fetch_later(&mut *tx)
+            .await
+            .unwrap();
+        let e = query("SELECT body FROM notes WHERE id = 8")
+            .fetch_one(&mut *tx)
+            .await
+            .expect_err("a failed transaction answers nothing");
+        assert!(e.is_unique_violation(), "{e}");
+        match skipped.first() {
+            Err(openvend::store::Error::Database { code, .. }) => {
+                assert_eq!(
+                    code.as_deref(),
+                    Some("25P02"),
+                    "a skipped statement's answer"
+                );
+            }
+            other => panic!("a statement after the failing one answered {other:?}"),
+        }
+    }
+    drop(tx);
+    assert_eq!(
+        count_notes(db, "SELECT COUNT(*) FROM notes WHERE id = 8").await,
+        0
+    );
+    // Several reads in one write each get their own rows.
+    let mut tx = db.begin().await.unwrap();
+    let first = query("SELECT body FROM notes WHERE id = 2")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    let none = query("SELECT body FROM notes WHERE id = 99")
+        .fetch_later(&mut *tx)
+        .await
+        .unwrap();
+    insert(9, "j").defer(&mut *tx).await.unwrap();
+    let all: i64 = query("SELECT COUNT(*) FROM notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    tx.commit().await.unwrap();
+    let body: String = first.first().unwrap().unwrap().try_get(0).unwrap();
+    assert_eq!((body.as_str(), all), ("c", 3));
+    assert!(none.first().unwrap().is_none());
+
     // Only deferred writes: they go out with the commit.
     let mut tx = db.begin().await.unwrap();
     insert(4, "e").defer(&mut *tx).await.unwrap();
