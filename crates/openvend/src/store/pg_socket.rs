@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -36,25 +36,37 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Pipeline {
     /// Set once the connection is open: the start-up exchange passes untouched.
     active: AtomicBool,
-    /// The next write is a transaction's statements, which may share one `Sync`.
-    coalesce: AtomicBool,
+    /// The next write is this many statements of a transaction, which may share one `Sync`
+    /// (0: none announced).
+    coalesce: AtomicUsize,
+    /// Writes whose statements shared one `Sync`, counted for the whole pool.
+    coalesced: Arc<AtomicU64>,
 }
 
 impl Pipeline {
+    /// A connection's pipeline, counting its coalesced writes in `coalesced`.
+    pub fn counting(coalesced: Arc<AtomicU64>) -> Pipeline {
+        Pipeline {
+            coalesced,
+            ..Pipeline::default()
+        }
+    }
+
     /// The start-up exchange is over: messages from now on are framed with a type byte.
     pub fn activate(&self) {
         self.active.store(true, Ordering::Release);
     }
 
-    /// The next write holds statements of an open transaction (after its `BEGIN`, or starting
-    /// with it): they may share one `Sync`.
-    pub fn coalesce_next_write(&self) {
-        self.coalesce.store(true, Ordering::Release);
+    /// The next write holds `statements` statements of an open transaction (after its
+    /// `BEGIN`, or starting with it): they may share one `Sync`. A write of another number of
+    /// statements (something else queued with them, or part of them) passes as it is.
+    pub fn coalesce_next_write(&self, statements: usize) {
+        self.coalesce.store(statements, Ordering::Release);
     }
 
     /// Withdraws [`coalesce_next_write`](Self::coalesce_next_write) if no write took it.
     pub fn no_coalescing(&self) {
-        self.coalesce.store(false, Ordering::Release);
+        self.coalesce.store(0, Ordering::Release);
     }
 }
 
@@ -110,6 +122,8 @@ pub struct OneSync<S> {
     ready: BytesMut,
     expect: VecDeque<Expect>,
     progress: Progress,
+    /// An answer out of protocol, reported once what came before it has been read.
+    broken: Option<io::Error>,
 }
 
 impl<S> OneSync<S> {
@@ -123,6 +137,7 @@ impl<S> OneSync<S> {
             ready: BytesMut::new(),
             expect: VecDeque::new(),
             progress: Progress::default(),
+            broken: None,
         }
     }
 
@@ -135,7 +150,7 @@ impl<S> OneSync<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let coalesce = self.pipeline.coalesce.swap(false, Ordering::AcqRel);
+        let announced = self.pipeline.coalesce.swap(0, Ordering::AcqRel);
         let out = self.out.split();
         let messages = split_messages(&out)?;
         if messages
@@ -154,7 +169,8 @@ impl<S> OneSync<S> {
             && messages
                 .chunks(3)
                 .all(|s| s[0][0] == BIND && s[1][0] == EXECUTE && s[2][0] == SYNC);
-        if coalesce && only_statements && syncs > 1 {
+        if only_statements && syncs > 1 && syncs == announced {
+            self.pipeline.coalesced.fetch_add(1, Ordering::Relaxed);
             for (i, message) in messages.iter().enumerate() {
                 if message[0] != SYNC || i + 1 == messages.len() {
                     self.wire.extend_from_slice(message);
@@ -257,20 +273,27 @@ impl<S> OneSync<S> {
     }
 }
 
-/// Whether an `ErrorResponse` ends the connection (severity `FATAL` or `PANIC`).
+/// Whether an `ErrorResponse` ends the connection (severity `FATAL` or `PANIC`): by its `V`
+/// field, never translated, else by `S`, which follows the server's `lc_messages`.
 fn is_fatal(message: &[u8]) -> bool {
     let mut fields = message.get(5..).unwrap_or_default();
+    let mut severity = None;
     while let Some((&field, rest)) = fields.split_first() {
         if field == 0 {
             break;
         }
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        if field == b'S' {
-            return matches!(&rest[..end], b"FATAL" | b"PANIC");
+        match field {
+            b'V' => {
+                severity = Some(&rest[..end]);
+                break;
+            }
+            b'S' => severity = Some(&rest[..end]),
+            _ => {}
         }
         fields = rest.get(end + 1..).unwrap_or_default();
     }
-    false
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
 }
 
 /// Length of a `ReadyForQuery` message.
@@ -355,6 +378,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
                 this.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if let Some(e) = this.broken.take() {
+                return Poll::Ready(Err(e));
+            }
             let mut scratch = [0u8; 8 * 1024];
             let mut chunk = ReadBuf::new(&mut scratch);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut chunk))?;
@@ -368,7 +394,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
                 continue;
             }
             this.raw.extend_from_slice(chunk.filled());
-            this.take_read()?;
+            // What was answered before a message out of protocol is still handed over (a
+            // `COMMIT`'s answer among it): the error comes after it.
+            if let Err(e) = this.take_read() {
+                this.raw.clear();
+                this.broken = Some(e);
+            }
         }
     }
 }
@@ -442,6 +473,9 @@ pub fn targets(config: &tokio_postgres::Config) -> Result<Vec<Target>, String> {
             addrs.len()
         ));
     }
+    if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadOnly {
+        return Err("target_session_attrs=read-only is not supported: OpenVend writes".into());
+    }
     let count = hosts.len().max(addrs.len());
     if ports.len() > 1 && ports.len() != count {
         return Err(format!(
@@ -463,42 +497,78 @@ pub fn targets(config: &tokio_postgres::Config) -> Result<Vec<Target>, String> {
     Ok(targets)
 }
 
-/// Opens a socket to `target` within the connect timeout, with the configured TCP keepalives
-/// and user timeout.
+/// Opens a socket to `target`: each of a host name's addresses in turn, each within the
+/// connect timeout, with the configured TCP keepalives and user timeout.
 pub async fn connect(config: &tokio_postgres::Config, target: &Target) -> io::Result<PgSocket> {
-    let open = async {
-        match target {
-            Target::Tcp(host, port) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                let socket = socket2::SockRef::from(&stream);
-                if config.get_keepalives() {
-                    let mut keepalive =
-                        socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
-                    if let Some(interval) = config.get_keepalives_interval() {
-                        keepalive = keepalive.with_interval(interval);
-                    }
-                    if let Some(retries) = config.get_keepalives_retries() {
-                        keepalive = keepalive.with_retries(retries);
-                    }
-                    socket.set_tcp_keepalive(&keepalive)?;
+    let limit = config.get_connect_timeout().copied();
+    match target {
+        Target::Tcp(host, port) => {
+            let addrs: Vec<_> = within_limit(limit, async {
+                Ok(tokio::net::lookup_host((host.as_str(), *port))
+                    .await?
+                    .collect())
+            })
+            .await?;
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+            for addr in addrs {
+                match within_limit(limit, tokio::net::TcpStream::connect(addr)).await {
+                    Ok(stream) => return tcp_options(config, stream).map(PgSocket::Tcp),
+                    Err(e) => last = e,
                 }
-                #[cfg(target_os = "linux")]
-                if let Some(timeout) = config.get_tcp_user_timeout() {
-                    socket.set_tcp_user_timeout(Some(*timeout))?;
-                }
-                Ok(PgSocket::Tcp(stream))
             }
-            #[cfg(unix)]
-            Target::Unix(path) => Ok(PgSocket::Unix(tokio::net::UnixStream::connect(path).await?)),
+            Err(last)
         }
-    };
-    match config.get_connect_timeout() {
-        Some(limit) => tokio::time::timeout(*limit, open)
+        #[cfg(unix)]
+        Target::Unix(path) => Ok(PgSocket::Unix(
+            within_limit(limit, tokio::net::UnixStream::connect(path)).await?,
+        )),
+    }
+}
+
+/// `attempt`, failed as timed out if it takes longer than `limit`.
+async fn within_limit<T>(
+    limit: Option<std::time::Duration>,
+    attempt: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, attempt)
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-        None => open.await,
+        None => attempt.await,
     }
+}
+
+/// The socket options tokio-postgres sets on its own TCP sockets.
+fn tcp_options(
+    config: &tokio_postgres::Config,
+    stream: tokio::net::TcpStream,
+) -> io::Result<tokio::net::TcpStream> {
+    stream.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(&stream);
+    if config.get_keepalives() {
+        let keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+        #[cfg(not(any(target_os = "redox", target_os = "solaris", target_os = "openbsd")))]
+        let keepalive = match config.get_keepalives_interval() {
+            Some(interval) => keepalive.with_interval(interval),
+            None => keepalive,
+        };
+        #[cfg(not(any(
+            target_os = "redox",
+            target_os = "solaris",
+            target_os = "windows",
+            target_os = "openbsd"
+        )))]
+        let keepalive = match config.get_keepalives_retries() {
+            Some(retries) => keepalive.with_retries(retries),
+            None => keepalive,
+        };
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        socket.set_tcp_user_timeout(Some(*timeout))?;
+    }
+    Ok(stream)
 }
 
 impl AsyncRead for PgSocket {
@@ -586,10 +656,12 @@ mod tests {
             format!("SERROR\0VERROR\0C{code}\0Mno\0\0").as_bytes(),
         )
     }
+    /// The answer PostgreSQL gives a statement of a failed transaction, written out by hand.
     fn aborted() -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        put_aborted(&mut buf);
-        buf.to_vec()
+        message(
+            ERROR_RESPONSE,
+            b"SERROR\0VERROR\0C25P02\0Mcurrent transaction is aborted, commands ignored until end of transaction block\0\0",
+        )
     }
 
     /// The layer over one end of a pipe, started; the other end plays PostgreSQL.
@@ -632,7 +704,7 @@ mod tests {
     #[tokio::test]
     async fn a_transactions_write_goes_out_with_one_sync_and_its_answers_come_back_apart() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(3);
         send(
             &mut socket,
             &[statement(), statement(), statement()].concat(),
@@ -678,12 +750,13 @@ mod tests {
         ]
         .concat();
         assert_eq!(answered(&mut socket, expected.len()).await, expected);
+        assert_eq!(pipeline.coalesced.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
     async fn after_an_error_each_skipped_statement_gets_the_answer_postgres_gives_it() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(4);
         send(
             &mut socket,
             &[statement(), statement(), statement(), statement()].concat(),
@@ -712,7 +785,7 @@ mod tests {
         assert_eq!(answered(&mut socket, expected.len()).await, expected);
 
         // An error in the first: the rest are all skipped.
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(3);
         send(
             &mut socket,
             &[statement(), statement(), statement()].concat(),
@@ -734,7 +807,7 @@ mod tests {
         assert_eq!(answered(&mut socket, expected.len()).await, expected);
 
         // An error in the last statement needs nothing put back.
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         send(&mut socket, &[statement(), statement()].concat()).await;
         let _ = received(
             &mut peer,
@@ -762,7 +835,7 @@ mod tests {
         send(&mut socket, &two).await;
         assert_eq!(received(&mut peer, two.len()).await, two);
         // Asked for, but with a simple query in it: as it is, and the ask is spent.
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         let with_query = [statement(), message(QUERY, b"ROLLBACK\0"), statement()].concat();
         send(&mut socket, &with_query).await;
         assert_eq!(received(&mut peer, with_query.len()).await, with_query);
@@ -771,7 +844,7 @@ mod tests {
 
         // Their answers (six statements, one query) pass untouched, split however they come,
         // and a coalesced write's answers after them are still told apart.
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         send(&mut socket, &two).await;
         let _ = received(
             &mut peer,
@@ -829,7 +902,7 @@ mod tests {
     #[tokio::test]
     async fn notices_pass_anywhere_and_an_answer_out_of_protocol_breaks_the_connection() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         send(&mut socket, &[statement(), statement()].concat()).await;
         let _ = received(
             &mut peer,
@@ -852,17 +925,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_split_in_two_coalesces_its_first_part_only() {
+    async fn a_write_of_other_statements_than_announced_passes_as_it_is() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write();
-        // The write's first flush takes the ask; what follows keeps its `Sync`s.
-        send(&mut socket, &[statement(), statement()].concat()).await;
+        // Three announced, the write holds two (the rest would follow in another): each
+        // keeps its `Sync`, and the announcement is spent.
+        pipeline.coalesce_next_write(3);
+        let two = [statement(), statement()].concat();
+        send(&mut socket, &two).await;
         send(&mut socket, &statement()).await;
-        let expected = [bind(), execute(), bind(), execute(), sync(), statement()].concat();
+        let expected = [two, statement()].concat();
         assert_eq!(received(&mut peer, expected.len()).await, expected);
         let answer = [
             bound(),
             done("INSERT 0 1"),
+            ready(b'T'),
             bound(),
             done("INSERT 0 1"),
             ready(b'T'),
@@ -872,26 +948,15 @@ mod tests {
         ]
         .concat();
         peer.write_all(&answer).await.unwrap();
-        let expected = [
-            bound(),
-            done("INSERT 0 1"),
-            ready(b'T'),
-            bound(),
-            done("INSERT 0 1"),
-            ready(b'T'),
-            bound(),
-            done("COMMIT"),
-            ready(b'I'),
-        ]
-        .concat();
-        assert_eq!(answered(&mut socket, expected.len()).await, expected);
+        assert_eq!(answered(&mut socket, answer.len()).await, answer);
+        assert_eq!(pipeline.coalesced.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
     async fn only_whole_statements_are_coalesced_and_copy_is_refused() {
         let (mut socket, pipeline, mut peer) = open();
         // A portal bound apart from its execution keeps its `Sync`s.
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         let apart = [bind(), sync(), execute(), sync()].concat();
         send(&mut socket, &apart).await;
         assert_eq!(received(&mut peer, apart.len()).await, apart);
@@ -910,7 +975,7 @@ mod tests {
         let mut socket = OneSync::new(ours, Arc::clone(&pipeline));
         // A start-up message has no type byte; the answer to an SSL request is one byte.
         let startup = [0u8, 0, 0, 8, 4, 210, 22, 47];
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         send(&mut socket, &startup).await;
         assert_eq!(received(&mut peer, startup.len()).await, startup);
         peer.write_all(b"N").await.unwrap();
@@ -920,7 +985,7 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_error_passes_alone_and_the_end_follows() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write();
+        pipeline.coalesce_next_write(2);
         send(&mut socket, &[statement(), statement()].concat()).await;
         let _ = received(&mut peer, coalesced_len(2)).await;
         let fatal = message(
@@ -939,5 +1004,98 @@ mod tests {
             rest.is_empty(),
             "nothing put back after a fatal error: {rest:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_prepare_in_a_write_keeps_every_sync() {
+        let (mut socket, pipeline, mut peer) = open();
+        pipeline.coalesce_next_write(2);
+        let parse = message(b'P', b"s9\0SELECT 1\0\0\0");
+        let describe = message(b'D', b"Ss9\0");
+        let write = [parse, describe, sync(), statement()].concat();
+        send(&mut socket, &write).await;
+        assert_eq!(received(&mut peer, write.len()).await, write);
+    }
+
+    #[tokio::test]
+    async fn a_translated_fatal_error_is_told_by_its_english_severity() {
+        let (mut socket, pipeline, mut peer) = open();
+        pipeline.coalesce_next_write(2);
+        send(&mut socket, &[statement(), statement()].concat()).await;
+        let _ = received(&mut peer, coalesced_len(2)).await;
+        let fatal = message(
+            ERROR_RESPONSE,
+            "S致命错误\0VFATAL\0C57P01\0M终止连接\0\0".as_bytes(),
+        );
+        peer.write_all(&fatal).await.unwrap();
+        drop(peer);
+        let mut all = Vec::new();
+        within(socket.read_to_end(&mut all)).await.unwrap();
+        assert_eq!(all, fatal, "passed alone, nothing put back");
+    }
+
+    #[tokio::test]
+    async fn a_broken_answer_fails_the_connection_after_what_came_before_it() {
+        let (mut socket, pipeline, mut peer) = open();
+        pipeline.coalesce_next_write(2);
+        send(&mut socket, &[statement(), statement()].concat()).await;
+        let _ = received(&mut peer, coalesced_len(2)).await;
+        // A length below the header's own four bytes.
+        let broken = [
+            bound(),
+            done("INSERT 0 1"),
+            vec![READY_FOR_QUERY, 0, 0, 0, 2],
+        ]
+        .concat();
+        peer.write_all(&broken).await.unwrap();
+        let expected = [bound(), done("INSERT 0 1"), ready(b'T')].concat();
+        assert_eq!(answered(&mut socket, expected.len()).await, expected);
+        let mut buf = [0u8; 8];
+        let e = within(socket.read(&mut buf)).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_by_the_end_is_passed_on_then_the_end() {
+        let (mut socket, pipeline, mut peer) = open();
+        pipeline.coalesce_next_write(2);
+        send(&mut socket, &[statement(), statement()].concat()).await;
+        let _ = received(&mut peer, coalesced_len(2)).await;
+        let cut = [bound(), done("INSERT 0 1")[..4].to_vec()].concat();
+        peer.write_all(&cut).await.unwrap();
+        drop(peer);
+        let mut all = Vec::new();
+        within(socket.read_to_end(&mut all)).await.unwrap();
+        assert_eq!(all, cut);
+    }
+
+    #[test]
+    fn hosts_are_taken_from_the_url_as_tokio_postgres_takes_them() {
+        let config = |url: &str| url.parse::<tokio_postgres::Config>().unwrap();
+        assert_eq!(
+            targets(&config("postgres://u@db1:5433,db2/openvend")).unwrap(),
+            vec![
+                Target::Tcp("db1".into(), 5433),
+                Target::Tcp("db2".into(), 5432)
+            ]
+        );
+        assert_eq!(
+            targets(&config("host=10.0.0.1,10.0.0.2 port=6432 user=u")).unwrap(),
+            vec![
+                Target::Tcp("10.0.0.1".into(), 6432),
+                Target::Tcp("10.0.0.2".into(), 6432)
+            ]
+        );
+        assert_eq!(
+            targets(&config("host=/run/postgresql user=u")).unwrap(),
+            vec![Target::Unix("/run/postgresql/.s.PGSQL.5432".into())]
+        );
+        for refused in [
+            "user=u",
+            "host=a,b,c port=1,2 user=u",
+            "postgres://u@db/openvend?target_session_attrs=read-only",
+        ] {
+            assert!(targets(&config(refused)).is_err(), "{refused}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ struct Inner {
     idle: Mutex<Vec<Box<PgConn>>>,
     permits: Arc<Semaphore>,
     acquire_timeout: Duration,
+    /// Writes whose statements shared one `Sync` ([`PgPool::shared_sync_writes`]).
+    coalesced: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PgPool {
@@ -70,24 +73,48 @@ struct Prepared {
     columns: Arc<[String]>,
 }
 
-/// A connection taken from the pool; it goes back when dropped, unless it broke.
+/// A connection taken from the pool; it goes back when dropped, unless it broke (and, if a
+/// statement outside a transaction was cancelled on it, once that statement was answered).
 struct Pooled {
     conn: Option<Box<PgConn>>,
     pool: Arc<Inner>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     /// A statement outside a transaction is under way: dropped now (its caller cancelled), the
     /// connection may still hold it unsent, and the next borrower's write would carry it.
     running: bool,
 }
 
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && !self.running
-            && !conn.client.is_closed()
-            && let Ok(mut idle) = self.pool.idle.lock()
+impl Pooled {
+    fn give_back(pool: &Inner, conn: Box<PgConn>) {
+        if !conn.client.is_closed()
+            && let Ok(mut idle) = pool.idle.lock()
         {
             idle.push(conn);
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.running {
+            Pooled::give_back(&self.pool, conn);
+            return;
+        }
+        // An empty query is answered after whatever was still queued: then the connection is
+        // clean. Its permit is held until then. Without a runtime the connection is closed.
+        if let (Ok(runtime), Some(permit)) =
+            (tokio::runtime::Handle::try_current(), self.permit.take())
+        {
+            let pool = Arc::clone(&self.pool);
+            runtime.spawn(async move {
+                if conn.client.batch_execute("").await.is_ok() {
+                    Pooled::give_back(&pool, conn);
+                }
+                drop(permit);
+            });
         }
     }
 }
@@ -111,6 +138,7 @@ impl PgPool {
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(size)),
                 acquire_timeout,
+                coalesced: Arc::default(),
             }),
         };
         let first = pool.acquire().await?;
@@ -140,7 +168,7 @@ impl PgPool {
         Ok(Pooled {
             conn: Some(conn),
             pool: Arc::clone(&self.inner),
-            _permit: permit,
+            permit: Some(permit),
             running: false,
         })
     }
@@ -152,7 +180,7 @@ impl PgPool {
         let config = &self.inner.config;
         let mut last = Error::Connection("no host to connect to".into());
         for target in pg_socket::targets(config).map_err(Error::Connection)? {
-            match open_at(config, &target).await {
+            match open_at(config, &target, &self.inner.coalesced).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
                     tracing::debug!(?target, error = %e, "PostgreSQL host not taken");
@@ -161,6 +189,12 @@ impl PgPool {
             }
         }
         Err(last)
+    }
+
+    /// How many of the transactions' writes so far went out with one `Sync` for all their
+    /// statements (`pg_socket`): seen by tests, which cannot see the wire.
+    pub fn shared_sync_writes(&self) -> u64 {
+        self.inner.coalesced.load(Ordering::Relaxed)
     }
 
     /// Runs one statement outside a transaction.
@@ -211,11 +245,12 @@ use Within::{Outside, Transaction};
 async fn open_at(
     config: &tokio_postgres::Config,
     target: &pg_socket::Target,
+    coalesced: &Arc<AtomicU64>,
 ) -> Result<Box<PgConn>, Error> {
     let socket = pg_socket::connect(config, target)
         .await
         .map_err(|e| Error::Connection(format!("connecting to PostgreSQL: {e}")))?;
-    let pipeline = Arc::new(Pipeline::default());
+    let pipeline = Arc::new(Pipeline::counting(Arc::clone(coalesced)));
     let (client, connection) = config
         .connect_raw(OneSync::new(socket, Arc::clone(&pipeline)), NoTls)
         .await
@@ -234,7 +269,8 @@ async fn open_at(
             .await
             .map_err(pg_error)?;
         let read_only = rows.iter().any(|message| {
-            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row)
+                if matches!(row.try_get(0), Ok(Some("on"))))
         });
         if read_only {
             return Err(Error::Connection(
@@ -251,7 +287,7 @@ async fn open_at(
 
 /// Something waiting to be sent on a transaction's connection.
 enum Step {
-    /// Statements without parameters, by the simple protocol (`BEGIN`, a migration).
+    /// Statements without parameters, by the simple protocol (a migration).
     Simple(String),
     /// A statement whose result nobody waits for now; its rows go to `answer`, if any.
     Deferred {
@@ -571,7 +607,7 @@ async fn run_pipeline(
     // drops the others, so PostgreSQL answers the write at once instead of piece by piece.
     let coalesce = within == Transaction && calls.len() > 1;
     if coalesce {
-        conn.pipeline.coalesce_next_write();
+        conn.pipeline.coalesce_next_write(calls.len());
     }
     let mut results = in_order(calls).await;
     if coalesce {

@@ -602,6 +602,15 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// On PostgreSQL, how many transaction writes went out with one `Sync` for all their
+    /// statements (see `store::pg_socket`); 0 on SQLite, which has no wire.
+    pub fn shared_sync_writes(&self) -> u64 {
+        match self {
+            Pool::Sqlite(_) => 0,
+            Pool::Postgres(p) => p.shared_sync_writes(),
+        }
+    }
+
     /// The SQLite connection, waiting for the transaction that holds it.
     async fn sqlite(
         conn: &Arc<Mutex<rusqlite::Connection>>,

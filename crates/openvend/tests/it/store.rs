@@ -204,6 +204,100 @@ async fn deferred_writes_keep_their_order_and_fail_their_transaction_on_postgres
     deferred_writes(&db).await;
 }
 
+/// On PostgreSQL a transaction's write of several statements goes out with one `Sync`
+/// (`store::pg_socket`); this checks that it does, and what could go wrong around it: a
+/// `COMMIT` that itself fails, and a statement outside a transaction cancelled mid-way on a
+/// connection the next transactions use.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run by .ci/run with OPENVEND_TEST_POSTGRES set"]
+async fn a_transactions_statements_share_one_sync_on_postgres() {
+    use openvend::store::query;
+    let db = postgres_db().await;
+    db.pool
+        .execute_batch(
+            "CREATE TABLE marks (id BIGINT PRIMARY KEY, n BIGINT NOT NULL); \
+             CREATE TABLE once (k BIGINT, CONSTRAINT once_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await
+        .unwrap();
+    let mark = |id: i64, n: i64| {
+        query("INSERT INTO marks (id, n) VALUES ($1, $2)")
+            .bind(id)
+            .bind(n)
+    };
+
+    let before = db.pool.shared_sync_writes();
+    let mut tx = db.begin().await.unwrap();
+    mark(1, 10).defer(&mut *tx).await.unwrap();
+    let n: i64 = query("SELECT n FROM marks WHERE id = $1")
+        .bind(1_i64)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(n, 10);
+    query("UPDATE marks SET n = n + 1 WHERE id = $1")
+        .bind(1_i64)
+        .defer(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.pool.shared_sync_writes() - before,
+        2,
+        "BEGIN, the insert and the read in one write; the update and COMMIT in another"
+    );
+
+    // A COMMIT that fails itself (a deferred unique constraint) says why, keeps nothing, and
+    // its connection serves the next transaction.
+    let mut tx = db.begin().await.unwrap();
+    for _ in 0..2 {
+        query("INSERT INTO once (k) VALUES (1)")
+            .defer(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let e = tx
+        .commit()
+        .await
+        .expect_err("the deferred constraint fails the commit");
+    assert!(e.is_unique_violation(), "{e}");
+    assert_eq!(count_notes(&db, "SELECT COUNT(*) FROM once").await, 0);
+
+    // Statements outside a transaction cancelled before their answer (more than the pool has
+    // connections), then transactions on the same connections: each sees only its own.
+    for _ in 0..20 {
+        let slow = query("SELECT pg_sleep(0.05)").execute(&db.pool);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(2), slow)
+                .await
+                .is_err(),
+            "the sleep was cut off"
+        );
+    }
+    for id in 100..130 {
+        let mut tx = db.begin().await.unwrap();
+        mark(id, id).defer(&mut *tx).await.unwrap();
+        let seen: i64 = query("SELECT COUNT(*) FROM marks WHERE id >= 100")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(seen, id - 99);
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(count_notes(&db, "SELECT COUNT(*) FROM marks").await, 31);
+    let n: i64 = query("SELECT n FROM marks WHERE id = 1")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(n, 11);
+}
+
 #[tokio::test]
 async fn rows_read_later_arrive_with_the_next_statement_on_sqlite() {
     let (db, _dir) = sqlite_db().await;
