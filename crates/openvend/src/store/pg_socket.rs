@@ -696,9 +696,21 @@ mod tests {
         buf
     }
 
-    /// What PostgreSQL receives of `n` coalesced statements.
-    fn coalesced_len(n: usize) -> usize {
-        n * (bind().len() + execute().len()) + sync().len()
+    /// Sends `n` statements announced as one write, as a transaction does, and checks that
+    /// PostgreSQL receives them with one `Sync`.
+    async fn send_coalesced(
+        socket: &mut OneSync<DuplexStream>,
+        pipeline: &Pipeline,
+        peer: &mut DuplexStream,
+        n: usize,
+    ) {
+        pipeline.coalesce_next_write(n);
+        send(socket, &vec![statement(); n].concat()).await;
+        let mut expected: Vec<u8> = std::iter::repeat_n([bind(), execute()].concat(), n)
+            .flatten()
+            .collect();
+        expected.extend(sync());
+        assert_eq!(received(peer, expected.len()).await, expected);
     }
 
     #[tokio::test]
@@ -756,17 +768,7 @@ mod tests {
     #[tokio::test]
     async fn after_an_error_each_skipped_statement_gets_the_answer_postgres_gives_it() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(4);
-        send(
-            &mut socket,
-            &[statement(), statement(), statement(), statement()].concat(),
-        )
-        .await;
-        let _ = received(
-            &mut peer,
-            4 * (bind().len() + execute().len()) + sync().len(),
-        )
-        .await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 4).await;
         // The second fails; PostgreSQL skips the third and the fourth up to the `Sync`.
         let answer = [bound(), done("INSERT 0 1"), error("23505"), ready(b'E')].concat();
         peer.write_all(&answer).await.unwrap();
@@ -785,13 +787,7 @@ mod tests {
         assert_eq!(answered(&mut socket, expected.len()).await, expected);
 
         // An error in the first: the rest are all skipped.
-        pipeline.coalesce_next_write(3);
-        send(
-            &mut socket,
-            &[statement(), statement(), statement()].concat(),
-        )
-        .await;
-        let _ = received(&mut peer, coalesced_len(3)).await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 3).await;
         peer.write_all(&[error("22P02"), ready(b'E')].concat())
             .await
             .unwrap();
@@ -807,13 +803,7 @@ mod tests {
         assert_eq!(answered(&mut socket, expected.len()).await, expected);
 
         // An error in the last statement needs nothing put back.
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(
-            &mut peer,
-            2 * (bind().len() + execute().len()) + sync().len(),
-        )
-        .await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let answer = [bound(), done("UPDATE 1"), error("OV001"), ready(b'E')].concat();
         peer.write_all(&answer).await.unwrap();
         let expected = [
@@ -844,13 +834,7 @@ mod tests {
 
         // Their answers (six statements, one query) pass untouched, split however they come,
         // and a coalesced write's answers after them are still told apart.
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &two).await;
-        let _ = received(
-            &mut peer,
-            2 * (bind().len() + execute().len()) + sync().len(),
-        )
-        .await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let as_sent: Vec<u8> = [
             bound(),
             done("UPDATE 1"),
@@ -902,13 +886,7 @@ mod tests {
     #[tokio::test]
     async fn notices_pass_anywhere_and_an_answer_out_of_protocol_breaks_the_connection() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(
-            &mut peer,
-            2 * (bind().len() + execute().len()) + sync().len(),
-        )
-        .await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let notice = message(
             NOTICE,
             b"SWARNING\0C25001\0Mthere is already a transaction\0\0",
@@ -985,9 +963,7 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_error_passes_alone_and_the_end_follows() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(&mut peer, coalesced_len(2)).await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let fatal = message(
             ERROR_RESPONSE,
             b"SFATAL\0VFATAL\0C57P01\0Mterminating connection\0\0",
@@ -1020,9 +996,7 @@ mod tests {
     #[tokio::test]
     async fn a_translated_fatal_error_is_told_by_its_english_severity() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(&mut peer, coalesced_len(2)).await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let fatal = message(
             ERROR_RESPONSE,
             "S致命错误\0VFATAL\0C57P01\0M终止连接\0\0".as_bytes(),
@@ -1037,9 +1011,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_answer_fails_the_connection_after_what_came_before_it() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(&mut peer, coalesced_len(2)).await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         // A length below the header's own four bytes.
         let broken = [
             bound(),
@@ -1058,9 +1030,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_cut_off_by_the_end_is_passed_on_then_the_end() {
         let (mut socket, pipeline, mut peer) = open();
-        pipeline.coalesce_next_write(2);
-        send(&mut socket, &[statement(), statement()].concat()).await;
-        let _ = received(&mut peer, coalesced_len(2)).await;
+        send_coalesced(&mut socket, &pipeline, &mut peer, 2).await;
         let cut = [bound(), done("INSERT 0 1")[..4].to_vec()].concat();
         peer.write_all(&cut).await.unwrap();
         drop(peer);
