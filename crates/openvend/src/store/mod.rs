@@ -11,6 +11,7 @@ mod error;
 pub mod jobs;
 mod migrations;
 pub mod orders;
+mod pg_connect;
 mod pg_socket;
 mod postgres;
 pub mod sql;

@@ -16,8 +16,9 @@
 //! That is what a skipped statement would have been answered on its own, except a skipped
 //! `COMMIT`, which on its own would have ended the failed transaction: here the transaction
 //! stays open and failed, and its owner rolls it back (`PgTx::commit`). Only writes asked for
-//! ([`Pipeline::coalesce_next_write`]) and made of nothing but statements (`Bind`, `Execute`,
-//! `Sync` each) are changed; everything else passes as it is. An answer that does not follow
+//! ([`Pipeline::coalesce_next_write`]) and made of exactly the number of statements announced
+//! (`Bind`, `Execute`, `Sync` each) are changed; everything else passes as it is, but COPY,
+//! which is not used, is refused. An answer that does not follow
 //! the protocol as expected breaks the connection rather than being guessed at; a fatal error
 //! (the server shutting the connection) passes as it comes.
 
@@ -237,8 +238,8 @@ impl<S> OneSync<S> {
                             progress.awaiting_ready = true;
                         }
                     }
-                    // The server closing the connection (or, after the write's last statement
-                    // or an error, anything else it says): passed as it comes.
+                    // The server closing the connection, or any further error once only the
+                    // write's `ReadyForQuery` is to come: passed as it comes.
                     ERROR_RESPONSE if progress.awaiting_ready || is_fatal(&message) => {
                         self.ready.extend_from_slice(&message);
                     }
@@ -435,183 +436,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for OneSync<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// A connection's socket: TCP, or a Unix socket when the host is a directory.
-pub enum PgSocket {
-    Tcp(tokio::net::TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-/// Where a connection may be opened: the configured hosts in order, each with its port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Tcp(String, u16),
-    #[cfg(unix)]
-    Unix(std::path::PathBuf),
-}
-
-/// The configured hosts, checked as tokio-postgres's own `connect` checks them (it is not used:
-/// the store opens its sockets itself, see [`OneSync`]). `load_balance_hosts=random` is not
-/// followed: hosts are tried in the order given.
-pub fn targets(config: &tokio_postgres::Config) -> Result<Vec<Target>, String> {
-    use tokio_postgres::config::Host;
-    let (hosts, addrs, ports) = (
-        config.get_hosts(),
-        config.get_hostaddrs(),
-        config.get_ports(),
-    );
-    if hosts.is_empty() && addrs.is_empty() {
-        return Err("the database URL names no host".into());
-    }
-    if !hosts.is_empty() && !addrs.is_empty() && hosts.len() != addrs.len() {
-        return Err(format!(
-            "the database URL has {} hosts and {} hostaddrs",
-            hosts.len(),
-            addrs.len()
-        ));
-    }
-    if config.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadOnly {
-        return Err("target_session_attrs=read-only is not supported: OpenVend writes".into());
-    }
-    let count = hosts.len().max(addrs.len());
-    if ports.len() > 1 && ports.len() != count {
-        return Err(format!(
-            "the database URL has {} ports for {count} hosts",
-            ports.len()
-        ));
-    }
-    let mut targets = Vec::with_capacity(count);
-    for i in 0..count {
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        targets.push(match (addrs.get(i), hosts.get(i)) {
-            (Some(addr), _) => Target::Tcp(addr.to_string(), port),
-            (None, Some(Host::Tcp(host))) => Target::Tcp(host.clone(), port),
-            #[cfg(unix)]
-            (None, Some(Host::Unix(dir))) => Target::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-            (None, None) => return Err("the database URL names no host".into()),
-        });
-    }
-    Ok(targets)
-}
-
-/// Opens a socket to `target`: each of a host name's addresses in turn, each within the
-/// connect timeout, with the configured TCP keepalives and user timeout.
-pub async fn connect(config: &tokio_postgres::Config, target: &Target) -> io::Result<PgSocket> {
-    let limit = config.get_connect_timeout().copied();
-    match target {
-        Target::Tcp(host, port) => {
-            let addrs: Vec<_> = within_limit(limit, async {
-                Ok(tokio::net::lookup_host((host.as_str(), *port))
-                    .await?
-                    .collect())
-            })
-            .await?;
-            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
-            for addr in addrs {
-                match within_limit(limit, tokio::net::TcpStream::connect(addr)).await {
-                    Ok(stream) => return tcp_options(config, stream).map(PgSocket::Tcp),
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        }
-        #[cfg(unix)]
-        Target::Unix(path) => Ok(PgSocket::Unix(
-            within_limit(limit, tokio::net::UnixStream::connect(path)).await?,
-        )),
-    }
-}
-
-/// `attempt`, failed as timed out if it takes longer than `limit`.
-async fn within_limit<T>(
-    limit: Option<std::time::Duration>,
-    attempt: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, attempt)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-        None => attempt.await,
-    }
-}
-
-/// The socket options tokio-postgres sets on its own TCP sockets.
-fn tcp_options(
-    config: &tokio_postgres::Config,
-    stream: tokio::net::TcpStream,
-) -> io::Result<tokio::net::TcpStream> {
-    stream.set_nodelay(true)?;
-    let socket = socket2::SockRef::from(&stream);
-    if config.get_keepalives() {
-        let keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
-        #[cfg(not(any(target_os = "redox", target_os = "solaris", target_os = "openbsd")))]
-        let keepalive = match config.get_keepalives_interval() {
-            Some(interval) => keepalive.with_interval(interval),
-            None => keepalive,
-        };
-        #[cfg(not(any(
-            target_os = "redox",
-            target_os = "solaris",
-            target_os = "windows",
-            target_os = "openbsd"
-        )))]
-        let keepalive = match config.get_keepalives_retries() {
-            Some(retries) => keepalive.with_retries(retries),
-            None => keepalive,
-        };
-        socket.set_tcp_keepalive(&keepalive)?;
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(timeout) = config.get_tcp_user_timeout() {
-        socket.set_tcp_user_timeout(Some(*timeout))?;
-    }
-    Ok(stream)
-}
-
-impl AsyncRead for PgSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgSocket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(unix)]
-            PgSocket::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for PgSocket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PgSocket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(unix)]
-            PgSocket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgSocket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(unix)]
-            PgSocket::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PgSocket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(unix)]
-            PgSocket::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }
 
@@ -1037,35 +861,5 @@ mod tests {
         let mut all = Vec::new();
         within(socket.read_to_end(&mut all)).await.unwrap();
         assert_eq!(all, cut);
-    }
-
-    #[test]
-    fn hosts_are_taken_from_the_url_as_tokio_postgres_takes_them() {
-        let config = |url: &str| url.parse::<tokio_postgres::Config>().unwrap();
-        assert_eq!(
-            targets(&config("postgres://u@db1:5433,db2/openvend")).unwrap(),
-            vec![
-                Target::Tcp("db1".into(), 5433),
-                Target::Tcp("db2".into(), 5432)
-            ]
-        );
-        assert_eq!(
-            targets(&config("host=10.0.0.1,10.0.0.2 port=6432 user=u")).unwrap(),
-            vec![
-                Target::Tcp("10.0.0.1".into(), 6432),
-                Target::Tcp("10.0.0.2".into(), 6432)
-            ]
-        );
-        assert_eq!(
-            targets(&config("host=/run/postgresql user=u")).unwrap(),
-            vec![Target::Unix("/run/postgresql/.s.PGSQL.5432".into())]
-        );
-        for refused in [
-            "user=u",
-            "host=a,b,c port=1,2 user=u",
-            "postgres://u@db/openvend?target_session_attrs=read-only",
-        ] {
-            assert!(targets(&config(refused)).is_err(), "{refused}");
-        }
     }
 }

@@ -24,7 +24,8 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::error::{Error, ErrorKind};
-use super::pg_socket::{self, OneSync, Pipeline};
+use super::pg_connect::{self, Target};
+use super::pg_socket::{OneSync, Pipeline};
 use super::sql::{Done, Kind, Later, Mode, Output, Query, Row, Value, trace};
 
 /// Prepared statements a connection keeps; past this the cache starts again, so statements
@@ -80,7 +81,10 @@ struct Pooled {
     pool: Arc<Inner>,
     permit: Option<OwnedSemaphorePermit>,
     /// A statement outside a transaction is under way: dropped now (its caller cancelled), the
-    /// connection may still hold it unsent, and the next borrower's write would carry it.
+    /// connection may still hold it unsent, and the next borrower's write would carry it. Its
+    /// `Sync` would then be one of those a transaction's write shares (`pg_socket` counts them,
+    /// but with `worker_threads` > 1 the leftover and part of the next write could add up to
+    /// the count announced), and the leftover would run inside that transaction.
     running: bool,
 }
 
@@ -174,12 +178,13 @@ impl PgPool {
     }
 
     /// Opens a connection to the first configured host that takes it (and, with
-    /// `target_session_attrs=read-write`, accepts writes), as tokio-postgres's `connect` does,
-    /// over the store's own socket ([`OneSync`]).
+    /// `target_session_attrs=read-write`, accepts writes), over the store's own socket
+    /// ([`OneSync`]). Unlike tokio-postgres's `connect`, a host whose first address takes the
+    /// TCP connection but fails the start-up is left for the next host, not its next address.
     async fn open(&self) -> Result<Box<PgConn>, Error> {
         let config = &self.inner.config;
         let mut last = Error::Connection("no host to connect to".into());
-        for target in pg_socket::targets(config).map_err(Error::Connection)? {
+        for target in pg_connect::targets(config).map_err(Error::Connection)? {
             match open_at(config, &target, &self.inner.coalesced).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
@@ -244,12 +249,12 @@ use Within::{Outside, Transaction};
 /// Opens a connection at one of the configured hosts.
 async fn open_at(
     config: &tokio_postgres::Config,
-    target: &pg_socket::Target,
+    target: &Target,
     coalesced: &Arc<AtomicU64>,
 ) -> Result<Box<PgConn>, Error> {
-    let socket = pg_socket::connect(config, target)
+    let socket = pg_connect::connect(config, target)
         .await
-        .map_err(|e| Error::Connection(format!("connecting to PostgreSQL: {e}")))?;
+        .map_err(|e| Error::Connection(format!("connecting to PostgreSQL at {target}: {e}")))?;
     let pipeline = Arc::new(Pipeline::counting(Arc::clone(coalesced)));
     let (client, connection) = config
         .connect_raw(OneSync::new(socket, Arc::clone(&pipeline)), NoTls)
@@ -424,10 +429,12 @@ impl PgTx {
             // The COMMIT answered: the transaction ended.
             Some(Ok(_)) => self.sent = false,
             // A statement before it failed, so PostgreSQL skipped the COMMIT (`pg_socket`)
-            // and the transaction stays open and failed; or the COMMIT itself failed, which
-            // ends it (this ROLLBACK then only draws a warning). If the connection broke,
-            // the drop closes it.
-            _ if !conn.client.is_closed() => {
+            // and the transaction stays open and failed: ended here rather than by the drop.
+            // Any other failure (the COMMIT's own, which ends the transaction; a connection
+            // that broke) is left to the drop, as before.
+            Some(Err(Error::Database {
+                code: Some(code), ..
+            })) if code.as_str() == SKIPPED_IN_FAILED_TRANSACTION => {
                 trace("ROLLBACK");
                 if conn.client.batch_execute("ROLLBACK").await.is_ok() {
                     self.sent = false;
@@ -767,6 +774,10 @@ fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<R
     }
     Ok(Row::new(Arc::clone(columns), values))
 }
+
+/// The SQLSTATE of a statement in a failed transaction (`in_failed_sql_transaction`): also
+/// what `pg_socket` answers a statement PostgreSQL skipped after an error.
+const SKIPPED_IN_FAILED_TRANSACTION: &str = "25P02";
 
 /// The SQLSTATE `openvend_expect_rows` raises (migration 18).
 const ROWS_NOT_AS_EXPECTED: &str = "OV001";

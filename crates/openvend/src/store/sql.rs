@@ -603,7 +603,8 @@ impl fmt::Debug for Pool {
 
 impl Pool {
     /// On PostgreSQL, how many transaction writes went out with one `Sync` for all their
-    /// statements (see `store::pg_socket`); 0 on SQLite, which has no wire.
+    /// statements (see `store::pg_socket`); 0 on SQLite, which has no wire. For tests.
+    #[doc(hidden)]
     pub fn shared_sync_writes(&self) -> u64 {
         match self {
             Pool::Sqlite(_) => 0,

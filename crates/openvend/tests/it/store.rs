@@ -595,6 +595,8 @@ async fn deferred_writes(db: &Db) {
     // after a failing write is skipped by the database and answered with the error it gives a
     // statement of a failed transaction, the failing write's own error is the one reported,
     // and nothing stays. SQLite refuses the duplicate at once.
+    let postgres = db.backend == openvend::store::Backend::Postgres;
+    let shared = db.pool.shared_sync_writes();
     let mut tx = db.begin().await.unwrap();
     insert(8, "i").defer(&mut *tx).await.unwrap();
     if insert(1, "duplicate").defer(&mut *tx).await.is_ok() {
@@ -617,6 +619,11 @@ async fn deferred_writes(db: &Db) {
             }
             other => panic!("a statement after the failing one answered {other:?}"),
         }
+        assert_eq!(
+            db.pool.shared_sync_writes(),
+            shared + 1,
+            "the failing write went out with one Sync"
+        );
     }
     drop(tx);
     assert_eq!(
@@ -624,6 +631,7 @@ async fn deferred_writes(db: &Db) {
         0
     );
     // Several reads in one write each get their own rows.
+    let shared = db.pool.shared_sync_writes();
     let mut tx = db.begin().await.unwrap();
     let first = query("SELECT body FROM notes WHERE id = 2")
         .fetch_later(&mut *tx)
@@ -644,6 +652,13 @@ async fn deferred_writes(db: &Db) {
     let body: String = first.first().unwrap().unwrap().try_get(0).unwrap();
     assert_eq!((body.as_str(), all), ("c", 3));
     assert!(none.first().unwrap().is_none());
+    if postgres {
+        assert_eq!(
+            db.pool.shared_sync_writes(),
+            shared + 1,
+            "BEGIN, the reads, the insert and the count in one write (the COMMIT goes alone)"
+        );
+    }
 
     // Only deferred writes: they go out with the commit.
     let mut tx = db.begin().await.unwrap();
