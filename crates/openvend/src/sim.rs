@@ -6,7 +6,7 @@
 //! benchmark all drive machines through it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -184,6 +184,9 @@ struct Shared {
     /// one it did accept changes nothing, and one it never got (lost in a disconnect,
     /// refused for its clock) now goes through.
     outbox: Mutex<VecDeque<Sent>>,
+    /// Events handed to the MQTT client and not yet acknowledged by the broker (`PUBACK`):
+    /// a machine that stops must wait for them, or what it last sent may never leave.
+    unacked: AtomicUsize,
 }
 
 struct Sent {
@@ -217,6 +220,7 @@ impl MachineSim {
                 rng: Mutex::new(seed),
                 skew_ms: AtomicI64::new(skew),
                 outbox: Mutex::new(VecDeque::new()),
+                unacked: AtomicUsize::new(0),
             }),
             link: Mutex::new(None),
             events_tx,
@@ -267,6 +271,15 @@ impl MachineSim {
                             let client = sub_client.clone();
                             tokio::spawn(async move { resend_unconfirmed(&shared, &client).await });
                         }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+                        // Never below zero: a publish the client sent again after a reconnect
+                        // may be acknowledged twice.
+                        let _ = poll_shared.unacked.fetch_update(
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            |n| n.checked_sub(1),
+                        );
                     }
                     Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                         if let Some(r) = ready.take() {
@@ -336,6 +349,20 @@ impl MachineSim {
         }
         let _ = self.events_tx.send(SimEvent::Online);
         Ok(())
+    }
+
+    /// Waits (at most `within`) until the broker has acknowledged every event this machine
+    /// sent: a machine about to stop calls it, as a real one keeps its power until its last
+    /// report has left. Whether everything was acknowledged.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.unacked.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Disconnects, as a machine losing power or network does.
@@ -553,14 +580,22 @@ async fn send_sealed(
         kind,
         body,
     );
-    client
+    // Counted before it is handed over, so its PUBACK can never come first.
+    shared.unacked.fetch_add(1, Ordering::AcqRel);
+    let sent = client
         .publish(
             evt_topic(&s.machine),
             QoS::AtLeastOnce,
             false,
             envelope.to_bytes(),
         )
-        .await?;
+        .await;
+    if sent.is_err() {
+        let _ = shared
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+    sent?;
     Ok(())
 }
 

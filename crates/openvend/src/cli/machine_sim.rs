@@ -126,21 +126,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             SimEvent::SaleRefused { reason, .. } => anyhow::bail!("sale refused: {reason}"),
             SimEvent::Dispensed { items, order_id } => {
                 print_dispensed(&order_id, &items);
-                return Ok(());
+                return settle(&sim).await;
             }
             SimEvent::Cancelled { order_id } => {
                 println!("order {order_id} cancelled (not paid in time)");
-                return Ok(());
+                return settle(&sim).await;
             }
             SimEvent::Refused { reason, .. } => println!("command refused: {reason}"),
             SimEvent::ClockSet { skew_ms } => println!("clock set by the server ({skew_ms} ms)"),
             SimEvent::PowerLost { order_id } => {
                 println!("power lost while vending order {order_id}");
-                return Ok(());
+                return settle(&sim).await;
             }
             SimEvent::Online => {}
         }
     }
+}
+
+/// Before the machine stops: its last events (the dispense result) must reach the broker,
+/// or the process would end with them still queued and the order would wait for a result.
+async fn settle(sim: &MachineSim) -> anyhow::Result<()> {
+    if !sim.settle(Duration::from_secs(10)).await {
+        eprintln!(
+            "the broker has not acknowledged the machine's last events in 10 s; a real machine \
+             sends them again when it is back"
+        );
+    }
+    Ok(())
 }
 
 async fn interactive(

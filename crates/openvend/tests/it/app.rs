@@ -269,6 +269,25 @@ fn serve_prints_a_demo_purchase_that_works_as_printed() {
     );
     assert!(out.contains("paid as sandbox buyer"), "{out}");
     assert!(out.contains("A1 Dispensed"), "{out}");
+    // The machine stopped right after its vend: its result reached the server before it did,
+    // so the order completes (it used to stay `dispensing` when the process ended with the
+    // result still queued in its MQTT client).
+    let db = rusqlite::Connection::open(dir.path().join("openvend.db")).unwrap();
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = db
+            .query_row(
+                "SELECT state FROM orders ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if state == "completed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(state, "completed", "{out}");
 }
 
 /// `machine-sim --secret` without `--mqtt` stops with the reason, instead of ignoring the
