@@ -244,6 +244,9 @@ impl MachineSim {
         opts.set_clean_session(!s.persistent_session);
         opts.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        // What the last connection's client still had in flight went with it (a reconnect
+        // sends the recent events again, counted anew).
+        self.shared.unacked.store(0, Ordering::Release);
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let topic = cmd_topic(&s.machine);
