@@ -189,6 +189,17 @@ struct Shared {
     unacked: AtomicUsize,
 }
 
+impl Shared {
+    /// One event fewer awaits the broker's acknowledgement (acknowledged, or never handed
+    /// over). Never below zero: a publish sent again after a reconnect may be acknowledged
+    /// twice.
+    fn one_settled(&self) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 struct Sent {
     at: std::time::Instant,
     msg_id: String,
@@ -275,15 +286,7 @@ impl MachineSim {
                             tokio::spawn(async move { resend_unconfirmed(&shared, &client).await });
                         }
                     }
-                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
-                        // Never below zero: a publish the client sent again after a reconnect
-                        // may be acknowledged twice.
-                        let _ = poll_shared.unacked.fetch_update(
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                            |n| n.checked_sub(1),
-                        );
-                    }
+                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => poll_shared.one_settled(),
                     Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                         if let Some(r) = ready.take() {
                             let _ = r.send(Ok(()));
@@ -594,9 +597,7 @@ async fn send_sealed(
         )
         .await;
     if sent.is_err() {
-        let _ = shared
-            .unacked
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        shared.one_settled();
     }
     sent?;
     Ok(())

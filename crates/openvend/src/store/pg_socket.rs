@@ -31,6 +31,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::error::SqlState;
 
 /// Shared between a connection's socket and its user: what the next write may be.
 #[derive(Debug, Default)]
@@ -312,7 +313,7 @@ fn put_aborted(buf: &mut BytesMut) {
     let fields: [(u8, &str); 4] = [
         (b'S', "ERROR"),
         (b'V', "ERROR"),
-        (b'C', "25P02"),
+        (b'C', SqlState::IN_FAILED_SQL_TRANSACTION.code()),
         (
             b'M',
             "current transaction is aborted, commands ignored until end of transaction block",
@@ -382,10 +383,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
             if let Some(e) = this.broken.take() {
                 return Poll::Ready(Err(e));
             }
-            let mut scratch = [0u8; 8 * 1024];
-            let mut chunk = ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut chunk))?;
-            if chunk.filled().is_empty() {
+            this.raw.reserve(8 * 1024);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.io),
+                cx,
+                &mut this.raw
+            ))?;
+            if read == 0 {
                 // The end: whatever is left is passed on as it is, then the end itself.
                 let rest = this.raw.split();
                 this.ready.extend_from_slice(&rest);
@@ -394,7 +398,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
                 }
                 continue;
             }
-            this.raw.extend_from_slice(chunk.filled());
             // What was answered before a message out of protocol is still handed over (a
             // `COMMIT`'s answer among it): the error comes after it.
             if let Err(e) = this.take_read() {

@@ -434,7 +434,7 @@ impl PgTx {
             // that broke) is left to the drop, as before.
             Some(Err(Error::Database {
                 code: Some(code), ..
-            })) if code.as_str() == SKIPPED_IN_FAILED_TRANSACTION => {
+            })) if code.as_str() == SqlState::IN_FAILED_SQL_TRANSACTION.code() => {
                 trace("ROLLBACK");
                 if conn.client.batch_execute("ROLLBACK").await.is_ok() {
                     self.sent = false;
@@ -774,10 +774,6 @@ fn from_postgres(row: &tokio_postgres::Row, columns: &Arc<[String]>) -> Result<R
     }
     Ok(Row::new(Arc::clone(columns), values))
 }
-
-/// The SQLSTATE of a statement in a failed transaction (`in_failed_sql_transaction`): also
-/// what `pg_socket` answers a statement PostgreSQL skipped after an error.
-const SKIPPED_IN_FAILED_TRANSACTION: &str = "25P02";
 
 /// The SQLSTATE `openvend_expect_rows` raises (migration 18).
 const ROWS_NOT_AS_EXPECTED: &str = "OV001";

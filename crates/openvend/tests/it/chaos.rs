@@ -65,17 +65,15 @@ pub fn drain(events: &mut UnboundedReceiver<SimEvent>, log: &mut VendLog) {
 
 /// What keeps a run from having settled: open orders, jobs, unfinished refunds.
 pub async fn stuck(db: &openvend::store::Db) -> Vec<String> {
-    openvend::store::query(
+    crate::sale::strings_in(
+        db,
+        openvend::store::query(
         "SELECT 'order ' || out_trade_no || ' ' || state FROM orders WHERE state NOT IN ('completed', 'refunded', 'closed') \
          UNION ALL SELECT 'job ' || kind || ' ' || dedup_key || ' attempts ' || CAST(attempts AS TEXT) || ' run_at ' || CAST(run_at AS TEXT) || ' ' || COALESCE(last_error, '') FROM jobs \
          UNION ALL SELECT 'refund ' || out_request_no || ' ' || state FROM refunds WHERE state <> 'succeeded'",
+        ),
     )
-    .fetch_all(&db.pool)
     .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect()
 }
 
 pub async fn all_settled(db: &openvend::store::Db) -> bool {
@@ -206,15 +204,13 @@ async fn many_sales_under_random_faults_keep_every_invariant() {
     for (_, events) in machines.iter_mut() {
         drain(events, &mut log);
     }
-    let states: Vec<String> = openvend::store::query(
-        "SELECT state || ' ' || CAST(COUNT(*) AS TEXT) FROM orders GROUP BY state ORDER BY state",
+    let states = crate::sale::strings(
+        &r,
+        openvend::store::query(
+            "SELECT state || ' ' || CAST(COUNT(*) AS TEXT) FROM orders GROUP BY state ORDER BY state",
+        ),
     )
-    .fetch_all(&r.app_services.db.pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect();
+    .await;
     println!(
         "orders: {states:?}; units vended: {}",
         log.values().sum::<u32>()

@@ -191,16 +191,14 @@ pub async fn check(db: &Db, sandbox_url: &str, vended: Option<&VendLog>) {
 /// will look at again: neither the order's own watch nor the job that watches it. Holds at
 /// any moment, a crash's included, not only once everything settled.
 pub async fn unwatched(db: &Db) -> Vec<String> {
-    openvend::store::query(
+    crate::sale::strings_in(
+        db,
+        openvend::store::query(
         "SELECT o.out_trade_no || ' ' || o.state FROM orders o \
          WHERE o.state IN ('awaiting_payment', 'payment_unknown', 'paid', 'dispensing') AND o.watch_at IS NULL \
          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedup_key = \
              CASE WHEN o.state IN ('paid', 'dispensing') THEN 'dispense:' ELSE 'resolve_payment:' END || CAST(o.id AS TEXT))",
+        ),
     )
-    .fetch_all(&db.pool)
     .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get(0))
-    .collect()
 }

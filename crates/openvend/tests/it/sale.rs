@@ -104,8 +104,16 @@ pub async fn audit_acts(r: &Running, subject: &str) -> Vec<String> {
 
 /// The first column of every row `query` finds, as text.
 pub async fn strings(r: &Running, query: openvend::store::sql::Query<'_>) -> Vec<String> {
+    strings_in(&r.app_services.db, query).await
+}
+
+/// [`strings`] in any store.
+pub async fn strings_in(
+    db: &openvend::store::Db,
+    query: openvend::store::sql::Query<'_>,
+) -> Vec<String> {
     query
-        .fetch_all(&r.app_services.db.pool)
+        .fetch_all(&db.pool)
         .await
         .unwrap()
         .iter()
