@@ -383,13 +383,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
             if let Some(e) = this.broken.take() {
                 return Poll::Ready(Err(e));
             }
-            this.raw.reserve(8 * 1024);
-            let read = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut this.raw
-            ))?;
-            if read == 0 {
+            let mut scratch = [0u8; 8 * 1024];
+            let mut chunk = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut chunk))?;
+            if chunk.filled().is_empty() {
                 // The end: whatever is left is passed on as it is, then the end itself.
                 let rest = this.raw.split();
                 this.ready.extend_from_slice(&rest);
@@ -398,6 +395,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneSync<S> {
                 }
                 continue;
             }
+            this.raw.extend_from_slice(chunk.filled());
             // What was answered before a message out of protocol is still handed over (a
             // `COMMIT`'s answer among it): the error comes after it.
             if let Err(e) = this.take_read() {
